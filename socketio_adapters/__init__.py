@@ -1,0 +1,43 @@
+"""socketio-adapters: run python-socketio on many processes and machines.
+
+>>> import socketio
+>>> from socketio_adapters import create_manager
+>>> manager = create_manager("redis://127.0.0.1:6379/0")
+>>> sio = socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")
+
+Start the manager with the application (``await manager.start()``, or
+:func:`socketio_adapters.lifecycle.attach_aiohttp`) so the node is subscribed before its
+first client arrives.
+"""
+
+from .backends.base import Backend, BrokerUnavailable, Capabilities
+from .errors import (
+    AdapterError,
+    ClusterTimeout,
+    ConfigurationError,
+    MalformedMessage,
+    MissingDependency,
+    NotStarted,
+    PayloadTooLarge,
+)
+from .manager import ClusterManager
+from .registry import create_backend, create_manager
+from .sockets import RemoteSocket
+
+__all__ = [
+    "AdapterError",
+    "Backend",
+    "BrokerUnavailable",
+    "Capabilities",
+    "ClusterManager",
+    "ClusterTimeout",
+    "ConfigurationError",
+    "MalformedMessage",
+    "MissingDependency",
+    "NotStarted",
+    "PayloadTooLarge",
+    "RemoteSocket",
+    "create_backend",
+    "create_manager",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Backends: one module per broker, each only moves bytes (see ``base``)."""

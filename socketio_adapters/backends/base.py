@@ -1,0 +1,161 @@
+"""The backend contract: a backend moves bytes between nodes and nothing else.
+
+A backend publishes each payload either to every node (``target`` is ``None``) or to
+one node (``target`` is that node's uid), and hands every payload it receives to the
+manager's ``deliver`` coroutine, in the order the broker gave them. It knows nothing
+of rooms, acks or requests: all cluster semantics live in the manager.
+
+Options shared by every backend (as URL query parameters or keyword arguments):
+
+``channel`` (default ``socketio``)
+    Prefix of every channel, subject, exchange, topic or table name the backend uses,
+    so that two applications can share one broker.
+``connect_timeout`` (default ``10`` seconds)
+    How long :meth:`Backend.start` waits for the first subscription before it fails.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..backoff import ConnectionState
+from ..errors import AdapterError
+from ..options import Option, non_empty_str, positive_float, redact, resolve
+
+__all__ = ["Backend", "BrokerUnavailable", "Capabilities", "Deliver", "Outgoing"]
+
+Deliver = Callable[[bytes], Awaitable[None]]
+"""The manager's entry point for bytes that arrived from the broker."""
+
+Outgoing = tuple["str | None", bytes]
+"""A payload and its target: a node uid, or ``None`` for every node."""
+
+
+class BrokerUnavailable(AdapterError, ConnectionError):
+    """The broker could not be reached when the backend started."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; the docs' compatibility matrix is generated from these."""
+
+    direct: bool = True
+    """Payloads for one node reach only that node (otherwise all nodes see them)."""
+    max_payload: int | None = None
+    """Largest payload in bytes, or ``None`` when the broker sets no practical limit."""
+    sharded: bool = False
+    """Can spread channels over a broker cluster (e.g. Redis sharded pub/sub)."""
+    durable_log: bool = False
+    """Keeps an ordered log that can be read from an offset (for recovery)."""
+    session_store: bool = False
+    """Can keep session records with an expiry (for recovery)."""
+    multi_process: bool = True
+    """Nodes in different processes or machines can share it."""
+
+
+COMMON_OPTIONS: tuple[Option, ...] = (
+    Option("channel", non_empty_str, "socketio",
+           "prefix of every channel name, so several apps can share one broker"),
+    Option("connect_timeout", positive_float, 10.0,
+           "seconds start() waits for the first subscription before it fails"),
+)
+
+
+class Backend(abc.ABC):
+    """Base class of every backend. Subclasses set the class attributes and implement
+    :meth:`_run`, :meth:`publish` and optionally :meth:`_close`.
+    """
+
+    name: ClassVar[str]
+    extra: ClassVar[str | None] = None
+    """The pip extra that installs this backend's client library."""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    options: ClassVar[tuple[Option, ...]] = ()
+    """Backend-specific options, on top of ``COMMON_OPTIONS``."""
+    connection_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError,)
+    """Errors that mean "the connection is gone": logged, then reconnect."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self.url = url
+        self.settings = resolve(COMMON_OPTIONS + self.options, options,
+                                f"{self.name} backend")
+        self.channel: str = self.settings["channel"]
+        self.logger = logging.getLogger(f"socketio_adapters.{self.name}")
+        self.state = ConnectionState()
+        self.node_id = ""
+        self._deliver: Deliver | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._opened = False
+
+    @classmethod
+    def from_url(cls, url: str, query: Mapping[str, str], **kwargs: Any) -> Backend:
+        """Build from a URL; query parameters and keyword arguments are both options."""
+        return cls(url, **{**query, **kwargs})
+
+    @property
+    def started(self) -> bool:
+        return self._opened
+
+    async def start(self, node_id: str, deliver: Deliver | None) -> None:
+        """Connect and subscribe; return once subscribed, or raise
+        :class:`BrokerUnavailable` after ``connect_timeout``. With ``deliver`` set to
+        ``None`` the backend only publishes (an emitter) and subscribes to nothing."""
+        if self._opened:
+            raise RuntimeError(f"{self.name} backend already started")
+        self.node_id = node_id
+        self._deliver = deliver
+        await self._open()
+        self._opened = True
+        if deliver is None:
+            self.state.mark_up()
+            return
+        self._task = asyncio.create_task(self._supervise(), name=f"{self.name}-listener")
+        try:
+            await self.state.wait_up(self.settings["connect_timeout"])
+        except asyncio.TimeoutError:
+            await self.stop()
+            raise BrokerUnavailable(
+                f"{self.name}: could not subscribe at {redact(self.url)} within "
+                f"{self.settings['connect_timeout']}s (is the broker running?)") from None
+
+    async def stop(self) -> None:
+        """Unsubscribe and close connections; safe to call twice."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self._opened:
+            self._opened = False
+            self.state.mark_down()
+            await self._close()
+
+    async def _supervise(self) -> None:
+        from ..backoff import supervise
+
+        await supervise(f"{self.name} {redact(self.url)}", self._run, self.state,
+                        self.connection_errors, self.logger)
+
+    async def _open(self) -> None:  # noqa: B027 - optional hook
+        """Create clients before the listener starts (optional)."""
+
+    async def _close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients (optional)."""
+
+    async def _dispatch(self, payload: bytes) -> None:
+        """Hand one payload to the manager."""
+        if self._deliver is not None:
+            await self._deliver(payload)
+
+    @abc.abstractmethod
+    async def _run(self, ready: Callable[[], None]) -> None:
+        """Connect, subscribe to this node's channels, call ``ready()``, then deliver
+        every payload through :meth:`_dispatch` until the connection fails."""
+
+    @abc.abstractmethod
+    async def publish(self, batch: Sequence[Outgoing]) -> None:
+        """Send every payload of ``batch`` in order; raise on failure."""

@@ -1,0 +1,56 @@
+"""Start and stop a manager with the web application, so a node is subscribed
+before its first client connects and says goodbye when it stops."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from .manager import ClusterManager
+
+__all__ = ["LifespanMiddleware", "attach_aiohttp"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def attach_aiohttp(app: Any, manager: ClusterManager) -> None:
+    """Start ``manager`` on the aiohttp app's startup and stop it on cleanup."""
+
+    async def on_startup(_app: Any) -> None:
+        await manager.start()
+
+    async def on_cleanup(_app: Any) -> None:
+        await manager.stop()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+
+
+class LifespanMiddleware:
+    """Wraps an ASGI app (e.g. ``socketio.ASGIApp``) and starts/stops the manager on
+    the ASGI lifespan events, then passes them on to the wrapped app."""
+
+    def __init__(self, app: ASGIApp, manager: ClusterManager) -> None:
+        self.app = app
+        self.manager = manager
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        while True:
+            event = await receive()
+            if event["type"] == "lifespan.startup":
+                try:
+                    await self.manager.start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif event["type"] == "lifespan.shutdown":
+                await self.manager.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

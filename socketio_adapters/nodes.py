@@ -1,0 +1,42 @@
+"""Which other nodes are alive, from their heartbeats."""
+
+from __future__ import annotations
+
+import time
+
+__all__ = ["NodeTable"]
+
+
+class NodeTable:
+    """Last time each peer node was heard from; a node silent for ``timeout`` seconds,
+    or one that said goodbye, is gone."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._seen: dict[str, float] = {}
+
+    def touch(self, uid: str) -> bool:
+        """Record a sign of life; True when the node was not known before."""
+        new = uid not in self._seen
+        self._seen[uid] = time.monotonic()
+        return new
+
+    def remove(self, uid: str) -> bool:
+        return self._seen.pop(uid, None) is not None
+
+    def expire(self) -> list[str]:
+        """Forget nodes silent for longer than the timeout; return their uids."""
+        deadline = time.monotonic() - self.timeout
+        gone = [uid for uid, seen in self._seen.items() if seen < deadline]
+        for uid in gone:
+            del self._seen[uid]
+        return gone
+
+    def alive(self) -> set[str]:
+        return set(self._seen)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def __contains__(self, uid: object) -> bool:
+        return uid in self._seen

@@ -1,0 +1,92 @@
+"""Options parsed by a table: each option has a name, a parser, a default and a doc.
+
+URL query values arrive as strings and keyword arguments as Python values; both go
+through the same parser, and a bad value names the option and what it expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+from .errors import ConfigurationError
+
+__all__ = ["Option", "parse_bool", "positive_float", "positive_int", "redact", "resolve"]
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    doc: str
+
+
+def parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true/false")
+
+
+def positive_float(value: Any) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("expected a number > 0")
+    return number
+
+
+def positive_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number > 0")
+    number = int(value)
+    if number <= 0:
+        raise ValueError("expected a whole number > 0")
+    return number
+
+
+def non_empty_str(value: Any) -> str:
+    text = str(value)
+    if not text:
+        raise ValueError("expected a non-empty string")
+    return text
+
+
+def resolve(
+    table: Iterable[Option], given: Mapping[str, Any], where: str
+) -> dict[str, Any]:
+    """Parse ``given`` against ``table``; unknown names and bad values raise."""
+    options = {opt.name: opt for opt in table}
+    result = {name: opt.default for name, opt in options.items()}
+    for name, raw in given.items():
+        opt = options.get(name)
+        if opt is None:
+            known = ", ".join(sorted(options)) or "none"
+            raise ConfigurationError(f"unknown option {name!r} for {where} (known: {known})")
+        try:
+            result[name] = opt.parse(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"bad value {raw!r} for option {name!r} of {where}: {exc}") from None
+    return result
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***``, for logs and errors."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    safe = SplitResult(parts.scheme, f"{user}:***@{netloc}", parts.path, parts.query,
+                       parts.fragment)
+    return urlunsplit(safe)

@@ -1,0 +1,82 @@
+"""The wire format between nodes: a message envelope and its msgpack codec.
+
+An envelope is a msgpack map ``{"uid", "nsp", "type", "data"}`` (the shape of
+socket.io's ClusterAdapter messages) so that a Node peer can join later. ``bytes``
+travel as msgpack ``bin`` and come back as ``bytes``; there is no pickle anywhere.
+Anything that does not decode to a well-formed envelope raises
+:class:`MalformedMessage`, which the manager logs and drops.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from .errors import MalformedMessage
+
+__all__ = ["Message", "MessageType", "decode", "encode"]
+
+
+class MessageType(enum.IntEnum):
+    """Message types, numbered as in socket.io's ClusterAdapter."""
+
+    INITIAL_HEARTBEAT = 1
+    HEARTBEAT = 2
+    BROADCAST = 3
+    SOCKETS_JOIN = 4
+    SOCKETS_LEAVE = 5
+    DISCONNECT_SOCKETS = 6
+    FETCH_SOCKETS = 7
+    FETCH_SOCKETS_RESPONSE = 8
+    SERVER_SIDE_EMIT = 9
+    SERVER_SIDE_EMIT_RESPONSE = 10
+    BROADCAST_CLIENT_COUNT = 11
+    BROADCAST_ACK = 12
+    ADAPTER_CLOSE = 13
+
+
+_TYPES = {t.value: t for t in MessageType}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One cluster message: who sent it, for which namespace, what kind, what payload."""
+
+    uid: str
+    nsp: str
+    type: MessageType
+    data: Any = None
+
+
+def encode(message: Message) -> bytes:
+    """Encode a message to bytes (msgpack map; binary stays binary)."""
+    try:
+        packed: bytes = msgpack.packb(
+            {"uid": message.uid, "nsp": message.nsp, "type": int(message.type),
+             "data": message.data},
+            use_bin_type=True,
+        )
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(f"cannot encode message data for the cluster: {exc}") from exc
+    return packed
+
+
+def decode(payload: bytes) -> Message:
+    """Decode bytes from a broker, or raise :class:`MalformedMessage`."""
+    try:
+        raw = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+    except Exception as exc:  # msgpack raises several unrelated error classes
+        raise MalformedMessage(f"not msgpack: {exc!r}") from None
+    if not isinstance(raw, dict):
+        raise MalformedMessage(f"envelope is a {type(raw).__name__}, not a map")
+    uid, nsp, kind = raw.get("uid"), raw.get("nsp"), raw.get("type")
+    if not isinstance(uid, str) or not uid:
+        raise MalformedMessage("envelope has no sender uid")
+    if not isinstance(nsp, str):
+        raise MalformedMessage("envelope has no namespace")
+    if not isinstance(kind, int) or kind not in _TYPES:
+        raise MalformedMessage(f"unknown message type {kind!r}")
+    return Message(uid=uid, nsp=nsp, type=_TYPES[kind], data=raw.get("data"))

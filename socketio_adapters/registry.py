@@ -1,0 +1,136 @@
+"""From a URL to a backend and a manager.
+
+The registry names each backend by dotted path and imports it only when its scheme is
+used, so importing this package never needs a broker's client library, and backends
+never import the registry (arrows only point down).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+from .backends.base import Backend
+from .errors import ConfigurationError, MissingDependency
+from .manager import ClusterManager
+from .options import Option, parse_bool, positive_float, positive_int, resolve
+
+__all__ = ["BACKENDS", "MANAGER_OPTIONS", "backend_class", "create_backend",
+           "create_manager"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    target: str
+    """``module:Class`` relative to this package."""
+    requires: tuple[str, ...] = ()
+    """Top-level modules of the client library (to tell a missing extra from a bug)."""
+    extra: str | None = None
+
+
+_REDIS = Entry("backends.redis:RedisBackend", ("redis",), "redis")
+_AMQP = Entry("backends.amqp:AmqpBackend", ("aio_pika", "aiormq"), "amqp")
+_NATS = Entry("backends.nats:NatsBackend", ("nats",), "nats")
+_KAFKA = Entry("backends.kafka:KafkaBackend", ("aiokafka",), "kafka")
+_POSTGRES = Entry("backends.postgres:PostgresBackend", ("asyncpg",), "postgres")
+
+BACKENDS: dict[str, Entry] = {
+    "memory": Entry("backends.memory:MemoryBackend"),
+    "redis": _REDIS,
+    "rediss": _REDIS,
+    "unix": _REDIS,
+    "amqp": _AMQP,
+    "amqps": _AMQP,
+    "nats": _NATS,
+    "tls": _NATS,
+    "kafka": _KAFKA,
+    "postgres": _POSTGRES,
+    "postgresql": _POSTGRES,
+}
+
+MANAGER_OPTIONS: tuple[Option, ...] = (
+    Option("heartbeat_interval", positive_float, 5.0, "seconds between heartbeats"),
+    Option("heartbeat_timeout", positive_float, 10.0,
+           "seconds of silence after which a node is dropped"),
+    Option("request_timeout", positive_float, 5.0, "default timeout of cluster requests"),
+    Option("write_only", parse_bool, False, "emitter only: publish, never subscribe"),
+    Option("max_buffer", positive_int, 100_000,
+           "messages buffered while the broker is unreachable"),
+    Option("callback_ttl", positive_float, 300.0,
+           "seconds a callback for a remote client waits for its ack"),
+)
+_MANAGER_NAMES = {opt.name for opt in MANAGER_OPTIONS}
+
+
+def _scheme(url: str) -> str:
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigurationError(
+            f"not a broker URL: {url!r} (expected scheme://..., e.g. redis://127.0.0.1:6379)")
+    return url.split("://", 1)[0].lower()
+
+
+def backend_class(url: str) -> type[Backend]:
+    """The backend class for a URL's scheme, importing its module on first use."""
+    scheme = _scheme(url)
+    entry = BACKENDS.get(scheme)
+    if entry is None:
+        close = difflib.get_close_matches(scheme, BACKENDS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigurationError(
+            f"unknown broker scheme {scheme!r}{hint} (known: {', '.join(sorted(BACKENDS))})")
+    module_name, _, class_name = entry.target.partition(":")
+    try:
+        module = importlib.import_module(f".{module_name}", __package__)
+    except ImportError as exc:
+        if entry.extra and exc.name and exc.name.split(".")[0] in entry.requires:
+            raise MissingDependency(
+                f"the {scheme}:// backend needs {exc.name!r}: "
+                f'pip install "socketio-adapters[{entry.extra}]"') from exc
+        raise
+    cls: type[Backend] = getattr(module, class_name)
+    return cls
+
+
+def _split_query(url: str) -> tuple[str, dict[str, str]]:
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"malformed URL: {exc}") from None
+    query: dict[str, str] = {}
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in query:
+            raise ConfigurationError(f"option {key!r} given twice in the URL")
+        query[key] = value
+    return urlunsplit(parts._replace(query="")), query
+
+
+def create_backend(url: str, **options: Any) -> Backend:
+    """Build the backend for ``url``; query parameters and keyword arguments are
+    its options (a keyword argument wins over the same query parameter)."""
+    cls = backend_class(url)
+    base, query = _split_query(url)
+    return cls.from_url(base, query, **options)
+
+
+def create_manager(url: str, **options: Any) -> ClusterManager:
+    """A :class:`ClusterManager` on the broker at ``url``.
+
+    >>> manager = create_manager("redis://127.0.0.1:6379/0?channel=myapp")
+    >>> sio = socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")
+
+    Manager options (``heartbeat_interval``, ``heartbeat_timeout``,
+    ``request_timeout``, ``write_only``, ``max_buffer``, ``callback_ttl``) may be
+    given as keyword arguments or query parameters; every other option goes to the
+    backend, which rejects names it does not know.
+    """
+    cls = backend_class(url)
+    base, query = _split_query(url)
+    manager_given = {k: v for k, v in {**query, **options}.items() if k in _MANAGER_NAMES}
+    settings = resolve(MANAGER_OPTIONS, manager_given, "the manager")
+    backend = cls.from_url(
+        base, {k: v for k, v in query.items() if k not in _MANAGER_NAMES},
+        **{k: v for k, v in options.items() if k not in _MANAGER_NAMES})
+    return ClusterManager(backend, **settings)
