@@ -106,12 +106,18 @@ EOF
 }
 
 postgres_bindir() {
-    # Highest version first; sort numerically since the glob puts 10 before 9.
-    local d
-    d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k4,4n | tail -n 1 || true)"
-    if [ -n "$d" ] && [ -x "$d/pg_ctl" ] && [ -x "$d/initdb" ]; then
-        echo "$d"
-    fi
+    # The highest version under /usr/lib/postgresql with what the launcher runs.
+    local d v best="" best_version=-1
+    for d in /usr/lib/postgresql/*/bin; do
+        v="${d#/usr/lib/postgresql/}"
+        v="${v%/bin}"
+        if [[ "$v" =~ ^[0-9]+$ ]] && [ "$v" -gt "$best_version" ] \
+            && [ -x "$d/postgres" ] && [ -x "$d/initdb" ] && [ -x "$d/pg_isready" ]; then
+            best="$d"
+            best_version="$v"
+        fi
+    done
+    echo "$best"
 }
 
 install_redis() {
@@ -172,7 +178,7 @@ install_postgres() {
     apt_install postgresql
     stop_service postgresql
     bindir="$(postgres_bindir)"
-    [ -n "$bindir" ] || die "postgresql installed but no /usr/lib/postgresql/*/bin/pg_ctl found"
+    [ -n "$bindir" ] || die "postgresql installed but no /usr/lib/postgresql/*/bin/postgres found"
     echo "postgres: installed Debian package postgresql ($bindir)"
 }
 

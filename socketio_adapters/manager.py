@@ -455,6 +455,10 @@ class ClusterManager(socketio.AsyncManager):  # type: ignore[misc]
                 ack_id = self._generate_ack_id(sid, callback)
                 await server._send_packet(eio_sid, server.packet_class(
                     sio_packet.EVENT, namespace=namespace, data=packet_data, id=ack_id))
+        # Let transports run between events, as python-socketio's own manager does: a
+        # burst must not pile into one long-polling response, because python-engineio's
+        # client rejects payloads of more than 16 packets.
+        await asyncio.sleep(0)
         return len(recipients)
 
     def _recipients(self, namespace: str, rooms: list[str],
@@ -516,11 +520,15 @@ class ClusterManager(socketio.AsyncManager):  # type: ignore[misc]
             return
         if message.uid == self.uid:
             return
-        if self.nodes.touch(message.uid) and message.type not in (
-                MessageType.INITIAL_HEARTBEAT, MessageType.ADAPTER_CLOSE):
-            self.log.info("node %s joined", message.uid)
         try:
             await self._handlers[message.type](message)
+            # heartbeats announce a node (an emitter sends none, so it is no node);
+            # any other well-formed message from a known node keeps it alive
+            if message.type in (MessageType.HEARTBEAT, MessageType.INITIAL_HEARTBEAT):
+                if self.nodes.touch(message.uid):
+                    self.log.info("node %s joined", message.uid)
+            elif message.type is not MessageType.ADAPTER_CLOSE:
+                self.nodes.refresh(message.uid)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
             self._drop_malformed(f"{message.type.name} from {message.uid}: "
                                  f"{type(exc).__name__}: {exc}")
@@ -547,7 +555,6 @@ class ClusterManager(socketio.AsyncManager):  # type: ignore[misc]
             self.log.error("cluster task failed", exc_info=task.exception())
 
     async def _on_initial_heartbeat(self, message: Message) -> None:
-        self.log.info("node %s joined", message.uid)
         self._publish(MessageType.HEARTBEAT, "/", None, target=message.uid)
 
     async def _on_heartbeat(self, message: Message) -> None:

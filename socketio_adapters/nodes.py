@@ -21,6 +21,11 @@ class NodeTable:
         self._seen[uid] = time.monotonic()
         return new
 
+    def refresh(self, uid: str) -> None:
+        """A sign of life from a node that is already known."""
+        if uid in self._seen:
+            self._seen[uid] = time.monotonic()
+
     def remove(self, uid: str) -> bool:
         return self._seen.pop(uid, None) is not None
 

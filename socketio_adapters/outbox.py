@@ -52,6 +52,8 @@ class Outbox:
         """Send what is queued (for at most ``timeout`` seconds), then stop."""
         if self._task is None:
             return
+        if not self.backend.state.connected:
+            timeout = min(timeout, 0.5)  # the broker is away: do not hold up shutdown
         try:
             await asyncio.wait_for(self.flush(), timeout)
         except asyncio.TimeoutError:

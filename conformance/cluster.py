@@ -1,0 +1,225 @@
+"""A cluster under test: server nodes, each its own aiohttp HTTP server on a free
+loopback port with its own manager and broker connections, and real python-socketio
+clients connected to them over websocket or long-polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import secrets
+from collections import defaultdict
+from typing import Any
+
+import socketio
+from aiohttp import web
+
+from socketio_adapters import ClusterManager, create_manager
+
+NAMESPACES = ("/", "/admin")
+
+
+class Node:
+    """One server node. Clients may send ``join``/``leave`` with a room name, and
+    ``echo`` (acked with its argument); connecting with ``auth={"rooms": [...]}``
+    joins those rooms inside the connect handler (a pre-connected sid)."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        self.manager: ClusterManager = create_manager(url, **options)
+        self.sio = socketio.AsyncServer(client_manager=self.manager, async_mode="aiohttp",
+                                        namespaces="*")
+        self.app = web.Application()
+        self.sio.attach(self.app)
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+        self.server_events: dict[str, list[Any]] = defaultdict(list)
+        self._register()
+
+    def _register(self) -> None:
+        sio = self.sio
+
+        @sio.on("connect", namespace="*")  # type: ignore[untyped-decorator]
+        async def connect(namespace: str, sid: str, environ: Any, auth: Any) -> None:
+            if isinstance(auth, dict):
+                for room in auth.get("rooms", ()):
+                    await sio.enter_room(sid, room, namespace=namespace)
+
+        @sio.on("join", namespace="*")  # type: ignore[untyped-decorator]
+        async def join(namespace: str, sid: str, room: str) -> bool:
+            await sio.enter_room(sid, room, namespace=namespace)
+            return True
+
+        @sio.on("leave", namespace="*")  # type: ignore[untyped-decorator]
+        async def leave(namespace: str, sid: str, room: str) -> bool:
+            await sio.leave_room(sid, room, namespace=namespace)
+            return True
+
+        @sio.on("echo", namespace="*")  # type: ignore[untyped-decorator]
+        async def echo(namespace: str, sid: str, value: Any) -> Any:
+            return value
+
+    @property
+    def uid(self) -> str:
+        return self.manager.uid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        await self.manager.start()
+        # a crashed or stopped node must not wait for open long-polls
+        self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=0.5)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        if server is None or not server.sockets:  # pragma: no cover - aiohttp contract
+            raise RuntimeError("aiohttp did not bind a socket")
+        self.port = server.sockets[0].getsockname()[1]
+        self.sio.manager_initialized = True  # started above, not on the first client
+
+    async def stop(self) -> None:
+        """A clean stop: clients are closed and the other nodes are told at once."""
+        await self.manager.stop()
+        if self.runner is not None:
+            if self.sio.eio.sockets:  # engineio raises on an empty server
+                await self.sio.eio.disconnect()  # close every client (ends long-polls)
+            await self.sio.shutdown()
+            await self.runner.cleanup()
+            self.runner = None
+
+    async def crash(self) -> None:
+        """Die without a goodbye: no ADAPTER_CLOSE, nothing flushed, broker
+        connections and the HTTP server dropped."""
+        manager = self.manager
+        tasks = [manager._heartbeat, getattr(manager._outbox, "_task", None)]
+        for task in tasks:
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(*(t for t in tasks if t is not None), return_exceptions=True)
+        manager._heartbeat = None
+        manager._outbox = None
+        await manager.backend.stop()
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+
+class Client:
+    """A real python-socketio client that records every event it receives."""
+
+    def __init__(self, node: Node, transport: str, namespaces: tuple[str, ...] = ("/",),
+                 auth: dict[str, Any] | None = None) -> None:
+        self.node = node
+        self.transport = transport
+        self.namespaces = namespaces
+        self.auth = auth
+        self.sio = socketio.AsyncClient(reconnection=False)
+        self.received: dict[tuple[str, str], asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
+        self.ack_handlers: dict[str, Any] = {}
+
+        @self.sio.on("*", namespace="*")  # type: ignore[untyped-decorator]
+        async def any_event(event: str, namespace: str, *args: Any) -> Any:
+            value = args[0] if len(args) == 1 else tuple(args) if args else None
+            self.received[(namespace, event)].put_nowait(value)
+            handler = self.ack_handlers.get(event)
+            if handler is None:
+                return None
+            result = handler(*args)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+    async def connect(self) -> Client:
+        await self.sio.connect(self.node.url, transports=[self.transport],
+                               namespaces=list(self.namespaces), auth=self.auth,
+                               wait_timeout=10)
+        return self
+
+    def sid(self, namespace: str = "/") -> str:
+        sid = self.sio.get_sid(namespace)
+        if sid is None:
+            raise RuntimeError(f"client not connected to {namespace}")
+        return str(sid)
+
+    async def next(self, event: str, namespace: str = "/", timeout: float = 5.0) -> Any:
+        return await asyncio.wait_for(self.received[(namespace, event)].get(), timeout)
+
+    async def nothing(self, event: str, namespace: str = "/", within: float = 0.3) -> bool:
+        """True when no ``event`` arrives within ``within`` seconds."""
+        try:
+            await asyncio.wait_for(self.received[(namespace, event)].get(), within)
+        except asyncio.TimeoutError:
+            return True
+        return False
+
+    async def call(self, event: str, data: Any, namespace: str = "/") -> Any:
+        return await self.sio.call(event, data, namespace=namespace, timeout=5)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.sio.disconnect()
+
+
+class Cluster:
+    """``size`` nodes on one backend URL and a fresh channel, one client per node."""
+
+    def __init__(self, url: str, transport: str, size: int = 3, **options: Any) -> None:
+        self.url = url
+        self.transport = transport
+        sep = "&" if "?" in url else "?"
+        self.options = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0,
+                        "request_timeout": 3.0, **options}
+        self.node_url = f"{url}{sep}channel=conf-{secrets.token_hex(4)}"
+        self.nodes: list[Node] = [Node(self.node_url, **self.options) for _ in range(size)]
+        self.clients: list[Client] = []
+
+    async def start(self) -> Cluster:
+        for node in self.nodes:
+            await node.start()
+        await self.wait_for_count(len(self.nodes))
+        return self
+
+    async def add_node(self) -> Node:
+        node = Node(self.node_url, **self.options)
+        self.nodes.append(node)
+        await node.start()
+        return node
+
+    async def wait_for_count(self, count: int, timeout: float = 5.0) -> None:
+        """Until every running node sees ``count`` nodes."""
+        async def settled() -> None:
+            while True:
+                counts = [await n.manager.server_count() for n in self.nodes
+                          if n.manager.started]
+                if all(c == count for c in counts):
+                    return
+                await asyncio.sleep(0.02)
+        await asyncio.wait_for(settled(), timeout)
+
+    async def connect(self, node: int | Node, namespaces: tuple[str, ...] = ("/",),
+                      auth: dict[str, Any] | None = None) -> Client:
+        target = self.nodes[node] if isinstance(node, int) else node
+        client = Client(target, self.transport, namespaces, auth)
+        self.clients.append(client)
+        return await client.connect()
+
+    async def connect_all(self, namespaces: tuple[str, ...] = ("/",)) -> list[Client]:
+        return [await self.connect(i, namespaces) for i in range(len(self.nodes))]
+
+    async def settle(self) -> None:
+        """Wait until every node's published messages reached the broker."""
+        for node in self.nodes:
+            if node.manager.started:
+                await node.manager.flush()
+
+    async def close(self) -> None:
+        # nodes first: a stopping node closes its clients' connections, which a
+        # long-polling client would otherwise hold open for a whole ping interval
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(node.stop(), 10)
+        for client in self.clients:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.close(), 5)

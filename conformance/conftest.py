@@ -1,0 +1,121 @@
+"""The conformance suite: one set of test bodies, run against every backend chosen.
+
+Backends come from ``--backend`` (repeatable) or the ``SIOA_BACKENDS`` environment
+variable (comma-separated); each item is a kind (``memory``, ``redis``, ...), which
+makes the suite start that broker from local binaries on a free loopback port, or a
+URL (``redis://127.0.0.1:6379/0``), which is used as it is. Default: memory and redis.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from socketio_adapters import Capabilities
+from socketio_adapters.registry import backend_class
+
+from .brokers import LocalBroker, broker_for
+from .cluster import Cluster
+
+DEFAULT_BACKENDS = "memory,redis"
+TRANSPORTS = ("websocket", "polling")
+
+
+@dataclass
+class BackendUnderTest:
+    name: str
+    url: str
+    broker: LocalBroker | None
+    """The broker process, when the suite started it (so faults can restart it)."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return backend_class(self.url).capabilities
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--backend", action="append", default=[],
+                     help="backend kind or URL to run the conformance suite on "
+                          "(repeatable; default: $SIOA_BACKENDS or memory,redis)")
+    parser.addoption("--transport", action="append", default=[],
+                     help="client transport(s): websocket, polling (default: both)")
+
+
+def _specs(config: pytest.Config) -> list[str]:
+    given: list[str] = config.getoption("--backend")
+    if not given:
+        given = os.environ.get("SIOA_BACKENDS", DEFAULT_BACKENDS).split(",")
+    return [g.strip() for g in given if g.strip()]
+
+
+def _spec_id(spec: str) -> str:
+    return spec.split("://", 1)[0] if "://" in spec else spec
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        specs = _specs(metafunc.config)
+        metafunc.parametrize("backend", specs, ids=[_spec_id(s) for s in specs],
+                             indirect=True, scope="session")
+    if "transport" in metafunc.fixturenames:
+        transports = metafunc.config.getoption("--transport") or list(TRANSPORTS)
+        metafunc.parametrize("transport", transports, scope="session")
+
+
+@pytest.fixture(scope="session")
+def backend(request: pytest.FixtureRequest) -> Iterator[BackendUnderTest]:
+    spec: str = request.param
+    if "://" in spec:
+        yield BackendUnderTest(_spec_id(spec), spec, None)
+        return
+    if spec == "memory":
+        yield BackendUnderTest("memory", "memory://conformance", None)
+        return
+    broker = broker_for(spec)
+    broker.start()
+    try:
+        yield BackendUnderTest(spec, broker.url, broker)
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+async def cluster(backend: BackendUnderTest, transport: str) -> AsyncIterator[Cluster]:
+    nodes = Cluster(backend.url, transport)
+    try:
+        yield await nodes.start()
+    finally:
+        await nodes.close()
+
+
+_outcomes: Counter[tuple[str, str]] = Counter()
+MEASUREMENTS: dict[str, str] = {}
+"""Figures measured by tests (e.g. reconnect times), printed in the summary."""
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "conformance" not in report.nodeid:
+        return
+    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+        name = "?"
+        if "[" in report.nodeid:
+            name = report.nodeid.rsplit("[", 1)[1].rstrip("]").split("-")[0]
+        _outcomes[(name, report.outcome)] += 1
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if MEASUREMENTS:
+        terminalreporter.section("conformance measurements")
+        for what, figure in sorted(MEASUREMENTS.items()):
+            terminalreporter.write_line(f"{what}: {figure}")
+    if not _outcomes:
+        return
+    terminalreporter.section("conformance per backend")
+    for name in sorted({n for n, _ in _outcomes}):
+        terminalreporter.write_line(
+            f"{name}: {_outcomes[(name, 'passed')]} passed, "
+            f"{_outcomes[(name, 'failed')]} failed, {_outcomes[(name, 'skipped')]} skipped")

@@ -1,0 +1,96 @@
+"""Faults: the broker restarts, a node dies without a goodbye, garbage on the channel."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import msgpack
+import pytest
+
+from socketio_adapters import create_backend
+
+from .cluster import Cluster
+from .conftest import MEASUREMENTS, BackendUnderTest
+
+
+async def test_broker_restart_mid_run(backend: BackendUnderTest, cluster: Cluster,
+                                      transport: str) -> None:
+    if backend.broker is None:
+        pytest.skip(f"{backend.name}: no broker process this suite can restart "
+                    "(in-process backend, or a broker given by URL)")
+    clients = await cluster.connect_all()
+    await cluster.nodes[0].sio.emit("before", 1)
+    for client in clients:
+        assert await client.next("before") == 1
+
+    await asyncio.to_thread(backend.broker.restart)
+    back = time.monotonic()
+    received: set[int] = set()
+    deadline = back + 30
+    sequence = 0
+    while len(received) < len(clients) and time.monotonic() < deadline:
+        sequence += 1
+        await cluster.nodes[0].sio.emit("after", sequence)
+        for i, client in enumerate(clients):
+            try:
+                await asyncio.wait_for(client.received[("/", "after")].get(), 0.05)
+                received.add(i)
+            except asyncio.TimeoutError:
+                pass
+    flowing = time.monotonic() - back
+    assert received == {0, 1, 2}, f"broadcasts did not flow again within 30s: {received}"
+    MEASUREMENTS[f"{backend.name}/{transport}: broadcasts flow again after broker restart"] = (
+        f"{flowing:.2f}s")
+    # the nodes survived: heartbeats resume and every node sees the others again
+    await cluster.wait_for_count(3, timeout=10)
+    for client in clients:
+        assert client.sio.connected
+
+
+async def test_node_killed_without_goodbye(cluster: Cluster) -> None:
+    a, b, c = await cluster.connect_all()
+    await c.call("join", "room")
+    await a.call("join", "room")
+    await cluster.nodes[2].crash()
+    started = time.monotonic()
+    # node 2 is still believed alive: the request waits for it until it is dropped,
+    # then completes with the live nodes' answers
+    sockets = await cluster.nodes[0].manager.fetch_sockets(timeout=10)
+    elapsed = time.monotonic() - started
+    assert {s.sid for s in sockets} == {a.sid(), b.sid()}
+    limit = cluster.options["heartbeat_timeout"] + 2 * cluster.options["heartbeat_interval"]
+    assert elapsed < limit + 0.5
+    await cluster.wait_for_count(2, timeout=limit)
+    # the survivors keep working
+    await cluster.nodes[1].sio.emit("alive", 1, to="room")
+    assert await a.next("alive") == 1
+
+
+async def test_garbage_on_the_channel_is_dropped_and_logged(
+        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+    clients = await cluster.connect_all()
+    raw = create_backend(cluster.node_url)
+    await raw.start("garbage-sender", None)
+    garbage = [
+        b"",
+        b"\xc1\xc1\xc1",  # never valid msgpack
+        b'{"method": "emit", "event": "x"}',  # python-socketio's own JSON format
+        msgpack.packb([1, 2, 3]),
+        msgpack.packb({"uid": "intruder", "nsp": "/", "type": 99, "data": None}),
+        msgpack.packb({"uid": "intruder", "nsp": "/", "type": 3, "data": "no opts"}),
+        msgpack.packb({"uid": "intruder", "nsp": "/", "type": 7, "data": {"x": 1}}),
+    ]
+    with caplog.at_level(logging.WARNING, logger="socketio_adapters"):
+        try:
+            await raw.publish([(None, g) for g in garbage])
+        finally:
+            await raw.stop()
+        await cluster.nodes[0].sio.emit("fine", 1)
+        for client in clients:
+            assert await client.next("fine") == 1
+    for node in cluster.nodes:
+        assert node.manager.dropped_messages == len(garbage)
+        assert await node.manager.server_count() == 3  # the intruder is no node
+    assert "malformed" in caplog.text
