@@ -73,10 +73,10 @@ class Node:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
-        server = site._server
+        server: Any = site._server
         if server is None or not server.sockets:  # pragma: no cover - aiohttp contract
             raise RuntimeError("aiohttp did not bind a socket")
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = int(server.sockets[0].getsockname()[1])
         self.sio.manager_initialized = True  # started above, not on the first client
 
     async def stop(self) -> None:

@@ -94,7 +94,7 @@ class Outbox:
 
     def _append(self, item: Outgoing, future: asyncio.Future[None] | None) -> None:
         if len(self._queue) >= self.max_buffer:
-            (_, old), old_future = self._queue.popleft()
+            _, old_future = self._queue.popleft()
             self.dropped += 1
             if old_future is not None and not old_future.done():
                 old_future.set_exception(ConnectionError("dropped: outbox full"))

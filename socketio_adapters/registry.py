@@ -82,9 +82,14 @@ def backend_class(url: str) -> type[Backend]:
         raise ConfigurationError(
             f"unknown broker scheme {scheme!r}{hint} (known: {', '.join(sorted(BACKENDS))})")
     module_name, _, class_name = entry.target.partition(":")
+    full_name = f"{__package__}.{module_name}"
     try:
-        module = importlib.import_module(f".{module_name}", __package__)
+        module = importlib.import_module(full_name)
     except ImportError as exc:
+        if exc.name == full_name:
+            raise ConfigurationError(
+                f"the {scheme}:// backend is not part of this version of "
+                "socketio-adapters") from None
         if entry.extra and exc.name and exc.name.split(".")[0] in entry.requires:
             raise MissingDependency(
                 f"the {scheme}:// backend needs {exc.name!r}: "

@@ -56,8 +56,10 @@ class MemoryBackend(Backend):
                 for node, queue in hub.items():
                     if node != self.node_id:
                         queue.put_nowait(payload)
-            elif (queue := hub.get(target)) is not None:
-                queue.put_nowait(payload)
+            else:
+                direct = hub.get(target)
+                if direct is not None:
+                    direct.put_nowait(payload)
 
     async def _close(self) -> None:
         hub = self._hub

