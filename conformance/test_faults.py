@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import signal
+import sys
 import time
 
 import msgpack
@@ -11,8 +15,10 @@ import pytest
 
 from socketio_adapters import create_backend
 
-from .cluster import Cluster
+from .cluster import Client, Cluster
 from .conftest import MEASUREMENTS, BackendUnderTest
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 async def test_broker_restart_mid_run(backend: BackendUnderTest, cluster: Cluster,
@@ -94,3 +100,39 @@ async def test_garbage_on_the_channel_is_dropped_and_logged(
         assert node.manager.dropped_messages == len(garbage)
         assert await node.manager.server_count() == 3  # the intruder is no node
     assert "malformed" in caplog.text
+
+
+async def test_node_process_killed_with_sigkill(backend: BackendUnderTest,
+                                                cluster: Cluster) -> None:
+    if not backend.capabilities.multi_process:
+        pytest.skip(f"{backend.name}: nodes share one process (capability multi_process "
+                    "is false), so there is no node process to kill")
+    a, b, c = await cluster.connect_all()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "conformance.node_process", cluster.node_url,
+        json.dumps(cluster.options), stdout=asyncio.subprocess.PIPE,
+        cwd=REPO_ROOT)
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode().split()
+        assert line[:1] == ["READY"], line
+        port = int(line[1])
+        await cluster.wait_for_count(4)
+        victim_client = Client(cluster.nodes[0], cluster.transport)
+        await victim_client.sio.connect(f"http://127.0.0.1:{port}",
+                                        transports=[cluster.transport], wait_timeout=10)
+        cluster.clients.append(victim_client)
+        assert len(await cluster.nodes[0].manager.fetch_sockets()) == 4
+
+        os.kill(proc.pid, signal.SIGKILL)
+        started = time.monotonic()
+        sockets = await cluster.nodes[1].manager.fetch_sockets(timeout=10)
+        assert {s.sid for s in sockets} == {a.sid(), b.sid(), c.sid()}
+        limit = cluster.options["heartbeat_timeout"] + 2 * cluster.options[
+            "heartbeat_interval"]
+        await cluster.wait_for_count(3, timeout=limit)
+        assert time.monotonic() - started < limit + 0.5
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
