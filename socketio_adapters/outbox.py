@@ -116,7 +116,7 @@ class Outbox:
             count = min(len(self._queue), self.batch_size)
             self._inflight = [self._queue.popleft() for _ in range(count)]
             try:
-                await self.backend.publish([item for item, _ in self._inflight])
+                await self.backend.send([item for item, _ in self._inflight])
             except asyncio.CancelledError:
                 self._queue.extendleft(reversed(self._inflight))
                 self._inflight = []

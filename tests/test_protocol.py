@@ -46,3 +46,21 @@ def test_unencodable_data_is_a_clear_type_error() -> None:
 def test_no_pickle_on_the_wire() -> None:
     payload = encode(Message("u", "/", MessageType.BROADCAST, {"packet": ["e", 1]}))
     assert not payload.startswith(b"\x80")  # pickle protocol header
+
+
+def test_chunks_split_and_join() -> None:
+    import logging
+    import os
+
+    from socketio_adapters.chunks import Reassembler, split
+
+    payload = os.urandom(10_000)
+    parts = split(payload, 1000)
+    assert len(parts) > 10 and all(len(p) <= 1000 for p in parts)
+    joiner = Reassembler(logging.getLogger("t"))
+    results = [joiner.feed(p) for p in parts]
+    assert results[-1] == payload and all(r is None for r in results[:-1])
+    assert split(b"small", 1000) == [b"small"]
+    assert joiner.feed(b"\x84plain") == b"\x84plain"
+    # a chunk out of sequence is dropped, not guessed at
+    assert joiner.feed(parts[3]) is None and joiner.dropped == 1

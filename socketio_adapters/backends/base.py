@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..backoff import ConnectionState
+from ..chunks import Reassembler, split
 from ..errors import AdapterError
 from ..options import Option, non_empty_str, positive_float, redact, resolve
 
@@ -91,6 +92,11 @@ class Backend(abc.ABC):
         self._deliver: Deliver | None = None
         self._task: asyncio.Task[None] | None = None
         self._opened = False
+        self.message_limit: int | None = None
+        """The broker's largest message, when it has a small one (e.g. NATS's
+        max_payload): larger payloads are sent in chunks and joined on receipt. A
+        backend sets it in ``_open`` (from the server's settings) or leaves it None."""
+        self._reassembler = Reassembler(self.logger)
 
     @classmethod
     def from_url(cls, url: str, query: Mapping[str, str], **kwargs: Any) -> Backend:
@@ -147,9 +153,21 @@ class Backend(abc.ABC):
         """Release clients (optional)."""
 
     async def _dispatch(self, payload: bytes) -> None:
-        """Hand one payload to the manager."""
+        """Hand one payload to the manager (after joining chunks)."""
+        if payload[:1] == b"\xc1":
+            joined = self._reassembler.feed(payload)
+            if joined is None:
+                return
+            payload = joined
         if self._deliver is not None:
             await self._deliver(payload)
+
+    async def send(self, batch: Sequence[Outgoing]) -> None:
+        """Publish ``batch``, cutting payloads over ``message_limit`` into chunks."""
+        limit = self.message_limit
+        if limit is not None and any(len(p) > limit for _, p in batch):
+            batch = [(t, chunk) for t, p in batch for chunk in split(p, limit)]
+        await self.publish(batch)
 
     @abc.abstractmethod
     async def _run(self, ready: Callable[[], None]) -> None:
