@@ -1,0 +1,1 @@
+"""Benchmarks of socketio_adapters; see benchmarks/README.md."""

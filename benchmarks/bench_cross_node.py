@@ -1,0 +1,914 @@
+"""Cross-node emit throughput and latency on Redis: socketio_adapters against a single
+python-socketio node, python-socketio's AsyncRedisManager and the raw redis-py client.
+
+Run from the repository root:
+
+    python -m benchmarks.bench_cross_node [--events 20000] [--latency-events 2000]
+        [--redis-url URL] [--json benchmarks/results/redis.json]
+
+Without ``--redis-url`` a redis-server is started from the local binary (see
+conformance/brokers.py) and stopped at the end. Every server node is its own process
+(``python -m benchmarks.node``); this process hosts the python-socketio client, triggers
+the nodes over HTTP and measures. See benchmarks/README.md for what is measured and how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import pstats
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import socketio
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_JSON = REPO_ROOT / "benchmarks" / "results" / "redis.json"
+SOCKET_SCENARIOS = ("single", "cluster", "pysio")
+ALL_SCENARIOS = (*SOCKET_SCENARIOS, "raw")
+LABELS = {
+    "single": "single node, no manager (baseline)",
+    "cluster": "socketio_adapters cluster (A -> B)",
+    "pysio": "python-socketio AsyncRedisManager (A -> B)",
+    "raw_each": "raw redis-py PUBLISH, awaited each",
+    "raw_pipeline": "raw redis-py PUBLISH, pipelined x512",
+}
+READY_TIMEOUT = 30.0
+STOP_GRACE = 5.0
+
+
+class BenchError(RuntimeError):
+    """A scenario could not be measured (events lost, a node died, ...)."""
+
+
+# ---------------------------------------------------------------------- child processes
+
+
+@dataclass
+class Child:
+    name: str
+    proc: asyncio.subprocess.Process
+    log_path: Path
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+def _open_log(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+
+
+def _make_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+
+
+class Children:
+    """Every process this run started. ``stop_all`` (and, as a last resort,
+    ``kill_all_now``) ends them whatever happened."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = logdir
+        self.children: list[Child] = []
+        self._env = dict(os.environ)
+        self._env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+
+    async def spawn(self, name: str, *cmd: str, ready_line: bool = True) -> Child:
+        """Start ``cmd`` in its own session; with ``ready_line``, wait for the node's
+        JSON ready line on stdout and take the port from it."""
+        log_path = self.logdir / f"{name}-{len(self.children)}.log"
+        log_fd = _open_log(log_path)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *cmd, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE if ready_line else log_fd, stderr=log_fd,
+                cwd=REPO_ROOT, env=self._env, start_new_session=True)
+        finally:
+            os.close(log_fd)
+        child = Child(name, proc, log_path)
+        self.children.append(child)
+        if not ready_line:
+            return child
+        assert proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise BenchError(f"{name} not ready after {READY_TIMEOUT:g}s; its log:\n"
+                             f"{child.log_tail()}") from None
+        if not line:
+            await proc.wait()
+            raise BenchError(f"{name} exited with {proc.returncode} before it was ready; "
+                             f"its log:\n{child.log_tail()}")
+        child.port = int(json.loads(line)["port"])
+        return child
+
+    async def stop(self, child: Child, sig: int = signal.SIGTERM) -> None:
+        proc = child.proc
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_GRACE)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+        if child in self.children:
+            self.children.remove(child)
+
+    async def stop_all(self) -> None:
+        await asyncio.gather(*(self.stop(c) for c in list(self.children)),
+                             return_exceptions=True)
+
+    def kill_all_now(self) -> None:
+        """Synchronous last resort: SIGKILL every child's process group not yet reaped."""
+        for child in self.children:
+            if child.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child.proc.pid, signal.SIGKILL)
+        self.children.clear()
+
+
+class Control:
+    """HTTP calls to the nodes' /bench endpoints."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    async def call(self, child: Child, method: str, endpoint: str,
+                   **params: str | int | float) -> dict[str, Any]:
+        query = {k: str(v) for k, v in params.items()}
+        try:
+            async with self.session.request(method, child.url + endpoint,
+                                            params=query) as resp:
+                body: dict[str, Any] = await resp.json()
+                if resp.status >= 400:
+                    raise BenchError(f"{child.name} {method} {endpoint}: {resp.status} "
+                                     f"{body}")
+                return body
+        except aiohttp.ClientError as exc:
+            raise BenchError(f"{child.name} {method} {endpoint} failed ({exc}); "
+                             f"its log:\n{child.log_tail()}") from exc
+
+    async def job(self, child: Child) -> dict[str, Any]:
+        job: dict[str, Any] | None = (await self.call(child, "GET", "/bench/status"))["job"]
+        if job is None:
+            raise BenchError(f"{child.name} has no job")
+        if job["error"]:
+            raise BenchError(f"{child.name}'s {job['kind']} job failed: {job['error']}")
+        return job
+
+    async def job_done(self, child: Child, timeout: float = 120.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = await self.job(child)
+            if job["done"]:
+                return job
+            if time.monotonic() > deadline:
+                raise BenchError(f"{child.name}'s {job['kind']} job not done in {timeout}s")
+            await asyncio.sleep(0.05)
+
+
+# ---------------------------------------------------------------------- the client
+
+
+class Receiver:
+    """A python-socketio client (websocket) that counts ``e`` events and records the
+    latency of ``lat`` events."""
+
+    def __init__(self) -> None:
+        self.sio: Any = socketio.AsyncClient(reconnection=False)
+        self.count = 0
+        self.last: float | None = None
+        self.next_i = 0
+        self.out_of_order = 0
+        self.latencies: list[float] = []
+        self.warm = 0
+        self.sio.on("e", self._on_event)
+        self.sio.on("lat", self._on_latency)
+        self.sio.on("warm", self._on_warm)
+
+    def reset(self) -> None:
+        self.count = 0
+        self.last = None
+        self.next_i = 0
+        self.out_of_order = 0
+        self.latencies = []
+
+    def _on_event(self, data: dict[str, int]) -> None:
+        now = time.monotonic()
+        i = data["i"]
+        if i != self.next_i:
+            self.out_of_order += 1
+        self.next_i = i + 1
+        self.count += 1
+        self.last = now
+
+    def _on_latency(self, data: dict[str, float]) -> None:
+        now = time.monotonic()
+        self.latencies.append(now - data["t"])
+        self.count += 1
+        self.last = now
+
+    def _on_warm(self, data: Any) -> None:
+        self.warm += 1
+
+    async def connect(self, node: Child) -> None:
+        await self.sio.connect(node.url, transports=["websocket"], wait_timeout=10)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.sio.disconnect(), 5)
+
+
+async def wait_all(what: str, n: int, progress: Callable[[], Awaitable[tuple[int, float | None]]],
+                   sender_done: Callable[[], Awaitable[bool]], timeout: float,
+                   stall: float) -> float:
+    """Wait until ``progress()`` counts ``n``; return when the last one arrived.
+
+    Raises :class:`BenchError` saying how many arrived when nothing more arrived for
+    ``stall`` seconds after the sender finished, or after ``timeout`` in all."""
+    began = time.monotonic()
+    last_count, last_change = -1, began
+    while True:
+        count, last = await progress()
+        if count >= n and last is not None:
+            return last
+        now = time.monotonic()
+        if count != last_count:
+            last_count, last_change = count, now
+        elif now - last_change > stall and await sender_done():
+            raise BenchError(f"{what}: events lost: {count} of {n} arrived (nothing more "
+                             f"for {stall:g}s after the sender finished)")
+        if now - began > timeout:
+            raise BenchError(f"{what}: only {count} of {n} events arrived within "
+                             f"{timeout:g}s")
+        await asyncio.sleep(0.02)
+
+
+# ---------------------------------------------------------------------- CPU accounting
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds a process used so far (from /proc), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+class CpuMeter:
+    """CPU seconds used during a run by each process involved (this one, hosting the
+    client, included): shows which process saturates a core."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+
+    def snapshot(self) -> dict[str, float | None]:
+        snap: dict[str, float | None] = {n: cpu_seconds(p) for n, p in self.pids.items()}
+        snap["client"] = time.process_time()
+        return snap
+
+    def used(self, before: dict[str, float | None], elapsed: float) -> dict[str, Any]:
+        """CPU seconds and share of one core per process since ``before``."""
+        after = self.snapshot()
+        out: dict[str, Any] = {}
+        for name, start in before.items():
+            end = after.get(name)
+            if start is None or end is None:
+                continue
+            out[name] = {"cpu_s": round(end - start, 3),
+                         "core_share": round((end - start) / elapsed, 3)}
+        return out
+
+
+# ---------------------------------------------------------------------- statistics
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile (``p`` in 0..100)."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    rates = [r["events_per_s"] for r in runs]
+    return {"runs": runs, "median": statistics.median(rates), "min": min(rates),
+            "max": max(rates)}
+
+
+def summarize_latency(latencies: list[float]) -> dict[str, Any]:
+    ms = [x * 1000 for x in latencies]
+    return {"n": len(ms), "p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99),
+            "mean_ms": statistics.fmean(ms), "max_ms": max(ms)}
+
+
+# ---------------------------------------------------------------------- scenarios
+
+
+@dataclass
+class Config:
+    redis_url: str
+    events: int
+    latency_events: int
+    repeats: int
+    interval: float
+    timeout: float
+    stall: float
+    warmup: int
+    redis_pid: int | None = None
+    """redis-server's pid, for CPU accounting (only when this run started it)."""
+
+    def meter(self, **pids: int) -> CpuMeter:
+        if self.redis_pid is not None:
+            pids["redis"] = self.redis_pid
+        return CpuMeter(pids)
+
+
+def node_cmd(mode: str, config: Config, channel: str) -> list[str]:
+    return [sys.executable, "-m", "benchmarks.node", "--mode", mode, "--redis-url",
+            config.redis_url, "--channel", channel]
+
+
+async def start_socket_nodes(mode: str, config: Config,
+                             children: Children) -> tuple[Child, Child]:
+    """(emitter A, receiving node B); one same node for ``single``."""
+    channel = f"bench-{mode}-{secrets.token_hex(4)}"
+    if mode == "single":
+        node = await children.spawn("single", *node_cmd("single", config, channel))
+        return node, node
+    b = await children.spawn(f"{mode}-B", *node_cmd(mode, config, channel))
+    a = await children.spawn(f"{mode}-A", *node_cmd(mode, config, channel))
+    return a, b
+
+
+async def warm_up(mode: str, ctl: Control, a: Child, receiver: Receiver,
+                  config: Config) -> None:
+    """Until a ``warm`` event from A reaches the client on B (python-socketio's
+    manager subscribes in the background after the first connection), then one
+    unmeasured burst of ``config.warmup`` events."""
+    deadline = time.monotonic() + 20
+    while receiver.warm == 0:
+        if time.monotonic() > deadline:
+            raise BenchError(f"{mode}: no warm-up event crossed from A to the client in 20s")
+        await ctl.call(a, "POST", "/bench/warm")
+        for _ in range(10):
+            if receiver.warm:
+                break
+            await asyncio.sleep(0.02)
+    if config.warmup:
+        await emit_and_count(mode, ctl, a, receiver, config.warmup, config)
+
+
+async def emit_and_count(mode: str, ctl: Control, a: Child, receiver: Receiver, n: int,
+                         config: Config, meter: CpuMeter | None = None) -> dict[str, Any]:
+    receiver.reset()
+
+    async def progress() -> tuple[int, float | None]:
+        return receiver.count, receiver.last
+
+    async def sender_done() -> bool:
+        return bool((await ctl.job(a))["done"])
+
+    cpu_before = meter.snapshot() if meter else {}
+    began = time.monotonic()
+    await ctl.call(a, "POST", "/bench/emit", n=n)
+    last = await wait_all(f"{mode} throughput", n, progress, sender_done, config.timeout,
+                          config.stall)
+    seconds = last - began
+    cpu = meter.used(cpu_before, seconds) if meter else {}
+    job = await ctl.job_done(a)
+    return {"seconds": seconds, "events_per_s": n / seconds,
+            "emit_loop_seconds": job["loop_seconds"],
+            "emit_flushed_seconds": job["flushed_seconds"],
+            "out_of_order": receiver.out_of_order, "cpu": cpu}
+
+
+def cpu_text(cpu: dict[str, Any]) -> str:
+    return ", ".join(f"{name} {v['core_share']:.0%}" for name, v in cpu.items())
+
+
+async def measure_latency(mode: str, ctl: Control, a: Child, receiver: Receiver,
+                          config: Config) -> dict[str, Any]:
+    room = "latency-room"
+    if not await receiver.sio.call("join", room, timeout=10):
+        raise BenchError(f"{mode}: could not join {room}")
+    receiver.reset()
+
+    async def progress() -> tuple[int, float | None]:
+        return receiver.count, receiver.last
+
+    async def sender_done() -> bool:
+        return bool((await ctl.job(a))["done"])
+
+    n = config.latency_events
+    await ctl.call(a, "POST", "/bench/latency", n=n, room=room, interval=config.interval)
+    await wait_all(f"{mode} latency", n, progress, sender_done, config.timeout, config.stall)
+    await ctl.job_done(a)
+    return summarize_latency(receiver.latencies)
+
+
+async def run_socket_scenario(mode: str, config: Config, ctl: Control,
+                              children: Children) -> dict[str, Any]:
+    a, b = await start_socket_nodes(mode, config, children)
+    receiver = Receiver()
+    try:
+        await receiver.connect(b)
+        await warm_up(mode, ctl, a, receiver, config)
+        runs = []
+        meter = config.meter(node=a.proc.pid) if a is b else \
+            config.meter(A=a.proc.pid, B=b.proc.pid)
+        for rep in range(config.repeats):
+            run = await emit_and_count(mode, ctl, a, receiver, config.events, config, meter)
+            runs.append(run)
+            print(f"  {mode} run {rep + 1}: {run['events_per_s']:>9,.0f} ev/s "
+                  f"({run['seconds']:.3f}s; emit loop {run['emit_loop_seconds']:.3f}s; "
+                  f"CPU {cpu_text(run['cpu'])})", flush=True)
+            await asyncio.sleep(0.2)
+        latency = await measure_latency(mode, ctl, a, receiver, config)
+        print(f"  {mode} latency: p50 {latency['p50_ms']:.3f} ms, "
+              f"p99 {latency['p99_ms']:.3f} ms", flush=True)
+        return {"throughput": summarize_runs(runs), "latency": latency}
+    finally:
+        await receiver.close()
+        for child in {a.name: a, b.name: b}.values():
+            await children.stop(child)
+
+
+async def raw_latency(config: Config, ctl: Control, pub: Child,
+                      sub: Child) -> dict[str, Any]:
+    """One-way PUBLISH -> subscriber latency, paced like the Socket.IO latency runs."""
+    await ctl.call(sub, "POST", "/bench/reset")
+    n = config.latency_events
+
+    async def progress() -> tuple[int, float | None]:
+        body = await ctl.call(sub, "GET", "/bench/count")
+        return int(body["count"]), body["last"]
+
+    async def sender_done() -> bool:
+        return bool((await ctl.job(pub))["done"])
+
+    await ctl.call(pub, "POST", "/bench/latency", n=n, interval=config.interval)
+    await wait_all("raw redis latency", n, progress, sender_done, config.timeout,
+                   config.stall)
+    await ctl.job_done(pub)
+    latencies = (await ctl.call(sub, "GET", "/bench/latencies"))["latencies"]
+    latency = summarize_latency([float(x) for x in latencies])
+    print(f"  raw latency: p50 {latency['p50_ms']:.3f} ms, p99 {latency['p99_ms']:.3f} ms",
+          flush=True)
+    return latency
+
+
+async def run_raw_scenario(config: Config, ctl: Control,
+                           children: Children) -> dict[str, dict[str, Any]]:
+    channel = f"bench-raw-{secrets.token_hex(4)}"
+    sub = await children.spawn("raw-sub", *node_cmd("raw-sub", config, channel))
+    pub = await children.spawn("raw-pub", *node_cmd("raw-pub", config, channel))
+    meter = config.meter(pub=pub.proc.pid, sub=sub.proc.pid)
+    try:
+        async def publish(variant: str, n: int) -> dict[str, Any]:
+            await ctl.call(sub, "POST", "/bench/reset")
+
+            async def progress() -> tuple[int, float | None]:
+                body = await ctl.call(sub, "GET", "/bench/count")
+                return int(body["count"]), body["last"]
+
+            async def sender_done() -> bool:
+                return bool((await ctl.job(pub))["done"])
+
+            cpu_before = meter.snapshot()
+            began = time.monotonic()
+            await ctl.call(pub, "POST", "/bench/emit", n=n, variant=variant)
+            last = await wait_all(f"raw redis {variant}", n, progress, sender_done,
+                                  config.timeout, config.stall)
+            seconds = last - began
+            cpu = meter.used(cpu_before, seconds)
+            job = await ctl.job_done(pub)
+            return {"seconds": seconds, "events_per_s": n / seconds,
+                    "emit_loop_seconds": job["loop_seconds"], "cpu": cpu}
+
+        result: dict[str, dict[str, Any]] = {}
+        for variant in ("each", "pipeline"):
+            if config.warmup:
+                await publish(variant, config.warmup)
+            runs = []
+            for rep in range(config.repeats):
+                run = await publish(variant, config.events)
+                runs.append(run)
+                print(f"  raw {variant} run {rep + 1}: {run['events_per_s']:>9,.0f} msg/s "
+                      f"({run['seconds']:.3f}s; CPU {cpu_text(run['cpu'])})", flush=True)
+                await asyncio.sleep(0.2)
+            result[f"raw_{variant}"] = {"throughput": summarize_runs(runs)}
+        result["raw_each"]["latency"] = await raw_latency(config, ctl, pub, sub)
+        return result
+    finally:
+        await children.stop(pub)
+        await children.stop(sub)
+
+
+# ---------------------------------------------------------------------- profiling
+
+
+def summarize_collapsed(path: Path, top: int = 25) -> str:
+    """Self and inclusive shares of functions in py-spy's raw (collapsed) output."""
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            incl[frame] += count
+    if not total:
+        return f"{path.name}: no samples"
+    lines = [f"{path.name}: {total} samples (non-idle)", "  self%  incl%  function"]
+    for frame, count in own.most_common(top):
+        lines.append(f"  {100 * count / total:5.1f}  {100 * incl[frame] / total:5.1f}  "
+                     f"{frame}")
+    lines.append("  -- inclusive, socketio_adapters only --")
+    ours = [(f, c) for f, c in incl.most_common() if "socketio_adapters" in f]
+    for frame, count in ours[:top]:
+        lines.append(f"  {100 * own[frame] / total:5.1f}  {100 * count / total:5.1f}  "
+                     f"{frame}")
+    return "\n".join(lines)
+
+
+def summarize_cprofile(path: Path, top: int = 30) -> str:
+    with open(path.with_suffix(".txt"), "w") as out:
+        stats = pstats.Stats(str(path), stream=out)
+        stats.sort_stats("tottime").print_stats(top)
+        stats.sort_stats("cumulative").print_stats("socketio_adapters", top)
+    return path.with_suffix(".txt").read_text()
+
+
+async def profile_scenario(mode: str, kind: str, outdir: Path, config: Config,
+                           ctl: Control, children: Children) -> list[str]:
+    """One extra, unreported throughput run of ``mode`` with its node(s) profiled."""
+    _make_dir(outdir)
+    a, b = await start_socket_nodes(mode, config, children)
+    nodes = [(a, "node")] if a is b else [(a, "A"), (b, "B")]
+    receiver = Receiver()
+    reports: list[str] = []
+    spies: list[tuple[Child, Path]] = []
+    try:
+        await receiver.connect(b)
+        await warm_up(mode, ctl, a, receiver, config)
+        if kind == "cprofile":
+            for node, _ in nodes:
+                await ctl.call(node, "POST", "/bench/profile", action="start")
+        else:
+            spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+            for node, label in nodes:
+                out = outdir / f"{mode}-{label}.collapsed"
+                child = await children.spawn(
+                    f"py-spy-{label}", spy, "record", "--pid", str(node.proc.pid),
+                    "--rate", "500", "--function", "--format", "raw", "--output", str(out),
+                    ready_line=False)
+                spies.append((child, out))
+            await asyncio.sleep(1.0)  # py-spy attaches
+        run = await emit_and_count(f"{mode} (profiled)", ctl, a, receiver, config.events,
+                                   config)
+        reports.append(f"profiled {mode} run ({kind}): {run['events_per_s']:,.0f} ev/s "
+                       f"(emit loop {run['emit_loop_seconds']:.3f}s)")
+        if kind == "cprofile":
+            for node, label in nodes:
+                out = outdir / f"{mode}-{label}.prof"
+                await ctl.call(node, "POST", "/bench/profile", action="stop", path=str(out))
+                reports.append(f"== {mode} {label} ({out}) ==\n{summarize_cprofile(out)}")
+        else:
+            for child, out in spies:
+                await children.stop(child, signal.SIGINT)
+                reports.append(summarize_collapsed(out) if out.exists()
+                               else f"{out}: py-spy wrote nothing; log:\n{child.log_tail()}")
+    finally:
+        await receiver.close()
+        for child, _ in spies:
+            await children.stop(child, signal.SIGINT)
+        for node in {a.name: a, b.name: b}.values():
+            await children.stop(node)
+    return reports
+
+
+# ---------------------------------------------------------------------- report
+
+
+def environment(redis_url: str) -> dict[str, Any]:
+    def version(dist: str) -> str | None:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True,
+                                 text=True, timeout=10, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip()
+
+    cpu_model = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    packages = {d: version(d) for d in (
+        "python-socketio", "python-engineio", "socketio-adapters", "redis", "hiredis",
+        "aiohttp", "msgpack")}
+    if packages["socketio-adapters"] is None:  # used from the source tree
+        import socketio_adapters
+
+        packages["socketio-adapters"] = f"{socketio_adapters.__version__} (source tree)"
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": cpu_model,
+        "packages": packages,
+        "redis_server": redis_server_version(redis_url),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain")),
+        "event_loop": "asyncio (default)",
+    }
+
+
+def redis_info(url: str) -> dict[str, Any]:
+    """Redis' INFO server section, or {} when it cannot be read."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        try:
+            info: dict[str, Any] = client.info("server")
+        finally:
+            client.close()
+    except redis.RedisError:
+        return {}
+    return info
+
+
+def redis_server_version(url: str) -> str | None:
+    version = redis_info(url).get("redis_version")
+    return None if version is None else str(version)
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    if num is None or den is None or den == 0:
+        return None
+    return num / den
+
+
+def compute_ratios(scenarios: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    def tput(name: str) -> float | None:
+        entry = scenarios.get(name)
+        return None if entry is None else float(entry["throughput"]["median"])
+
+    def p50(name: str) -> float | None:
+        entry = scenarios.get(name)
+        return None if entry is None or "latency" not in entry else \
+            float(entry["latency"]["p50_ms"])
+
+    specs = [
+        ("cluster_vs_single_throughput", ratio(tput("cluster"), tput("single")), ">=", 0.9),
+        ("cluster_vs_pysio_throughput", ratio(tput("cluster"), tput("pysio")), ">=", 3.0),
+        ("cluster_vs_single_p50_latency", ratio(p50("cluster"), p50("single")), "<=", 1.5),
+        ("cluster_vs_raw_each_throughput", ratio(tput("cluster"), tput("raw_each")),
+         None, None),
+        ("cluster_vs_raw_pipeline_throughput", ratio(tput("cluster"), tput("raw_pipeline")),
+         None, None),
+    ]
+    out: dict[str, dict[str, Any]] = {}
+    for name, value, op, target in specs:
+        met = None
+        if value is not None and target is not None:
+            met = value >= target if op == ">=" else value <= target
+        out[name] = {"value": value, "target": None if op is None else f"{op} {target}",
+                     "met": met}
+    return out
+
+
+def table(scenarios: dict[str, Any], ratios: dict[str, dict[str, Any]],
+          events: int) -> Iterator[str]:
+    yield ""
+    yield (f"Cross-node emit throughput ({events:,} events, median of runs) "
+           f"and room-broadcast latency")
+    header = (f"{'scenario':<45} {'median/s':>10} {'min/s':>10} {'max/s':>10} "
+              f"{'p50 ms':>8} {'p99 ms':>8}")
+    yield header
+    yield "-" * len(header)
+    for name, label in LABELS.items():
+        entry = scenarios.get(name)
+        if entry is None:
+            yield f"{label:<45} {'(not run or failed)':>30}"
+            continue
+        t = entry["throughput"]
+        lat = entry.get("latency")
+        p50 = f"{lat['p50_ms']:8.3f}" if lat else f"{'-':>8}"
+        p99 = f"{lat['p99_ms']:8.3f}" if lat else f"{'-':>8}"
+        yield (f"{label:<45} {t['median']:>10,.0f} {t['min']:>10,.0f} {t['max']:>10,.0f} "
+               f"{p50} {p99}")
+    yield ""
+    yield f"{'ratio':<45} {'value':>8}  target"
+    for name, r in ratios.items():
+        value = "n/a" if r["value"] is None else f"{r['value']:.2f}"
+        verdict = "" if r["met"] is None else ("  MET" if r["met"] else "  NOT MET")
+        yield f"{name:<45} {value:>8}  {r['target'] or '(info)'}{verdict}"
+
+
+# ---------------------------------------------------------------------- main
+
+
+async def run_all(args: argparse.Namespace, redis_url: str, children: Children,
+                  pid: int | None) -> dict[str, Any]:
+    config = Config(redis_url=redis_url, events=args.events,
+                    latency_events=args.latency_events, repeats=args.repeats,
+                    interval=args.interval, timeout=args.timeout, stall=args.stall,
+                    warmup=args.warmup, redis_pid=pid)
+    scenarios: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    profile_reports: list[str] = []
+    began = time.monotonic()
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        ctl = Control(session)
+        for name in args.scenarios:
+            print(f"[{time.monotonic() - began:6.1f}s] scenario {name}", flush=True)
+            try:
+                if name == "raw":
+                    scenarios.update(await run_raw_scenario(config, ctl, children))
+                else:
+                    scenarios[name] = await run_socket_scenario(name, config, ctl, children)
+            except BenchError as exc:
+                errors[name] = str(exc)
+                print(f"  ERROR: {exc}", file=sys.stderr, flush=True)
+        if args.profile:
+            mode = args.profile_scenario
+            print(f"[{time.monotonic() - began:6.1f}s] profiling {mode} ({args.profile})",
+                  flush=True)
+            try:
+                profile_reports = await profile_scenario(
+                    mode, args.profile, Path(args.profile_dir), config, ctl, children)
+            except BenchError as exc:
+                errors["profile"] = str(exc)
+                print(f"  ERROR: {exc}", file=sys.stderr, flush=True)
+    ratios = compute_ratios(scenarios)
+    for line in table(scenarios, ratios, args.events):
+        print(line)
+    for report in profile_reports:
+        print()
+        print(report)
+    elapsed = time.monotonic() - began
+    print(f"\ntotal {elapsed:.1f}s", flush=True)
+    return {
+        "benchmark": "bench_cross_node",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "config": {"events": args.events, "latency_events": args.latency_events,
+                   "repeats": args.repeats, "latency_interval_s": args.interval,
+                   "warmup_events": args.warmup, "transport": "websocket",
+                   "redis_url_given": args.redis_url is not None,
+                   "scenarios": list(args.scenarios)},
+        "environment": environment(redis_url),
+        "scenarios": scenarios,
+        "ratios": ratios,
+        "errors": errors,
+        "seconds": elapsed,
+    }
+
+
+async def main_async(args: argparse.Namespace, redis_url: str, children: Children,
+                     pid: int | None) -> dict[str, Any]:
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    if task is not None:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await run_all(args, redis_url, children, pid)
+    finally:
+        await children.stop_all()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_cross_node", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=20_000,
+                        help="events per throughput run (default 20000)")
+    parser.add_argument("--latency-events", type=int, default=2_000,
+                        help="paced room broadcasts for latency (default 2000)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="throughput runs per scenario; the median is reported")
+    parser.add_argument("--interval", type=float, default=0.002,
+                        help="seconds between latency broadcasts (default 0.002)")
+    parser.add_argument("--warmup", type=int, default=1_000,
+                        help="unmeasured events sent before the runs (default 1000)")
+    parser.add_argument("--redis-url", default=None,
+                        help="use this Redis instead of starting a local redis-server")
+    parser.add_argument("--json", default=str(DEFAULT_JSON),
+                        help=f"where to write the results (default {DEFAULT_JSON}); "
+                             "'-' for none")
+    parser.add_argument("--scenarios", default=",".join(ALL_SCENARIOS),
+                        help=f"comma-separated subset of {','.join(ALL_SCENARIOS)}")
+    parser.add_argument("--timeout", type=float, default=120.0,
+                        help="seconds a run may take before it is declared failed")
+    parser.add_argument("--stall", type=float, default=10.0,
+                        help="seconds without a new event, after the sender finished, "
+                             "that mean events were lost")
+    parser.add_argument("--profile", choices=("cprofile", "py-spy"), default=None,
+                        help="after the scenarios, one extra throughput run with the "
+                             "nodes profiled (not part of the reported figures)")
+    parser.add_argument("--profile-scenario", choices=SOCKET_SCENARIOS, default="cluster",
+                        help="which scenario --profile profiles (default cluster)")
+    parser.add_argument("--profile-dir", default=str(REPO_ROOT / "benchmarks" / "results"
+                                                     / "profile"))
+    args = parser.parse_args(argv)
+    chosen = tuple(s.strip() for s in args.scenarios.split(",") if s.strip())
+    unknown = [s for s in chosen if s not in ALL_SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenarios {unknown}; choose from {ALL_SCENARIOS}")
+    args.scenarios = chosen
+    return args
+
+
+def redis_pid(url: str) -> int | None:
+    pid = redis_info(url).get("process_id")
+    return None if pid is None else int(pid)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    broker: Any = None
+    logdir = Path(tempfile.mkdtemp(prefix="bench-cross-node-"))
+    children = Children(logdir)
+    result: dict[str, Any] | None = None
+    try:
+        redis_url = args.redis_url
+        if redis_url is None:
+            from conformance.brokers import broker_for
+
+            broker = broker_for("redis")
+            broker.start()
+            redis_url = str(broker.url)
+            print(f"redis-server started at {redis_url}", flush=True)
+        pid = redis_pid(redis_url) if broker is not None else None
+        result = asyncio.run(main_async(args, redis_url, children, pid))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        children.kill_all_now()
+        if broker is not None:
+            broker.stop()
+        if result is not None and not result["errors"]:
+            shutil.rmtree(logdir, ignore_errors=True)
+        else:
+            print(f"node logs kept in {logdir}", file=sys.stderr)
+    if args.json != "-":
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"results written to {path}")
+    return 1 if result["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

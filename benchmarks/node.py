@@ -1,0 +1,385 @@
+"""One process of the cross-node benchmark, started by :mod:`benchmarks.bench_cross_node`.
+
+    python -m benchmarks.node --mode single|cluster|pysio|raw-pub|raw-sub
+        [--redis-url URL] [--channel NAME] [--port 0]
+
+Socket.IO modes serve python-socketio on an aiohttp app bound to 127.0.0.1:
+
+``single``
+    a plain ``socketio.AsyncServer`` (python-socketio's in-process manager): the baseline;
+``cluster``
+    ``socketio_adapters.create_manager(redis_url + "?channel=...")``, started with the app;
+``pysio``
+    python-socketio's own ``socketio.AsyncRedisManager``.
+
+Raw Redis modes use redis-py's asyncio client and no Socket.IO at all: ``raw-pub``
+PUBLISHes small msgpack payloads, ``raw-sub`` SUBSCRIBEs and counts them.
+
+Once it serves, the process prints one JSON line on stdout,
+``{"ready": true, "port": P, "pid": PID, "mode": M}``, and is then driven over HTTP:
+
+``POST /bench/emit?n=N[&variant=each|pipeline]``
+    start the throughput loop; Socket.IO modes run the plain application code
+    ``for i in range(n): await sio.emit("e", {"i": i})``;
+``POST /bench/latency?n=N&room=R&interval=S``
+    emit ``{"i": i, "t": time.monotonic()}`` to room R, one at a time, sleeping S
+    seconds after each (``raw-pub``: PUBLISH it, awaited);
+``POST /bench/warm``
+    emit one ``warm`` event to everyone (to see that the path works end to end);
+``GET /bench/status``
+    the current or last job: done, how long the emit loop took, how long until the
+    manager had flushed everything to the broker, any error;
+``POST /bench/profile?action=start`` / ``?action=stop&path=P``
+    cProfile this process between the two calls and dump the stats to P;
+``POST /bench/reset``, ``GET /bench/count``, ``GET /bench/latencies`` (``raw-sub``)
+    zero the counters; read how many messages arrived and when the last one did; read
+    the one-way latencies (seconds) of the messages that carried a send time.
+
+The process stops on SIGTERM or SIGINT, and by itself when its parent dies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgpack
+import redis.asyncio as aioredis
+import socketio
+from aiohttp import web
+
+__all__ = ["MODES", "BenchNode", "with_channel"]
+
+SOCKET_MODES = ("single", "cluster", "pysio")
+RAW_MODES = ("raw-pub", "raw-sub")
+MODES = SOCKET_MODES + RAW_MODES
+HOST = "127.0.0.1"
+PIPELINE_BATCH = 512
+
+log = logging.getLogger("benchmarks.node")
+
+
+def with_channel(url: str, channel: str) -> str:
+    """``url`` with a ``channel`` query parameter added."""
+    return f"{url}{'&' if '?' in url else '?'}channel={channel}"
+
+
+class Job:
+    """The node's current or last emit loop."""
+
+    def __init__(self, kind: str, n: int) -> None:
+        self.kind = kind
+        self.n = n
+        self.started = time.monotonic()
+        self.loop_done: float | None = None
+        self.flushed: float | None = None
+        self.error: str | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.task is not None and self.task.done()
+
+    def report(self) -> dict[str, Any]:
+        def since(mark: float | None) -> float | None:
+            return None if mark is None else mark - self.started
+
+        return {"kind": self.kind, "n": self.n, "done": self.done, "error": self.error,
+                "started": self.started, "loop_seconds": since(self.loop_done),
+                "flushed_seconds": since(self.flushed)}
+
+
+class BenchNode:
+    """The aiohttp app of one benchmark process; see the module doc."""
+
+    def __init__(self, mode: str, redis_url: str | None, channel: str) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}")
+        if mode != "single" and not redis_url:
+            raise ValueError(f"mode {mode} needs --redis-url")
+        self.mode = mode
+        self.redis_url = redis_url or ""
+        self.channel = channel
+        self.app = web.Application()
+        self.sio: Any = None
+        self.manager: Any = None
+        self.job: Job | None = None
+        self.profiler: cProfile.Profile | None = None
+        self.redis: aioredis.Redis | None = None
+        self.received = 0
+        self.last_received: float | None = None
+        self.latencies: list[float] = []
+        self._reader: asyncio.Task[None] | None = None
+        if mode in SOCKET_MODES:
+            self._setup_socketio()
+        else:
+            self.app.on_startup.append(self._raw_startup)
+            self.app.on_cleanup.append(self._raw_cleanup)
+        routes = [
+            web.post("/bench/emit", self.handle_emit),
+            web.post("/bench/latency", self.handle_latency),
+            web.post("/bench/warm", self.handle_warm),
+            web.get("/bench/status", self.handle_status),
+            web.post("/bench/profile", self.handle_profile),
+            web.post("/bench/reset", self.handle_reset),
+            web.get("/bench/count", self.handle_count),
+            web.get("/bench/latencies", self.handle_latencies),
+        ]
+        self.app.add_routes(routes)
+
+    # ------------------------------------------------------------------ set-up
+
+    def _setup_socketio(self) -> None:
+        if self.mode == "single":
+            self.sio = socketio.AsyncServer(async_mode="aiohttp")
+        elif self.mode == "cluster":
+            from socketio_adapters import create_manager
+            from socketio_adapters.lifecycle import attach_aiohttp
+
+            manager = create_manager(with_channel(self.redis_url, self.channel))
+            self.manager = manager
+            self.sio = socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")
+            attach_aiohttp(self.app, manager)
+        else:
+            self.manager = socketio.AsyncRedisManager(self.redis_url, channel=self.channel)
+            self.sio = socketio.AsyncServer(client_manager=self.manager,
+                                            async_mode="aiohttp")
+        self.sio.attach(self.app)
+        self.sio.on("join", self._on_join)
+
+    async def _on_join(self, sid: str, room: str) -> bool:
+        await self.sio.enter_room(sid, room)
+        return True
+
+    async def _raw_startup(self, _app: web.Application) -> None:
+        self.redis = aioredis.Redis.from_url(self.redis_url)
+        await self.redis.ping()
+        if self.mode == "raw-sub":
+            pubsub = self.redis.pubsub()
+            await pubsub.subscribe(self.channel)
+            while True:  # the confirmation proves the subscription is live
+                message = await pubsub.get_message(timeout=5.0)
+                if message is not None and message["type"] == "subscribe":
+                    break
+            self._reader = asyncio.create_task(self._read(pubsub), name="raw-sub")
+
+    async def _raw_cleanup(self, _app: web.Application) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def _read(self, pubsub: Any) -> None:
+        try:
+            while True:
+                message = await pubsub.get_message(timeout=None)
+                if message is None or message["type"] != "message":
+                    continue
+                now = time.monotonic()
+                data = msgpack.unpackb(message["data"])
+                if "t" in data:
+                    self.latencies.append(now - data["t"])
+                self.received += 1
+                self.last_received = now
+        finally:
+            await pubsub.aclose()
+
+    # ------------------------------------------------------------------ jobs
+
+    def _start_job(self, kind: str, n: int,
+                   loop: Callable[[Job], Awaitable[None]]) -> web.Response:
+        if self.job is not None and not self.job.done:
+            return web.json_response({"error": f"{self.job.kind} job still running"},
+                                     status=409)
+        job = Job(kind, n)
+
+        async def run() -> None:
+            try:
+                await loop(job)
+                job.loop_done = time.monotonic()
+                if self.mode == "cluster":
+                    await self.manager.flush()
+                job.flushed = time.monotonic()
+            except Exception as exc:
+                log.exception("%s job failed", kind)
+                job.error = f"{type(exc).__name__}: {exc}"
+
+        job.task = asyncio.create_task(run(), name=f"bench-{kind}")
+        self.job = job
+        return web.json_response(job.report(), status=202)
+
+    async def handle_emit(self, request: web.Request) -> web.Response:
+        n = int(request.query.get("n", "20000"))
+        if self.mode == "raw-sub":
+            return web.json_response({"error": "raw-sub does not emit"}, status=400)
+        if self.mode == "raw-pub":
+            variant = request.query.get("variant", "each")
+            if variant not in ("each", "pipeline"):
+                return web.json_response({"error": f"bad variant {variant!r}"}, status=400)
+            loop = self._publish_each if variant == "each" else self._publish_pipelined
+            return self._start_job(f"publish-{variant}", n, loop)
+        return self._start_job("emit", n, self._emit_loop)
+
+    async def _emit_loop(self, job: Job) -> None:
+        sio = self.sio
+        for i in range(job.n):
+            await sio.emit("e", {"i": i})
+
+    async def _publish_each(self, job: Job) -> None:
+        client, channel = self._redis(), self.channel
+        for i in range(job.n):
+            await client.publish(channel, msgpack.packb({"i": i}))
+
+    async def _publish_pipelined(self, job: Job) -> None:
+        client, channel = self._redis(), self.channel
+        for start in range(0, job.n, PIPELINE_BATCH):
+            pipe = client.pipeline(transaction=False)
+            for i in range(start, min(job.n, start + PIPELINE_BATCH)):
+                pipe.publish(channel, msgpack.packb({"i": i}))
+            await pipe.execute()
+
+    def _redis(self) -> aioredis.Redis:
+        if self.redis is None:
+            raise RuntimeError("redis client not started")
+        return self.redis
+
+    async def handle_latency(self, request: web.Request) -> web.Response:
+        if self.mode == "raw-sub":
+            return web.json_response({"error": "raw-sub does not emit"}, status=400)
+        n = int(request.query.get("n", "2000"))
+        room = request.query.get("room", "lat")
+        interval = float(request.query.get("interval", "0.002"))
+
+        async def loop(job: Job) -> None:
+            sio = self.sio
+            for i in range(job.n):
+                await sio.emit("lat", {"i": i, "t": time.monotonic()}, to=room)
+                await asyncio.sleep(interval)
+
+        async def raw_loop(job: Job) -> None:
+            client, channel = self._redis(), self.channel
+            for i in range(job.n):
+                await client.publish(channel, msgpack.packb({"i": i, "t": time.monotonic()}))
+                await asyncio.sleep(interval)
+
+        if self.mode == "raw-pub":
+            return self._start_job("latency", n, raw_loop)
+
+        return self._start_job("latency", n, loop)
+
+    async def handle_warm(self, request: web.Request) -> web.Response:
+        if self.mode == "raw-pub":
+            await self._redis().publish(self.channel, msgpack.packb({"warm": True}))
+        elif self.mode in SOCKET_MODES:
+            await self.sio.emit("warm", {"t": time.monotonic()})
+            if self.mode == "cluster":
+                await self.manager.flush()
+        return web.json_response({"ok": True})
+
+    async def handle_status(self, request: web.Request) -> web.Response:
+        report: dict[str, Any] = {"mode": self.mode, "pid": os.getpid()}
+        if self.sio is not None:
+            report["clients"] = len(self.sio.eio.sockets)
+        report["job"] = None if self.job is None else self.job.report()
+        if self.mode == "cluster":
+            report["manager"] = self.manager.stats()
+        return web.json_response(report)
+
+    async def handle_profile(self, request: web.Request) -> web.Response:
+        action = request.query.get("action")
+        if action == "start":
+            if self.profiler is None:
+                self.profiler = cProfile.Profile()
+                self.profiler.enable()
+            return web.json_response({"profiling": True})
+        if action == "stop":
+            path = request.query.get("path")
+            profiler, self.profiler = self.profiler, None
+            if profiler is not None:
+                profiler.disable()
+                if path:
+                    profiler.dump_stats(path)
+            return web.json_response({"profiling": False, "path": path})
+        return web.json_response({"error": "action must be start or stop"}, status=400)
+
+    async def handle_reset(self, request: web.Request) -> web.Response:
+        self.received = 0
+        self.last_received = None
+        self.latencies = []
+        return web.json_response({"ok": True})
+
+    async def handle_count(self, request: web.Request) -> web.Response:
+        return web.json_response({"count": self.received, "last": self.last_received})
+
+    async def handle_latencies(self, request: web.Request) -> web.Response:
+        return web.json_response({"latencies": self.latencies})
+
+
+async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
+    """Stop when the process that started us is gone (we were re-parented)."""
+    while not stop.is_set():
+        if os.getppid() != parent:
+            log.warning("parent %d is gone: stopping", parent)
+            stop.set()
+            return
+        await asyncio.sleep(1.0)
+
+
+async def serve(node: BenchNode, port: int) -> None:
+    """Serve ``node`` on 127.0.0.1:port until SIGTERM/SIGINT or the parent's death."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    watchdog = asyncio.create_task(_watch_parent(os.getppid(), stop))
+    runner = web.AppRunner(node.app, handle_signals=False, shutdown_timeout=1.0)
+    try:
+        await runner.setup()  # runs on_startup: the cluster manager subscribes here
+        site = web.TCPSite(runner, HOST, port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None)
+        if not sockets:
+            raise RuntimeError("aiohttp did not bind a socket")
+        bound = int(sockets[0].getsockname()[1])
+        print(json.dumps({"ready": True, "port": bound, "pid": os.getpid(),
+                          "mode": node.mode}), flush=True)
+        await stop.wait()
+    finally:
+        watchdog.cancel()
+        if node.profiler is not None:
+            node.profiler.disable()
+        if node.sio is not None and node.sio.eio.sockets:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(node.sio.eio.disconnect(), 2.0)
+        await asyncio.wait_for(runner.cleanup(), 10.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.node", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=MODES, required=True)
+    parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--channel", default="bench")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    node = BenchNode(args.mode, args.redis_url, args.channel)
+    asyncio.run(serve(node, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
