@@ -455,10 +455,16 @@ class ClusterManager(socketio.AsyncManager):  # type: ignore[misc]
                 ack_id = self._generate_ack_id(sid, callback)
                 await server._send_packet(eio_sid, server.packet_class(
                     sio_packet.EVENT, namespace=namespace, data=packet_data, id=ack_id))
-        # Let transports run between events, as python-socketio's own manager does: a
-        # burst must not pile into one long-polling response, because python-engineio's
-        # client rejects payloads of more than 16 packets.
-        await asyncio.sleep(0)
+        # A long-polling client takes queued packets in one response, and
+        # python-engineio's client rejects a response of more than 16 packets: let its
+        # poll run between events (python-socketio's own manager yields the same way).
+        # Websocket clients get one frame per packet and need no such pause.
+        sockets = server.eio.sockets
+        for eio_sid in recipients.values():
+            sock = sockets.get(eio_sid)
+            if sock is not None and not sock.upgraded:
+                await asyncio.sleep(0)
+                break
         return len(recipients)
 
     def _recipients(self, namespace: str, rooms: list[str],

@@ -31,7 +31,7 @@ class Entry:
     extra: str | None = None
 
 
-_REDIS = Entry("backends.redis:RedisBackend", ("redis",), "redis")
+_REDIS = Entry("backends.redis:RedisBackend", ("redis", "hiredis"), "redis")
 _AMQP = Entry("backends.amqp:AmqpBackend", ("aio_pika", "aiormq"), "amqp")
 _NATS = Entry("backends.nats:NatsBackend", ("nats",), "nats")
 _KAFKA = Entry("backends.kafka:KafkaBackend", ("aiokafka",), "kafka")

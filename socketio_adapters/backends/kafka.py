@@ -1,0 +1,360 @@
+"""Kafka backend: one topic that every node reads in full, through aiokafka.
+
+Features
+    All nodes share one topic, named after ``channel``. Every node reads every
+    partition of it by manual assignment (no consumer group, so no rebalances and no
+    group join delay), starting at the end of the log: ``start()`` returns only once
+    its position on every partition is fixed, so nothing published after that is
+    missed. The topic is created when missing (with ``partitions`` and
+    ``replication_factor``). A node keys each of its messages with its uid, so all of
+    them land in one partition and every other node receives them in order; records
+    fetched together from several partitions are handed over in timestamp order.
+    Kafka has no cheap per-node destination, so a payload for one node goes to the
+    same topic with a ``to`` header and the other nodes drop it unread
+    (``capabilities.direct`` is false). Payloads over ``max_message_size`` are sent
+    in chunks. Every ``health_interval`` seconds the listener asks the broker for the
+    topic's metadata; when the broker is unreachable, or the topic vanished (a broker
+    that lost its data) or changed its partition count, the listener ends with a
+    connection error and the shared supervisor creates the topic, assigns every
+    partition and seeks to the end again. What was published while a node was away
+    is not replayed.
+
+Connection string
+    ``kafka://host[:port][,host2[:port2]...]`` (bootstrap servers; port 9092 by
+    default; IPv6 hosts in brackets). ``kafka://user:password@host:port`` gives SASL
+    credentials (percent-encoded), used with ``security_protocol=SASL_PLAINTEXT`` or
+    ``SASL_SSL``.
+
+Options
+    ``channel`` (the topic name: letters, digits, ``.``, ``_``, ``-``) and
+    ``connect_timeout`` (see the base backend); ``partitions`` (default ``1``) and
+    ``replication_factor`` (default ``1``), used only when the topic is created;
+    ``linger_ms`` (default ``1``), how long the producer waits to batch messages;
+    ``max_message_size`` (default ``1000000`` bytes), the largest record before
+    chunking, which must fit the broker's ``message.max.bytes``; ``health_interval``
+    (default ``1`` second); ``request_timeout_ms`` (default ``10000``);
+    ``fetch_max_wait_ms`` (default ``100``); ``client_id``; ``security_protocol``
+    (``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT``, ``SASL_SSL``), ``sasl_mechanism``
+    (``PLAIN``, ``SCRAM-SHA-256``, ``SCRAM-SHA-512``), ``ssl_cafile``,
+    ``ssl_certfile``, ``ssl_keyfile``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from urllib.parse import unquote, urlsplit
+
+import aiokafka  # type: ignore[import-untyped]
+import aiokafka.errors  # type: ignore[import-untyped]
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+from aiokafka.helpers import create_ssl_context  # type: ignore[import-untyped]
+
+from ..errors import ConfigurationError
+from ..options import Option, non_empty_str, positive_float, positive_int
+from .base import Backend, Capabilities, Outgoing
+
+__all__ = ["KafkaBackend", "TopicChanged", "parse_bootstrap"]
+
+DEFAULT_PORT = 9092
+TARGET_HEADER = "to"
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+_FRAMING = 64 * 1024
+"""Room for record and batch headers on top of the largest payload."""
+_TOPIC_ALREADY_EXISTS = 36
+
+
+class TopicChanged(ConnectionError):
+    """The topic vanished or changed its partitions: subscribe again from scratch."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+
+def parse_bootstrap(url: str) -> tuple[list[str], Credentials | None]:
+    """``host:port`` strings and the SASL credentials of a ``kafka://`` URL."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ConfigurationError(f"malformed kafka URL: {exc}") from None
+    if parts.scheme.lower() != "kafka":
+        raise ConfigurationError(f"not a kafka:// URL: {url!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigurationError(
+            "a kafka URL is kafka://host[:port][,host2[:port2]...]; the topic is the "
+            f"'channel' option, not a path (got {url!r})")
+    userinfo, at, hostlist = parts.netloc.rpartition("@")
+    credentials = None
+    if at:
+        user, colon, password = userinfo.partition(":")
+        if not user or not colon:
+            raise ConfigurationError("kafka URL credentials must be user:password@")
+        credentials = Credentials(unquote(user), unquote(password))
+    servers = [_host_port(item.strip()) for item in hostlist.split(",")]
+    return servers, credentials
+
+
+def _host_port(item: str) -> str:
+    if not item:
+        raise ConfigurationError("empty host in the kafka URL's server list")
+    if item.startswith("["):  # [IPv6]:port
+        host, bracket, rest = item[1:].partition("]")
+        if not bracket or not host or (rest and not rest.startswith(":")):
+            raise ConfigurationError(f"bad IPv6 host in the kafka URL: {item!r}")
+        port_text = rest[1:] if rest else ""
+        host = f"[{host}]"
+    else:
+        host, _, port_text = item.partition(":")
+        if not host or ":" in port_text:
+            raise ConfigurationError(
+                f"bad host in the kafka URL: {item!r} (IPv6 addresses go in brackets)")
+    if not port_text:
+        return f"{host}:{DEFAULT_PORT}"
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ConfigurationError(f"bad port in the kafka URL: {item!r}")
+    return f"{host}:{int(port_text)}"
+
+
+def _non_negative_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number >= 0")
+    number = int(value)
+    if number < 0:
+        raise ValueError("expected a whole number >= 0")
+    return number
+
+
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        text = str(value).strip().upper()
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text
+    return parse
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else non_empty_str(value)
+
+
+def _retriable_errors() -> tuple[type[BaseException], ...]:
+    """aiokafka's errors that say "try again later" (its ``retriable`` flag)."""
+    found = [cls for cls in vars(aiokafka.errors).values()
+             if isinstance(cls, type) and issubclass(cls, aiokafka.errors.KafkaError)
+             and getattr(cls, "retriable", False)]
+    return (*found, aiokafka.errors.KafkaTimeoutError, OSError)
+
+
+class KafkaBackend(Backend):
+    """Moves bytes over one Kafka topic that every node reads without a group."""
+
+    name: ClassVar[str] = "kafka"
+    extra: ClassVar[str | None] = "kafka"
+    capabilities: ClassVar[Capabilities] = Capabilities(direct=False, max_payload=None)
+    options: ClassVar[tuple[Option, ...]] = (
+        Option("partitions", positive_int, 1, "partitions of the topic when it is created"),
+        Option("replication_factor", positive_int, 1,
+               "replication factor of the topic when it is created"),
+        Option("linger_ms", _non_negative_int, 1, "producer batching delay (ms)"),
+        Option("max_message_size", positive_int, 1_000_000,
+               "largest record before chunking (fit the broker's message.max.bytes)"),
+        Option("health_interval", positive_float, 1.0,
+               "seconds between checks of the broker and the topic"),
+        Option("request_timeout_ms", positive_int, 10_000, "timeout of a broker request"),
+        Option("fetch_max_wait_ms", _non_negative_int, 100,
+               "how long the broker may hold a fetch that has no data"),
+        Option("client_id", non_empty_str, "socketio-adapters", "client id shown by the broker"),
+        Option("security_protocol", _one_of("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+               "PLAINTEXT", "how to talk to the brokers"),
+        Option("sasl_mechanism", _one_of("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), "PLAIN",
+               "SASL mechanism (credentials come from the URL)"),
+        Option("ssl_cafile", _optional_str, None, "CA bundle for SSL"),
+        Option("ssl_certfile", _optional_str, None, "client certificate for SSL"),
+        Option("ssl_keyfile", _optional_str, None, "client key for SSL"),
+    )
+    connection_errors: ClassVar[tuple[type[BaseException], ...]] = _retriable_errors()
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self.servers, self._credentials = parse_bootstrap(url)
+        if not _TOPIC.fullmatch(self.channel):
+            raise ConfigurationError(
+                f"bad value {self.channel!r} for option 'channel' of kafka backend: a "
+                "Kafka topic name is 1 to 249 letters, digits, '.', '_' or '-'")
+        self.topic = self.channel
+        protocol: str = self.settings["security_protocol"]
+        if self._credentials is not None and not protocol.startswith("SASL"):
+            raise ConfigurationError(
+                "the kafka URL has credentials: set option 'security_protocol' to "
+                "SASL_PLAINTEXT or SASL_SSL")
+        if protocol.startswith("SASL") and self._credentials is None:
+            raise ConfigurationError(
+                f"option 'security_protocol' is {protocol}: put user:password@ in the URL")
+        self.message_limit = self.settings["max_message_size"]
+        self._producer: Any = None
+        self._producer_lock = asyncio.Lock()
+
+    def _client_options(self) -> dict[str, Any]:
+        """What the producer, the consumer and the admin client share."""
+        s = self.settings
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.servers, "client_id": s["client_id"],
+            "request_timeout_ms": s["request_timeout_ms"],
+            "security_protocol": s["security_protocol"],
+        }
+        if s["security_protocol"] in ("SSL", "SASL_SSL"):
+            options["ssl_context"] = create_ssl_context(
+                cafile=s["ssl_cafile"], certfile=s["ssl_certfile"], keyfile=s["ssl_keyfile"])
+        if self._credentials is not None:
+            options.update(sasl_mechanism=s["sasl_mechanism"],
+                           sasl_plain_username=self._credentials.username,
+                           sasl_plain_password=self._credentials.password)
+        return options
+
+    # ---------------------------------------------------------------- publishing
+
+    async def _started_producer(self) -> Any:
+        """The producer, started on first use (so an emitter starts without a broker,
+        and publishing retries through the outbox until one answers)."""
+        async with self._producer_lock:
+            if self._producer is None:
+                producer = aiokafka.AIOKafkaProducer(
+                    **self._client_options(), acks=1, enable_idempotence=False,
+                    linger_ms=self.settings["linger_ms"],
+                    max_request_size=self.settings["max_message_size"] + _FRAMING)
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def publish(self, batch: Sequence[Outgoing]) -> None:
+        producer = await self._started_producer()
+        key = self.node_id.encode()
+        if len(batch) == 1:
+            target, payload = batch[0]
+            await producer.send_and_wait(self.topic, payload, key=key,
+                                         headers=_headers(target))
+            return
+        futures = [await producer.send(self.topic, payload, key=key, headers=_headers(target))
+                   for target, payload in batch]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    # ---------------------------------------------------------------- receiving
+
+    async def _run(self, ready: Callable[[], None]) -> None:
+        admin = AIOKafkaAdminClient(**self._client_options())
+        consumer = aiokafka.AIOKafkaConsumer(
+            **self._client_options(), group_id=None, enable_auto_commit=False,
+            auto_offset_reset="none", fetch_max_wait_ms=self.settings["fetch_max_wait_ms"],
+            max_partition_fetch_bytes=max(1 << 20, self.settings["max_message_size"]
+                                          + _FRAMING))
+        try:
+            await admin.start()
+            partitions = await self._ensure_topic(admin)
+            await consumer.start()
+            assigned = [aiokafka.TopicPartition(self.topic, p) for p in partitions]
+            consumer.assign(assigned)
+            await consumer.seek_to_end(*assigned)
+            for tp in assigned:  # the end offsets are looked up now, not on first fetch
+                await consumer.position(tp)
+            ready()
+            await self._listen(admin, consumer, len(assigned))
+        except aiokafka.errors.OffsetOutOfRangeError as exc:
+            raise TopicChanged(f"topic {self.topic!r} restarted its offsets ({exc})") from exc
+        finally:
+            await consumer.stop()
+            await admin.close()
+
+    async def _listen(self, admin: Any, consumer: Any, count: int) -> None:
+        interval = self.settings["health_interval"]
+        own = self.node_id.encode()
+        target = self.node_id.encode()
+        dispatch = self._dispatch
+        next_check = time.monotonic() + interval
+        while True:
+            fetched = await consumer.getmany(timeout_ms=int(interval * 1000))
+            for record in _in_time_order(fetched.values()):
+                if record.key == own:
+                    continue  # our own message
+                to = _target(record.headers)
+                if to is not None and to != target:
+                    continue  # addressed to another node
+                value = record.value
+                await dispatch(b"" if value is None else value)
+            if time.monotonic() >= next_check:
+                found = await self._describe(admin)
+                if found is None:
+                    raise TopicChanged(f"topic {self.topic!r} is gone (the broker lost it)")
+                if len(found) != count:
+                    raise TopicChanged(f"topic {self.topic!r} now has {len(found)} "
+                                       f"partitions, not {count}")
+                next_check = time.monotonic() + interval
+
+    async def _describe(self, admin: Any) -> list[int] | None:
+        """The topic's partition numbers, or None when it does not exist."""
+        topics = await admin.describe_topics([self.topic])
+        for topic in topics:
+            if topic["topic"] != self.topic:
+                continue
+            code = topic["error_code"]
+            if code == aiokafka.errors.UnknownTopicOrPartitionError.errno:
+                return None
+            if code:
+                raise aiokafka.errors.for_code(code)(f"metadata of topic {self.topic!r}")
+            return sorted(p["partition"] for p in topic["partitions"])
+        return None
+
+    async def _ensure_topic(self, admin: Any) -> list[int]:
+        """Create the topic when it is missing; its partition numbers."""
+        found = await self._describe(admin)
+        if found:
+            return found
+        response = await admin.create_topics([NewTopic(
+            self.topic, self.settings["partitions"], self.settings["replication_factor"])])
+        for topic_error in response.topic_errors:
+            code = topic_error[1]
+            if code and code != _TOPIC_ALREADY_EXISTS:
+                raise aiokafka.errors.for_code(code)(
+                    f"could not create topic {self.topic!r}: {topic_error[2:]}")
+        found = await self._describe(admin)
+        if not found:
+            raise TopicChanged(f"topic {self.topic!r} not visible after it was created")
+        return found
+
+
+def _headers(target: str | None) -> list[tuple[str, bytes]] | None:
+    return None if target is None else [(TARGET_HEADER, target.encode())]
+
+
+def _target(headers: Iterable[tuple[str, bytes]] | None) -> bytes | None:
+    for name, value in headers or ():
+        if name == TARGET_HEADER:
+            return value
+    return None
+
+
+def _in_time_order(partitions: Iterable[list[Any]]) -> Iterable[Any]:
+    """Records of several partitions merged by timestamp, each partition's in order."""
+    lists = [records for records in partitions if records]
+    if len(lists) == 1:
+        return lists[0]
+    return heapq.merge(*lists, key=lambda record: record.timestamp)
