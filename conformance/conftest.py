@@ -8,8 +8,10 @@ URL (``redis://127.0.0.1:6379/0``), which is used as it is. Default: memory and 
 
 from __future__ import annotations
 
+import json
 import os
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -70,13 +72,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def backend(request: pytest.FixtureRequest) -> Iterator[BackendUnderTest]:
     spec: str = request.param
     if "://" in spec:
+        _urls[_spec_id(spec)] = spec.split("?", 1)[0]
         yield BackendUnderTest(_spec_id(spec), spec, None)
         return
     if spec == "memory":
+        _urls["memory"] = "memory://conformance"
         yield BackendUnderTest("memory", "memory://conformance", None)
         return
     broker = broker_for(spec)
     broker.start()
+    _urls[spec] = broker.url
     try:
         yield BackendUnderTest(spec, broker.url, broker)
     finally:
@@ -93,6 +98,8 @@ async def cluster(backend: BackendUnderTest, transport: str) -> AsyncIterator[Cl
 
 
 _outcomes: Counter[tuple[str, str]] = Counter()
+_by_area: defaultdict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
+_urls: dict[str, str] = {}
 MEASUREMENTS: dict[str, str] = {}
 """Figures measured by tests (e.g. reconnect times), printed in the summary."""
 
@@ -105,6 +112,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         if "[" in report.nodeid:
             name = report.nodeid.rsplit("[", 1)[1].rstrip("]").split("-")[0]
         _outcomes[(name, report.outcome)] += 1
+        area = report.nodeid.split("::")[0].rsplit("/", 1)[-1]
+        area = area.removeprefix("test_").removesuffix(".py")
+        _by_area[name][(area, report.outcome)] += 1
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -119,3 +129,32 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"{name}: {_outcomes[(name, 'passed')]} passed, "
             f"{_outcomes[(name, 'failed')]} failed, {_outcomes[(name, 'skipped')]} skipped")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """With ``SIOA_RESULTS=path``, write what was measured, per backend, as JSON
+    (``scripts/compat_matrix.py`` turns it into docs/compatibility.md)."""
+    path = os.environ.get("SIOA_RESULTS")
+    if not path or not _outcomes:
+        return
+    from importlib.metadata import version
+
+    backends = {}
+    for name in sorted({n for n, _ in _outcomes}):
+        areas: dict[str, dict[str, int]] = defaultdict(dict)
+        for (area, outcome), count in _by_area[name].items():
+            areas[area][outcome] = count
+        backends[name] = {
+            "url": _urls.get(name, ""),
+            "passed": _outcomes[(name, "passed")],
+            "failed": _outcomes[(name, "failed")],
+            "skipped": _outcomes[(name, "skipped")],
+            "areas": dict(areas),
+            "measurements": {k: v for k, v in MEASUREMENTS.items()
+                             if k.startswith(f"{name}/")},
+        }
+    report = {"date": time.strftime("%Y-%m-%d"),
+              "python_socketio": version("python-socketio"),
+              "backends": backends}
+    with open(path, "w") as out:
+        json.dump(report, out, indent=1, sort_keys=True)

@@ -38,5 +38,18 @@ echo "test: ruff"
 echo "test: mypy --strict"
 "$VENV/bin/mypy"
 echo "test: unit tests and conformance on: $BACKENDS"
-SIOA_BACKENDS="$BACKENDS" "$VENV/bin/python" -m pytest tests conformance -q \
-    -p no:cacheprovider -o console_output_style=classic
+mkdir -p .results
+status=0
+SIOA_RESULTS=.results/conformance.json SIOA_BACKENDS="$BACKENDS" \
+    "$VENV/bin/python" -m pytest tests conformance -q \
+    -p no:cacheprovider -o console_output_style=classic || status=$?
+if [ -f .results/conformance.json ]; then
+    # the compatibility matrix, from what this run measured (UPDATE_DOCS=1 saves it)
+    "$VENV/bin/python" scripts/compat_matrix.py .results/conformance.json \
+        > .results/compatibility.md
+    cat .results/compatibility.md
+    if [ "${UPDATE_DOCS:-0}" = 1 ]; then
+        cp .results/compatibility.md docs/compatibility.md
+    fi
+fi
+exit "$status"
