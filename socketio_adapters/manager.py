@@ -369,20 +369,20 @@ class ClusterManager(socketio.AsyncManager):  # type: ignore[misc]
     async def sockets_join(self, rooms: str | Iterable[str], to: Room = None,
                            namespace: str = "/", skip_sid: Any = None) -> None:
         """Make every matching socket, on every node, join ``rooms``."""
-        opts = {"rooms": _as_rooms(to), "except": _as_rooms(skip_sid)}
-        new_rooms = _as_rooms(rooms if not isinstance(rooms, str) else [rooms])
-        await self._publish_and_wait(MessageType.SOCKETS_JOIN, namespace,
-                                     {"opts": opts, "rooms": new_rooms})
-        self._apply_rooms(namespace, opts, new_rooms, join=True)
+        await self._change_rooms(True, rooms, to, namespace, skip_sid)
 
     async def sockets_leave(self, rooms: str | Iterable[str], to: Room = None,
                             namespace: str = "/", skip_sid: Any = None) -> None:
         """Make every matching socket, on every node, leave ``rooms``."""
+        await self._change_rooms(False, rooms, to, namespace, skip_sid)
+
+    async def _change_rooms(self, join: bool, rooms: str | Iterable[str], to: Room,
+                            namespace: str, skip_sid: Any) -> None:
         opts = {"rooms": _as_rooms(to), "except": _as_rooms(skip_sid)}
-        old_rooms = _as_rooms(rooms if not isinstance(rooms, str) else [rooms])
-        await self._publish_and_wait(MessageType.SOCKETS_LEAVE, namespace,
-                                     {"opts": opts, "rooms": old_rooms})
-        self._apply_rooms(namespace, opts, old_rooms, join=False)
+        changed = _as_rooms(rooms)
+        kind = MessageType.SOCKETS_JOIN if join else MessageType.SOCKETS_LEAVE
+        await self._publish_and_wait(kind, namespace, {"opts": opts, "rooms": changed})
+        self._apply_rooms(namespace, opts, changed, join=join)
 
     async def disconnect_sockets(self, to: Room = None, namespace: str = "/",
                                  skip_sid: Any = None) -> None:
