@@ -258,6 +258,9 @@ class ClusterManager(socketio.AsyncManager):  # type: ignore[misc]
             await self._emit_local(namespace, [event, *args], rooms, excepts, callback)
             return
         if callback is not None:
+            if self.server is None:
+                raise ValueError("an emitter (no server) cannot receive acks: callbacks "
+                                 "need a ClusterManager attached to an AsyncServer")
             if len(rooms) != 1:
                 raise ValueError("a callback needs exactly one recipient sid; use "
                                  "emit_with_ack() to collect acks from a room")
@@ -272,7 +275,7 @@ class ClusterManager(socketio.AsyncManager):  # type: ignore[misc]
 
     async def _emit_with_callback(self, event: str, args: list[Any], namespace: str,
                                   sid: str, callback: Callable[..., Any]) -> None:
-        if self.is_connected(sid, namespace) or self.server is None:
+        if self.is_connected(sid, namespace):
             await self._emit_local(namespace, [event, *args], [sid], [], callback)
             return
         request_id = secrets.token_hex(8)

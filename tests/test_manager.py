@@ -239,3 +239,13 @@ async def test_lifespan_starts_and_stops_the_manager() -> None:
     assert [m["type"] for m in sent] == ["lifespan.startup.complete",
                                          "lifespan.shutdown.complete"]
     assert not manager.started
+
+
+async def test_an_emitter_cannot_take_callbacks() -> None:
+    emitter = create_manager("memory://emitter", write_only=True)
+    await emitter.start()
+    try:
+        with pytest.raises(ValueError, match="emitter"):
+            await emitter.emit("x", 1, namespace="/", to="sid", callback=print)
+    finally:
+        await emitter.stop()
