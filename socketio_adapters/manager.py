@@ -22,7 +22,7 @@ from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from .backends.base import Backend
-from .errors import MalformedMessage, NotStarted, PayloadTooLarge
+from .errors import ClusterTimeout, MalformedMessage, NotStarted, PayloadTooLarge
 from .nodes import NodeTable
 from .outbox import Outbox
 from .protocol import Message, MessageType, decode, encode
@@ -235,7 +235,26 @@ class ClusterManager(socketio.AsyncManager):  # type: ignore[misc]
         self._require_outbox().put(target, self._encode(kind, nsp, data))
 
     async def _publish_and_wait(self, kind: MessageType, nsp: str, data: Any) -> None:
-        await self._require_outbox().put_and_wait(None, self._encode(kind, nsp, data))
+        """Publish a room change or disconnect and return once every live node has
+        applied it, so nothing issued afterwards, on any node, can overtake it (a
+        broker accepting it is not enough: another node may not have read it yet).
+        A node that does not confirm within ``request_timeout`` is logged, not
+        raised: the change is published and that node applies it when it reads it."""
+        outbox = self._require_outbox()
+        peers = self.nodes.alive()
+        if not peers:
+            await outbox.put_and_wait(None, self._encode(kind, nsp, data))
+            return
+        request_id = secrets.token_hex(8)
+        request = self._requests.open(request_id, PendingRequest(kind.name.lower(),
+                                                                 peers, 1))
+        try:
+            outbox.put(None, self._encode(kind, nsp, {**data, "requestId": request_id}))
+            await request.wait(self.request_timeout)
+        except ClusterTimeout as exc:
+            self.log.warning("%s", exc)
+        finally:
+            self._requests.close(request_id)
 
     # ---------------------------------------------------------------- AsyncManager API
 
@@ -634,13 +653,26 @@ class ClusterManager(socketio.AsyncManager):  # type: ignore[misc]
     async def _on_sockets_join(self, message: Message) -> None:
         self._apply_rooms(message.nsp, message.data["opts"],
                           _as_rooms(message.data["rooms"]), join=True)
+        self._confirm(message)
 
     async def _on_sockets_leave(self, message: Message) -> None:
         self._apply_rooms(message.nsp, message.data["opts"],
                           _as_rooms(message.data["rooms"]), join=False)
+        self._confirm(message)
 
     async def _on_disconnect_sockets(self, message: Message) -> None:
         await self._disconnect_local(message.nsp, message.data["opts"])
+        self._confirm(message)
+
+    def _confirm(self, message: Message) -> None:
+        """Tell the sender a change was applied here (when it waits for that). The
+        answer travels as a response without values, like a server-side event that
+        this node did not handle."""
+        request_id = message.data.get("requestId")
+        if request_id is not None:
+            self._publish(MessageType.SERVER_SIDE_EMIT_RESPONSE, message.nsp,
+                          {"requestId": request_id, "handled": False},
+                          target=message.uid)
 
     async def _on_fetch_sockets(self, message: Message) -> None:
         opts = message.data["opts"]
