@@ -12,12 +12,13 @@ Features
     Kafka has no cheap per-node destination, so a payload for one node goes to the
     same topic with a ``to`` header and the other nodes drop it unread
     (``capabilities.direct`` is false). Payloads over ``max_message_size`` are sent
-    in chunks. Every ``health_interval`` seconds the listener asks the broker for the
-    topic's metadata; when the broker is unreachable, or the topic vanished (a broker
-    that lost its data) or changed its partition count, the listener ends with a
-    connection error and the shared supervisor creates the topic, assigns every
-    partition and seeks to the end again. What was published while a node was away
-    is not replayed.
+    in chunks. The listener keeps a connection of its own to a broker and, every
+    ``health_interval`` seconds, asks over it for the topic's metadata (without
+    auto-creation) and end offsets. When that connection closes, or the topic
+    vanished, changed its partition count or ends before the node's position (a
+    broker that lost its log), the listener ends with a connection error and the
+    shared supervisor creates the topic, assigns every partition and seeks to the
+    end again. What was published while a node was away is not replayed.
 
 Connection string
     ``kafka://host[:port][,host2[:port2]...]`` (bootstrap servers; port 9092 by
@@ -53,7 +54,9 @@ from urllib.parse import unquote, urlsplit
 import aiokafka  # type: ignore[import-untyped]
 import aiokafka.errors  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+from aiokafka.conn import create_conn  # type: ignore[import-untyped]
 from aiokafka.helpers import create_ssl_context  # type: ignore[import-untyped]
+from aiokafka.protocol.metadata import MetadataRequest  # type: ignore[import-untyped]
 
 from ..errors import ConfigurationError
 from ..options import Option, non_empty_str, positive_float, positive_int
@@ -67,6 +70,8 @@ _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _FRAMING = 64 * 1024
 """Room for record and batch headers on top of the largest payload."""
 _TOPIC_ALREADY_EXISTS = 36
+_POLL_SECONDS = 0.25
+"""Longest wait for records before the listener looks at its broker connection."""
 
 
 class TopicChanged(ConnectionError):
@@ -261,58 +266,91 @@ class KafkaBackend(Backend):
     # ---------------------------------------------------------------- receiving
 
     async def _run(self, ready: Callable[[], None]) -> None:
-        admin = AIOKafkaAdminClient(**self._client_options())
+        lost = asyncio.Event()
+        watch = await self._watch(lost)
         consumer = aiokafka.AIOKafkaConsumer(
             **self._client_options(), group_id=None, enable_auto_commit=False,
             auto_offset_reset="none", fetch_max_wait_ms=self.settings["fetch_max_wait_ms"],
             max_partition_fetch_bytes=max(1 << 20, self.settings["max_message_size"]
                                           + _FRAMING))
         try:
-            await admin.start()
-            partitions = await self._ensure_topic(admin)
+            partitions = await self._ensure_topic(watch)
             await consumer.start()
             assigned = [aiokafka.TopicPartition(self.topic, p) for p in partitions]
             consumer.assign(assigned)
             await consumer.seek_to_end(*assigned)
-            for tp in assigned:  # the end offsets are looked up now, not on first fetch
+            for tp in assigned:  # look the end offsets up now, not on the first fetch
                 await consumer.position(tp)
             ready()
-            await self._listen(admin, consumer, len(assigned))
+            await self._listen(watch, lost, consumer, assigned)
         except aiokafka.errors.OffsetOutOfRangeError as exc:
             raise TopicChanged(f"topic {self.topic!r} restarted its offsets ({exc})") from exc
         finally:
+            watch.close()
             await consumer.stop()
-            await admin.close()
 
-    async def _listen(self, admin: Any, consumer: Any, count: int) -> None:
+    async def _watch(self, lost: asyncio.Event) -> Any:
+        """A connection of our own to a broker, for metadata: when it closes, the
+        broker went away (and may come back without our topic), so ``lost`` is set."""
+        options = {k: v for k, v in self._client_options().items() if k != "bootstrap_servers"}
+        failures = []
+        errors: tuple[type[BaseException], ...] = (*self.connection_errors,
+                                                   asyncio.TimeoutError)
+        for server in self.servers:
+            host, _, port = server.rpartition(":")
+            try:
+                return await create_conn(host.strip("[]"), int(port), **options,
+                                         on_close=lambda *_: lost.set())
+            except errors as exc:
+                failures.append(f"{server}: {type(exc).__name__}: {exc}")
+        raise aiokafka.errors.KafkaConnectionError(
+            f"no Kafka broker answered ({'; '.join(failures)})")
+
+    async def _listen(self, watch: Any, lost: asyncio.Event, consumer: Any,
+                      assigned: list[Any]) -> None:
         interval = self.settings["health_interval"]
+        poll_ms = int(min(interval, _POLL_SECONDS) * 1000)
         own = self.node_id.encode()
-        target = self.node_id.encode()
         dispatch = self._dispatch
         next_check = time.monotonic() + interval
         while True:
-            fetched = await consumer.getmany(timeout_ms=int(interval * 1000))
+            fetched = await consumer.getmany(timeout_ms=poll_ms)
             for record in _in_time_order(fetched.values()):
                 if record.key == own:
                     continue  # our own message
                 to = _target(record.headers)
-                if to is not None and to != target:
+                if to is not None and to != own:
                     continue  # addressed to another node
                 value = record.value
                 await dispatch(b"" if value is None else value)
+            if lost.is_set():
+                raise aiokafka.errors.KafkaConnectionError(
+                    f"connection to the broker at {watch.host}:{watch.port} closed")
             if time.monotonic() >= next_check:
-                found = await self._describe(admin)
-                if found is None:
-                    raise TopicChanged(f"topic {self.topic!r} is gone (the broker lost it)")
-                if len(found) != count:
-                    raise TopicChanged(f"topic {self.topic!r} now has {len(found)} "
-                                       f"partitions, not {count}")
+                await self._check(watch, consumer, assigned)
                 next_check = time.monotonic() + interval
 
-    async def _describe(self, admin: Any) -> list[int] | None:
-        """The topic's partition numbers, or None when it does not exist."""
-        topics = await admin.describe_topics([self.topic])
-        for topic in topics:
+    async def _check(self, watch: Any, consumer: Any, assigned: list[Any]) -> None:
+        """Raise when the topic vanished, changed its partitions or went back."""
+        found = await self._describe(watch)
+        if found is None:
+            raise TopicChanged(f"topic {self.topic!r} is gone (the broker lost it)")
+        if len(found) != len(assigned):
+            raise TopicChanged(f"topic {self.topic!r} now has {len(found)} partitions, "
+                               f"not {len(assigned)}")
+        ends = await consumer.end_offsets(assigned)
+        for tp in assigned:
+            position = await consumer.position(tp)
+            if ends[tp] < position:
+                raise TopicChanged(f"partition {tp.partition} of topic {self.topic!r} "
+                                   f"ends at {ends[tp]}, before our position {position}")
+
+    async def _describe(self, watch: Any) -> list[int] | None:
+        """The topic's partition numbers, or None when it does not exist (asking
+        without creating it, which a broker would do with its own defaults)."""
+        response = await watch.send(MetadataRequest([self.topic],
+                                                    allow_auto_topic_creation=False))
+        for topic in response.to_object()["topics"]:
             if topic["topic"] != self.topic:
                 continue
             code = topic["error_code"]
@@ -320,22 +358,27 @@ class KafkaBackend(Backend):
                 return None
             if code:
                 raise aiokafka.errors.for_code(code)(f"metadata of topic {self.topic!r}")
-            return sorted(p["partition"] for p in topic["partitions"])
+            return sorted(p["partition"] for p in topic["partitions"]) or None
         return None
 
-    async def _ensure_topic(self, admin: Any) -> list[int]:
+    async def _ensure_topic(self, watch: Any) -> list[int]:
         """Create the topic when it is missing; its partition numbers."""
-        found = await self._describe(admin)
+        found = await self._describe(watch)
         if found:
             return found
-        response = await admin.create_topics([NewTopic(
-            self.topic, self.settings["partitions"], self.settings["replication_factor"])])
+        admin = AIOKafkaAdminClient(**self._client_options())
+        try:
+            await admin.start()
+            response = await admin.create_topics([NewTopic(
+                self.topic, self.settings["partitions"], self.settings["replication_factor"])])
+        finally:
+            await admin.close()
         for topic_error in response.topic_errors:
             code = topic_error[1]
             if code and code != _TOPIC_ALREADY_EXISTS:
                 raise aiokafka.errors.for_code(code)(
                     f"could not create topic {self.topic!r}: {topic_error[2:]}")
-        found = await self._describe(admin)
+        found = await self._describe(watch)
         if not found:
             raise TopicChanged(f"topic {self.topic!r} not visible after it was created")
         return found

@@ -3,12 +3,17 @@
 Features
     Every node subscribes (plainly, never in a queue group, so each message reaches
     every node) to a broadcast subject, ``{channel}.all``, and to its own subject,
-    ``{channel}.node.{node uid}``, for answers addressed to it; both subscriptions are
-    confirmed by a PING/PONG round trip before :meth:`~Backend.start` returns. The
-    channel and the uid are escaped so that no character NATS treats as special
-    (``.``, ``*``, ``>``, ``$``, whitespace, anything outside ``[A-Za-z0-9_-]``) reaches
-    the subject: each such character becomes ``%XX`` per UTF-8 byte, which is
-    deterministic and reversible, so two channels never share a subject.
+    ``{channel}.node.{node uid}``, for answers addressed to it; a PING/PONG round trip
+    confirms both subscriptions before :meth:`~Backend.start` returns. The channel and
+    the uid are escaped so that nothing NATS treats as special (``.``, ``*``, ``>``,
+    ``$``, whitespace, non-ASCII: anything outside ``[A-Za-z0-9_-]``) reaches the
+    subject: each such character becomes ``%XX`` per UTF-8 byte (``%`` included), which
+    is deterministic and reversible, so two channels never share a subject.
+
+    A batch of payloads is handed to nats-py's write buffer, then one PING/PONG round
+    trip confirms that the server has routed all of it (so a room change is seen by
+    the other nodes before what this node publishes next, and a dead connection
+    raises); while that round trip is in flight the next batch accumulates.
 
     nats-py keeps the connection: after a lost connection it reconnects by itself
     (every ``reconnect_time_wait`` seconds, through every server of the URL) and
@@ -16,28 +21,32 @@ Features
     fills nats-py's reconnect buffer (``pending_size`` bytes), sent once it is back;
     past that a publish fails and the manager's outbox keeps the messages. When nats-py
     gives up (``max_reconnect_attempts``) or the server closes the connection for good,
-    the listener fails and the shared supervisor connects again from scratch, with
-    backoff. What was published while a node was away is not replayed (core NATS keeps
-    nothing). Payloads larger than the server's ``max_payload`` (1 MB by default) are
-    sent in chunks and joined on receipt. A node does not receive its own messages
-    (``no_echo``): the manager delivers those locally.
+    the listener fails with a connection error and the shared supervisor connects again
+    from scratch, with backoff. What was published while a node was away is not
+    replayed (core NATS keeps nothing). Payloads larger than the server's
+    ``max_payload`` (1 MB by default) are sent in chunks and joined on receipt. A node
+    does not receive its own messages (``no_echo``): the manager delivers those locally.
 
 Connection string
-    ``nats://[user:password@|token@]host[:port][,host[:port]...]`` or ``tls://...``
-    (TLS with the system's CA store, or the ``tls_*`` options). Several servers of one
-    cluster are separated by commas; an IPv6 address is written in brackets
-    (``nats://[::1]:4222``); the port defaults to 4222. Credentials in the URL apply to
-    every server.
+    ``nats://[user:password@|token@]host[:port][,host[:port]...]`` or ``tls://...``.
+    Several servers of one cluster are separated by commas; an IPv6 address is written
+    in brackets (``nats://[::1]:4222``); the port defaults to 4222. Credentials in the
+    URL (percent-encoded) apply to every server. ``tls://`` (or any ``tls_*`` option)
+    gives nats-py a TLS context (the system's CA store unless ``tls_ca_file``); as
+    nats-py does, the connection turns to TLS when the server requires it, or from the
+    first byte with ``tls_handshake_first``.
 
 Options
-    ``channel`` and ``connect_timeout`` (see the base backend), and nats-py's own:
-    ``name`` (the connection name shown by the server's monitoring), ``reconnect_time_wait``
-    (default ``0.5`` seconds), ``max_reconnect_attempts`` (default ``60`` per server;
-    ``-1`` for ever), ``ping_interval`` (default ``20`` seconds) and
-    ``max_outstanding_pings`` (default ``2``), which bound how long a silently dead
-    server goes unnoticed, ``pending_size`` (default 2 MiB), ``dont_randomize``
-    (default ``false``: servers are tried in random order), ``tls_ca_file``,
-    ``tls_cert_file``, ``tls_key_file``, ``tls_hostname`` and ``tls_handshake_first``.
+    ``channel`` and ``connect_timeout`` (see the base backend); ``publish_timeout``
+    (default ``5`` seconds: how long a batch waits for the server's confirmation); and
+    nats-py's own: ``name`` (the connection name shown by the server's monitoring),
+    ``reconnect_time_wait`` (default ``0.5`` seconds), ``max_reconnect_attempts``
+    (default ``60`` per server; ``-1`` for ever), ``ping_interval`` (default ``20``
+    seconds) and ``max_outstanding_pings`` (default ``2``), which bound how long a
+    silently dead server goes unnoticed, ``pending_size`` (default 2 MiB),
+    ``dont_randomize`` (default ``false``: servers are tried in random order),
+    ``tls_ca_file``, ``tls_cert_file``, ``tls_key_file``, ``tls_hostname`` and
+    ``tls_handshake_first``.
 """
 
 from __future__ import annotations
@@ -172,6 +181,8 @@ class NatsBackend(Backend):
                "unanswered PINGs after which the connection counts as lost"),
         Option("pending_size", positive_int, 2 * 1024 * 1024,
                "bytes nats-py buffers while reconnecting"),
+        Option("publish_timeout", positive_float, 5.0,
+               "seconds a publish waits for the server to confirm a batch"),
         Option("dont_randomize", parse_bool, False, "try the servers in URL order"),
         Option("tls_ca_file", non_empty_str, None, "CA bundle to verify the server"),
         Option("tls_cert_file", non_empty_str, None, "client certificate (PEM)"),
@@ -193,7 +204,7 @@ class NatsBackend(Backend):
         if self.settings["tls_key_file"] and not self.settings["tls_cert_file"]:
             raise ConfigurationError("option 'tls_key_file' needs 'tls_cert_file' too")
         self._tls = self._ssl_context()
-        self._nc: NatsClient | None = None
+        self._link: _Link | None = None
         prefix = escape_token(self.channel)
         self.broadcast_subject = f"{prefix}.all"
         self._node_prefix = f"{prefix}.node."
@@ -218,28 +229,33 @@ class NatsBackend(Backend):
 
     # ------------------------------------------------------------------ connection
 
-    async def _connect(self, on_closed: Callable[[], None] | None) -> NatsClient:
+    async def _connect(self, on_closed: Callable[[], None] | None) -> _Link:
         """A connected client; nats-py then keeps it connected on its own."""
         s = self.settings
         nc = NatsClient()
+        link = _Link(nc, asyncio.get_running_loop().create_future())
 
         async def disconnected() -> None:
-            if self._nc is nc and self.state.connected:
-                self.logger.warning("nats %s: disconnected (%s), nats-py reconnecting",
-                                    self._where, nc.last_error)
+            link.lose()
+            if self._link is link and self.state.connected:
+                self.logger.warning("nats %s: disconnected from %s, nats-py reconnecting",
+                                    self._where, link.server)
                 self.state.mark_down()
 
         async def reconnected() -> None:
-            if self._nc is not nc:
+            link.lost = asyncio.get_running_loop().create_future()
+            link.server = self._server_name(nc)
+            if self._link is not link:
                 return
             self.message_limit = nc.max_payload
             outage = (time.monotonic() - self.state.down_since
                       if self.state.down_since is not None else 0.0)
             self.logger.warning("nats %s: reconnected to %s after %.2fs, subscriptions "
-                                "restored", self._where, self._server_name(nc), outage)
+                                "restored", self._where, link.server, outage)
             self.state.mark_up()
 
         async def closed() -> None:
+            link.lose()
             if on_closed is not None:
                 on_closed()
 
@@ -278,10 +294,11 @@ class NatsBackend(Backend):
         try:
             await nc.connect(**kwargs)
         except BaseException:
-            await self._discard(nc)
+            await link.discard()
             raise
         self.message_limit = nc.max_payload
-        return nc
+        link.server = self._server_name(nc)
+        return link
 
     @property
     def _where(self) -> str:
@@ -290,39 +307,34 @@ class NatsBackend(Backend):
     @staticmethod
     def _server_name(nc: NatsClient) -> str:
         uri = nc.connected_url
-        return f"{uri.hostname}:{uri.port}" if uri is not None else "?"
-
-    @staticmethod
-    async def _discard(nc: NatsClient) -> None:
-        with contextlib.suppress(Exception):
-            await nc.close()
+        return f"{uri.hostname}:{uri.port}" if uri is not None else "the server"
 
     async def _open(self) -> None:
         if self._deliver is None:  # an emitter: no listener, so connect here
             try:
-                self._nc = await asyncio.wait_for(self._connect(None),
-                                                  self.settings["connect_timeout"])
+                self._link = await asyncio.wait_for(self._connect(None),
+                                                    self.settings["connect_timeout"])
             except self.connection_errors as exc:
+                why = f"{type(exc).__name__}: {exc}" if str(exc) else "is the broker running?"
                 raise BrokerUnavailable(
                     f"nats: could not connect to {self._where} within "
-                    f"{self.settings['connect_timeout']}s ({type(exc).__name__}: {exc})"
-                ) from None
+                    f"{self.settings['connect_timeout']}s ({why})") from None
 
     async def _close(self) -> None:
-        nc, self._nc = self._nc, None
-        if nc is not None:
-            await self._discard(nc)
+        link, self._link = self._link, None
+        if link is not None:
+            await link.discard()
 
     async def _run(self, ready: Callable[[], None]) -> None:
-        loop = asyncio.get_running_loop()
-        gone: asyncio.Future[None] = loop.create_future()
+        gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def on_closed() -> None:
             if not gone.done():
                 gone.set_result(None)
 
-        nc = await self._connect(on_closed)
-        lock = asyncio.Lock()  # one payload at a time, like every other backend
+        link = await self._connect(on_closed)
+        nc = link.nc
+        lock = asyncio.Lock()  # one payload at a time, in order, like every backend
         dispatch = self._dispatch
 
         async def on_message(msg: Msg) -> None:
@@ -334,29 +346,76 @@ class NatsBackend(Backend):
                                           self._where)
 
         try:
+            # plain subscriptions (no queue group): every node gets every broadcast
             await nc.subscribe(self.broadcast_subject, cb=on_message)
             await nc.subscribe(self.node_subject(self.node_id), cb=on_message)
-            await nc.flush(max(1, int(self.settings["connect_timeout"])))
-            self._nc = nc
+            await nc.flush(max(1, int(self.settings["connect_timeout"])))  # SUBs are live
+            self._link = link
             ready()
             await gone
             raise ConnectionError(
                 f"nats connection closed for good ({nc.last_error or 'no error given'})")
         finally:
-            if self._nc is nc:
-                self._nc = None
-            await self._discard(nc)
+            if self._link is link:
+                self._link = None
+            await link.discard()
 
     # ------------------------------------------------------------------ publishing
 
     async def publish(self, batch: Sequence[Outgoing]) -> None:
-        nc = self._nc
-        if nc is None or nc.is_closed:
+        link = self._link
+        if link is None or link.nc.is_closed:
             if self._deliver is not None or not self._opened:
                 raise ConnectionError("nats backend is not connected")
-            nc = self._nc = await self._connect(None)  # an emitter whose client gave up
+            link = self._link = await self._connect(None)  # an emitter whose client gave up
+        nc = link.nc
         for target, payload in batch:
             await nc.publish(self._subject(target), payload)
+        if nc.is_connected:
+            await link.confirm(self.settings["publish_timeout"])
+        # else nats-py is reconnecting: the batch waits in its buffer, sent once back
 
     def _subject(self, target: str | None) -> str:
         return self.broadcast_subject if target is None else self.node_subject(target)
+
+
+class _Link:
+    """One nats-py client, and a future that is resolved when its connection drops."""
+
+    def __init__(self, nc: NatsClient, lost: asyncio.Future[None]) -> None:
+        self.nc = nc
+        self.lost = lost
+        self.server = "the server"
+        """host:port of the server it is (or was last) connected to, for logs."""
+
+    def lose(self) -> None:
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    async def confirm(self, timeout: float) -> None:
+        """Wait until the server has processed everything published so far (a PING
+        answered by a PONG); raise a connection error if the connection drops first,
+        since nats-py then forgets that PING."""
+        nc, lost = self.nc, self.lost
+        # nats-py writes its PING straight to the socket, ahead of the publishes still
+        # in its buffer: let its flusher task write those first
+        for _ in range(8):
+            if not nc.pending_data_size or not nc.is_connected:
+                break
+            await asyncio.sleep(0)
+        pong = asyncio.ensure_future(nc.flush(timeout))  # type: ignore[arg-type]
+        try:
+            await asyncio.wait((pong, lost), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not pong.done():
+                pong.cancel()
+                await asyncio.gather(pong, return_exceptions=True)
+        if not pong.done() or pong.cancelled():
+            raise ConnectionError("nats connection lost before the server confirmed "
+                                  "the batch")
+        pong.result()
+
+    async def discard(self) -> None:
+        self.lose()
+        with contextlib.suppress(Exception):
+            await self.nc.close()

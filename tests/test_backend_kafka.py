@@ -1,0 +1,103 @@
+"""Pure logic of the Kafka backend: URL parsing, options, record filtering and order.
+No broker and no mock of one: whatever talks to Kafka is proven by the conformance
+suite against a real Kafka-protocol broker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+pytest.importorskip("aiokafka")
+
+from socketio_adapters.backends.kafka import (
+    KafkaBackend,
+    _in_time_order,
+    _target,
+    parse_bootstrap,
+)
+from socketio_adapters.errors import ConfigurationError
+from socketio_adapters.registry import create_backend
+
+
+def test_several_bootstrap_servers_with_default_port_and_ipv6() -> None:
+    servers, credentials = parse_bootstrap("kafka://a:9093, b ,[::1]:19092,[fe80::1]")
+    assert servers == ["a:9093", "b:9092", "[::1]:19092", "[fe80::1]:9092"]
+    assert credentials is None
+
+
+def test_credentials_are_unquoted() -> None:
+    servers, credentials = parse_bootstrap("kafka://us%40er:p%3Ass@h:1")
+    assert servers == ["h:1"]
+    assert credentials is not None
+    assert (credentials.username, credentials.password) == ("us@er", "p:ss")
+
+
+@pytest.mark.parametrize("url", [
+    "kafka://", "kafka://a:1,,b:2", "kafka://a:0", "kafka://a:65536", "kafka://a:x",
+    "kafka://::1:9092", "kafka://[::1", "kafka://a:1/topic", "kafka://user@a:1",
+])
+def test_bad_urls_are_configuration_errors(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        parse_bootstrap(url)
+
+
+def test_options_from_the_query_are_parsed() -> None:
+    backend = create_backend("kafka://127.0.0.1:1?channel=app.events&partitions=3"
+                             "&linger_ms=0&max_message_size=500000")
+    assert isinstance(backend, KafkaBackend)
+    assert backend.topic == "app.events"
+    assert backend.settings["partitions"] == 3
+    assert backend.settings["linger_ms"] == 0
+    assert backend.message_limit == 500000
+    assert not backend.capabilities.direct
+
+
+@pytest.mark.parametrize(("query", "option"), [
+    ("partitions=0", "partitions"), ("replication_factor=x", "replication_factor"),
+    ("linger_ms=-1", "linger_ms"), ("health_interval=0", "health_interval"),
+    ("security_protocol=carrier-pigeon", "security_protocol"),
+    ("channel=no%20spaces", "channel"),
+])
+def test_bad_option_values_name_the_option(query: str, option: str) -> None:
+    with pytest.raises(ConfigurationError, match=repr(option)):
+        create_backend(f"kafka://127.0.0.1:1?{query}")
+
+
+def test_credentials_need_a_sasl_protocol() -> None:
+    with pytest.raises(ConfigurationError, match="security_protocol"):
+        create_backend("kafka://u:p@127.0.0.1:1")
+    with pytest.raises(ConfigurationError, match="security_protocol"):
+        create_backend("kafka://127.0.0.1:1?security_protocol=SASL_PLAINTEXT")
+    backend = create_backend("kafka://u:p@127.0.0.1:1?security_protocol=sasl_plaintext")
+    assert backend.settings["security_protocol"] == "SASL_PLAINTEXT"
+
+
+def test_kafka_errors_are_connection_errors() -> None:
+    import aiokafka.errors  # type: ignore[import-untyped]
+
+    errors = KafkaBackend.connection_errors
+    for cls in (aiokafka.errors.KafkaConnectionError, aiokafka.errors.NodeNotReadyError,
+                aiokafka.errors.RequestTimedOutError, aiokafka.errors.KafkaTimeoutError):
+        assert issubclass(cls, errors)
+    assert not issubclass(aiokafka.errors.MessageSizeTooLargeError, errors)
+
+
+def test_target_header() -> None:
+    assert _target(None) is None
+    assert _target([("other", b"x")]) is None
+    assert _target([("other", b"x"), ("to", b"node-1")]) == b"node-1"
+
+
+@dataclass
+class Record:
+    timestamp: int
+    value: bytes
+
+
+def test_partitions_are_merged_by_time_keeping_each_partitions_order() -> None:
+    first = [Record(1, b"a1"), Record(5, b"a2"), Record(3, b"a3")]  # a clock step back
+    second = [Record(2, b"b1"), Record(4, b"b2")]
+    merged = [r.value for r in _in_time_order([first, [], second])]
+    assert merged == [b"a1", b"b1", b"b2", b"a2", b"a3"]
+    assert [v for v in merged if v.startswith(b"a")] == [b"a1", b"a2", b"a3"]

@@ -1,0 +1,158 @@
+"""The NATS backend's pure logic: subject escaping, URL parsing, options. No broker
+here; the conformance suite runs it against a real nats-server."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+pytest.importorskip("nats")
+
+import nats.errors
+
+from socketio_adapters import ConfigurationError, create_backend, create_manager
+from socketio_adapters.backends.nats import (
+    NatsBackend,
+    NatsServers,
+    escape_token,
+    parse_url,
+    unescape_token,
+)
+
+AWKWARD = ["socketio", "a.b", "a%2Eb", "a*", "a>", ">", "*", "a b", "a\tb", "a\r\nb",
+           "$SYS", "café", "ca%C3%A9", "日本", "%", "%%", "a_b", "a-b", "a/b", "a:b",
+           "\U0001f600", "a\x00b", "x.all", "node", ".", ".."]
+
+
+@pytest.mark.parametrize("text", AWKWARD)
+def test_escaped_token_is_one_plain_ascii_token_and_reversible(text: str) -> None:
+    token = escape_token(text)
+    assert token.isascii() and token.isprintable()
+    assert not set(token) & set(".*> \t\r\n$")
+    assert unescape_token(token) == text
+    assert escape_token(text) == token  # deterministic
+
+
+def test_safe_characters_are_kept() -> None:
+    assert escape_token("Chat_room-42") == "Chat_room-42"
+
+
+def test_different_channels_never_share_a_subject() -> None:
+    backends = [NatsBackend("nats://127.0.0.1:4222", channel=c) for c in AWKWARD]
+    subjects = [s for b in backends for s in (b.broadcast_subject, b.node_subject("n1"))]
+    assert len(set(subjects)) == len(subjects)
+    for a, b in itertools.combinations(backends, 2):
+        assert a.node_subject("x") != b.node_subject("x")
+
+
+def test_subject_layout() -> None:
+    backend = NatsBackend("nats://127.0.0.1:4222", channel="my.app")
+    assert backend.broadcast_subject == "my%2Eapp.all"
+    assert backend.node_subject("abc.d") == "my%2Eapp.node.abc%2Ed"
+    # a node named "all" and the broadcast subject differ in depth
+    assert backend.node_subject("all") != backend.broadcast_subject
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("nats://127.0.0.1", NatsServers(("nats://127.0.0.1:4222",))),
+    ("nats://127.0.0.1:4333/", NatsServers(("nats://127.0.0.1:4333",))),
+    ("nats://h1:4222,h2:5222,h3", NatsServers(
+        ("nats://h1:4222", "nats://h2:5222", "nats://h3:4222"))),
+    ("tls://h1:4222, h2:4223", NatsServers(("tls://h1:4222", "tls://h2:4223"))),
+    ("NATS://[::1]:4222,[fe80::1]", NatsServers(("nats://[::1]:4222", "nats://[fe80::1]:4222"))),
+    ("nats://alice:s%40cret:x@h1:4222,h2:4222", NatsServers(
+        ("nats://h1:4222", "nats://h2:4222"), user="alice", password="s@cret:x")),
+    ("nats://bob:@h1", NatsServers(("nats://h1:4222",), user="bob", password="")),
+    ("nats://t0k%2Fen@h1:4222", NatsServers(("nats://h1:4222",), token="t0k/en")),
+])
+def test_parse_url(url: str, expected: NatsServers) -> None:
+    assert parse_url(url) == expected
+
+
+def test_tls_scheme() -> None:
+    assert parse_url("tls://h:4222").tls
+    assert not parse_url("nats://h:4222").tls
+    assert NatsBackend("tls://h:4222")._tls is not None
+    assert NatsBackend("nats://h:4222")._tls is None
+
+
+@pytest.mark.parametrize("url, message", [
+    ("nats://", "empty host"),
+    ("nats://h1:4222,,h2", "empty host"),
+    ("nats://h1:4222,", "empty host"),
+    ("nats://h1:port", "bad port"),
+    ("nats://h1:", "bad port"),
+    ("nats://h1:70000", "bad port"),
+    ("nats://h1:0", "bad port"),
+    ("nats://::1:4222", "brackets"),
+    ("nats://[::1", "IPv6"),
+    ("nats://[::1]x", "IPv6"),
+    ("nats://h1:4222/sub.ject", "no path"),
+    ("redis://h1", "not a NATS URL"),
+])
+def test_bad_urls_raise_configuration_errors(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        parse_url(url)
+
+
+def test_password_is_not_in_the_error() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        parse_url("nats://alice:hunter2@h1:nope")
+    assert "hunter2" not in str(caught.value)
+
+
+def test_scheme_picks_the_backend_and_options_reach_it() -> None:
+    backend = create_backend("nats://127.0.0.1:4222,127.0.0.2:4222?name=node-a"
+                             "&reconnect_time_wait=0.25&max_reconnect_attempts=-1"
+                             "&dont_randomize=yes&channel=app")
+    assert isinstance(backend, NatsBackend)
+    assert backend.settings["name"] == "node-a"
+    assert backend.settings["reconnect_time_wait"] == 0.25
+    assert backend.settings["max_reconnect_attempts"] == -1
+    assert backend.settings["dont_randomize"] is True
+    assert backend.channel == "app"
+    assert isinstance(create_backend("tls://127.0.0.1:4222"), NatsBackend)
+    manager = create_manager("nats://127.0.0.1:4222?heartbeat_interval=2&ping_interval=5")
+    assert isinstance(manager.backend, NatsBackend)
+    assert manager.backend.settings["ping_interval"] == 5.0
+
+
+@pytest.mark.parametrize("query, option", [
+    ("name=", "name"),
+    ("reconnect_time_wait=soon", "reconnect_time_wait"),
+    ("reconnect_time_wait=0", "reconnect_time_wait"),
+    ("max_reconnect_attempts=0", "max_reconnect_attempts"),
+    ("max_reconnect_attempts=-2", "max_reconnect_attempts"),
+    ("ping_interval=-1", "ping_interval"),
+    ("max_outstanding_pings=1.5", "max_outstanding_pings"),
+    ("pending_size=0", "pending_size"),
+    ("publish_timeout=never", "publish_timeout"),
+    ("dont_randomize=maybe", "dont_randomize"),
+    ("tls_handshake_first=2", "tls_handshake_first"),
+    ("queue=workers", "queue"),
+])
+def test_bad_options_name_the_option(query: str, option: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"'{option}'"):
+        create_backend(f"nats://127.0.0.1:4222?{query}")
+
+
+def test_key_without_certificate_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="tls_key_file"):
+        create_backend("nats://127.0.0.1:4222?tls_key_file=/nonexistent.key")
+
+
+def test_missing_tls_files_are_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match="TLS"):
+        create_backend("tls://127.0.0.1:4222?tls_ca_file=/nonexistent/ca.pem")
+
+
+def test_declared_errors_and_capabilities() -> None:
+    for error in (nats.errors.ConnectionClosedError, nats.errors.NoServersError,
+                  nats.errors.OutboundBufferLimitError, nats.errors.UnexpectedEOF,
+                  nats.errors.FlushTimeoutError, ConnectionError):
+        assert issubclass(error, NatsBackend.connection_errors)
+    caps = NatsBackend.capabilities
+    assert caps.direct and caps.multi_process
+    assert caps.max_payload is None  # chunking carries payloads over max_payload
+    assert not caps.durable_log and not caps.session_store
