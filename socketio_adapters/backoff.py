@@ -24,7 +24,7 @@ class Backoff:
     """Exponential backoff with full jitter and a cap (seconds)."""
 
     base: float = 0.05
-    cap: float = 5.0
+    cap: float = 2.0
     factor: float = 2.0
     _attempt: int = field(default=0, init=False)
 

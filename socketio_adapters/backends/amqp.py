@@ -1,37 +1,39 @@
 """AMQP 0-9-1 backend (RabbitMQ) through aio-pika.
 
 Features
-    Broadcasts go to one fanout exchange, ``{channel}``; each node consumes from its own
-    exclusive, auto-delete queue, ``{channel}#{node uid}``, bound to that exchange.
-    Payloads for one node are published to the default exchange with the node's queue
-    name as routing key, so they reach that node only (and vanish if it is gone). The
-    queue is exclusive to the node's connection, so the broker deletes it as soon as
-    the node dies: a dead node's queue does not live on collecting copies.
+    Broadcasts go to a fanout exchange, ``{channel}``; payloads for one node go to a
+    direct exchange, ``{channel}#nodes``, with the node's uid as routing key. Each node
+    consumes from its own exclusive, auto-delete queue, bound to both; the broker
+    deletes it with the node's connection, so a dead node's queue does not live on
+    collecting copies, and a payload for a node that is gone is dropped by the broker.
 
     Each listener attempt opens a plain connection (not aio-pika's robust one) and
-    declares exchange, queue and binding; when the connection closes the attempt ends
-    and the shared backoff runs it again, so everything is declared anew after a
-    broker restart. Publishing uses a separate connection (RabbitMQ's advice: flow
-    control on publishers must not stall consumers), opened on first use and again
-    after it is lost. A batch is written without waiting for the broker per message;
-    with ``confirm=true`` every batch waits for publisher confirms (all messages of
-    the batch in flight at once). Deliveries are acknowledged in groups, with at most
-    ``prefetch`` unacknowledged, so a slow node makes its queue grow on the broker
-    instead of in its own memory.
+    declares the exchanges, a queue with a fresh name and its bindings; when the
+    connection or the channel closes the attempt ends and the shared backoff runs it
+    again, so everything is declared anew after a broker restart. Publishing uses its
+    own connection (RabbitMQ's advice: flow control on a publisher must not stall its
+    consumer), opened on first use and again after it is lost. A batch is written
+    without waiting per message and followed by one no-op round trip on the same
+    channel, so ``publish`` returns once the broker has routed the whole batch (the
+    manager's room changes rely on that); with ``confirm=true`` it waits for publisher
+    confirms instead (all messages of the batch in flight at once), which also
+    reports messages the broker could not take. Deliveries are acknowledged in groups
+    with at most ``prefetch`` outstanding, so a slow node makes its queue grow on the
+    broker instead of in its own memory.
 
 Connection string
     ``amqp://[user[:password]@]host[:port][/vhost]`` or ``amqps://...`` (TLS). The
     default vhost is ``/`` (an empty path, or ``%2F``).
 
 Options
-    ``channel`` and ``connect_timeout`` (see the base backend); ``prefetch`` (default
-    ``1000``) unacknowledged deliveries per node; ``confirm`` (default ``false``)
-    publisher confirms; ``heartbeat`` (default ``20`` seconds, ``0`` disables) AMQP
-    heartbeat, which also bounds how long the broker keeps the queue of a node whose
-    host vanished without closing its socket; and, passed to aiormq: ``name``
-    (connection name shown by RabbitMQ), ``cafile``, ``capath``, ``certfile``,
-    ``keyfile``, ``no_verify_ssl`` (for ``amqps``). The ``channel`` must not start with
-    ``amq.`` (RabbitMQ reserves those names).
+    ``channel`` and ``connect_timeout`` (see the base backend; the channel must not
+    start with ``amq.``, which RabbitMQ reserves); ``prefetch`` (default ``1000``)
+    unacknowledged deliveries per node; ``confirm`` (default ``false``) publisher
+    confirms; ``heartbeat`` (default ``20`` seconds, ``0`` disables it), which also
+    bounds how long the broker keeps the queue of a node whose host vanished without
+    closing its socket; and, passed to aiormq, ``name`` (the connection name RabbitMQ
+    shows), ``cafile``, ``capath``, ``certfile``, ``keyfile`` and ``no_verify_ssl``
+    (for ``amqps``).
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ class PublishRefused(AdapterError):
 
 
 class AmqpBackend(Backend):
-    """Moves bytes over a RabbitMQ fanout exchange and one exclusive queue per node."""
+    """Moves bytes over RabbitMQ exchanges and one exclusive queue per node."""
 
     name: ClassVar[str] = "amqp"
     extra: ClassVar[str | None] = "amqp"
@@ -114,21 +116,29 @@ class AmqpBackend(Backend):
         query.update({name: self.settings[name] for name in _PASS_THROUGH
                       if self.settings[name] is not None})
         self._connect_url = URL(url).update_query(query)
-        self.exchange_name = self.channel
+        self.broadcast_exchange = self.channel
+        self.direct_exchange = f"{self.channel}#nodes"
+        self._attempts = 0
         self._publisher: AbstractConnection | None = None
         self._publish_channel: AbstractChannel | None = None
         self._publish_lock = asyncio.Lock()
 
-    def node_queue(self, uid: str) -> str:
-        return f"{self.channel}#{uid}"
+    def node_queue(self, uid: str, attempt: int) -> str:
+        """A fresh name per connection: the queue of a connection the broker has not
+        yet seen die (a half-open socket) cannot lock the new one out."""
+        return f"{self.channel}#{uid}.{attempt}"
 
     async def _connect(self) -> AbstractConnection:
         return await aio_pika.connect(self._connect_url,
                                       timeout=self.settings["connect_timeout"])
 
-    async def _declare_exchange(self, channel: AbstractChannel) -> aio_pika.abc.AbstractExchange:
-        return await channel.declare_exchange(
-            self.exchange_name, aio_pika.ExchangeType.FANOUT, durable=False)
+    async def _declare_exchanges(self, channel: AbstractChannel) -> tuple[
+            aio_pika.abc.AbstractExchange, aio_pika.abc.AbstractExchange]:
+        broadcast = await channel.declare_exchange(
+            self.broadcast_exchange, aio_pika.ExchangeType.FANOUT, durable=False)
+        direct = await channel.declare_exchange(
+            self.direct_exchange, aio_pika.ExchangeType.DIRECT, durable=False)
+        return broadcast, direct
 
     # ---------------------------------------------------------------- listening
 
@@ -147,11 +157,13 @@ class AmqpBackend(Backend):
             channel = await connection.channel(publisher_confirms=False)
             channel.close_callbacks.add(lost)
             await channel.set_qos(prefetch_count=self.prefetch)
-            exchange = await self._declare_exchange(channel)
+            broadcast, direct = await self._declare_exchanges(channel)
+            self._attempts += 1
             queue = await channel.declare_queue(
-                self.node_queue(self.node_id), durable=False, exclusive=True,
-                auto_delete=True)
-            await queue.bind(exchange)
+                self.node_queue(self.node_id, self._attempts), durable=False,
+                exclusive=True, auto_delete=True)
+            await queue.bind(broadcast)
+            await queue.bind(direct, routing_key=self.node_id)
             # the hot path talks to aiormq's channel: no per-message wrapper object
             raw = await channel.get_underlay_channel()
             await raw.basic_consume(queue.name, received, no_ack=False)
@@ -166,6 +178,7 @@ class AmqpBackend(Backend):
                        raw: aiormq.abc.AbstractChannel) -> None:
         dispatch, get = self._dispatch, inbox.get
         ack_every = max(1, self.prefetch // 2)
+        timeout = self.settings["connect_timeout"]
         unacked = 0
         while True:
             item = await get()
@@ -176,7 +189,8 @@ class AmqpBackend(Backend):
             if unacked >= ack_every or inbox.empty():
                 tag = item.delivery_tag
                 if tag is not None:  # always set on a basic.deliver
-                    await raw.basic_ack(tag, multiple=True, wait=False)
+                    # bounded: a dead socket leaves aiormq's write queue full
+                    await asyncio.wait_for(raw.basic_ack(tag, multiple=True), timeout)
                 unacked = 0
 
     # ---------------------------------------------------------------- publishing
@@ -204,7 +218,7 @@ class AmqpBackend(Backend):
             connection = await self._connect()
             self._publisher = connection
         channel = await connection.channel(publisher_confirms=self.confirm)
-        await self._declare_exchange(channel)
+        await self._declare_exchanges(channel)
         self._publish_channel = channel
         return channel
 
@@ -215,8 +229,8 @@ class AmqpBackend(Backend):
         # a dead socket leaves aiormq's bounded write queue full: bound every wait, the
         # timeout is a connection error and the outbox retries
         timeout = self.settings["connect_timeout"]
-        routes = [(self.exchange_name, "") if target is None
-                  else ("", self.node_queue(target)) for target, _ in batch]
+        routes = [(self.broadcast_exchange, "") if target is None
+                  else (self.direct_exchange, target) for target, _ in batch]
         if self.confirm:
             results = await asyncio.gather(*(
                 raw.basic_publish(payload, exchange=exchange, routing_key=key,
@@ -226,12 +240,14 @@ class AmqpBackend(Backend):
             if refused:
                 raise PublishRefused(f"broker refused {refused} of {len(batch)} messages")
             return
-        last = len(batch) - 1
-        for i, ((exchange, key), (_, payload)) in enumerate(
-                zip(routes, batch, strict=True)):
-            # frames are queued in order; only the last waits until they are written
+        for (exchange, key), (_, payload) in zip(routes, batch, strict=True):
             await raw.basic_publish(payload, exchange=exchange, routing_key=key,
-                                    timeout=timeout, wait=i == last)
+                                    timeout=timeout, wait=False)
+        # One round trip for the whole batch: the broker handles a channel's commands
+        # in order, so once this no-op is answered every message above has been routed
+        # to its queues, and nothing another node publishes from now on can overtake
+        # them (the manager's room changes rely on that).
+        await raw.basic_qos(prefetch_count=0, timeout=timeout)
 
     async def _close(self) -> None:
         async with self._publish_lock:

@@ -1,0 +1,128 @@
+"""The AMQP backend's own logic: URLs, options, names, errors. No broker here: the
+conformance suite runs it against a real RabbitMQ."""
+
+from __future__ import annotations
+
+import socket
+
+import aiormq.exceptions
+import pytest
+
+from socketio_adapters import ConfigurationError, create_backend, create_manager
+from socketio_adapters.backends.amqp import AmqpBackend
+from socketio_adapters.backends.base import BrokerUnavailable
+
+
+def _backend(url: str, **options: object) -> AmqpBackend:
+    backend = create_backend(url, **options)
+    assert isinstance(backend, AmqpBackend)
+    return backend
+
+
+def test_schemes_pick_the_amqp_backend() -> None:
+    for url in ("amqp://guest:guest@127.0.0.1:5672/", "amqps://u:p@broker:5671/vhost",
+                "AMQP://127.0.0.1"):
+        assert isinstance(create_backend(url), AmqpBackend)
+
+
+def test_defaults() -> None:
+    backend = _backend("amqp://127.0.0.1/")
+    assert backend.prefetch == 1000
+    assert backend.confirm is False
+    assert backend.settings["heartbeat"] == 20
+    assert backend.capabilities.direct
+    assert backend.capabilities.max_payload == 128 * 1024 * 1024
+    assert not backend.capabilities.durable_log and not backend.capabilities.session_store
+
+
+def test_query_options_and_keywords() -> None:
+    backend = _backend("amqp://127.0.0.1/?prefetch=50&confirm=yes&heartbeat=0&channel=app",
+                       name="node-a")
+    assert (backend.prefetch, backend.confirm, backend.channel) == (50, True, "app")
+    query = backend._connect_url.query
+    assert query["heartbeat"] == "0" and query["name"] == "node-a"
+    assert "prefetch" not in query and "confirm" not in query  # ours, not aiormq's
+
+
+def test_options_go_to_the_broker_url_but_the_password_stays_out_of_names() -> None:
+    backend = _backend("amqps://user:secret@broker:5671/vhost?cafile=/ca.pem")
+    url = backend._connect_url
+    assert (url.scheme, url.host, url.port, url.path) == ("amqps", "broker", 5671, "/vhost")
+    assert url.query["cafile"] == "/ca.pem"
+    assert "secret" not in backend.broadcast_exchange + backend.direct_exchange
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("prefetch", "0"), ("prefetch", "many"), ("prefetch", True), ("confirm", "maybe"),
+    ("heartbeat", "-1"), ("heartbeat", "70000"), ("heartbeat", "soon"),
+])
+def test_bad_values_name_the_option(option: str, value: object) -> None:
+    with pytest.raises(ConfigurationError, match=repr(option)):
+        create_backend("amqp://127.0.0.1/", **{option: value})
+    with pytest.raises(ConfigurationError, match=repr(option)):
+        create_manager(f"amqp://127.0.0.1/?{option}={value}")
+
+
+def test_unknown_option_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="'prefech'"):
+        create_manager("amqp://127.0.0.1/?prefech=10")
+
+
+def test_reserved_channel_prefix_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="'channel'"):
+        create_backend("amqp://127.0.0.1/?channel=amq.app")
+
+
+def test_names_follow_the_channel() -> None:
+    backend = _backend("amqp://127.0.0.1/", channel="chat")
+    assert backend.broadcast_exchange == "chat"
+    assert backend.direct_exchange == "chat#nodes"
+    assert backend.node_queue("abc", 2) == "chat#abc.2"
+    assert backend.node_queue("abc", 2) != backend.node_queue("abc", 3)
+
+
+def test_connection_errors_cover_the_client_library() -> None:
+    errors = AmqpBackend.connection_errors
+    for exc in (aiormq.exceptions.AMQPConnectionError("x"),
+                aiormq.exceptions.ConnectionClosed(320, "forced"),
+                aiormq.exceptions.ChannelInvalidStateError("closed"),
+                ConnectionResetError(), TimeoutError()):
+        assert isinstance(exc, errors)
+    # a refused message is not a lost connection: the outbox must not retry it forever
+    assert not isinstance(aiormq.exceptions.ChannelPreconditionFailed("too big"), errors)
+
+
+async def test_publish_before_start_is_a_connection_error() -> None:
+    backend = _backend("amqp://127.0.0.1/")
+    with pytest.raises(AmqpBackend.connection_errors):
+        await backend.publish([(None, b"x")])
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def test_start_without_a_broker_fails_after_connect_timeout() -> None:
+    backend = _backend(f"amqp://guest:guest@127.0.0.1:{_closed_port()}/",
+                       connect_timeout=0.5)
+    with pytest.raises(BrokerUnavailable, match="guest:\\*\\*\\*@"):
+        await backend.start("node", _ignore)
+    assert not backend.started and not backend.state.connected
+
+
+async def test_publish_without_a_broker_is_a_connection_error() -> None:
+    backend = _backend(f"amqp://127.0.0.1:{_closed_port()}/", connect_timeout=0.5)
+    await backend.start("emitter", None)  # an emitter connects on its first publish
+    try:
+        with pytest.raises(AmqpBackend.connection_errors):
+            await backend.publish([(None, b"x")])
+    finally:
+        await backend.stop()
+        await backend.stop()  # idempotent
+
+
+async def _ignore(payload: bytes) -> None:
+    pass
