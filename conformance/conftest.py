@@ -3,7 +3,7 @@
 Backends come from ``--backend`` (repeatable) or the ``SIOA_BACKENDS`` environment
 variable (comma-separated); each item is a kind (``memory``, ``redis``, ...), which
 makes the suite start that broker from local binaries on a free loopback port, or a
-URL (``redis://127.0.0.1:6379/0``), which is used as it is. Default: memory and redis.
+URL (``redis://127.0.0.1:6379/0``), which is used as it is. Default: every backend.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from socketio_adapters.registry import backend_class
 from .brokers import LocalBroker, broker_for
 from .cluster import Cluster
 
-DEFAULT_BACKENDS = "memory,redis"
+DEFAULT_BACKENDS = "memory,redis,rabbitmq,nats,kafka,postgres"
 TRANSPORTS = ("websocket", "polling")
 
 
@@ -42,7 +42,7 @@ class BackendUnderTest:
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--backend", action="append", default=[],
                      help="backend kind or URL to run the conformance suite on "
-                          "(repeatable; default: $SIOA_BACKENDS or memory,redis)")
+                          "(repeatable; default: $SIOA_BACKENDS or every backend)")
     parser.addoption("--transport", action="append", default=[],
                      help="client transport(s): websocket, polling (default: both)")
 

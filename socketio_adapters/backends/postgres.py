@@ -17,9 +17,10 @@ Features
     notifications are delivered at commit, in order. The listening connection is
     watched (a termination callback, and ``SELECT 1`` after ``ping_interval`` seconds
     of silence): when it drops, the listener fails and the shared backoff reconnects
-    and LISTENs again. What was notified while no LISTEN was active is gone (Postgres
-    keeps nothing for a channel nobody listens to); large payloads stay in the table
-    until ``payload_ttl`` but their references were missed.
+    and LISTENs again. What was
+    notified while no LISTEN was active is gone (Postgres keeps nothing for a channel
+    nobody listens to); large payloads stay in the table until ``payload_ttl`` but
+    their references were missed.
 
     Why asyncpg: it is native asyncio (no thread pool), delivers notifications through
     ``add_listener`` callbacks and reports a closed connection through
@@ -68,8 +69,8 @@ from ..errors import ConfigurationError
 from ..options import Option, non_empty_str, positive_float
 from .base import Backend, Capabilities, Outgoing
 
-__all__ = ["PostgresBackend", "decode_notification", "encode_inline",
-           "encode_reference", "pg_identifier", "quote_identifier"]
+__all__ = ["PostgresBackend", "decode_notification", "encode_inline", "encode_reference",
+           "pg_identifier", "quote_identifier"]
 
 MAX_IDENTIFIER = 63
 """Bytes in a Postgres identifier (NAMEDATALEN - 1); LISTEN truncates longer names."""

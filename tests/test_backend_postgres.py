@@ -1,0 +1,137 @@
+"""The Postgres backend's pure logic: channel names, notification texts, options.
+
+No broker and no mock: the real LISTEN/NOTIFY path is proven by ``conformance/``.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+pytest.importorskip("asyncpg")
+
+from socketio_adapters import ConfigurationError, create_backend, create_manager
+from socketio_adapters.backends.postgres import (
+    MAX_IDENTIFIER,
+    NOTIFY_LIMIT,
+    PostgresBackend,
+    decode_notification,
+    encode_inline,
+    encode_reference,
+    encoded_size,
+    pg_identifier,
+    quote_identifier,
+)
+
+URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def test_short_names_are_kept() -> None:
+    assert pg_identifier("socketio") == "socketio"
+    assert pg_identifier("socketio#0123456789abcdef") == "socketio#0123456789abcdef"
+    name = "x" * MAX_IDENTIFIER
+    assert pg_identifier(name) == name
+
+
+def test_long_names_fit_and_never_collide() -> None:
+    prefix = "app-" + "y" * 70
+    a, b = pg_identifier(prefix + "#node-a"), pg_identifier(prefix + "#node-b")
+    assert a != b
+    for name in (a, b):
+        assert len(name.encode()) <= MAX_IDENTIFIER
+        assert name.startswith("app-y")
+    assert pg_identifier(prefix + "#node-a") == a  # the same on every node
+
+
+def test_truncation_keeps_valid_utf8() -> None:
+    name = pg_identifier("é" * 40)  # 80 bytes, cut inside a two-byte character
+    assert len(name.encode()) <= MAX_IDENTIFIER
+    assert name.encode().decode() == name
+
+
+def test_a_short_name_cannot_pose_as_a_shortened_one() -> None:
+    long = "z" * 80
+    shortened = pg_identifier(long)
+    assert len(shortened.encode()) <= MAX_IDENTIFIER
+    # a channel literally named like the shortened form is shortened in turn
+    assert pg_identifier(shortened) != shortened
+
+
+def test_identifiers_are_quoted() -> None:
+    assert quote_identifier("socketio") == '"socketio"'
+    assert quote_identifier('a"b') == '"a""b"'
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x00\xff", b"\x84\xa3uid", bytes(range(256)) * 7])
+def test_inline_notifications_round_trip(payload: bytes) -> None:
+    text = encode_inline(3, payload)
+    assert text.isascii()
+    assert encoded_size(3, payload) == len(text)
+    assert decode_notification(text) == payload
+
+
+def test_identical_payloads_of_one_batch_differ_on_the_wire() -> None:
+    # Postgres folds identical notifications of one transaction into one
+    assert encode_inline(0, b"same") != encode_inline(1, b"same")
+
+
+def test_references() -> None:
+    assert decode_notification(encode_reference(10, 123456789)) == 123456789
+
+
+@pytest.mark.parametrize("text", ["hello", "", "1:not base64!", "1@12a", "zz:AAAA", "ü"])
+def test_foreign_text_is_handed_on_as_bytes(text: str) -> None:
+    # the manager logs and drops it as malformed
+    assert decode_notification(text) == text.encode()
+
+
+def test_inline_limit_is_below_the_notify_limit() -> None:
+    fits = b"\x01" * 5990
+    assert encoded_size(511, fits) < NOTIFY_LIMIT
+    assert encoded_size(0, b"\x01" * 6000) >= NOTIFY_LIMIT
+
+
+def test_channels_and_table_follow_the_channel_option() -> None:
+    backend = create_backend(URL + "?channel=myapp")
+    assert isinstance(backend, PostgresBackend)
+    assert backend.broadcast_channel == "myapp"
+    assert backend.node_channel("abc") == "myapp#abc"
+    assert backend.table == "myapp_payloads"
+
+
+def test_libpq_options_reach_asyncpg_and_ours_do_not() -> None:
+    backend = create_backend(
+        URL + "?channel=c&sslmode=require&payload_ttl=5&application_name=chat")
+    assert isinstance(backend, PostgresBackend)
+    parts = urlsplit(backend.dsn)
+    assert parse_qs(parts.query) == {"sslmode": ["require"], "application_name": ["chat"]}
+    assert parts.netloc == "postgres@127.0.0.1:5432" and parts.path == "/postgres"
+    assert backend.payload_ttl == 5.0
+
+
+def test_options_in_the_url_given_directly() -> None:
+    backend = PostgresBackend("postgres://u:pw@h/db?ping_interval=2&sslmode=disable")
+    assert backend.ping_interval == 2.0
+    assert "sslmode=disable" in backend.dsn
+    assert "ping_interval" not in backend.dsn
+
+
+@pytest.mark.parametrize(("query", "option"), [
+    ("sslmode=sometimes", "sslmode"),
+    ("payload_ttl=-1", "payload_ttl"),
+    ("ping_interval=soon", "ping_interval"),
+    ("port=http", "port"),
+    ("target_session_attrs=leader", "target_session_attrs"),
+    ("frobnicate=1", "frobnicate"),
+])
+def test_bad_options_name_themselves(query: str, option: str) -> None:
+    with pytest.raises(ConfigurationError, match=repr(option)):
+        create_manager(f"{URL}?{query}")
+
+
+def test_bad_port_and_channel() -> None:
+    with pytest.raises(ConfigurationError, match="port"):
+        create_backend("postgresql://h:99999/db")
+    with pytest.raises(ConfigurationError, match="'channel'"):
+        create_backend(URL, channel="a\x00b")
