@@ -1,15 +1,19 @@
-"""Cross-node emit throughput and latency on Redis: socketio_adapters against a single
-python-socketio node, python-socketio's AsyncRedisManager and the raw redis-py client.
+"""Cross-node emit throughput and latency through a broker: socketio_adapters against a
+single python-socketio node, python-socketio's own manager (Redis, RabbitMQ) and the
+broker's raw client library.
 
 Run from the repository root:
 
-    python -m benchmarks.bench_cross_node [--events 20000] [--latency-events 2000]
-        [--redis-url URL] [--json benchmarks/results/redis.json]
+    python -m benchmarks.bench_cross_node [--backend redis|rabbitmq|nats|kafka|postgres|all]
+        [--events 20000] [--latency-events 2000] [--url URL]
+        [--json benchmarks/results/{backend}.json]
 
-Without ``--redis-url`` a redis-server is started from the local binary (see
-conformance/brokers.py) and stopped at the end. Every server node is its own process
-(``python -m benchmarks.node``); this process hosts the python-socketio client, triggers
-the nodes over HTTP and measures. See benchmarks/README.md for what is measured and how.
+Without ``--url`` the broker is started from its local binary (see
+conformance/brokers.py) and stopped at the end. ``--backend all`` runs every backend in
+turn, each on its own broker, and ends with one summary table. Every server node is its
+own process (``python -m benchmarks.node``); this process hosts the python-socketio
+client, triggers the nodes over HTTP and measures. See benchmarks/README.md for what is
+measured and how.
 """
 
 from __future__ import annotations
@@ -41,17 +45,49 @@ from typing import Any
 import aiohttp
 import socketio
 
+from .raw_clients import RAW_CLIENTS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_JSON = REPO_ROOT / "benchmarks" / "results" / "redis.json"
+DEFAULT_JSON = str(REPO_ROOT / "benchmarks" / "results" / "{backend}.json")
 SOCKET_SCENARIOS = ("single", "cluster", "pysio")
 ALL_SCENARIOS = (*SOCKET_SCENARIOS, "raw")
-LABELS = {
-    "single": "single node, no manager (baseline)",
-    "cluster": "socketio_adapters cluster (A -> B)",
-    "pysio": "python-socketio AsyncRedisManager (A -> B)",
-    "raw_each": "raw redis-py PUBLISH, awaited each",
-    "raw_pipeline": "raw redis-py PUBLISH, pipelined x512",
-}
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What differs between backends: python-socketio's own manager, if any, the
+    targets, and how many runs fit in a couple of minutes."""
+
+    kind: str
+    pysio: str | None
+    single_target: float
+    pysio_target: float | None = None
+    latency_target: float | None = None
+    repeats: int = 2
+    raw_each_events: int | None = None
+    """Fewer events for the raw awaited-each variant when it is slow (None: all)."""
+
+    @property
+    def scenarios(self) -> tuple[str, ...]:
+        return tuple(s for s in ALL_SCENARIOS if s != "pysio" or self.pysio)
+
+    def labels(self) -> dict[str, str]:
+        """Scenario key -> table label, in table order."""
+        labels = {"single": "single node, no manager (baseline)",
+                  "cluster": "socketio_adapters cluster (A -> B)"}
+        if self.pysio:
+            labels["pysio"] = f"python-socketio {self.pysio} (A -> B)"
+        return labels | RAW_CLIENTS[self.kind].labels()
+
+
+BACKENDS: dict[str, BackendSpec] = {spec.kind: spec for spec in (
+    BackendSpec("redis", "AsyncRedisManager", 0.9, pysio_target=3.0, latency_target=1.5,
+                repeats=3),
+    BackendSpec("rabbitmq", "AsyncAioPikaManager", 0.8),
+    BackendSpec("nats", None, 0.8),
+    BackendSpec("kafka", None, 0.8, raw_each_events=5_000),
+    BackendSpec("postgres", None, 0.8),
+)}
 READY_TIMEOUT = 30.0
 STOP_GRACE = 5.0
 
@@ -288,15 +324,41 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def tree_cpu_seconds(root: int) -> float | None:
+    """CPU seconds used so far by process ``root`` and its live descendants (a broker and
+    whatever it runs: the Erlang VM, Postgres's backends), or None if it is gone."""
+    children: dict[int, list[int]] = collections.defaultdict(list)
+    cpu: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        pid = int(stat.parent.name)
+        children[int(fields[1])].append(pid)
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / _TICKS
+    if root not in cpu:
+        return None
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += cpu.get(pid, 0.0)
+        todo.extend(children.get(pid, ()))
+    return total
+
+
 class CpuMeter:
     """CPU seconds used during a run by each process involved (this one, hosting the
-    client, included): shows which process saturates a core."""
+    client, included, and the broker's process tree): shows which process saturates a
+    core."""
 
-    def __init__(self, pids: dict[str, int]) -> None:
+    def __init__(self, pids: dict[str, int], trees: dict[str, int] | None = None) -> None:
         self.pids = pids
+        self.trees = trees or {}
 
     def snapshot(self) -> dict[str, float | None]:
         snap: dict[str, float | None] = {n: cpu_seconds(p) for n, p in self.pids.items()}
+        snap.update((n, tree_cpu_seconds(root)) for n, root in self.trees.items())
         snap["client"] = time.process_time()
         return snap
 
@@ -340,7 +402,8 @@ def summarize_latency(latencies: list[float]) -> dict[str, Any]:
 
 @dataclass
 class Config:
-    redis_url: str
+    spec: BackendSpec
+    url: str
     events: int
     latency_events: int
     repeats: int
@@ -348,18 +411,22 @@ class Config:
     timeout: float
     stall: float
     warmup: int
-    redis_pid: int | None = None
-    """redis-server's pid, for CPU accounting (only when this run started it)."""
+    broker_pid: int | None = None
+    """The broker's pid, for CPU accounting of its process tree (only when this run
+    started it)."""
+
+    @property
+    def backend(self) -> str:
+        return self.spec.kind
 
     def meter(self, **pids: int) -> CpuMeter:
-        if self.redis_pid is not None:
-            pids["redis"] = self.redis_pid
-        return CpuMeter(pids)
+        trees = {} if self.broker_pid is None else {self.backend: self.broker_pid}
+        return CpuMeter(pids, trees)
 
 
 def node_cmd(mode: str, config: Config, channel: str) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.node", "--mode", mode, "--redis-url",
-            config.redis_url, "--channel", channel]
+    return [sys.executable, "-m", "benchmarks.node", "--mode", mode, "--backend",
+            config.backend, "--url", config.url, "--channel", channel]
 
 
 async def start_socket_nodes(mode: str, config: Config,
@@ -481,7 +548,7 @@ async def raw_latency(config: Config, ctl: Control, pub: Child,
         return bool((await ctl.job(pub))["done"])
 
     await ctl.call(pub, "POST", "/bench/latency", n=n, interval=config.interval)
-    await wait_all("raw redis latency", n, progress, sender_done, config.timeout,
+    await wait_all(f"raw {config.backend} latency", n, progress, sender_done, config.timeout,
                    config.stall)
     await ctl.job_done(pub)
     latencies = (await ctl.call(sub, "GET", "/bench/latencies"))["latencies"]
@@ -511,21 +578,24 @@ async def run_raw_scenario(config: Config, ctl: Control,
             cpu_before = meter.snapshot()
             began = time.monotonic()
             await ctl.call(pub, "POST", "/bench/emit", n=n, variant=variant)
-            last = await wait_all(f"raw redis {variant}", n, progress, sender_done,
+            last = await wait_all(f"raw {config.backend} {variant}", n, progress, sender_done,
                                   config.timeout, config.stall)
             seconds = last - began
             cpu = meter.used(cpu_before, seconds)
             job = await ctl.job_done(pub)
-            return {"seconds": seconds, "events_per_s": n / seconds,
+            return {"events": n, "seconds": seconds, "events_per_s": n / seconds,
                     "emit_loop_seconds": job["loop_seconds"], "cpu": cpu}
 
         result: dict[str, dict[str, Any]] = {}
-        for variant in ("each", "pipeline"):
+        for variant in ("each", RAW_CLIENTS[config.backend].batch_variant):
+            n = config.events
+            if variant == "each" and config.spec.raw_each_events:
+                n = min(n, config.spec.raw_each_events)
             if config.warmup:
-                await publish(variant, config.warmup)
+                await publish(variant, min(n, config.warmup))
             runs = []
             for rep in range(config.repeats):
-                run = await publish(variant, config.events)
+                run = await publish(variant, n)
                 runs.append(run)
                 print(f"  raw {variant} run {rep + 1}: {run['events_per_s']:>9,.0f} msg/s "
                       f"({run['seconds']:.3f}s; CPU {cpu_text(run['cpu'])})", flush=True)
@@ -629,7 +699,7 @@ async def profile_scenario(mode: str, kind: str, outdir: Path, config: Config,
 # ---------------------------------------------------------------------- report
 
 
-def environment(redis_url: str) -> dict[str, Any]:
+def environment(config: Config) -> dict[str, Any]:
     def version(dist: str) -> str | None:
         try:
             return importlib.metadata.version(dist)
@@ -652,12 +722,12 @@ def environment(redis_url: str) -> dict[str, Any]:
                 break
     packages = {d: version(d) for d in (
         "python-socketio", "python-engineio", "socketio-adapters", "redis", "hiredis",
-        "aiohttp", "msgpack")}
+        "aio-pika", "aiormq", "nats-py", "aiokafka", "asyncpg", "aiohttp", "msgpack")}
     if packages["socketio-adapters"] is None:  # used from the source tree
         import socketio_adapters
 
         packages["socketio-adapters"] = f"{socketio_adapters.__version__} (source tree)"
-    return {
+    env = {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "platform": platform.platform(),
@@ -665,11 +735,14 @@ def environment(redis_url: str) -> dict[str, Any]:
         "cpus_usable": len(os.sched_getaffinity(0)),
         "cpu_model": cpu_model,
         "packages": packages,
-        "redis_server": redis_server_version(redis_url),
+        "backend": config.backend,
         "git_commit": git("rev-parse", "HEAD"),
         "git_dirty": bool(git("status", "--porcelain")),
         "event_loop": "asyncio (default)",
     }
+    if config.backend == "redis":
+        env["redis_server"] = redis_server_version(config.url)
+    return env
 
 
 def redis_info(url: str) -> dict[str, Any]:
@@ -698,55 +771,64 @@ def ratio(num: float | None, den: float | None) -> float | None:
     return num / den
 
 
-def compute_ratios(scenarios: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    def tput(name: str) -> float | None:
-        entry = scenarios.get(name)
-        return None if entry is None else float(entry["throughput"]["median"])
+def tput(scenarios: dict[str, Any], name: str) -> float | None:
+    entry = scenarios.get(name)
+    return None if entry is None else float(entry["throughput"]["median"])
 
-    def p50(name: str) -> float | None:
-        entry = scenarios.get(name)
-        return None if entry is None or "latency" not in entry else \
-            float(entry["latency"]["p50_ms"])
 
+def p50(scenarios: dict[str, Any], name: str) -> float | None:
+    entry = scenarios.get(name)
+    return None if entry is None or "latency" not in entry else \
+        float(entry["latency"]["p50_ms"])
+
+
+def compute_ratios(spec: BackendSpec, scenarios: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    def t(name: str) -> float | None:
+        return tput(scenarios, name)
+
+    batch = f"raw_{RAW_CLIENTS[spec.kind].batch_variant}"
     specs = [
-        ("cluster_vs_single_throughput", ratio(tput("cluster"), tput("single")), ">=", 0.9),
-        ("cluster_vs_pysio_throughput", ratio(tput("cluster"), tput("pysio")), ">=", 3.0),
-        ("cluster_vs_single_p50_latency", ratio(p50("cluster"), p50("single")), "<=", 1.5),
-        ("cluster_vs_raw_each_throughput", ratio(tput("cluster"), tput("raw_each")),
-         None, None),
-        ("cluster_vs_raw_pipeline_throughput", ratio(tput("cluster"), tput("raw_pipeline")),
-         None, None),
+        ("cluster_vs_single_throughput", ratio(t("cluster"), t("single")), ">=",
+         spec.single_target),
+        ("cluster_vs_single_p50_latency",
+         ratio(p50(scenarios, "cluster"), p50(scenarios, "single")), "<=",
+         spec.latency_target),
+        ("cluster_vs_raw_each_throughput", ratio(t("cluster"), t("raw_each")), ">=", None),
+        (f"cluster_vs_{batch}_throughput", ratio(t("cluster"), t(batch)), ">=", None),
     ]
+    if spec.pysio:
+        specs.insert(1, ("cluster_vs_pysio_throughput", ratio(t("cluster"), t("pysio")), ">=",
+                         spec.pysio_target))
     out: dict[str, dict[str, Any]] = {}
     for name, value, op, target in specs:
         met = None
         if value is not None and target is not None:
             met = value >= target if op == ">=" else value <= target
-        out[name] = {"value": value, "target": None if op is None else f"{op} {target}",
+        out[name] = {"value": value, "target": None if target is None else f"{op} {target}",
                      "met": met}
     return out
 
 
-def table(scenarios: dict[str, Any], ratios: dict[str, dict[str, Any]],
+def table(spec: BackendSpec, scenarios: dict[str, Any], ratios: dict[str, dict[str, Any]],
           events: int) -> Iterator[str]:
     yield ""
-    yield (f"Cross-node emit throughput ({events:,} events, median of runs) "
+    yield (f"{spec.kind}: cross-node emit throughput ({events:,} events, median of runs) "
            f"and room-broadcast latency")
     header = (f"{'scenario':<45} {'median/s':>10} {'min/s':>10} {'max/s':>10} "
               f"{'p50 ms':>8} {'p99 ms':>8}")
     yield header
     yield "-" * len(header)
-    for name, label in LABELS.items():
+    for name, label in spec.labels().items():
         entry = scenarios.get(name)
         if entry is None:
             yield f"{label:<45} {'(not run or failed)':>30}"
             continue
         t = entry["throughput"]
         lat = entry.get("latency")
-        p50 = f"{lat['p50_ms']:8.3f}" if lat else f"{'-':>8}"
-        p99 = f"{lat['p99_ms']:8.3f}" if lat else f"{'-':>8}"
+        lat_p50 = f"{lat['p50_ms']:8.3f}" if lat else f"{'-':>8}"
+        lat_p99 = f"{lat['p99_ms']:8.3f}" if lat else f"{'-':>8}"
         yield (f"{label:<45} {t['median']:>10,.0f} {t['min']:>10,.0f} {t['max']:>10,.0f} "
-               f"{p50} {p99}")
+               f"{lat_p50} {lat_p99}")
     yield ""
     yield f"{'ratio':<45} {'value':>8}  target"
     for name, r in ratios.items():
@@ -755,59 +837,121 @@ def table(scenarios: dict[str, Any], ratios: dict[str, dict[str, Any]],
         yield f"{name:<45} {value:>8}  {r['target'] or '(info)'}{verdict}"
 
 
+SUMMARY_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], float | None], str], ...] = (
+    ("single/s", lambda r: tput(r["scenarios"], "single"), ",.0f"),
+    ("cluster/s", lambda r: tput(r["scenarios"], "cluster"), ",.0f"),
+    ("pysio/s", lambda r: tput(r["scenarios"], "pysio"), ",.0f"),
+    ("raw each/s", lambda r: tput(r["scenarios"], "raw_each"), ",.0f"),
+    ("raw batch/s", lambda r: tput(r["scenarios"], _batch_key(r)), ",.0f"),
+    ("c/single", lambda r: _ratio_value(r, "cluster_vs_single_throughput"), ".2f"),
+    ("c/pysio", lambda r: _ratio_value(r, "cluster_vs_pysio_throughput"), ".2f"),
+    ("c/raw each", lambda r: _ratio_value(r, "cluster_vs_raw_each_throughput"), ".2f"),
+    ("c/raw batch", lambda r: _ratio_value(r, f"cluster_vs_{_batch_key(r)}_throughput"),
+     ".2f"),
+    ("p50 single", lambda r: p50(r["scenarios"], "single"), ".3f"),
+    ("p50 cluster", lambda r: p50(r["scenarios"], "cluster"), ".3f"),
+    ("p50 c/s", lambda r: _ratio_value(r, "cluster_vs_single_p50_latency"), ".2f"),
+)
+
+
+def _batch_key(result: dict[str, Any]) -> str:
+    return f"raw_{RAW_CLIENTS[result['backend']].batch_variant}"
+
+
+def _ratio_value(result: dict[str, Any], name: str) -> float | None:
+    entry = result["ratios"].get(name)
+    return None if entry is None else entry["value"]
+
+
+def summary_table(results: dict[str, dict[str, Any]]) -> Iterator[str]:
+    """One line per backend: throughputs (events/s, medians), ratios, p50 in ms."""
+    yield ""
+    yield "Summary across backends (throughput: median events/s; latency: p50 ms)"
+    header = f"{'backend':<9}" + "".join(f" {name:>11}" for name, _, _ in SUMMARY_COLUMNS)
+    yield header
+    yield "-" * len(header)
+    for kind, result in results.items():
+        if "scenarios" not in result:
+            yield f"{kind:<9} failed: {result.get('errors')}"
+            continue
+        cells = [f"{'-' if v is None else format(v, fmt):>11}"
+                 for v, fmt in ((fn(result), fmt) for _, fn, fmt in SUMMARY_COLUMNS)]
+        yield f"{kind:<9} " + " ".join(cells)
+    yield "cluster/single throughput targets: " + ", ".join(
+        f"{kind} >= {BACKENDS[kind].single_target}" for kind in results)
+
+
 # ---------------------------------------------------------------------- main
 
 
-async def run_all(args: argparse.Namespace, redis_url: str, children: Children,
-                  pid: int | None) -> dict[str, Any]:
-    config = Config(redis_url=redis_url, events=args.events,
-                    latency_events=args.latency_events, repeats=args.repeats,
-                    interval=args.interval, timeout=args.timeout, stall=args.stall,
-                    warmup=args.warmup, redis_pid=pid)
+async def run_scenarios(config: Config, names: tuple[str, ...], ctl: Control,
+                        children: Children, errors: dict[str, str],
+                        began: float) -> dict[str, Any]:
     scenarios: dict[str, Any] = {}
+    for name in names:
+        print(f"[{time.monotonic() - began:6.1f}s] {config.backend}: scenario {name}",
+              flush=True)
+        try:
+            if name == "raw":
+                scenarios.update(await run_raw_scenario(config, ctl, children))
+            else:
+                scenarios[name] = await run_socket_scenario(name, config, ctl, children)
+        except BenchError as exc:
+            errors[name] = str(exc)
+            print(f"  ERROR: {exc}", file=sys.stderr, flush=True)
+    return scenarios
+
+
+async def run_profile(args: argparse.Namespace, config: Config, ctl: Control,
+                      children: Children, errors: dict[str, str]) -> list[str]:
+    mode = args.profile_scenario
+    print(f"profiling {config.backend} {mode} ({args.profile})", flush=True)
+    outdir = Path(args.profile_dir) / config.backend if config.backend != "redis" \
+        else Path(args.profile_dir)
+    try:
+        return await profile_scenario(mode, args.profile, outdir, config, ctl, children)
+    except BenchError as exc:
+        errors["profile"] = str(exc)
+        print(f"  ERROR: {exc}", file=sys.stderr, flush=True)
+        return []
+
+
+def scenarios_for(args: argparse.Namespace, spec: BackendSpec) -> tuple[str, ...]:
+    chosen: tuple[str, ...] = args.scenarios if args.scenarios is not None \
+        else spec.scenarios
+    return tuple(s for s in chosen if s in spec.scenarios)
+
+
+async def run_all(args: argparse.Namespace, config: Config,
+                  children: Children) -> dict[str, Any]:
     errors: dict[str, str] = {}
     profile_reports: list[str] = []
     began = time.monotonic()
+    names = scenarios_for(args, config.spec)
     timeout = aiohttp.ClientTimeout(total=30)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         ctl = Control(session)
-        for name in args.scenarios:
-            print(f"[{time.monotonic() - began:6.1f}s] scenario {name}", flush=True)
-            try:
-                if name == "raw":
-                    scenarios.update(await run_raw_scenario(config, ctl, children))
-                else:
-                    scenarios[name] = await run_socket_scenario(name, config, ctl, children)
-            except BenchError as exc:
-                errors[name] = str(exc)
-                print(f"  ERROR: {exc}", file=sys.stderr, flush=True)
+        scenarios = await run_scenarios(config, names, ctl, children, errors, began)
         if args.profile:
-            mode = args.profile_scenario
-            print(f"[{time.monotonic() - began:6.1f}s] profiling {mode} ({args.profile})",
-                  flush=True)
-            try:
-                profile_reports = await profile_scenario(
-                    mode, args.profile, Path(args.profile_dir), config, ctl, children)
-            except BenchError as exc:
-                errors["profile"] = str(exc)
-                print(f"  ERROR: {exc}", file=sys.stderr, flush=True)
-    ratios = compute_ratios(scenarios)
-    for line in table(scenarios, ratios, args.events):
+            profile_reports = await run_profile(args, config, ctl, children, errors)
+    ratios = compute_ratios(config.spec, scenarios)
+    for line in table(config.spec, scenarios, ratios, args.events):
         print(line)
     for report in profile_reports:
         print()
         print(report)
     elapsed = time.monotonic() - began
-    print(f"\ntotal {elapsed:.1f}s", flush=True)
+    print(f"\n{config.backend}: total {elapsed:.1f}s", flush=True)
     return {
         "benchmark": "bench_cross_node",
+        "backend": config.backend,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config": {"events": args.events, "latency_events": args.latency_events,
-                   "repeats": args.repeats, "latency_interval_s": args.interval,
+                   "repeats": config.repeats, "latency_interval_s": args.interval,
                    "warmup_events": args.warmup, "transport": "websocket",
-                   "redis_url_given": args.redis_url is not None,
-                   "scenarios": list(args.scenarios)},
-        "environment": environment(redis_url),
+                   "raw_each_events": config.spec.raw_each_events,
+                   "url_given": args.url is not None, "scenarios": list(names)},
+        "environment": environment(config),
         "scenarios": scenarios,
         "ratios": ratios,
         "errors": errors,
@@ -815,14 +959,14 @@ async def run_all(args: argparse.Namespace, redis_url: str, children: Children,
     }
 
 
-async def main_async(args: argparse.Namespace, redis_url: str, children: Children,
-                     pid: int | None) -> dict[str, Any]:
+async def main_async(args: argparse.Namespace, config: Config,
+                     children: Children) -> dict[str, Any]:
     task = asyncio.current_task()
     loop = asyncio.get_running_loop()
     if task is not None:
         loop.add_signal_handler(signal.SIGTERM, task.cancel)
     try:
-        return await run_all(args, redis_url, children, pid)
+        return await run_all(args, config, children)
     finally:
         await children.stop_all()
 
@@ -831,23 +975,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.bench_cross_node", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=(*BACKENDS, "all"), default="redis",
+                        help="which broker (default redis); 'all' runs each in turn")
     parser.add_argument("--events", type=int, default=20_000,
                         help="events per throughput run (default 20000)")
     parser.add_argument("--latency-events", type=int, default=2_000,
                         help="paced room broadcasts for latency (default 2000)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="throughput runs per scenario; the median is reported")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="throughput runs per scenario; the median is reported "
+                             "(default 3 for redis, 2 for the others)")
     parser.add_argument("--interval", type=float, default=0.002,
                         help="seconds between latency broadcasts (default 0.002)")
     parser.add_argument("--warmup", type=int, default=1_000,
                         help="unmeasured events sent before the runs (default 1000)")
-    parser.add_argument("--redis-url", default=None,
-                        help="use this Redis instead of starting a local redis-server")
-    parser.add_argument("--json", default=str(DEFAULT_JSON),
-                        help=f"where to write the results (default {DEFAULT_JSON}); "
-                             "'-' for none")
-    parser.add_argument("--scenarios", default=",".join(ALL_SCENARIOS),
-                        help=f"comma-separated subset of {','.join(ALL_SCENARIOS)}")
+    parser.add_argument("--url", "--redis-url", dest="url", default=None,
+                        help="use this broker instead of starting a local one "
+                             "(not with --backend all)")
+    parser.add_argument("--json", default=DEFAULT_JSON,
+                        help=f"where to write the results (default {DEFAULT_JSON}, "
+                             "{backend} replaced by the backend); '-' for none")
+    parser.add_argument("--scenarios", default=None,
+                        help=f"comma-separated subset of {','.join(ALL_SCENARIOS)} "
+                             "(default: all the backend has; pysio: redis and rabbitmq)")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds a run may take before it is declared failed")
     parser.add_argument("--stall", type=float, default=10.0,
@@ -861,53 +1010,98 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-dir", default=str(REPO_ROOT / "benchmarks" / "results"
                                                      / "profile"))
     args = parser.parse_args(argv)
-    chosen = tuple(s.strip() for s in args.scenarios.split(",") if s.strip())
-    unknown = [s for s in chosen if s not in ALL_SCENARIOS]
-    if unknown:
-        parser.error(f"unknown scenarios {unknown}; choose from {ALL_SCENARIOS}")
-    args.scenarios = chosen
+    if args.scenarios is not None:
+        chosen = tuple(s.strip() for s in args.scenarios.split(",") if s.strip())
+        unknown = [s for s in chosen if s not in ALL_SCENARIOS]
+        if unknown:
+            parser.error(f"unknown scenarios {unknown}; choose from {ALL_SCENARIOS}")
+        args.scenarios = chosen
+    if args.backend == "all" and args.url is not None:
+        parser.error("--url needs one --backend, not all")
     return args
 
 
-def redis_pid(url: str) -> int | None:
-    pid = redis_info(url).get("process_id")
-    return None if pid is None else int(pid)
+class Interrupted(BaseException):
+    """SIGTERM outside the event loop (while a broker starts or stops)."""
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    broker: Any = None
-    logdir = Path(tempfile.mkdtemp(prefix="bench-cross-node-"))
-    children = Children(logdir)
-    result: dict[str, Any] | None = None
+def _on_sigterm(_signum: int, _frame: Any) -> None:
+    raise Interrupted
+
+
+def start_broker(kind: str) -> tuple[Any, str, int | None]:
+    """(broker, its URL, its pid) for a broker started from the local binary."""
+    from conformance.brokers import broker_for
+
+    broker = broker_for(kind)
     try:
-        redis_url = args.redis_url
-        if redis_url is None:
-            from conformance.brokers import broker_for
+        broker.start()
+    except BaseException:
+        broker.stop()
+        raise
+    print(f"{kind} broker started at {broker.url} in {broker.start_seconds:.1f}s",
+          flush=True)
+    proc = getattr(broker, "_proc", None)
+    return broker, str(broker.url), None if proc is None else int(proc.pid)
 
-            broker = broker_for("redis")
-            broker.start()
-            redis_url = str(broker.url)
-            print(f"redis-server started at {redis_url}", flush=True)
-        pid = redis_pid(redis_url) if broker is not None else None
-        result = asyncio.run(main_async(args, redis_url, children, pid))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted", file=sys.stderr)
-        return 130
+
+def run_backend(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """One backend on its own broker; every process and the broker stop, whatever
+    happens. Returns the results (with ``errors``) or raises on interruption."""
+    spec = BACKENDS[kind]
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    logdir = Path(tempfile.mkdtemp(prefix=f"bench-cross-node-{kind}-"))
+    children = Children(logdir)
+    broker: Any = None
+    result: dict[str, Any] = {"backend": kind, "errors": {}}
+    try:
+        url, pid = args.url, None
+        if url is None:
+            broker, url, pid = start_broker(kind)
+        config = Config(spec=spec, url=url, events=args.events,
+                        latency_events=args.latency_events,
+                        repeats=args.repeats or spec.repeats, interval=args.interval,
+                        timeout=args.timeout, stall=args.stall, warmup=args.warmup,
+                        broker_pid=pid)
+        result = asyncio.run(main_async(args, config, children))
+    except Exception as exc:  # the broker did not start, ...: the next backend still runs
+        result["errors"]["backend"] = f"{type(exc).__name__}: {exc}"
+        print(f"{kind}: ERROR: {exc}", file=sys.stderr, flush=True)
     finally:
         children.kill_all_now()
         if broker is not None:
             broker.stop()
-        if result is not None and not result["errors"]:
-            shutil.rmtree(logdir, ignore_errors=True)
+        if result["errors"]:
+            print(f"{kind}: node logs kept in {logdir}", file=sys.stderr)
         else:
-            print(f"node logs kept in {logdir}", file=sys.stderr)
-    if args.json != "-":
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"results written to {path}")
-    return 1 if result["errors"] else 0
+            shutil.rmtree(logdir, ignore_errors=True)
+    return result
+
+
+def write_json(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    if args.json == "-" or "scenarios" not in result:
+        return
+    path = Path(args.json.replace("{backend}", result["backend"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"results written to {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    kinds = tuple(BACKENDS) if args.backend == "all" else (args.backend,)
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for kind in kinds:
+            results[kind] = run_backend(args, kind)
+            write_json(args, results[kind])
+    except (KeyboardInterrupt, Interrupted, asyncio.CancelledError):
+        print("interrupted", file=sys.stderr)
+        return 130
+    if len(kinds) > 1:
+        for line in summary_table(results):
+            print(line)
+    return 1 if any(r["errors"] for r in results.values()) else 0
 
 
 if __name__ == "__main__":

@@ -1,29 +1,32 @@
 """One process of the cross-node benchmark, started by :mod:`benchmarks.bench_cross_node`.
 
     python -m benchmarks.node --mode single|cluster|pysio|raw-pub|raw-sub
-        [--redis-url URL] [--channel NAME] [--port 0]
+        [--backend redis|rabbitmq|nats|kafka|postgres] [--url URL] [--channel NAME]
+        [--port 0]
 
 Socket.IO modes serve python-socketio on an aiohttp app bound to 127.0.0.1:
 
 ``single``
     a plain ``socketio.AsyncServer`` (python-socketio's in-process manager): the baseline;
 ``cluster``
-    ``socketio_adapters.create_manager(redis_url + "?channel=...")``, started with the app;
+    ``socketio_adapters.create_manager(url + "?channel=...")``, started with the app;
 ``pysio``
-    python-socketio's own ``socketio.AsyncRedisManager``.
+    python-socketio's own manager for the backend: ``socketio.AsyncRedisManager``
+    (redis) or ``socketio.AsyncAioPikaManager`` (rabbitmq).
 
-Raw Redis modes use redis-py's asyncio client and no Socket.IO at all: ``raw-pub``
-PUBLISHes small msgpack payloads, ``raw-sub`` SUBSCRIBEs and counts them.
+Raw modes use the backend's client library (:mod:`benchmarks.raw_clients`) and no
+Socket.IO at all: ``raw-pub`` publishes small msgpack payloads, ``raw-sub`` subscribes
+and counts them.
 
 Once it serves, the process prints one JSON line on stdout,
 ``{"ready": true, "port": P, "pid": PID, "mode": M}``, and is then driven over HTTP:
 
-``POST /bench/emit?n=N[&variant=each|pipeline]``
+``POST /bench/emit?n=N[&variant=each|BATCHED]``
     start the throughput loop; Socket.IO modes run the plain application code
     ``for i in range(n): await sio.emit("e", {"i": i})``;
 ``POST /bench/latency?n=N&room=R&interval=S``
     emit ``{"i": i, "t": time.monotonic()}`` to room R, one at a time, sleeping S
-    seconds after each (``raw-pub``: PUBLISH it, awaited);
+    seconds after each (``raw-pub``: publish it, awaited);
 ``POST /bench/warm``
     emit one ``warm`` event to everyone (to see that the path works end to end);
 ``GET /bench/status``
@@ -54,17 +57,22 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgpack
-import redis.asyncio as aioredis
 import socketio
 from aiohttp import web
 
-__all__ = ["MODES", "BenchNode", "with_channel"]
+from .raw_clients import BATCH, RAW_CLIENTS, RawClient, raw_client
+
+__all__ = ["MODES", "PYSIO_MANAGERS", "BenchNode", "with_channel"]
 
 SOCKET_MODES = ("single", "cluster", "pysio")
 RAW_MODES = ("raw-pub", "raw-sub")
 MODES = SOCKET_MODES + RAW_MODES
 HOST = "127.0.0.1"
-PIPELINE_BATCH = 512
+PYSIO_MANAGERS: dict[str, Callable[[str, str], Any]] = {
+    "redis": lambda url, channel: socketio.AsyncRedisManager(url, channel=channel),
+    "rabbitmq": lambda url, channel: socketio.AsyncAioPikaManager(url, channel=channel),
+}
+"""python-socketio's own cross-process manager, per backend that has one."""
 
 log = logging.getLogger("benchmarks.node")
 
@@ -102,20 +110,24 @@ class Job:
 class BenchNode:
     """The aiohttp app of one benchmark process; see the module doc."""
 
-    def __init__(self, mode: str, redis_url: str | None, channel: str) -> None:
+    def __init__(self, mode: str, url: str | None, channel: str,
+                 backend: str = "redis") -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
-        if mode != "single" and not redis_url:
-            raise ValueError(f"mode {mode} needs --redis-url")
+        if mode != "single" and not url:
+            raise ValueError(f"mode {mode} needs --url")
+        if mode == "pysio" and backend not in PYSIO_MANAGERS:
+            raise ValueError(f"python-socketio has no manager for {backend}")
         self.mode = mode
-        self.redis_url = redis_url or ""
+        self.backend = backend
+        self.url = url or ""
         self.channel = channel
         self.app = web.Application()
         self.sio: Any = None
         self.manager: Any = None
         self.job: Job | None = None
         self.profiler: cProfile.Profile | None = None
-        self.redis: aioredis.Redis | None = None
+        self.raw: RawClient | None = None
         self.received = 0
         self.last_received: float | None = None
         self.latencies: list[float] = []
@@ -146,12 +158,12 @@ class BenchNode:
             from socketio_adapters import create_manager
             from socketio_adapters.lifecycle import attach_aiohttp
 
-            manager = create_manager(with_channel(self.redis_url, self.channel))
+            manager = create_manager(with_channel(self.url, self.channel))
             self.manager = manager
             self.sio = socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")
             attach_aiohttp(self.app, manager)
         else:
-            self.manager = socketio.AsyncRedisManager(self.redis_url, channel=self.channel)
+            self.manager = PYSIO_MANAGERS[self.backend](self.url, self.channel)
             self.sio = socketio.AsyncServer(client_manager=self.manager,
                                             async_mode="aiohttp")
         self.sio.attach(self.app)
@@ -162,38 +174,22 @@ class BenchNode:
         return True
 
     async def _raw_startup(self, _app: web.Application) -> None:
-        self.redis = aioredis.Redis.from_url(self.redis_url)
-        await self.redis.ping()
+        self.raw = raw_client(self.backend, self.url, self.channel)
+        await self.raw.connect()
         if self.mode == "raw-sub":
-            pubsub = self.redis.pubsub()
-            await pubsub.subscribe(self.channel)
-            while True:  # the confirmation proves the subscription is live
-                message = await pubsub.get_message(timeout=5.0)
-                if message is not None and message["type"] == "subscribe":
-                    break
-            self._reader = asyncio.create_task(self._read(pubsub), name="raw-sub")
+            await self.raw.subscribe(self._on_raw_message)
 
     async def _raw_cleanup(self, _app: web.Application) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-        if self.redis is not None:
-            await self.redis.aclose()
+        if self.raw is not None:
+            await self.raw.close()
 
-    async def _read(self, pubsub: Any) -> None:
-        try:
-            while True:
-                message = await pubsub.get_message(timeout=None)
-                if message is None or message["type"] != "message":
-                    continue
-                now = time.monotonic()
-                data = msgpack.unpackb(message["data"])
-                if "t" in data:
-                    self.latencies.append(now - data["t"])
-                self.received += 1
-                self.last_received = now
-        finally:
-            await pubsub.aclose()
+    def _on_raw_message(self, payload: bytes) -> None:
+        now = time.monotonic()
+        data = msgpack.unpackb(payload)
+        if "t" in data:
+            self.latencies.append(now - data["t"])
+        self.received += 1
+        self.last_received = now
 
     # ------------------------------------------------------------------ jobs
 
@@ -225,9 +221,10 @@ class BenchNode:
             return web.json_response({"error": "raw-sub does not emit"}, status=400)
         if self.mode == "raw-pub":
             variant = request.query.get("variant", "each")
-            if variant not in ("each", "pipeline"):
+            batched = RAW_CLIENTS[self.backend].batch_variant
+            if variant not in ("each", batched):
                 return web.json_response({"error": f"bad variant {variant!r}"}, status=400)
-            loop = self._publish_each if variant == "each" else self._publish_pipelined
+            loop = self._publish_each if variant == "each" else self._publish_batched
             return self._start_job(f"publish-{variant}", n, loop)
         return self._start_job("emit", n, self._emit_loop)
 
@@ -237,22 +234,21 @@ class BenchNode:
             await sio.emit("e", {"i": i})
 
     async def _publish_each(self, job: Job) -> None:
-        client, channel = self._redis(), self.channel
+        client = self._raw()
         for i in range(job.n):
-            await client.publish(channel, msgpack.packb({"i": i}))
+            await client.publish(msgpack.packb({"i": i}))
 
-    async def _publish_pipelined(self, job: Job) -> None:
-        client, channel = self._redis(), self.channel
-        for start in range(0, job.n, PIPELINE_BATCH):
-            pipe = client.pipeline(transaction=False)
-            for i in range(start, min(job.n, start + PIPELINE_BATCH)):
-                pipe.publish(channel, msgpack.packb({"i": i}))
-            await pipe.execute()
+    async def _publish_batched(self, job: Job) -> None:
+        client = self._raw()
+        for start in range(0, job.n, BATCH):
+            await client.publish_batch(
+                [msgpack.packb({"i": i}) for i in range(start, min(job.n, start + BATCH))])
+        await client.drain()
 
-    def _redis(self) -> aioredis.Redis:
-        if self.redis is None:
-            raise RuntimeError("redis client not started")
-        return self.redis
+    def _raw(self) -> RawClient:
+        if self.raw is None:
+            raise RuntimeError("raw client not started")
+        return self.raw
 
     async def handle_latency(self, request: web.Request) -> web.Response:
         if self.mode == "raw-sub":
@@ -268,9 +264,9 @@ class BenchNode:
                 await asyncio.sleep(interval)
 
         async def raw_loop(job: Job) -> None:
-            client, channel = self._redis(), self.channel
+            client = self._raw()
             for i in range(job.n):
-                await client.publish(channel, msgpack.packb({"i": i, "t": time.monotonic()}))
+                await client.publish(msgpack.packb({"i": i, "t": time.monotonic()}))
                 await asyncio.sleep(interval)
 
         if self.mode == "raw-pub":
@@ -280,7 +276,7 @@ class BenchNode:
 
     async def handle_warm(self, request: web.Request) -> web.Response:
         if self.mode == "raw-pub":
-            await self._redis().publish(self.channel, msgpack.packb({"warm": True}))
+            await self._raw().publish(msgpack.packb({"warm": True}))
         elif self.mode in SOCKET_MODES:
             await self.sio.emit("warm", {"t": time.monotonic()})
             if self.mode == "cluster":
@@ -370,13 +366,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.node", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=MODES, required=True)
-    parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--backend", choices=tuple(RAW_CLIENTS), default="redis")
+    parser.add_argument("--url", "--redis-url", dest="url", default=None,
+                        help="the broker's URL")
     parser.add_argument("--channel", default="bench")
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    node = BenchNode(args.mode, args.redis_url, args.channel)
+    node = BenchNode(args.mode, args.url, args.channel, args.backend)
     asyncio.run(serve(node, args.port))
     return 0
 

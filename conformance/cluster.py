@@ -83,8 +83,12 @@ class Node:
         """A clean stop: clients are closed and the other nodes are told at once."""
         await self.manager.stop()
         if self.runner is not None:
-            if self.sio.eio.sockets:  # engineio raises on an empty server
-                await self.sio.eio.disconnect()  # close every client (ends long-polls)
+            # close every client without waiting for a long-polling client to fetch
+            # the CLOSE packet (engineio's disconnect() waits for that, up to a ping
+            # interval when the client is between two polls)
+            await asyncio.gather(*(sock.close(wait=False)
+                                   for sock in list(self.sio.eio.sockets.values())),
+                                 return_exceptions=True)
             await self.sio.shutdown()
             await self.runner.cleanup()
             self.runner = None
