@@ -221,9 +221,17 @@ class Cluster:
     async def close(self) -> None:
         # nodes first: a stopping node closes its clients' connections, which a
         # long-polling client would otherwise hold open for a whole ping interval
+        stuck: list[str] = []
         for node in self.nodes:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(node.stop(), 10)
+            task = asyncio.ensure_future(node.stop())
+            done, _ = await asyncio.wait({task}, timeout=15)
+            if not done:  # a stop that hangs must fail the test, not hang the suite
+                task.cancel()
+                stuck.append(f"node {node.uid} did not stop within 15s")
+            elif not task.cancelled() and task.exception() is not None:
+                stuck.append(f"node {node.uid} failed to stop: {task.exception()!r}")
         for client in self.clients:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.close(), 5)
+        if stuck:
+            raise AssertionError("; ".join(stuck))

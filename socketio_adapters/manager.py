@@ -28,6 +28,7 @@ from .outbox import Outbox
 from .protocol import Message, MessageType, decode, encode
 from .requests import PendingRequest, RequestTable
 from .sockets import RemoteSocket
+from .tasks import settle
 
 __all__ = ["ClusterManager"]
 
@@ -171,14 +172,16 @@ class ClusterManager(socketio.AsyncManager):  # type: ignore[misc]
         self._heartbeat = None
         if heartbeat is not None:
             heartbeat.cancel()
-            await asyncio.gather(heartbeat, return_exceptions=True)
+            await settle(heartbeat, 5.0, self.log, "the heartbeat task")
         if not self.write_only:
             self._publish(MessageType.ADAPTER_CLOSE, "/", None)
         await outbox.stop()
         self._outbox = None
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await settle(asyncio.gather(*self._tasks, return_exceptions=True), 5.0,
+                         self.log, "server-side event handlers")
         await self.backend.stop()
         self.log.info("node %s stopped", self.uid)
 

@@ -17,6 +17,7 @@ from collections import deque
 
 from .backends.base import Backend, Outgoing
 from .backoff import Backoff
+from .tasks import settle
 
 __all__ = ["Outbox"]
 
@@ -60,7 +61,7 @@ class Outbox:
             self.logger.warning("outbox: %d messages not sent at stop", len(self._queue))
         task, self._task = self._task, None
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await settle(task, timeout, self.logger, "the outbox writer")
         for _, future in self._queue:
             if future is not None and not future.done():
                 future.set_exception(ConnectionError("manager stopped before sending"))

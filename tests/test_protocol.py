@@ -64,3 +64,43 @@ def test_chunks_split_and_join() -> None:
     assert joiner.feed(b"\x84plain") == b"\x84plain"
     # a chunk out of sequence is dropped, not guessed at
     assert joiner.feed(parts[3]) is None and joiner.dropped == 1
+
+
+
+def test_frames_pack_small_payloads_per_target_in_order() -> None:
+    from socketio_adapters.chunks import pack_frames, unpack_frame
+
+    batch = [(None, b"a"), (None, b"bb"), ("n1", b"c"), (None, b"d"), (None, b"e")]
+    packed = pack_frames(batch, None)
+    assert [t for t, _ in packed] == [None, "n1", None]
+    assert unpack_frame(packed[0][1]) == [b"a", b"bb"]
+    assert packed[1][1] == b"c"  # a payload alone travels unchanged
+    assert unpack_frame(packed[2][1]) == [b"d", b"e"]
+
+
+def test_frames_respect_the_cap_and_chunk_large_payloads() -> None:
+    import logging
+
+    from socketio_adapters.chunks import Reassembler, pack_frames, unpack_frame
+
+    batch = [(None, bytes([i]) * 300) for i in range(10)] + [(None, b"x" * 5000)]
+    packed = pack_frames(batch, limit=2000, frame_cap=1000)
+    assert all(len(p) <= 2000 for _, p in packed)
+    inner: list[bytes] = []
+    joiner = Reassembler(logging.getLogger("t"))
+    for _, p in packed:
+        frame = unpack_frame(p)
+        if frame is not None:
+            inner.extend(frame)
+        else:
+            whole = joiner.feed(p)
+            if whole is not None:
+                inner.append(whole)
+    assert inner == [p for _, p in batch]
+
+
+def test_truncated_frame_is_refused() -> None:
+    from socketio_adapters.chunks import pack_frames, unpack_frame
+
+    (_, frame), = pack_frames([(None, b"abc"), (None, b"def")], None)
+    assert unpack_frame(frame[:-1]) is None

@@ -24,11 +24,17 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..backoff import ConnectionState
-from ..chunks import Reassembler, split
+from ..chunks import FRAME, FRAME_CAP, MARKER, Reassembler, pack_frames, unpack_frame
 from ..errors import AdapterError
 from ..options import Option, non_empty_str, positive_float, redact, resolve
+from ..tasks import settle
 
 __all__ = ["Backend", "BrokerUnavailable", "Capabilities", "Deliver", "Outgoing"]
+
+_STOP_SECONDS = 5.0
+"""How long stop() waits for the listener and for closing connections."""
+_MARKER = bytes((MARKER,))
+_FRAME = bytes((FRAME,))
 
 Deliver = Callable[[bytes], Awaitable[None]]
 """The manager's entry point for bytes that arrived from the broker."""
@@ -78,6 +84,9 @@ class Backend(abc.ABC):
     capabilities: ClassVar[Capabilities] = Capabilities()
     options: ClassVar[tuple[Option, ...]] = ()
     """Backend-specific options, on top of ``COMMON_OPTIONS``."""
+    frame_cap: ClassVar[int] = FRAME_CAP
+    """Largest frame of small payloads sent as one broker message (see
+    :mod:`socketio_adapters.chunks`); lower it where large messages cost more."""
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError,)
     """Errors that mean "the connection is gone": logged, then reconnect."""
 
@@ -134,11 +143,12 @@ class Backend(abc.ABC):
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await settle(task, _STOP_SECONDS, self.logger, f"{self.name} listener")
         if self._opened:
             self._opened = False
             self.state.mark_down()
-            await self._close()
+            await settle(self._close(), _STOP_SECONDS, self.logger,
+                         f"closing the {self.name} connections")
 
     async def _supervise(self) -> None:
         from ..backoff import supervise
@@ -153,20 +163,31 @@ class Backend(abc.ABC):
         """Release clients (optional)."""
 
     async def _dispatch(self, payload: bytes) -> None:
-        """Hand one payload to the manager (after joining chunks)."""
-        if payload[:1] == b"\xc1":
-            joined = self._reassembler.feed(payload)
-            if joined is None:
-                return
-            payload = joined
-        if self._deliver is not None:
-            await self._deliver(payload)
+        """Hand the payloads of one broker message to the manager (unpacking frames
+        and joining chunks; see :mod:`socketio_adapters.chunks`)."""
+        deliver = self._deliver
+        if deliver is None:
+            return
+        if payload[:1] == _MARKER:
+            if payload[1:2] == _FRAME:
+                inner = unpack_frame(payload)
+                if inner is not None:
+                    for item in inner:
+                        await deliver(item)
+                    return
+            else:
+                joined = self._reassembler.feed(payload)
+                if joined is None:
+                    return
+                payload = joined
+        await deliver(payload)  # a bad frame reaches the manager, which logs it
 
     async def send(self, batch: Sequence[Outgoing]) -> None:
-        """Publish ``batch``, cutting payloads over ``message_limit`` into chunks."""
-        limit = self.message_limit
-        if limit is not None and any(len(p) > limit for _, p in batch):
-            batch = [(t, chunk) for t, p in batch for chunk in split(p, limit)]
+        """Publish ``batch``: small payloads for one target go as one frame, those
+        over ``message_limit`` as chunks."""
+        if len(batch) > 1 or (self.message_limit is not None
+                              and len(batch[0][1]) > self.message_limit):
+            batch = pack_frames(batch, self.message_limit, self.frame_cap)
         await self.publish(batch)
 
     @abc.abstractmethod

@@ -196,6 +196,8 @@ class PostgresBackend(Backend):
                "seconds of silence after which the listening connection is checked"),
         *_LIBPQ_OPTIONS,
     )
+    # frames of small payloads stay within one NOTIFY (base64 grows them by a third)
+    frame_cap: ClassVar[int] = (NOTIFY_LIMIT - 64) * 3 // 4
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = (
         pg_errors.PostgresConnectionError,  # incl. ConnectionDoesNotExistError
         pg_errors.InterfaceError,  # "connection is closed"
