@@ -255,3 +255,18 @@ async def test_an_emitter_cannot_take_callbacks() -> None:
             await emitter.emit("x", 1, namespace="/", to="sid", callback=print)
     finally:
         await emitter.stop()
+
+
+class _RefusingOpen(MemoryBackend):
+    name: ClassVar[str] = "refusing"
+
+    async def _open(self) -> None:
+        raise ConnectionRefusedError("nobody home")
+
+
+async def test_an_emitter_on_an_unreachable_broker_fails_start_clearly() -> None:
+    emitter = ClusterManager(_RefusingOpen("memory://x", connect_timeout=0.3),
+                             write_only=True)
+    with pytest.raises(BrokerUnavailable, match="ConnectionRefusedError: nobody home"):
+        await emitter.start()
+    assert not emitter.started

@@ -124,7 +124,14 @@ class Backend(abc.ABC):
             raise RuntimeError(f"{self.name} backend already started")
         self.node_id = node_id
         self._deliver = deliver
-        await self._open()
+        timeout = self.settings["connect_timeout"]
+        try:
+            await asyncio.wait_for(self._open(), timeout)
+        except self._open_errors() as exc:
+            why = f"{type(exc).__name__}: {exc}" if str(exc) else "is the broker running?"
+            raise BrokerUnavailable(
+                f"{self.name}: could not connect to {redact(self.url)} within {timeout}s "
+                f"({why})") from None
         self._opened = True
         if deliver is None:
             self.state.mark_up()
@@ -137,6 +144,9 @@ class Backend(abc.ABC):
             raise BrokerUnavailable(
                 f"{self.name}: could not subscribe at {redact(self.url)} within "
                 f"{self.settings['connect_timeout']}s (is the broker running?)") from None
+
+    def _open_errors(self) -> tuple[type[BaseException], ...]:
+        return (asyncio.TimeoutError, *self.connection_errors)
 
     async def stop(self) -> None:
         """Unsubscribe and close connections; safe to call twice."""
