@@ -12,6 +12,19 @@ Options shared by every backend (as URL query parameters or keyword arguments):
     so that two applications can share one broker.
 ``connect_timeout`` (default ``10`` seconds)
     How long :meth:`Backend.start` waits for the first subscription before it fails.
+
+Durable log and session store (for connection state recovery)
+    A backend that declares ``durable_log`` also keeps an ordered log when the manager
+    calls :meth:`Backend.enable_log` before :meth:`Backend.start`. A payload sent with
+    the target :data:`LOG` is appended to it as one entry (never framed with others,
+    never split into chunks), in order. Every node that listens, the sender included,
+    receives every entry appended after its ``start()`` returned, in log order, through
+    ``deliver_log(offset, payload)``; the offset is a string chosen by the backend, the
+    same on every node. :meth:`Backend.read_log` reads entries back from an offset.
+    The log is trimmed by age and length so it never grows without limit.
+    A backend that declares ``session_store`` keeps small records with an expiry
+    (:meth:`Backend.save_session`, :meth:`Backend.take_session`); the manager keeps
+    sessions in the log itself on backends that do not.
 """
 
 from __future__ import annotations
@@ -25,11 +38,12 @@ from typing import Any, ClassVar
 
 from ..backoff import ConnectionState
 from ..chunks import FRAME, FRAME_CAP, MARKER, Reassembler, pack_frames, unpack_frame
-from ..errors import AdapterError
+from ..errors import AdapterError, ConfigurationError
 from ..options import Option, non_empty_str, positive_float, redact, resolve
 from ..tasks import settle
 
-__all__ = ["Backend", "BrokerUnavailable", "Capabilities", "Deliver", "Outgoing"]
+__all__ = ["LOG", "Backend", "BrokerUnavailable", "Capabilities", "Deliver", "DeliverLog",
+           "LogSettings", "Outgoing"]
 
 _STOP_SECONDS = 5.0
 """How long stop() waits for the listener and for closing connections."""
@@ -40,7 +54,25 @@ Deliver = Callable[[bytes], Awaitable[None]]
 """The manager's entry point for bytes that arrived from the broker."""
 
 Outgoing = tuple["str | None", bytes]
-"""A payload and its target: a node uid, or ``None`` for every node."""
+"""A payload and its target: a node uid, :data:`LOG`, or ``None`` for every node."""
+
+LOG = "\x00log"
+"""The target of a payload to append to the durable log (no node uid looks like it)."""
+
+DeliverLog = Callable[[str, bytes], Awaitable[None]]
+"""The manager's entry point for log entries: ``(offset, payload)``, in log order."""
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How the durable log is kept, set by the manager through ``enable_log``."""
+
+    deliver: DeliverLog | None
+    """Receives every entry appended after start, or None for an emitter."""
+    retention: float
+    """Seconds an entry must stay readable; older entries may be trimmed."""
+    max_length: int
+    """Entries kept at most (approximately, where the broker trims in blocks)."""
 
 
 class BrokerUnavailable(AdapterError, ConnectionError):
@@ -106,6 +138,13 @@ class Backend(abc.ABC):
         max_payload): larger payloads are sent in chunks and joined on receipt. A
         backend sets it in ``_open`` (from the server's settings) or leaves it None."""
         self._reassembler = Reassembler(self.logger)
+        self.log: LogSettings | None = None
+        """Set by :meth:`enable_log`; ``None`` when this node keeps no log."""
+        self.log_position: str | None = None
+        """Offset of the last log entry this node delivered, or, before the first one,
+        of the last entry in the log when its reader began (``None``: empty log). A
+        reader that reconnects resumes right after it, so no entry is lost or repeated.
+        """
 
     @classmethod
     def from_url(cls, url: str, query: Mapping[str, str], **kwargs: Any) -> Backend:
@@ -194,11 +233,68 @@ class Backend(abc.ABC):
 
     async def send(self, batch: Sequence[Outgoing]) -> None:
         """Publish ``batch``: small payloads for one target go as one frame, those
-        over ``message_limit`` as chunks."""
+        over ``message_limit`` as chunks. Log entries are passed on one by one."""
+        if self.log is not None and any(target == LOG for target, _ in batch):
+            await self.publish(self._frame_around_log(batch))
+            return
         if len(batch) > 1 or (self.message_limit is not None
                               and len(batch[0][1]) > self.message_limit):
             batch = pack_frames(batch, self.message_limit, self.frame_cap)
         await self.publish(batch)
+
+    def _frame_around_log(self, batch: Sequence[Outgoing]) -> list[Outgoing]:
+        """Frame the runs of pub/sub payloads between log entries, keeping order."""
+        out: list[Outgoing] = []
+        run: list[Outgoing] = []
+        for item in batch:
+            if item[0] == LOG:
+                if run:
+                    out.extend(pack_frames(run, self.message_limit, self.frame_cap))
+                    run = []
+                out.append(item)
+            else:
+                run.append(item)
+        if run:
+            out.extend(pack_frames(run, self.message_limit, self.frame_cap))
+        return out
+
+    # ------------------------------------------------------------ durable log, sessions
+
+    def enable_log(self, deliver: DeliverLog | None, retention: float,
+                   max_length: int) -> None:
+        """Keep the durable log (call before :meth:`start`); ``deliver`` receives its
+        entries, in order, or is ``None`` on an emitter, which only appends."""
+        if not self.capabilities.durable_log:
+            raise ConfigurationError(
+                f"the {self.name} backend keeps no durable log, so it cannot recover "
+                "connection state")
+        if self._opened:
+            raise RuntimeError("enable_log() must be called before start()")
+        self.log = LogSettings(deliver, retention, max_length)
+
+    async def _deliver_entry(self, offset: str, payload: bytes) -> None:
+        """Hand one log entry to the manager and remember it as the position."""
+        self.log_position = offset
+        log = self.log
+        if log is not None and log.deliver is not None:
+            await log.deliver(offset, payload)
+
+    async def read_log(self, after: str, upto: str | None) -> list[tuple[str, bytes]] | None:
+        """The entries with ``after < offset <= upto``, in log order, or ``None`` when
+        no entry ``after`` is (any longer) in the log, or ``after`` is not an offset of
+        this backend at all. ``upto`` is a position this node delivered (``None``:
+        the log was empty when its reader began, so nothing is returned)."""
+        raise NotImplementedError(f"the {self.name} backend keeps no durable log")
+
+    async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
+        """Keep ``data`` under ``pid`` for ``ttl`` seconds (replacing any record)."""
+        raise NotImplementedError(f"the {self.name} backend keeps no sessions")
+
+    async def take_session(self, pid: str) -> bytes | None:
+        """Return and delete the record kept under ``pid``: of several nodes taking
+        the same record at once, exactly one gets it. ``None`` when there is none or
+        it expired."""
+        raise NotImplementedError(f"the {self.name} backend keeps no sessions")
 
     @abc.abstractmethod
     async def _run(self, ready: Callable[[], None]) -> None:

@@ -2,8 +2,10 @@
 
 Features
     Broadcast and direct delivery between managers of the same process, in order,
-    through one queue per node (so a slow node never blocks a publisher). Used by unit
-    tests and by single-process apps that run several servers.
+    through one queue per node (so a slow node never blocks a publisher). Keeps a
+    durable log and a session store in the hub's memory, for connection state
+    recovery between the servers of one process. Used by unit tests and by
+    single-process apps that run several servers.
 
 Connection string
     ``memory://`` (the default hub) or ``memory://NAME`` (a separate hub per name).
@@ -16,54 +18,114 @@ Options
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from .base import Backend, Capabilities, Outgoing
+from .base import LOG, Backend, Capabilities, Outgoing
 
 __all__ = ["MemoryBackend"]
 
-_HUBS: dict[tuple[str, str], dict[str, asyncio.Queue[bytes]]] = {}
+# what a node's queue carries: a pub/sub payload, or a log entry (offset, payload)
+_Item = bytes | tuple[str, bytes]
+
+
+@dataclass
+class _Hub:
+    nodes: dict[str, asyncio.Queue[_Item]] = field(default_factory=dict)
+    log: deque[tuple[int, float, bytes]] = field(default_factory=deque)
+    next_offset: int = 1
+    sessions: dict[str, tuple[float, bytes]] = field(default_factory=dict)
+
+
+_HUBS: dict[tuple[str, str], _Hub] = {}
 
 
 class MemoryBackend(Backend):
     """Managers of one process exchange messages through in-memory queues."""
 
     name: ClassVar[str] = "memory"
-    capabilities: ClassVar[Capabilities] = Capabilities(multi_process=False)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        multi_process=False, durable_log=True, session_store=True)
 
     def __init__(self, url: str = "memory://", **options: Any) -> None:
         super().__init__(url, **options)
         self._hub_key = (urlsplit(url).netloc, self.channel)
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
 
     @property
-    def _hub(self) -> dict[str, asyncio.Queue[bytes]]:
-        return _HUBS.setdefault(self._hub_key, {})
+    def _hub(self) -> _Hub:
+        return _HUBS.setdefault(self._hub_key, _Hub())
 
     async def _run(self, ready: Callable[[], None]) -> None:
-        self._hub[self.node_id] = self._queue
+        hub = self._hub
+        hub.nodes[self.node_id] = self._queue
+        if self.log is not None and self.log_position is None and hub.log:
+            self.log_position = str(hub.log[-1][0])
         ready()
         while True:
-            payload = await self._queue.get()
-            await self._dispatch(payload)
+            item = await self._queue.get()
+            if isinstance(item, bytes):
+                await self._dispatch(item)
+            elif self.log is not None:
+                await self._deliver_entry(*item)
 
     async def publish(self, batch: Sequence[Outgoing]) -> None:
         hub = self._hub
         for target, payload in batch:
             if target is None:
-                for node, queue in hub.items():
+                for node, queue in hub.nodes.items():
                     if node != self.node_id:
                         queue.put_nowait(payload)
+            elif target == LOG:
+                self._append(hub, payload)
             else:
-                direct = hub.get(target)
+                direct = hub.nodes.get(target)
                 if direct is not None:
                     direct.put_nowait(payload)
 
+    def _append(self, hub: _Hub, payload: bytes) -> None:
+        log = self.log
+        if log is None:
+            raise RuntimeError("a log entry was sent but enable_log() was not called")
+        offset, now = hub.next_offset, time.monotonic()
+        hub.next_offset += 1
+        hub.log.append((offset, now, payload))
+        while hub.log and (len(hub.log) > log.max_length
+                           or hub.log[0][1] < now - log.retention):
+            hub.log.popleft()
+        entry = (str(offset), payload)
+        for queue in hub.nodes.values():
+            queue.put_nowait(entry)
+
+    async def read_log(self, after: str, upto: str | None) -> list[tuple[str, bytes]] | None:
+        log = self._hub.log
+        if not after.isdigit() or upto is None or not log:
+            return None
+        start, end, first = int(after), int(upto), log[0][0]
+        if start < first or start > log[-1][0]:
+            return None
+        return [(str(o), p) for o, _, p in list(log)[start - first + 1:end - first + 1]]
+
+    async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
+        sessions = self._hub.sessions
+        now = time.monotonic()
+        for key in [k for k, (expires, _) in sessions.items() if expires <= now]:
+            del sessions[key]
+        sessions[pid] = (now + ttl, data)
+
+    async def take_session(self, pid: str) -> bytes | None:
+        record = self._hub.sessions.pop(pid, None)
+        if record is None or record[0] <= time.monotonic():
+            return None
+        return record[1]
+
     async def _close(self) -> None:
         hub = self._hub
-        if hub.get(self.node_id) is self._queue:
-            del hub[self.node_id]
-        if not hub:
+        if hub.nodes.get(self.node_id) is self._queue:
+            del hub.nodes[self.node_id]
+        if not hub.nodes:  # the last server of this hub is gone, with its memory
             _HUBS.pop(self._hub_key, None)
