@@ -16,10 +16,12 @@ from socketio_adapters.backends.postgres import (
     MAX_IDENTIFIER,
     NOTIFY_LIMIT,
     PostgresBackend,
+    advisory_key,
     decode_notification,
     encode_inline,
     encode_reference,
     encoded_size,
+    parse_offset,
     pg_identifier,
     quote_identifier,
 )
@@ -135,3 +137,38 @@ def test_bad_port_and_channel() -> None:
         create_backend("postgresql://h:99999/db")
     with pytest.raises(ConfigurationError, match="'channel'"):
         create_backend(URL, channel="a\x00b")
+
+
+@pytest.mark.parametrize(("text", "row_id"), [
+    ("1", 1), ("42", 42), ("9223372036854775807", 2**63 - 1)])
+def test_offsets_are_row_ids(text: str, row_id: int) -> None:
+    assert parse_offset(text) == row_id
+    assert str(row_id) == text  # the offset of that row is the same text
+
+
+@pytest.mark.parametrize("text", [
+    "", "0", "-1", "+1", "01", "1.5", "1-0", " 1", "1\n", "9223372036854775808",
+    "18446744073709551615-0", "garbage", "\x00", "\uff9f", "\u0661", "1" * 40])
+def test_anything_else_is_not_an_offset(text: str) -> None:
+    # "\u0661" is ARABIC-INDIC DIGIT ONE: str.isdigit() would accept it
+    assert parse_offset(text) is None
+
+
+def test_log_names_follow_the_channel_option() -> None:
+    backend = create_backend(URL + "?channel=myapp")
+    assert isinstance(backend, PostgresBackend)
+    assert backend.log_table == "myapp_log"
+    assert backend.log_channel == "myapp#log"
+    assert backend.sessions_table == "myapp_sessions"
+    assert backend.capabilities.durable_log and backend.capabilities.session_store
+    long = PostgresBackend(URL, channel="c" * 80)
+    for name in (long.log_table, long.log_channel, long.sessions_table):
+        assert len(name.encode()) <= MAX_IDENTIFIER
+    assert len({long.log_table, long.log_channel, long.sessions_table, long.table}) == 4
+
+
+def test_the_append_lock_key_is_a_stable_bigint_per_table() -> None:
+    key = advisory_key("myapp_log")
+    assert key == advisory_key("myapp_log")  # every node takes the same lock
+    assert key != advisory_key("other_log")
+    assert -(2**63) <= key < 2**63

@@ -1,4 +1,5 @@
-"""Postgres backend: LISTEN/NOTIFY through asyncpg, large payloads through a table.
+"""Postgres backend: LISTEN/NOTIFY through asyncpg, large payloads through a table,
+and tables for the durable log and the session store of connection state recovery.
 
 Features
     Every node keeps one connection that LISTENs on two channels: the broadcast
@@ -22,6 +23,24 @@ Features
     nobody listens to); large payloads stay in the table until ``payload_ttl`` but
     their references were missed.
 
+    Durable log (when the manager enables it): the table ``{channel}_log`` (``id
+    bigserial``, ``created timestamptz``, ``data bytea``), created when first needed;
+    an entry's offset is its id in decimal. A batch's entries are one statement: it
+    takes a transaction-level advisory lock (keyed by a hash of the table name),
+    inserts the entries in order and notifies ``{channel}#log`` with the last id;
+    the lock is held until the statement commits, so ids become visible in commit
+    order and a reader never sees a smaller id appear after a larger one. The
+    listening connection also LISTENs on ``{channel}#log``; its reader starts at the
+    table's largest id and, on each wake-up (a burst of them makes one read) and
+    after each reconnect, selects the rows after its position in id order. If the
+    table was created anew meanwhile (another oid) or ends before the position, it
+    warns and reads the new table from its start. Publishers delete rows older than
+    ``retention`` or more than ``max_length`` ids behind the last, at most once a
+    second; ``read_log`` applies both bounds itself as well. Sessions: the table
+    ``{channel}_sessions`` (``pid`` primary key, ``data``, ``expires``): saving is an
+    upsert, taking a ``DELETE ... RETURNING`` (so one taker wins), expired rows are
+    deleted on save at most every 10 seconds.
+
     Why asyncpg: it is native asyncio (no thread pool), delivers notifications through
     ``add_listener`` callbacks and reports a closed connection through
     ``add_termination_listener``, speaks the binary protocol with prepared statements
@@ -37,7 +56,9 @@ Options
     ``channel`` and ``connect_timeout`` (see the base backend); ``payload_ttl``
     (default ``60`` seconds: how long a large payload's row is kept);
     ``ping_interval`` (default ``5`` seconds: silence on the listening connection
-    after which it is checked with ``SELECT 1``, which must answer as fast);
+    after which it is checked with ``SELECT 1``, which must answer as fast); the
+    ``channel`` also names the tables ``{channel}_payloads``, ``{channel}_log`` and
+    ``{channel}_sessions`` (in the first schema of the ``search_path``);
     ``application_name`` (default ``socketio-adapters``); and the libpq-style
     parameters that asyncpg reads from a URL, passed to it: ``host``, ``port``,
     ``user``, ``password``, ``dbname``/``database``, ``passfile``, ``service``,
@@ -54,12 +75,13 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import enum
 import functools
 import hashlib
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]
@@ -67,10 +89,10 @@ import asyncpg.exceptions as pg_errors  # type: ignore[import-untyped]
 
 from ..errors import ConfigurationError
 from ..options import Option, non_empty_str, positive_float
-from .base import Backend, Capabilities, Outgoing
+from .base import LOG, Backend, Capabilities, Outgoing
 
-__all__ = ["PostgresBackend", "decode_notification", "encode_inline", "encode_reference",
-           "pg_identifier", "quote_identifier"]
+__all__ = ["PostgresBackend", "advisory_key", "decode_notification", "encode_inline",
+           "encode_reference", "parse_offset", "pg_identifier", "quote_identifier"]
 
 MAX_IDENTIFIER = 63
 """Bytes in a Postgres identifier (NAMEDATALEN - 1); LISTEN truncates longer names."""
@@ -79,6 +101,24 @@ NOTIFY_LIMIT = 8000
 _HASH_HEX = 16
 _HASHED_SHAPE = re.compile(r"~[0-9a-f]{16}\Z")
 _NOTIFICATION = re.compile(r"([0-9a-f]{1,8})([:@])(.*)\Z", re.DOTALL)
+_OFFSET = re.compile(r"[1-9][0-9]{0,18}")
+_MAX_BIGINT = 2**63 - 1
+LOG_READ_ROWS = 500
+"""Rows one live read of the log fetches; it reads again until it gets fewer."""
+LOG_TRIM_SECONDS = 1.0
+"""A publisher trims the log at most this often."""
+SESSION_PURGE_SECONDS = 10.0
+"""A node deletes expired session records at most this often (on save)."""
+_T = TypeVar("_T")
+
+
+class _Signal(enum.Enum):
+    """What the listening connection's callbacks queue besides notification texts."""
+
+    CLOSED = enum.auto()
+    """The connection is gone."""
+    LOG = enum.auto()
+    """New log entries may be there: read them."""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -132,6 +172,22 @@ def decode_notification(text: str) -> bytes | int:
     return text.encode("utf-8", "surrogateescape")
 
 
+def parse_offset(text: str) -> int | None:
+    """The log row id an offset names, or ``None`` if ``text`` is not one (ids are
+    positive bigints written in plain ASCII decimal, no sign, no leading zero)."""
+    if _OFFSET.fullmatch(text) is None:
+        return None
+    value = int(text)
+    return value if value <= _MAX_BIGINT else None
+
+
+def advisory_key(table: str) -> int:
+    """The ``pg_advisory_xact_lock`` key that serializes appends to the log ``table``
+    (a signed 64-bit hash of its name, the same on every node)."""
+    digest = hashlib.blake2b(f"socketio_adapters log {table}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
 def _choice(*allowed: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         text = str(value)
@@ -183,12 +239,13 @@ _NOTIFY_SQL = "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS t(c
 
 
 class PostgresBackend(Backend):
-    """Moves bytes over Postgres LISTEN/NOTIFY, with a table for large payloads."""
+    """Moves bytes over Postgres LISTEN/NOTIFY, with a table for large payloads and
+    tables for the durable log and the session store."""
 
     name: ClassVar[str] = "postgres"
     extra: ClassVar[str | None] = "postgres"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        direct=True, max_payload=None, durable_log=False, session_store=False)
+        direct=True, max_payload=None, durable_log=True, session_store=True)
     options: ClassVar[tuple[Option, ...]] = (
         Option("payload_ttl", positive_float, 60.0,
                "seconds a large payload's row is kept in the payload table"),
@@ -230,6 +287,20 @@ class PostgresBackend(Backend):
         self._publish_lock = asyncio.Lock()
         self._table_ready = False
         self._last_cleanup = 0.0
+        self.log_table = pg_identifier(f"{self.channel}_log")
+        self.log_channel = pg_identifier(f"{self.channel}#log")  # no node uid is "log"
+        self.sessions_table = pg_identifier(f"{self.channel}_sessions")
+        log, sessions = quote_identifier(self.log_table), quote_identifier(self.sessions_table)
+        self._log_sql = _RecoverySql(log, sessions)
+        self._log_key = advisory_key(self.log_table)
+        self._log_ready = False
+        self._sessions_ready = False
+        self._log_oid: int | None = None
+        """The log table's oid when the reader began: another one means the table was
+        dropped and created again (its ids restarted)."""
+        self._log_wake_pending = False
+        self._last_trim = 0.0
+        self._last_purge = 0.0
 
     def node_channel(self, uid: str) -> str:
         return pg_identifier(f"{self.channel}#{uid}")
@@ -246,18 +317,35 @@ class PostgresBackend(Backend):
 
     async def _run(self, ready: Callable[[], None]) -> None:
         conn = await self._connect()
-        inbox: asyncio.Queue[str | None] = asyncio.Queue()
+        inbox: asyncio.Queue[str | _Signal] = asyncio.Queue()
 
         def on_notification(_conn: Any, _pid: int, _channel: str, text: str) -> None:
             inbox.put_nowait(text)
 
         def on_termination(_conn: Any) -> None:
-            inbox.put_nowait(None)
+            inbox.put_nowait(_Signal.CLOSED)
+
+        def on_log(_conn: Any, _pid: int, _channel: str, text: str) -> None:
+            # one read for a burst of appends: none while one is queued, none for
+            # entries a read already delivered (the text is the batch's last id)
+            if self._log_wake_pending:
+                return
+            position = self.log_position
+            if position is not None and parse_offset(text) is not None \
+                    and int(text) <= int(position):
+                return
+            self._log_wake_pending = True
+            inbox.put_nowait(_Signal.LOG)
 
         conn.add_termination_listener(on_termination)
         try:
             for channel in (self.broadcast_channel, self.node_channel(self.node_id)):
                 await conn.add_listener(channel, on_notification)  # quotes the name
+            if self.log is not None:
+                await conn.add_listener(self.log_channel, on_log)
+                await self._begin_log_reader(conn)
+                self._log_wake_pending = True
+                inbox.put_nowait(_Signal.LOG)  # catch up at once (after a reconnect)
             ready()
             interval = self.ping_interval
             while True:
@@ -269,9 +357,13 @@ class PostgresBackend(Backend):
                         continue
                 else:
                     text = inbox.get_nowait()
-                if text is None:
+                if text is _Signal.CLOSED:
                     raise pg_errors.ConnectionDoesNotExistError(
                         "the listening connection was closed")
+                if text is _Signal.LOG:
+                    self._log_wake_pending = False
+                    await self._read_new_entries(conn)
+                    continue
                 payload = decode_notification(text)
                 if isinstance(payload, int):
                     fetched = await self._fetch_row(conn, payload)
@@ -281,6 +373,38 @@ class PostgresBackend(Backend):
                 await self._dispatch(payload)
         finally:
             await _close_quietly(conn)
+
+    async def _begin_log_reader(self, conn: Any) -> None:
+        """Fix ``log_position`` before ``ready()``: the last entry on the first start;
+        on a reconnect, keep it, unless the log table was created anew (or lost rows
+        at its end), in which case read the new log from its start."""
+        await self._create_table(conn, self._log_sql.create_log)  # perhaps dropped
+        self._log_ready = True
+        row = await conn.fetchrow(self._log_sql.head, self.log_table)
+        oid: int = row["oid"]
+        last: int | None = row["last"]
+        if self._log_oid is None:
+            self.log_position = None if last is None else str(last)
+        elif self.log_position is not None and (
+                oid != self._log_oid or (last is not None and last < int(self.log_position))):
+            self.logger.warning(
+                "postgres: the log table %s no longer holds position %s (it was created "
+                "anew, or the database lost its latest rows); reading it from its start",
+                self.log_table, self.log_position)
+            self.log_position = None
+        self._log_oid = oid
+
+    async def _read_new_entries(self, conn: Any) -> None:
+        """Deliver every entry after ``log_position``, in id order. Appends commit in
+        id order (they hold the log's advisory lock), so no smaller id can appear
+        later."""
+        while True:
+            after = 0 if self.log_position is None else int(self.log_position)
+            rows = await conn.fetch(self._log_sql.read_live, after, LOG_READ_ROWS)
+            for row in rows:
+                await self._deliver_entry(str(row["id"]), row["data"])
+            if len(rows) < LOG_READ_ROWS:
+                return
 
     async def _fetch_row(self, conn: Any, row_id: int) -> bytes | None:
         try:
@@ -303,21 +427,65 @@ class PostgresBackend(Backend):
     async def publish(self, batch: Sequence[Outgoing]) -> None:
         if not batch:
             return
+        entries = [payload for target, payload in batch if target == LOG]
+        if entries and self.log is None:
+            raise RuntimeError("a log entry was sent but enable_log() was not called")
+        others = [item for item in batch if item[0] != LOG] if entries else batch
+
+        async def send(conn: Any) -> None:
+            try:
+                await self._send(conn, others, entries)
+            except pg_errors.UndefinedTableError:
+                # a table was dropped behind our back: create it again
+                self._table_ready = self._log_ready = False
+                await self._send(conn, others, entries)
+
+        await self._on_publisher(send)
+
+    async def _on_publisher(self, action: Callable[[Any], Awaitable[_T]]) -> _T:
+        """Run ``action`` on the publishing connection (connecting if needed); a
+        connection error drops the connection, so the next call connects again."""
         async with self._publish_lock:
             conn = self._publisher
             if conn is None or conn.is_closed():
                 self._publisher = None
                 conn = self._publisher = await self._connect()
             try:
-                try:
-                    await self._notify(conn, batch)
-                except pg_errors.UndefinedTableError:
-                    self._table_ready = False  # dropped behind our back: create it again
-                    await self._notify(conn, batch)
+                return await action(conn)
             except self.connection_errors:
                 self._publisher = None
                 conn.terminate()
                 raise
+
+    async def _send(self, conn: Any, others: Sequence[Outgoing],
+                    entries: list[bytes]) -> None:
+        if not entries:
+            await self._notify(conn, others)
+            return
+        if not self._log_ready:
+            await self._create_table(conn, self._log_sql.create_log)
+            self._log_ready = True
+        await self._trim_log(conn)  # before appending: a retry then appends only once
+        if not others:
+            await self._append(conn, entries)
+            return
+        async with conn.transaction():  # all or nothing, so that a retry repeats nothing
+            await self._notify(conn, others)
+            await self._append(conn, entries)
+
+    async def _append(self, conn: Any, entries: list[bytes]) -> None:
+        """Insert the entries (ids in their order) and wake the readers, in one
+        statement that holds the log's advisory lock until it commits: appends commit
+        in id order."""
+        await conn.execute(self._log_sql.append, entries, self._log_key, self.log_channel)
+
+    async def _trim_log(self, conn: Any) -> None:
+        log = self.log
+        now = time.monotonic()
+        if log is None or now - self._last_trim < LOG_TRIM_SECONDS:
+            return
+        self._last_trim = now
+        await conn.execute(self._log_sql.trim, float(log.retention), log.max_length)
 
     async def _notify(self, conn: Any, batch: Sequence[Outgoing]) -> None:
         channels: list[str] = []
@@ -335,7 +503,8 @@ class PostgresBackend(Backend):
             await conn.execute(_NOTIFY_SQL, channels, texts)
             return
         if not self._table_ready:
-            await self._create_table(conn)
+            await self._create_table(conn, self._create_payloads_sql())
+            self._table_ready = True
         async with conn.transaction():
             now = time.monotonic()
             if now - self._last_cleanup >= self.payload_ttl / 4:
@@ -351,15 +520,119 @@ class PostgresBackend(Backend):
                 texts[index] = encode_reference(index, row_id)
             await conn.execute(_NOTIFY_SQL, channels, texts)
 
-    async def _create_table(self, conn: Any) -> None:
-        try:
-            await conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {self._table_sql} ("
+    def _create_payloads_sql(self) -> str:
+        return (f"CREATE TABLE IF NOT EXISTS {self._table_sql} ("
                 "id bigserial PRIMARY KEY, payload bytea NOT NULL, "
                 "created_at timestamptz NOT NULL DEFAULT now())")
+
+    @staticmethod
+    async def _create_table(conn: Any, sql: str) -> None:
+        try:
+            await conn.execute(sql)
         except (pg_errors.UniqueViolationError, pg_errors.DuplicateTableError):
             pass  # another node created it at the same moment
-        self._table_ready = True
+
+    # ------------------------------------------------------------------ durable log
+
+    async def read_log(self, after: str, upto: str | None) -> list[tuple[str, bytes]] | None:
+        start = parse_offset(after)
+        end = None if upto is None else parse_offset(upto)
+        log = self.log
+        if start is None or end is None or log is None:
+            return None
+
+        async def read(conn: Any) -> list[Any] | None:
+            try:
+                rows: list[Any] = await conn.fetch(
+                    self._log_sql.read_from, start, end, float(log.retention),
+                    log.max_length)
+            except pg_errors.UndefinedTableError:
+                return None
+            return rows
+
+        rows = await self._on_publisher(read)
+        # the first row is ``after`` itself, present only while it is within bounds
+        if not rows or rows[0]["id"] != start:
+            return None
+        return [(str(row["id"]), row["data"]) for row in rows[1:]]
+
+    # ------------------------------------------------------------------ sessions
+
+    async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
+        async def save(conn: Any) -> None:
+            if not self._sessions_ready:
+                await self._create_table(conn, self._log_sql.create_sessions)
+                self._sessions_ready = True
+            now = time.monotonic()
+            if now - self._last_purge >= SESSION_PURGE_SECONDS:
+                self._last_purge = now
+                await conn.execute(self._log_sql.purge_sessions)
+            await conn.execute(self._log_sql.save_session, pid, data, float(ttl))
+
+        async def save_again(conn: Any) -> None:
+            try:
+                await save(conn)
+            except pg_errors.UndefinedTableError:
+                self._sessions_ready = False  # dropped behind our back
+                await save(conn)
+
+        await self._on_publisher(save_again)
+
+    async def take_session(self, pid: str) -> bytes | None:
+        async def take(conn: Any) -> Any:
+            try:
+                return await conn.fetchrow(self._log_sql.take_session, pid)
+            except pg_errors.UndefinedTableError:
+                return None  # never saved anything
+
+        row = await self._on_publisher(take)
+        if row is None or not row["live"]:
+            return None
+        data: bytes = row["data"]
+        return data
+
+
+class _RecoverySql:
+    """The statements on the log table ``log`` and the session table ``sessions``
+    (both quoted identifiers)."""
+
+    def __init__(self, log: str, sessions: str) -> None:
+        self.create_log = (
+            f"CREATE TABLE IF NOT EXISTS {log} (id bigserial PRIMARY KEY, "
+            "created timestamptz NOT NULL DEFAULT now(), data bytea NOT NULL)")
+        # The lock is an InitPlan of a one-time filter, so it is taken before the
+        # first row reaches the insert (whose nextval() would draw an id); the
+        # statement is its own transaction, which holds the lock until it commits.
+        self.append = (
+            f"WITH added AS (INSERT INTO {log} (data) "
+            "SELECT d FROM unnest($1::bytea[]) WITH ORDINALITY AS t(d, n) "
+            "WHERE (SELECT pg_advisory_xact_lock($2)) IS NOT NULL "
+            "ORDER BY n RETURNING id) "
+            "SELECT pg_notify($3, max(id)::text) FROM added")
+        self.trim = (
+            f"DELETE FROM {log} WHERE created < now() - make_interval(secs => $1) "
+            f"OR id <= (SELECT max(id) FROM {log}) - $2")
+        self.head = (f"SELECT to_regclass(quote_ident($1))::oid AS oid, max(id) AS last "
+                     f"FROM {log}")
+        self.read_live = f"SELECT id, data FROM {log} WHERE id > $1 ORDER BY id LIMIT $2"
+        # the row ``after`` (without its data) if it is within both bounds, then the
+        # rows that follow it, up to ``upto``; one statement, so one snapshot
+        self.read_from = (
+            f"SELECT id, NULL::bytea AS data FROM {log} WHERE id = $1 "
+            "AND created >= now() - make_interval(secs => $3) "
+            f"AND id > (SELECT max(id) FROM {log}) - $4 "
+            f"UNION ALL SELECT id, data FROM {log} WHERE id > $1 AND id <= $2 "
+            "ORDER BY id")
+        self.create_sessions = (
+            f"CREATE TABLE IF NOT EXISTS {sessions} (pid text PRIMARY KEY, "
+            "data bytea NOT NULL, expires timestamptz NOT NULL)")
+        self.save_session = (
+            f"INSERT INTO {sessions} (pid, data, expires) "
+            "VALUES ($1, $2, now() + make_interval(secs => $3)) ON CONFLICT (pid) "
+            "DO UPDATE SET data = excluded.data, expires = excluded.expires")
+        self.take_session = (f"DELETE FROM {sessions} WHERE pid = $1 "
+                             "RETURNING data, expires > now() AS live")
+        self.purge_sessions = f"DELETE FROM {sessions} WHERE expires <= now()"
 
 
 def _split_url(url: str) -> tuple[str, dict[str, str]]:
