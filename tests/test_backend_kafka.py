@@ -14,7 +14,9 @@ from socketio_adapters.backends.kafka import (
     KafkaBackend,
     _in_time_order,
     _target,
+    format_offset,
     parse_bootstrap,
+    parse_offset,
 )
 from socketio_adapters.errors import ConfigurationError
 from socketio_adapters.registry import create_backend
@@ -101,3 +103,37 @@ def test_partitions_are_merged_by_time_keeping_each_partitions_order() -> None:
     merged = [r.value for r in _in_time_order([first, [], second])]
     assert merged == [b"a1", b"b1", b"b2", b"a2", b"a3"]
     assert [v for v in merged if v.startswith(b"a")] == [b"a1", b"a2", b"a3"]
+
+
+def test_log_offsets_round_trip() -> None:
+    assert format_offset(0, 1717171717171) == "0-1717171717171"
+    assert parse_offset("0-1717171717171") == (0, 1717171717171)
+    assert parse_offset(format_offset(2**63 - 1, 5)) == (2**63 - 1, 5)
+
+
+@pytest.mark.parametrize("text", [
+    "", "garbage", "0", "17", "-1", "1-", "-1-5", "1-2-3", "1.5-2", " 1-2", "1-2\n",
+    "\x00", "ﾟ", "\u0661-\u0662", "\u00b2-1", "9223372036854775808-1", "1-9223372036854775808",
+    "18446744073709551615-0", "1" * 30 + "-1",
+])
+def test_malformed_log_offsets_parse_as_none(text: str) -> None:
+    assert parse_offset(text) is None
+
+
+def test_log_topic_defaults_to_the_channel_and_can_be_set() -> None:
+    backend = create_backend("kafka://127.0.0.1:1?channel=app")
+    assert isinstance(backend, KafkaBackend)
+    assert backend.log_topic == "app.log"
+    assert backend.capabilities.durable_log and not backend.capabilities.session_store
+    other = create_backend("kafka://127.0.0.1:1?channel=app&log_topic=app-recovery")
+    assert isinstance(other, KafkaBackend)
+    assert other.log_topic == "app-recovery"
+
+
+@pytest.mark.parametrize("query", ["channel=app&log_topic=app", "log_topic=no%20spaces",
+                                   f"channel={'c' * 249}"])
+def test_bad_log_topics_are_refused_when_the_log_is_enabled(query: str) -> None:
+    backend = create_backend(f"kafka://127.0.0.1:1?{query}")
+    with pytest.raises(ConfigurationError, match="log_topic"):
+        backend.enable_log(None, 60.0, 1000)
+
