@@ -14,7 +14,7 @@ from typing import Any
 import socketio
 from aiohttp import web
 
-from socketio_adapters import ClusterManager, create_manager
+from socketio_adapters import AsyncServer, ClusterManager, create_manager
 
 NAMESPACES = ("/", "/admin")
 
@@ -24,10 +24,17 @@ class Node:
     ``echo`` (acked with its argument); connecting with ``auth={"rooms": [...]}``
     joins those rooms inside the connect handler (a pre-connected sid)."""
 
-    def __init__(self, url: str, **options: Any) -> None:
+    def __init__(self, url: str, recovery: dict[str, Any] | None = None,
+                 server_options: dict[str, Any] | None = None, **options: Any) -> None:
         self.manager: ClusterManager = create_manager(url, **options)
-        self.sio = socketio.AsyncServer(client_manager=self.manager, async_mode="aiohttp",
-                                        namespaces="*")
+        if recovery is None:
+            self.sio = socketio.AsyncServer(client_manager=self.manager,
+                                            async_mode="aiohttp", namespaces="*",
+                                            **(server_options or {}))
+        else:
+            self.sio = AsyncServer(self.manager, async_mode="aiohttp", namespaces="*",
+                                   connection_state_recovery=recovery,
+                                   **(server_options or {}))
         self.app = web.Application()
         self.sio.attach(self.app)
         self.runner: web.AppRunner | None = None
@@ -57,6 +64,19 @@ class Node:
         @sio.on("echo", namespace="*")  # type: ignore[untyped-decorator]
         async def echo(namespace: str, sid: str, value: Any) -> Any:
             return value
+
+        @sio.on("remember", namespace="*")  # type: ignore[untyped-decorator]
+        async def remember(namespace: str, sid: str, value: Any) -> bool:
+            async with sio.session(sid, namespace=namespace) as session:
+                session["remembered"] = value
+            return True
+
+        @sio.on("whoami", namespace="*")  # type: ignore[untyped-decorator]
+        async def whoami(namespace: str, sid: str, value: Any = None) -> Any:
+            session = await sio.get_session(sid, namespace=namespace)
+            rooms = sorted(r for r in sio.rooms(sid, namespace=namespace) if r != sid)
+            return {"sid": sid, "rooms": rooms, "remembered": session.get("remembered"),
+                    "node": self.uid}
 
     @property
     def uid(self) -> str:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from typing import Any
 
 from .cluster import Node
 
 
-async def main(url: str, options: dict[str, object]) -> None:
+async def main(url: str, options: dict[str, Any]) -> None:
     node = Node(url, **options)
     await node.start()
     print(f"READY {node.port} {node.uid}", flush=True)

@@ -11,6 +11,7 @@ first client arrives.
 """
 
 from .backends.base import Backend, BrokerUnavailable, Capabilities
+from .client import AsyncClient
 from .errors import (
     AdapterError,
     ClusterTimeout,
@@ -21,11 +22,15 @@ from .errors import (
     PayloadTooLarge,
 )
 from .manager import ClusterManager
+from .recovery import RecoveryOptions
 from .registry import create_backend, create_manager
+from .server import AsyncServer
 from .sockets import RemoteSocket
 
 __all__ = [
     "AdapterError",
+    "AsyncClient",
+    "AsyncServer",
     "Backend",
     "BrokerUnavailable",
     "Capabilities",
@@ -36,6 +41,7 @@ __all__ = [
     "MissingDependency",
     "NotStarted",
     "PayloadTooLarge",
+    "RecoveryOptions",
     "RemoteSocket",
     "create_backend",
     "create_manager",

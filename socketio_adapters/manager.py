@@ -21,11 +21,12 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from .backends.base import Backend
+from .backends.base import LOG, Backend
 from .errors import ClusterTimeout, MalformedMessage, NotStarted, PayloadTooLarge
 from .nodes import NodeTable
 from .outbox import Outbox
 from .protocol import Message, MessageType, decode, encode
+from .recovery import Recovery, RecoveryOptions, Restore, SessionRecord
 from .requests import PendingRequest, RequestTable
 from .sockets import RemoteSocket
 from .tasks import settle
@@ -77,6 +78,10 @@ class ClusterManager(socketio.AsyncManager):  # type: ignore[misc]
         oldest are dropped (logged and counted in ``stats()``).
     :param callback_ttl: seconds a callback for a client on another node is kept when
         that client never answers.
+    :param connection_state_recovery: turn on connection state recovery (see
+        :class:`~socketio_adapters.recovery.RecoveryOptions`; usually set through
+        :class:`socketio_adapters.AsyncServer`). An emitter of a cluster whose servers
+        recover sessions needs it too, so that its events get offsets.
     """
 
     name = "cluster"
@@ -91,6 +96,7 @@ class ClusterManager(socketio.AsyncManager):  # type: ignore[misc]
         write_only: bool = False,
         max_buffer: int = 100_000,
         callback_ttl: float = 300.0,
+        connection_state_recovery: Any = None,
         logger: logging.Logger | None = None,
     ) -> None:
         super().__init__()
@@ -129,6 +135,10 @@ class ClusterManager(socketio.AsyncManager):  # type: ignore[misc]
             MessageType.BROADCAST_CLIENT_COUNT: self._on_client_count,
             MessageType.BROADCAST_ACK: self._on_broadcast_ack,
         }
+        self.recovery: Recovery | None = None
+        options = RecoveryOptions.coerce(connection_state_recovery)
+        if options is not None:
+            self.enable_recovery(options)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -185,12 +195,58 @@ class ClusterManager(socketio.AsyncManager):  # type: ignore[misc]
         await self.backend.stop()
         self.log.info("node %s stopped", self.uid)
 
+    def enable_recovery(self, options: RecoveryOptions) -> None:
+        """Turn on connection state recovery (before :meth:`start`): events for
+        clients go through the backend's durable log and carry its offsets."""
+        if self.recovery is not None:
+            if self.recovery.options != options:
+                raise ValueError("connection state recovery is already on with "
+                                 f"other options ({self.recovery.options})")
+            return
+        if self.started:
+            raise RuntimeError("enable_recovery() must be called before start()")
+        recovery = Recovery(self, options)
+        self.backend.enable_log(None if self.write_only else recovery.on_entry,
+                                options.log_age, options.max_log_length)
+        self.recovery = recovery
+
+    async def ready(self) -> None:
+        """Wait for a start that :meth:`initialize` began, if any."""
+        starting = self._starting
+        if starting is not None and not starting.done():
+            await asyncio.shield(starting)
+
+    def _require_recovery(self) -> Recovery:
+        if self.recovery is None:
+            raise RuntimeError("connection state recovery is not enabled")
+        return self.recovery
+
+    async def recovery_save(self, record: SessionRecord) -> None:
+        """Keep a lost socket's session (called by the server)."""
+        await self._require_recovery().save(record)
+
+    async def recovery_take(self, namespace: str, pid: str, offset: str) -> Restore | None:
+        """Take a saved session and what it missed, or None (called by the server)."""
+        return await self._require_recovery().take(namespace, pid, offset)
+
+    async def recovery_finish(self, restore: Restore, eio_sid: str,
+                              announce: Callable[[], Awaitable[None]]) -> None:
+        """Register a restored socket and catch it up (called by the server)."""
+        await self._require_recovery().finish(restore, eio_sid, announce)
+
+    def recovery_abandon(self, restore: Restore) -> None:
+        """Drop a taken session that will not be restored after all."""
+        self._require_recovery().close(restore.tail)
+
     def initialize(self) -> None:
         """Called by python-socketio on the first connection. The manager should
         already be started by the application's startup hook; if it is not, start it
         now and warn, because until then this node missed what others published."""
         super().initialize()
         if self._outbox is None and self._starting is None:
+            if not self.backend.capabilities.multi_process:  # nothing could be missed
+                self._starting = asyncio.get_event_loop().create_task(self.start())
+                return
             self.log.warning(
                 "ClusterManager was not started before the first client connected; "
                 "starting it now. Call `await manager.start()` at application start-up "
@@ -213,6 +269,8 @@ class ClusterManager(socketio.AsyncManager):  # type: ignore[misc]
             "malformed_dropped": self.dropped_messages,
             "pending_requests": len(self._requests),
             "reconnects": self.backend.state.reconnects,
+            "sessions_saved": self.recovery.saved if self.recovery else 0,
+            "sessions_restored": self.recovery.restored if self.recovery else 0,
             "connected": self.backend.state.connected,
         }
 
@@ -290,6 +348,11 @@ class ClusterManager(socketio.AsyncManager):  # type: ignore[misc]
             return
         outbox = self._require_outbox()
         await outbox.wait_writable()
+        if self.recovery is not None:
+            # every node, this one too, delivers it from the log, with its offset
+            outbox.put(LOG, self._encode(MessageType.BROADCAST, namespace, {
+                "packet": [event, *args], "opts": {"rooms": rooms, "except": excepts}}))
+            return
         outbox.put(None, self._encode(MessageType.BROADCAST, namespace, {
             "packet": [event, *args], "opts": {"rooms": rooms, "except": excepts}}))
         if self.server is not None:

@@ -36,6 +36,11 @@ class MessageType(enum.IntEnum):
     BROADCAST_CLIENT_COUNT = 11
     BROADCAST_ACK = 12
     ADAPTER_CLOSE = 13
+    # ours, only ever in the durable log (connection state recovery)
+    SESSION_SAVE = 101
+    """A lost socket's session, on backends without a session store."""
+    SESSION_CLAIM = 102
+    """A node restoring that session; the first claim after the save wins."""
 
 
 _TYPES = {t.value: t for t in MessageType}

@@ -17,6 +17,7 @@ from .backends.base import Backend
 from .errors import ConfigurationError, MissingDependency
 from .manager import ClusterManager
 from .options import Option, parse_bool, positive_float, positive_int, resolve
+from .recovery import RecoveryOptions
 
 __all__ = ["BACKENDS", "MANAGER_OPTIONS", "backend_class", "create_backend",
            "create_manager"]
@@ -51,6 +52,12 @@ BACKENDS: dict[str, Entry] = {
     "postgresql": _POSTGRES,
 }
 
+def _recovery(value: Any) -> RecoveryOptions | None:
+    if isinstance(value, str):
+        value = parse_bool(value)
+    return RecoveryOptions.coerce(value)
+
+
 MANAGER_OPTIONS: tuple[Option, ...] = (
     Option("heartbeat_interval", positive_float, 5.0, "seconds between heartbeats"),
     Option("heartbeat_timeout", positive_float, 10.0,
@@ -61,6 +68,9 @@ MANAGER_OPTIONS: tuple[Option, ...] = (
            "messages buffered while the broker is unreachable"),
     Option("callback_ttl", positive_float, 300.0,
            "seconds a callback for a remote client waits for its ack"),
+    Option("connection_state_recovery", _recovery, None,
+           "recovery settings (a dict, or true for the defaults); servers usually set "
+           "it through socketio_adapters.AsyncServer, an emitter through this option"),
 )
 _MANAGER_NAMES = {opt.name for opt in MANAGER_OPTIONS}
 
