@@ -9,7 +9,12 @@ import aiormq.exceptions
 import pytest
 
 from socketio_adapters import ConfigurationError, create_backend, create_manager
-from socketio_adapters.backends.amqp import AmqpBackend
+from socketio_adapters.backends.amqp import (
+    AmqpBackend,
+    log_offset,
+    stream_arguments,
+    stream_offset,
+)
 from socketio_adapters.backends.base import BrokerUnavailable
 
 
@@ -32,7 +37,8 @@ def test_defaults() -> None:
     assert backend.settings["heartbeat"] == 20
     assert backend.capabilities.direct
     assert backend.capabilities.max_payload == 128 * 1024 * 1024
-    assert not backend.capabilities.durable_log and not backend.capabilities.session_store
+    assert backend.capabilities.durable_log and backend.capabilities.session_store
+    assert backend.settings["log_max_bytes"] == 1 << 30
 
 
 def test_query_options_and_keywords() -> None:
@@ -55,6 +61,7 @@ def test_options_go_to_the_broker_url_but_the_password_stays_out_of_names() -> N
 @pytest.mark.parametrize(("option", "value"), [
     ("prefetch", "0"), ("prefetch", "many"), ("prefetch", True), ("confirm", "maybe"),
     ("heartbeat", "-1"), ("heartbeat", "70000"), ("heartbeat", "soon"),
+    ("log_max_bytes", "0"), ("log_max_bytes", "lots"),
 ])
 def test_bad_values_name_the_option(option: str, value: object) -> None:
     with pytest.raises(ConfigurationError, match=repr(option)):
@@ -79,6 +86,45 @@ def test_names_follow_the_channel() -> None:
     assert backend.direct_exchange == "chat#nodes"
     assert backend.node_queue("abc", 2) == "chat#abc.2"
     assert backend.node_queue("abc", 2) != backend.node_queue("abc", 3)
+    assert backend.log_stream == "chat#log"
+    assert backend.session_queue("pid-1") == "chat#session#pid-1"
+    # no node queue (uid + "." + attempt) can take the name of the log or a session
+    assert backend.log_stream not in {backend.node_queue("log", n) for n in range(3)}
+
+
+def test_log_offsets_are_stream_offsets_plus_one() -> None:
+    for n in (0, 1, 41, 2**63 - 2):
+        assert stream_offset(log_offset(n)) == n
+    assert log_offset(0) == "1"
+
+
+@pytest.mark.parametrize("text", [
+    "", "0", "-1", "+1", "01", "1.5", "1-0", "1e3", " 1", "1 ", "\x00", "ﾟ", "²", "\u0661",
+    "99999999999999999999", str(2**63 + 1),  # past a stream offset (signed 64 bits)
+])
+def test_anything_else_is_not_an_offset(text: str) -> None:
+    assert stream_offset(text) is None
+
+
+def test_stream_arguments_follow_the_log_settings() -> None:
+    arguments = stream_arguments(retention=120.0, max_bytes=64 << 20)
+    assert arguments == {"x-queue-type": "stream", "x-max-age": "120s",
+                         "x-max-length-bytes": 64 << 20,
+                         "x-stream-max-segment-size-bytes": 8 << 20}
+    # RabbitMQ takes whole seconds; a segment is never below 1 MiB
+    small = stream_arguments(retention=0.2, max_bytes=1000)
+    assert small["x-max-age"] == "1s"
+    assert small["x-stream-max-segment-size-bytes"] == 1 << 20
+    assert stream_arguments(1.5, 1 << 30)["x-max-age"] == "2s"
+
+
+async def test_read_log_refuses_bad_offsets_without_a_broker() -> None:
+    backend = _backend("amqp://127.0.0.1/")
+    backend.enable_log(None, 60.0, 100)
+    assert await backend.read_log("garbage", "5") is None
+    assert await backend.read_log("5", None) is None
+    assert await backend.read_log("5", "garbage") is None
+    assert await backend.read_log("5", "105") is None  # more than max_length behind
 
 
 def test_connection_errors_cover_the_client_library() -> None:

@@ -21,6 +21,18 @@ Features
     with at most ``prefetch`` outstanding, so a slow node makes its queue grow on the
     broker instead of in its own memory.
 
+    Connection state recovery: the durable log is a stream queue, ``{channel}#log``,
+    appended to through the default exchange in the same batches. A log offset is the
+    stream offset plus one. A listener finds the end of the log by appending a marker
+    (an empty entry that is never delivered) and reading up to it from the last chunk,
+    then consumes the stream from the offset after it; after a reconnect it resumes
+    from the offset after its position. RabbitMQ trims the stream by age (``x-max-age``
+    from the manager's retention) and size (``log_max_bytes``) in whole segments, so
+    ``read_log`` also enforces the retention (a timestamp header on every entry) and
+    the maximum length (offsets are consecutive). Sessions are one durable queue per
+    session id, ``{channel}#session#{pid}``, holding at most one message that expires
+    with the session; ``basic.get`` without ack takes it atomically.
+
 Connection string
     ``amqp://[user[:password]@]host[:port][/vhost]`` or ``amqps://...`` (TLS). The
     default vhost is ``/`` (an empty path, or ``%2F``).
@@ -31,7 +43,8 @@ Options
     unacknowledged deliveries per node; ``confirm`` (default ``false``) publisher
     confirms; ``heartbeat`` (default ``20`` seconds, ``0`` disables it), which also
     bounds how long the broker keeps the queue of a node whose host vanished without
-    closing its socket; and, passed to aiormq, ``name`` (the connection name RabbitMQ
+    closing its socket; ``log_max_bytes`` (default 1 GiB) size cap of the log stream,
+    for recovery; and, passed to aiormq, ``name`` (the connection name RabbitMQ
     shows), ``cafile``, ``capath``, ``certfile``, ``keyfile`` and ``no_verify_ssl``
     (for ``amqps``).
 """
@@ -40,7 +53,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+import math
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar, cast
 
 import aio_pika
@@ -52,7 +69,7 @@ from yarl import URL
 
 from ..errors import AdapterError, ConfigurationError
 from ..options import Option, parse_bool, positive_int
-from .base import Backend, Capabilities, Outgoing
+from .base import LOG, Backend, Capabilities, Outgoing
 
 __all__ = ["AmqpBackend"]
 
@@ -76,6 +93,54 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+_OFFSET = re.compile(r"[1-9][0-9]{0,18}")
+_OFFSET_HEADER = "x-stream-offset"
+"""Where RabbitMQ puts a stream delivery's offset (0, 1, 2, ... with no gaps)."""
+_TIME_HEADER = "sio-time"
+"""When a log entry was appended, in milliseconds since the epoch (for ``retention``)."""
+_MARKER_HEADER = "sio-marker"
+"""Set on the marker a listener appends at start to find the end of the log; markers
+are positions in the log but are never delivered as entries."""
+_SESSION_GRACE_MS = 1000
+"""How much longer than its record a session queue lives (``x-expires``)."""
+_QUEUE_NAME_LIMIT = 255
+_AHEAD_WAIT = 1.0
+"""How long read_log waits for an entry after this node's position to show up."""
+_WATCH_SECONDS = 2.0
+"""How often a listener checks that the broker did not cancel its consumers."""
+
+
+def log_offset(stream_offset: int) -> str:
+    """The log offset (``"1"``, ``"2"``, ...) of an entry at a stream offset."""
+    return str(stream_offset + 1)
+
+
+def stream_offset(offset: str) -> int | None:
+    """The stream offset of a log offset, or None if ``offset`` is not one."""
+    if _OFFSET.fullmatch(offset) is None:
+        return None
+    value = int(offset) - 1
+    return value if value < 1 << 63 else None  # RabbitMQ's offsets are signed 64-bit
+
+
+def stream_arguments(retention: float, max_bytes: int) -> dict[str, Any]:
+    """The stream's declare arguments: RabbitMQ trims whole segments by age and size,
+    so segments are an eighth of the size cap (at least 1 MiB)."""
+    return {"x-queue-type": "stream",
+            "x-max-age": f"{max(1, math.ceil(retention))}s",
+            "x-max-length-bytes": max_bytes,
+            "x-stream-max-segment-size-bytes": max(1 << 20, max_bytes // 8)}
+
+
+def _delivery_offset(message: DeliveredMessage) -> int | None:
+    value = (message.header.properties.headers or {}).get(_OFFSET_HEADER)
+    return value if isinstance(value, int) else None
+
+
+def _is_marker(message: DeliveredMessage) -> bool:
+    return _MARKER_HEADER in (message.header.properties.headers or {})
+
+
 class ConnectionLost(aiormq.exceptions.AMQPConnectionError):
     """The broker connection (or the consuming channel) closed under the listener."""
 
@@ -90,13 +155,15 @@ class AmqpBackend(Backend):
     name: ClassVar[str] = "amqp"
     extra: ClassVar[str | None] = "amqp"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        direct=True, max_payload=MAX_MESSAGE_SIZE)
+        direct=True, max_payload=MAX_MESSAGE_SIZE, durable_log=True, session_store=True)
     options: ClassVar[tuple[Option, ...]] = (
         Option("prefetch", positive_int, 1000,
                "deliveries a node may hold unacknowledged (basic.qos)"),
         Option("confirm", parse_bool, False,
                "wait for publisher confirms on every batch"),
         Option("heartbeat", _heartbeat, 20, "AMQP heartbeat in seconds, 0 disables it"),
+        Option("log_max_bytes", positive_int, 1 << 30,
+               "size cap of the log stream (x-max-length-bytes), for recovery"),
         *(Option(name, _text, None, "passed to aiormq") for name in _PASS_THROUGH),
     )
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = (
@@ -122,11 +189,19 @@ class AmqpBackend(Backend):
         self._publisher: AbstractConnection | None = None
         self._publish_channel: AbstractChannel | None = None
         self._publish_lock = asyncio.Lock()
+        self._write_lock = asyncio.Lock()
+        self.log_stream = f"{self.channel}#log"
+        self._log_next: int | None = None
+        """Stream offset the live log reader resumes at (None: it never started)."""
 
     def node_queue(self, uid: str, attempt: int) -> str:
         """A fresh name per connection: the queue of a connection the broker has not
         yet seen die (a half-open socket) cannot lock the new one out."""
         return f"{self.channel}#{uid}.{attempt}"
+
+    def session_queue(self, pid: str) -> str:
+        """The queue that holds the session record of ``pid``."""
+        return f"{self.channel}#session#{pid}"
 
     async def _connect(self) -> AbstractConnection:
         return await aio_pika.connect(self._connect_url,
@@ -152,6 +227,7 @@ class AmqpBackend(Backend):
             inbox.put_nowait(message)  # aiormq runs this in a task per delivery, in order
 
         connection = await self._connect()
+        watch: asyncio.Task[None] | None = None
         try:
             connection.close_callbacks.add(lost)
             channel = await connection.channel(publisher_confirms=False)
@@ -164,34 +240,251 @@ class AmqpBackend(Backend):
                 exclusive=True, auto_delete=True)
             await queue.bind(broadcast)
             await queue.bind(direct, routing_key=self.node_id)
+            log_raw = None
+            if self.log is not None:
+                log_channel = await connection.channel(publisher_confirms=False)
+                log_channel.close_callbacks.add(lost)
+                log_raw = await log_channel.get_underlay_channel()
+                await self._follow_log(connection, log_raw, received)
             # the hot path talks to aiormq's channel: no per-message wrapper object
             raw = await channel.get_underlay_channel()
             await raw.basic_consume(queue.name, received, no_ack=False)
             ready()
-            await self._consume(inbox, raw)
+            watch = asyncio.create_task(_watch_consumers(
+                [c for c in (raw, log_raw) if c is not None], inbox))
+            await self._consume(inbox, log_raw)
         finally:
+            if watch is not None:
+                watch.cancel()
             connection.close_callbacks.discard(lost)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), _CLOSE_TIMEOUT)
 
     async def _consume(self, inbox: asyncio.Queue[DeliveredMessage | BaseException],
-                       raw: aiormq.abc.AbstractChannel) -> None:
-        dispatch, get = self._dispatch, inbox.get
+                       log_raw: aiormq.abc.AbstractChannel | None) -> None:
+        dispatch, get, log_entry = self._dispatch, inbox.get, self._log_entry
         ack_every = max(1, self.prefetch // 2)
         timeout = self.settings["connect_timeout"]
-        unacked = 0
+        unacked: dict[aiormq.abc.AbstractChannel, int] = {}  # channel: its last tag
+        count = 0
         while True:
             item = await get()
             if isinstance(item, BaseException):
                 raise item
-            await dispatch(item.body)
-            unacked += 1
-            if unacked >= ack_every or inbox.empty():
-                tag = item.delivery_tag
-                if tag is not None:  # always set on a basic.deliver
+            if item.channel is log_raw:
+                await log_entry(item)
+            else:
+                await dispatch(item.body)
+            tag = item.delivery_tag
+            if tag is not None:  # always set on a basic.deliver
+                unacked[item.channel] = tag
+            count += 1
+            if count >= ack_every or inbox.empty():
+                for channel, last in unacked.items():
                     # bounded: a dead socket leaves aiormq's write queue full
-                    await asyncio.wait_for(raw.basic_ack(tag, multiple=True), timeout)
-                unacked = 0
+                    await asyncio.wait_for(channel.basic_ack(last, multiple=True), timeout)
+                unacked.clear()
+                count = 0
+
+    # ---------------------------------------------------------------- the log stream
+
+    async def _declare_log(self, connection: AbstractConnection) -> None:
+        """Declare the log stream; nodes configured differently share the first one's
+        settings (RabbitMQ refuses to redeclare a queue with other arguments)."""
+        log = self.log
+        assert log is not None
+        arguments = stream_arguments(log.retention, self.settings["log_max_bytes"])
+        try:
+            async with self._side_channel(connection) as channel:
+                await channel.queue_declare(self.log_stream, durable=True,
+                                            arguments=arguments)
+        except aiormq.exceptions.ChannelPreconditionFailed as exc:
+            self.logger.warning("%s: the log stream %r exists with other settings, "
+                                "which stay in force (%s)", self.name, self.log_stream, exc)
+            async with self._side_channel(connection) as channel:
+                await channel.queue_declare(self.log_stream, passive=True)
+
+    async def _follow_log(self, connection: AbstractConnection,
+                          raw: aiormq.abc.AbstractChannel,
+                          received: Callable[[DeliveredMessage], Any]) -> None:
+        """Start the live log reader: the first time after the last entry, later
+        after the last position; both found by appending a marker (see _log_end)."""
+        await self._declare_log(connection)
+        await raw.basic_qos(prefetch_count=self.prefetch)
+        try:
+            last, marker = await self._log_end(raw)
+            resume = self._log_next
+            if resume is None:
+                self.log_position = None if last is None else log_offset(last)
+                resume = marker + 1
+            elif marker < resume:  # the position is past the end: the log is new
+                self.logger.warning(
+                    "%s: the log stream %r ends before this node's position %s (the "
+                    "broker lost its data); reading the new log from its start",
+                    self.name, self.log_stream, log_offset(resume - 1))
+                resume = 0
+            self._log_next = resume
+            # an explicit offset: nothing appended since the marker can be missed
+            await raw.basic_consume(self.log_stream, received, no_ack=False,
+                                    arguments={_OFFSET_HEADER: resume})
+        except aiormq.exceptions.AMQPChannelError as exc:
+            # a stream takes a moment to come back after a broker restart
+            raise ConnectionLost(f"log stream not available: {exc}") from exc
+
+    async def _log_end(self, raw: aiormq.abc.AbstractChannel) -> tuple[int | None, int]:
+        """Append a marker and read the log from its last chunk up to the marker:
+        the stream offsets of the entry before the marker (None: the log was empty)
+        and of the marker. Entries are read from an explicit offset only: RabbitMQ
+        holds back a reader whose offset is past the end until the log reaches it."""
+        found: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
+
+        async def received(message: DeliveredMessage) -> None:
+            found.put_nowait(message)
+
+        token = secrets.token_hex(8)
+        timeout = self.settings["connect_timeout"]
+        ok = await raw.basic_consume(self.log_stream, received, no_ack=False,
+                                     arguments={_OFFSET_HEADER: "last"}, timeout=timeout)
+        await raw.basic_publish(b"", routing_key=self.log_stream, timeout=timeout,
+                                properties=aiormq.spec.Basic.Properties(headers={
+                                    _MARKER_HEADER: token, _TIME_HEADER: _now_ms()}))
+        last: int | None = None
+        while True:
+            message = await asyncio.wait_for(found.get(), timeout)
+            if message.delivery_tag is not None:  # the last chunk may exceed prefetch
+                await raw.basic_ack(message.delivery_tag, multiple=True)
+            offset = _delivery_offset(message)
+            if offset is None:
+                continue
+            if (message.header.properties.headers or {}).get(_MARKER_HEADER) == token:
+                break
+            last = offset
+        if ok.consumer_tag is not None:
+            await raw.basic_cancel(ok.consumer_tag, timeout=timeout)
+        return last, offset
+
+    async def _log_entry(self, message: DeliveredMessage) -> None:
+        """Deliver one entry of the live reader (markers only move it on)."""
+        offset, expected = _delivery_offset(message), self._log_next
+        if offset is None or expected is None:
+            return
+        if offset != expected:  # it was away longer than the broker kept entries
+            self.logger.warning("%s: log entries from offset %s to %s were trimmed "
+                                "before this node read them", self.name,
+                                log_offset(expected), log_offset(offset - 1))
+        self._log_next = offset + 1
+        if not _is_marker(message):
+            await self._deliver_entry(log_offset(offset), message.body)
+
+    async def read_log(self, after: str, upto: str | None) -> list[tuple[str, bytes]] | None:
+        log = self.log
+        start = stream_offset(after)
+        end = None if upto is None else stream_offset(upto)
+        if (log is None or start is None or end is None
+                or start <= end - log.max_length or start > end + log.max_length):
+            return None
+        connection = await self._publisher_connection()
+        async with self._side_channel(connection) as channel:
+            try:
+                return await asyncio.wait_for(
+                    self._read_stream(channel, start, end, log.retention),
+                    self.settings["connect_timeout"])
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return None  # the stream is gone
+
+    async def _read_stream(self, channel: aiormq.abc.AbstractChannel, start: int,
+                           end: int, retention: float) -> list[tuple[str, bytes]] | None:
+        inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
+
+        async def received(message: DeliveredMessage) -> None:
+            inbox.put_nowait(message)
+
+        await channel.basic_qos(prefetch_count=self.prefetch)
+        await channel.basic_consume(self.log_stream, received, no_ack=False,
+                                    arguments={_OFFSET_HEADER: start})
+        try:
+            # ahead of this node: RabbitMQ waits at the end for an entry that may not come
+            first = await (inbox.get() if start <= end
+                           else asyncio.wait_for(inbox.get(), _AHEAD_WAIT))
+        except asyncio.TimeoutError:
+            return None
+        # RabbitMQ starts at the first entry it still has when ``start`` was trimmed
+        if _delivery_offset(first) != start or _older_than(first, retention):
+            return None
+        entries: list[tuple[str, bytes]] = []
+        ack_every = max(1, self.prefetch // 2)
+        offset, seen = start, 1
+        while offset < end:
+            message = await inbox.get()
+            delivered = _delivery_offset(message)
+            if delivered is None or delivered > end:
+                break
+            offset, seen = delivered, seen + 1
+            if not _is_marker(message):
+                entries.append((log_offset(offset), message.body))
+            if seen % ack_every == 0 and message.delivery_tag is not None:
+                await channel.basic_ack(message.delivery_tag, multiple=True)
+        return entries
+
+    # ---------------------------------------------------------------- sessions
+
+    async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
+        name = self.session_queue(pid)
+        ms = max(1, math.ceil(ttl * 1000))
+        # one message at most: a new record pushes the old one out (x-max-length)
+        arguments: dict[str, Any] = {"x-max-length": 1, "x-expires": ms}
+        properties = aiormq.spec.Basic.Properties(delivery_mode=2, expiration=str(ms))
+        timeout = self.settings["connect_timeout"]
+        connection = await self._publisher_connection()
+        try:
+            async with self._side_channel(connection, confirms=True) as channel:
+                await channel.queue_declare(name, durable=True, arguments=arguments)
+                reply = await channel.basic_publish(data, routing_key=name,
+                                                    properties=properties, timeout=timeout)
+        except aiormq.exceptions.ChannelPreconditionFailed:
+            # kept before with another ttl: replace the queue along with its record
+            async with self._side_channel(connection, confirms=True) as channel:
+                await channel.queue_delete(name)
+                await channel.queue_declare(name, durable=True, arguments=arguments)
+                reply = await channel.basic_publish(data, routing_key=name,
+                                                    properties=properties, timeout=timeout)
+        if not isinstance(reply, aiormq.spec.Basic.Ack):
+            raise PublishRefused(f"broker refused the session of {pid!r}")
+
+    async def take_session(self, pid: str) -> bytes | None:
+        name = self.session_queue(pid)
+        if len(name.encode()) > _QUEUE_NAME_LIMIT:
+            return None
+        connection = await self._publisher_connection()
+        async with self._side_channel(connection) as channel:
+            timeout = self.settings["connect_timeout"]
+            try:
+                # a missing queue first answers a passive declare: a basic.get on it
+                # would work as well, but makes aiormq log an unretrieved future
+                await channel.queue_declare(name, passive=True, timeout=timeout)
+                # a get without ack removes the message: of several takers one gets it
+                message = await channel.basic_get(name, no_ack=True, timeout=timeout)
+            except aiormq.exceptions.ChannelNotFoundEntity:
+                return None  # never saved, or expired with its queue
+        if not isinstance(message.delivery, aiormq.spec.Basic.GetOk):
+            return None
+        return message.body
+
+    @contextlib.asynccontextmanager
+    async def _side_channel(self, connection: AbstractConnection, confirms: bool = False,
+                            ) -> AsyncIterator[aiormq.abc.AbstractChannel]:
+        """A short-lived channel: an error the broker answers with (a missing queue,
+        other arguments) closes only this channel."""
+        transport = connection.transport
+        if transport is None:
+            raise ConnectionLost(f"{self.name} publishing connection is closed")
+        channel = await transport.connection.channel(publisher_confirms=confirms)
+        try:
+            yield channel
+        finally:
+            if not channel.is_closed:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(channel.close(), _CLOSE_TIMEOUT)
 
     # ---------------------------------------------------------------- publishing
 
@@ -205,7 +498,15 @@ class AmqpBackend(Backend):
         # aiormq's own class: its basic_publish can queue frames without waiting
         return cast(aiormq.Channel, await channel.get_underlay_channel())
 
-    async def _open_publishing_channel(self) -> AbstractChannel:
+    async def _publisher_connection(self) -> AbstractConnection:
+        """The publishing connection, also used to read the log and for sessions."""
+        connection = self._publisher
+        if connection is not None and _alive(connection):
+            return connection
+        async with self._publish_lock:
+            return await self._open_publisher()
+
+    async def _open_publisher(self) -> AbstractConnection:
         if not self._opened:
             raise ConnectionLost(f"{self.name} backend is not open")
         connection = self._publisher
@@ -217,10 +518,25 @@ class AmqpBackend(Backend):
                     await asyncio.wait_for(connection.close(), _CLOSE_TIMEOUT)
             connection = await self._connect()
             self._publisher = connection
+        return connection
+
+    async def _open_publishing_channel(self) -> AbstractChannel:
+        connection = await self._open_publisher()
+        if self.log is not None:  # publishing to a missing queue drops the message
+            await self._declare_log(connection)
         channel = await connection.channel(publisher_confirms=self.confirm)
         await self._declare_exchanges(channel)
         self._publish_channel = channel
         return channel
+
+    def _route(self, target: str | None) -> tuple[str, str]:
+        if target is None:
+            return self.broadcast_exchange, ""
+        if target == LOG:
+            if self.log is None:
+                raise RuntimeError("a log entry was sent but enable_log() was not called")
+            return "", self.log_stream  # the default exchange routes to the stream
+        return self.direct_exchange, target
 
     async def publish(self, batch: Sequence[Outgoing]) -> None:
         if not batch:
@@ -229,25 +545,34 @@ class AmqpBackend(Backend):
         # a dead socket leaves aiormq's bounded write queue full: bound every wait, the
         # timeout is a connection error and the outbox retries
         timeout = self.settings["connect_timeout"]
-        routes = [(self.broadcast_exchange, "") if target is None
-                  else (self.direct_exchange, target) for target, _ in batch]
+        routes = [self._route(target) for target, _ in batch]
+        stamp: dict[str, Any] = {_TIME_HEADER: _now_ms()}
+        properties = [aiormq.spec.Basic.Properties(headers=stamp) if target == LOG
+                      else None for target, _ in batch]
+        messages = zip(routes, batch, properties, strict=True)
         if self.confirm:
             results = await asyncio.gather(*(
                 raw.basic_publish(payload, exchange=exchange, routing_key=key,
-                                  timeout=timeout)
-                for (exchange, key), (_, payload) in zip(routes, batch, strict=True)))
+                                  properties=props, timeout=timeout)
+                for (exchange, key), (_, payload), props in messages))
             refused = sum(not isinstance(r, aiormq.spec.Basic.Ack) for r in results)
             if refused:
                 raise PublishRefused(f"broker refused {refused} of {len(batch)} messages")
             return
-        for (exchange, key), (_, payload) in zip(routes, batch, strict=True):
-            await raw.basic_publish(payload, exchange=exchange, routing_key=key,
-                                    timeout=timeout, wait=False)
-        # One round trip for the whole batch: the broker handles a channel's commands
-        # in order, so once this no-op is answered every message above has been routed
-        # to its queues, and nothing another node publishes from now on can overtake
-        # them (the manager's room changes rely on that).
-        await raw.basic_qos(prefetch_count=0, timeout=timeout)
+
+        async def write() -> None:
+            async with self._write_lock:  # concurrent batches must not interleave
+                for (exchange, key), (_, payload), props in messages:
+                    await raw.basic_publish(payload, exchange=exchange, routing_key=key,
+                                            properties=props, wait=False)
+            # One round trip for the whole batch: the broker handles a channel's
+            # commands in order, so once this no-op is answered every message above
+            # has been routed to its queues, and nothing another node publishes from
+            # now on can overtake them (the manager's room changes rely on that).
+            await raw.basic_qos(prefetch_count=0)
+
+        # one bound for the batch: a timeout per message costs a task per message
+        await asyncio.wait_for(write(), timeout)
 
     async def _close(self) -> None:
         async with self._publish_lock:
@@ -262,3 +587,23 @@ def _alive(connection: AbstractConnection) -> bool:
     transport = connection.transport
     return (transport is not None and not connection.is_closed
             and not transport.connection.is_closed)
+
+
+async def _watch_consumers(channels: Sequence[aiormq.abc.AbstractChannel],
+                           inbox: asyncio.Queue[DeliveredMessage | BaseException]) -> None:
+    """End the listener when the broker cancels one of its consumers (its queue or
+    stream was deleted), which aiormq accepts without telling anyone."""
+    while True:
+        await asyncio.sleep(_WATCH_SECONDS)
+        if not all(cast(aiormq.Channel, c).consumers for c in channels):
+            inbox.put_nowait(ConnectionLost("the broker cancelled a consumer"))
+            return
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _older_than(message: DeliveredMessage, seconds: float) -> bool:
+    stamp = (message.header.properties.headers or {}).get(_TIME_HEADER)
+    return isinstance(stamp, int) and stamp < _now_ms() - seconds * 1000
