@@ -106,9 +106,11 @@ class Node:
             # close every client without waiting for a long-polling client to fetch
             # the CLOSE packet (engineio's disconnect() waits for that, up to a ping
             # interval when the client is between two polls)
-            await asyncio.gather(*(sock.close(wait=False)
-                                   for sock in list(self.sio.eio.sockets.values())),
+            sockets = list(self.sio.eio.sockets.values())
+            await asyncio.gather(*(sock.close(wait=False) for sock in sockets),
                                  return_exceptions=True)
+            for sock in sockets:  # let each writer send CLOSE and end its transport,
+                sock.queue.put_nowait(None)  # or aiohttp's cleanup waits for it
             await self.sio.shutdown()
             await self.runner.cleanup()
             self.runner = None

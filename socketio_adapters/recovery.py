@@ -193,6 +193,9 @@ class Restore:
     record: SessionRecord
     missed: list[tuple[str, Message]]
     tail: Tail
+    seen_up_to: str | None = None
+    """Set when the client saw further than this node had read (it came from a node
+    ahead of this one): tail entries up to this offset, included, are not resent."""
 
 
 def new_pid() -> str:
@@ -334,7 +337,10 @@ class Recovery:
                     missed.append((entry_offset, message))
             except (KeyError, TypeError, AttributeError):
                 continue
-        return Restore(record, missed, tail)
+        # the client's offset is in the log but beyond this node's position: it saw
+        # entries this node has yet to read, which will arrive in the tail
+        ahead = offset if not entries and offset != boundary else None
+        return Restore(record, missed, tail, ahead)
 
     def close(self, tail: Tail) -> None:
         if tail in self.tails:
@@ -363,6 +369,8 @@ class Recovery:
             for offset, message in restore.missed:
                 await self._send(eio_sid, message, offset)
             tail = restore.tail
+            if restore.seen_up_to is not None:
+                await self._skip_seen(tail, restore.seen_up_to)
             while tail.entries:
                 offset, message = tail.entries.popleft()
                 if matches(message, nsp, set(manager.get_rooms(sid, nsp)) or rooms):
@@ -371,6 +379,27 @@ class Recovery:
             self.held.discard(sid)
             self.close(restore.tail)
         self.restored += 1
+
+    async def _skip_seen(self, tail: Tail, seen: str) -> None:
+        """Drop tail entries up to ``seen`` (the client has them), waiting for this
+        node to read that far (at most ``request_timeout``)."""
+        deadline = time.monotonic() + self.manager.request_timeout
+        while True:
+            while tail.entries:
+                offset, _ = tail.entries.popleft()
+                if offset == seen:
+                    return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.manager.log.warning(
+                    "restore: this node did not reach offset %s within %ss; the client "
+                    "may get events again", seen, self.manager.request_timeout)
+                return
+            tail.wake.clear()
+            try:
+                await asyncio.wait_for(tail.wake.wait(), left)
+            except asyncio.TimeoutError:
+                continue
 
     async def _send(self, eio_sid: str, message: Message, offset: str) -> None:
         server = self.manager.server
