@@ -119,6 +119,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _outcomes[(name, report.outcome)] += 1
         area = report.nodeid.split("::")[0].rsplit("/", 1)[-1]
         area = area.removeprefix("test_").removesuffix(".py")
+        if area == "recovery":  # one column per client: ours, and socket.io's own
+            area += " (js client)" if "[js-" in report.nodeid else " (python client)"
         _by_area[name][(area, report.outcome)] += 1
 
 

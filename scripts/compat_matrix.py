@@ -13,7 +13,8 @@ from typing import Any
 from socketio_adapters.errors import AdapterError
 from socketio_adapters.registry import backend_class
 
-AREAS = ("broadcast", "rooms", "acks", "requests", "faults")
+AREAS = ("broadcast", "rooms", "acks", "requests", "faults", "log",
+         "recovery (python client)", "recovery (js client)")
 FLAGS = ("multi_process", "direct", "sharded", "durable_log", "session_store")
 
 
@@ -36,7 +37,10 @@ def render(report: dict[str, Any]) -> str:
         "capabilities and a conformance run on "
         f"{report['date']} (python-socketio {report['python_socketio']}); do not edit.",
         "Cells are passed/run test cases (websocket and long-polling clients); skips",
-        "come from a declared capability (e.g. no broker process to restart).",
+        "come from a declared capability (e.g. no broker process to restart). `log` is",
+        "the durable log and session store under recovery; the recovery columns run the",
+        "same scenarios with our Python client and with the official JavaScript",
+        "socket.io-client from npm.",
         "",
         "| backend | " + " | ".join(AREAS) + " | " + " | ".join(FLAGS) +
         " | max payload | broker restart → broadcasts again |",
