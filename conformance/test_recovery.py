@@ -290,6 +290,23 @@ async def test_events_from_an_emitter_are_recovered(scenario: Scenario) -> None:
         await emitter.stop()
 
 
+async def test_a_node_shutting_down_hands_its_sessions_over(scenario: Scenario) -> None:
+    client = await scenario.primed(0, rooms=("r",))
+    sid = client.sid()
+    node = scenario.nodes[0]
+    recovery = node.manager.recovery
+    assert recovery is not None
+    await node.sio.shutdown()  # before its manager stops: sessions are kept
+    await asyncio.wait_for(client.disconnected.wait(), 10)
+    assert recovery.saved == 1
+    await node.stop()
+    await scenario.nodes[1].sio.emit("ev", "while-moving", to="r")
+    await scenario.settle()
+    await scenario.back(client, 2)
+    assert client.recovered() and client.sid() == sid
+    assert await client.next("ev") == "while-moving"
+
+
 async def test_acked_events_carry_no_offset(scenario: Scenario) -> None:
     client = await scenario.primed(0)
     before = client.offset()

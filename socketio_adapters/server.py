@@ -94,7 +94,7 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
                 try:
                     restore = await self.cluster.recovery_take(namespace, pid, offset)
                 except Exception:
-                    self.logger.exception("could not restore a session in %s; the "
+                    _log.exception("could not restore a session in %s; the "
                                           "client gets a fresh one", namespace)
                 if restore is not None:
                     await self._restore(eio_sid, namespace, restore, data)
@@ -197,7 +197,7 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
             try:
                 await self.cluster.recovery_save(record)
             except Exception:
-                self.logger.exception("could not save the session of %s [%s] for "
+                _log.exception("could not save the session of %s [%s] for "
                                       "recovery", record.sid, namespace)
 
     async def _session_record(self, eio_sid: str, namespace: str) -> SessionRecord | None:
@@ -219,7 +219,7 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
         try:
             record.pack()
         except (TypeError, ValueError) as exc:
-            self.logger.warning(
+            _log.warning(
                 "the session of %s [%s] cannot be kept for recovery (%s: only "
                 "msgpack types travel between nodes); it will get a fresh session",
                 sid, namespace, exc)
@@ -234,8 +234,16 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
         for sock in list(self.eio.sockets.values()):
             try:
                 await sock.close(wait=False, abort=True, reason=SHUTTING_DOWN)
+                # end the websocket or the pending long-poll now (engine.io's writer
+                # stops at None): the client sees its connection drop, as when a
+                # process exits, and reconnects, to another node
+                sock.queue.put_nowait(None)
             except Exception:  # a socket already gone
                 _log.debug("closing a socket at shutdown failed", exc_info=True)
+        eio = self.eio
+        if getattr(eio, "service_task_event", None) and not getattr(
+                eio, "service_task_handle", None):
+            return  # engine.io's service task is not running: awaiting it would fail
         await super().shutdown()
 
     # ------------------------------------------------------------ the cluster API

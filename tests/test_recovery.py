@@ -4,14 +4,17 @@ events a restored socket missed, and which claim wins a session kept in the log.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any, ClassVar
 
 import msgpack
 import pytest
 import socketio
+from aiohttp import web
 
 from socketio_adapters import (
+    AsyncClient,
     AsyncServer,
     Capabilities,
     ClusterManager,
@@ -171,3 +174,119 @@ async def test_recovery_must_be_on_before_start() -> None:
             manager.enable_recovery(RecoveryOptions())
     finally:
         await manager.stop()
+
+
+# ---------------------------------------------------------------- end to end, memory
+
+
+class Served:
+    """An AsyncServer with recovery on a memory hub, served on a loopback port."""
+
+    def __init__(self, hub: str, **recovery: Any) -> None:
+        self.sio = AsyncServer(create_manager(f"memory://{hub}"), async_mode="aiohttp",
+                               connection_state_recovery={
+                                   "max_disconnection_duration": 30, **recovery})
+        self.app = web.Application()
+        self.sio.attach(self.app)
+        self.runner = web.AppRunner(self.app, shutdown_timeout=0.5)
+        self.url = ""
+
+    async def __aenter__(self) -> Served:
+        await self.sio.cluster.start()
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for sock in list(self.sio.eio.sockets.values()):
+            await sock.close(wait=False, abort=True)
+            sock.queue.put_nowait(None)
+        await self.sio.cluster.stop()
+        await self.runner.cleanup()
+
+    async def lose(self, client: AsyncClient) -> None:
+        """Close the client's transport from the server, as a network drop would."""
+        sock = self.sio.eio.sockets[client.eio.sid]
+        await sock.close(wait=False, abort=True, reason="transport close")
+        sock.queue.put_nowait(None)
+
+
+async def until(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+async def test_the_python_client_reconnects_and_recovers_by_itself() -> None:
+    async with Served("auto") as served:
+        client = AsyncClient(reconnection_delay=0.1, reconnection_delay_max=0.2)
+        got: list[Any] = []
+        client.on("ev", lambda *args: got.append(args))
+        await client.connect(served.url, transports=["websocket"])
+        sid = client.get_sid("/")
+        await served.sio.emit("ev", "first")
+        await until(lambda: got == [("first",)])
+        recovery = served.sio.cluster.recovery
+        assert recovery is not None
+        await served.lose(client)
+        await until(lambda: recovery.saved == 1)
+        await served.sio.emit("ev", "missed")
+        await until(lambda: len(got) == 2)
+        assert got == [("first",), ("missed",)], "handlers see the offset stripped"
+        assert client.recovered and client.get_sid("/") == sid
+        await client.disconnect()
+
+
+async def test_connect_handler_runs_again_without_skip_middlewares() -> None:
+    async with Served("mw", skip_middlewares=False) as served:
+        seen: list[tuple[str, bool]] = []
+        refuse = False
+
+        @served.sio.event  # type: ignore[untyped-decorator]
+        async def connect(sid: str, environ: Any, auth: Any) -> bool:
+            seen.append((sid, served.sio.recovered(sid)))
+            return not refuse
+
+        client = AsyncClient(reconnection=False)
+        await client.connect(served.url, transports=["websocket"])
+        await served.sio.emit("ev", "x")
+        await until(lambda: client.offset() is not None)
+        sid = client.get_sid("/")
+        await served.lose(client)
+        await until(lambda: served.sio.cluster.stats()["sessions_saved"] == 1)
+        await until(lambda: not client.connected)
+        await client.connect(served.url, transports=["websocket"])
+        assert client.recovered and seen == [(sid, False), (sid, True)]
+        # refused on its next restore: the client is told, the session is gone
+        refuse = True
+        await served.lose(client)
+        await until(lambda: served.sio.cluster.stats()["sessions_saved"] == 2)
+        await until(lambda: not client.connected)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await client.connect(served.url, transports=["websocket"], wait_timeout=3)
+        assert seen[-1] == (sid, True)
+        await client.disconnect()
+
+
+async def test_a_session_that_msgpack_cannot_carry_is_not_kept(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with Served("nopickle") as served:
+        @served.sio.event  # type: ignore[untyped-decorator]
+        async def connect(sid: str, environ: Any, auth: Any) -> None:
+            await served.sio.save_session(sid, {"handle": object()})
+
+        client = AsyncClient(reconnection=False)
+        await client.connect(served.url, transports=["websocket"])
+        await served.sio.emit("ev", "x")
+        await until(lambda: client.offset() is not None)
+        sid = client.get_sid("/")
+        await served.lose(client)
+        await until(lambda: "cannot be kept for recovery" in caplog.text)
+        await until(lambda: not client.connected)
+        await client.connect(served.url, transports=["websocket"])
+        assert not client.recovered and client.get_sid("/") != sid
+        await client.disconnect()
