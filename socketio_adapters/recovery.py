@@ -306,6 +306,11 @@ class Recovery:
                 return None
         try:
             restore = await self._collect(nsp, pid, nonce, offset, boundary, record, tail)
+        except Exception:
+            self.close(tail)
+            if record is not None:  # the log could not be read: keep the session
+                await self._put_back(record)
+            raise
         except BaseException:
             self.close(tail)
             raise
@@ -341,6 +346,16 @@ class Recovery:
         # entries this node has yet to read, which will arrive in the tail
         ahead = offset if not entries and offset != boundary else None
         return Restore(record, missed, tail, ahead)
+
+    async def _put_back(self, record: SessionRecord) -> None:
+        left = record.expires - time.time()
+        if left <= 0:
+            return
+        try:
+            await self.manager.backend.save_session(record.pid, record.pack(), left)
+        except Exception as exc:
+            self.manager.log.warning("could not keep session %s after a failed "
+                                     "restore: %s", record.sid, exc)
 
     def close(self, tail: Tail) -> None:
         if tail in self.tails:

@@ -290,3 +290,32 @@ async def test_a_session_that_msgpack_cannot_carry_is_not_kept(
         await client.connect(served.url, transports=["websocket"])
         assert not client.recovered and client.get_sid("/") != sid
         await client.disconnect()
+
+
+async def test_a_restore_that_cannot_read_the_log_keeps_the_session(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async with Served("putback") as served:
+        client = AsyncClient(reconnection=False)
+        await client.connect(served.url, transports=["websocket"])
+        await served.sio.emit("ev", "x")
+        await until(lambda: client.offset() is not None)
+        sid, pid, offset = client.get_sid("/"), client._pids["/"], client.offset()
+        await served.lose(client)
+        await until(lambda: served.sio.cluster.stats()["sessions_saved"] == 1)
+        await until(lambda: not client.connected)
+        backend = served.sio.cluster.backend
+        read_log = backend.read_log
+
+        async def broker_away(after: str, upto: str | None) -> Any:
+            raise ConnectionError("broker away")
+
+        monkeypatch.setattr(backend, "read_log", broker_away)
+        stranger = AsyncClient(reconnection=False)
+        await stranger.connect(served.url, transports=["websocket"],
+                               auth={"pid": pid, "offset": offset})
+        assert stranger.get_sid("/") != sid, "no log, no restore: a fresh session"
+        monkeypatch.setattr(backend, "read_log", read_log)
+        await client.connect(served.url, transports=["websocket"])
+        assert client.recovered and client.get_sid("/") == sid, "the session was lost"
+        await stranger.disconnect()
+        await client.disconnect()
