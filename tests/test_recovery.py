@@ -319,3 +319,25 @@ async def test_a_restore_that_cannot_read_the_log_keeps_the_session(
         assert client.recovered and client.get_sid("/") == sid, "the session was lost"
         await stranger.disconnect()
         await client.disconnect()
+
+
+async def test_attach_aiohttp_keeps_sessions_when_the_app_stops() -> None:
+    from socketio_adapters.lifecycle import attach_aiohttp
+
+    manager = create_manager("memory://handover")
+    sio = AsyncServer(manager, async_mode="aiohttp", connection_state_recovery=True)
+    app = web.Application()
+    sio.attach(app)
+    attach_aiohttp(app, manager)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    client = AsyncClient(reconnection=False)
+    await client.connect(f"http://127.0.0.1:{port}", transports=["websocket"])
+    await sio.emit("ev", "x")
+    await until(lambda: client.offset() is not None)
+    await runner.cleanup()
+    assert manager.stats()["sessions_saved"] == 1
+    await until(lambda: not client.connected)
