@@ -4,6 +4,7 @@ here; the conformance suite runs it against a real nats-server."""
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 
@@ -16,8 +17,12 @@ from socketio_adapters.backends.nats import (
     NatsBackend,
     NatsServers,
     escape_token,
+    name_token,
+    pack_session,
+    parse_offset,
     parse_url,
     unescape_token,
+    unpack_session,
 )
 
 AWKWARD = ["socketio", "a.b", "a%2Eb", "a*", "a>", ">", "*", "a b", "a\tb", "a\r\nb",
@@ -155,4 +160,64 @@ def test_declared_errors_and_capabilities() -> None:
     caps = NatsBackend.capabilities
     assert caps.direct and caps.multi_process
     assert caps.max_payload is None  # chunking carries payloads over max_payload
-    assert not caps.durable_log and not caps.session_store
+    assert caps.durable_log and caps.session_store
+    # a log entry over max_payload is dropped by the outbox, not retried for ever
+    assert not issubclass(nats.errors.MaxPayloadError, NatsBackend.connection_errors)
+
+
+@pytest.mark.parametrize("text", AWKWARD)
+def test_name_token_is_a_valid_stream_and_bucket_name(text: str) -> None:
+    token = name_token(text)
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", token) or (token == "" and text == "")
+    assert name_token(text) == token
+
+
+def test_name_tokens_never_collide() -> None:
+    texts = {*AWKWARD, "_", "_5F", "a_2Eb", "a_b"}
+    assert len({name_token(text) for text in texts}) == len(texts)
+    assert name_token("Chat-42") == "Chat-42"
+    assert name_token("my.app_x") == "my_2Eapp_5Fx"
+
+
+def test_log_and_session_names() -> None:
+    backend = NatsBackend("nats://127.0.0.1:4222", channel="my.app")
+    assert backend.log_subject == "my%2Eapp.log"
+    assert backend.log_stream == "my_2Eapp_log"
+    assert backend.session_bucket == "my_2Eapp_sessions"
+    names = set()
+    for channel in AWKWARD:
+        b = NatsBackend("nats://127.0.0.1:4222", channel=channel)
+        names |= {b.log_stream, f"KV_{b.session_bucket}"}
+        assert b.log_subject not in (b.broadcast_subject, b.node_subject("log"))
+    assert len(names) == 2 * len(AWKWARD)
+
+
+def test_a_channel_too_long_for_a_stream_name_is_refused() -> None:
+    backend = NatsBackend("nats://127.0.0.1:4222", channel="é" * 50)
+    with pytest.raises(ConfigurationError, match="too long"):
+        backend.enable_log(None, 60, 100)
+    NatsBackend("nats://127.0.0.1:4222", channel="a" * 240).enable_log(None, 60, 100)
+
+
+@pytest.mark.parametrize("text, seq", [
+    ("1", 1), ("42", 42), ("18446744073709551615", 2**64 - 1),
+    ("", None), ("0", None), ("01", None), ("-1", None), ("+1", None), (" 1", None),
+    ("1 ", None), ("1.5", None), ("1-0", None), ("18446744073709551616", None),
+    ("9" * 21, None), ("\x00", None), ("ﾟ", None), ("١٢", None), ("²", None),
+])
+def test_parse_offset(text: str, seq: int | None) -> None:
+    assert parse_offset(text) == seq
+
+
+def test_session_records_carry_their_expiry() -> None:
+    record = pack_session(b"\x00data\xff", 1000.0)
+    assert unpack_session(record, 999.0) == b"\x00data\xff"
+    assert unpack_session(record, 1000.0) is None
+    assert unpack_session(pack_session(b"", 10.0), 9.0) == b""
+    assert unpack_session(b"short", 0.0) is None
+
+
+def test_storage_option() -> None:
+    assert NatsBackend("nats://h", storage="Memory").settings["storage"] == "memory"
+    with pytest.raises(ConfigurationError, match="storage"):
+        NatsBackend("nats://h", storage="disk")

@@ -1,4 +1,4 @@
-"""NATS backend: core NATS subjects through nats-py.
+"""NATS backend: core NATS subjects through nats-py; JetStream for recovery.
 
 Features
     Every node subscribes (plainly, never in a queue group, so each message reaches
@@ -27,6 +27,25 @@ Features
     ``max_payload`` (1 MB by default) are sent in chunks and joined on receipt. A node
     does not receive its own messages (``no_echo``): the manager delivers those locally.
 
+    For connection state recovery (needs JetStream: ``nats-server -js``) the durable
+    log is a JetStream stream, ``{name}_log``, on the subject ``{channel}.log``
+    (``{name}`` is the channel with every character outside ``[A-Za-z0-9-]``, ``_``
+    included, as ``_XX`` per UTF-8 byte, since stream names take no ``%``), limited to
+    ``max_length`` messages and ``retention`` seconds (discarding the oldest; a node
+    that finds other limits sets its own, with a warning). An offset is the entry's
+    stream sequence, in decimal. A batch's entries are published at once with one
+    reply subject and their acks awaited together; an entry over ``max_payload``
+    raises ``MaxPayloadError`` (it cannot be split). Each listening node reads the
+    stream live through an ephemeral push consumer (no acks, flow control, idle
+    heartbeats) that starts after the last entry it delivered (at the end of the
+    stream the first time); a consumer that skips a message or goes silent, or a
+    reconnect, makes it start another from there. A node that recreates a stream the
+    broker lost numbers on after the highest sequence it saw, so that old offsets do
+    not name new entries. Sessions live in the key-value bucket ``{name}_sessions``
+    (TTL: the longest session TTL asked for; each record also holds its own expiry,
+    checked when taken); taking one deletes it with the revision read as the expected
+    last one, so of several nodes exactly one gets it.
+
 Connection string
     ``nats://[user:password@|token@]host[:port][,host[:port]...]`` or ``tls://...``.
     Several servers of one cluster are separated by commas; an IPv6 address is written
@@ -46,32 +65,58 @@ Options
     silently dead server goes unnoticed, ``pending_size`` (default 2 MiB),
     ``dont_randomize`` (default ``false``: servers are tried in random order),
     ``tls_ca_file``, ``tls_cert_file``, ``tls_key_file``, ``tls_hostname`` and
-    ``tls_handshake_first``.
+    ``tls_handshake_first``. For the recovery log and sessions: ``storage`` (``file``,
+    the default, or ``memory``: set when the stream and the bucket are created) and
+    ``replicas`` (default ``1``; JetStream copies in a NATS cluster).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import datetime
+import itertools
+import json
+import logging
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import api
+from nats.js.client import JetStreamContext
+from nats.js.kv import KeyValue
 
 from ..errors import ConfigurationError
 from ..options import Option, non_empty_str, parse_bool, positive_float, positive_int, redact
-from .base import Backend, Capabilities, Outgoing
+from .base import LOG, Backend, Capabilities, DeliverLog, Outgoing
 
-__all__ = ["NatsBackend", "NatsServers", "escape_token", "parse_url", "unescape_token"]
+__all__ = ["NatsBackend", "NatsServers", "escape_token", "name_token", "pack_session",
+           "parse_offset", "parse_url", "unescape_token", "unpack_session"]
 
 DEFAULT_PORT = 4222
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_NAME_SAFE = _SAFE - {"_"}
+_MAX_NAME_TOKEN = 240
+"""Longest escaped channel in a stream or bucket name (JetStream allows 255 chars)."""
+_HEARTBEAT = 1.0
+"""Seconds between the idle heartbeats of a log consumer."""
+_STALL = 3.0
+"""Seconds without a message or heartbeat after which a log consumer is replaced."""
+_WATCH = 0.5
+"""Seconds between two checks of the live log consumer."""
+_EXPIRY = 8
+_WRONG_LAST_SEQUENCE = 10071
+"""JetStream's error code for a write that expected another last revision."""
+"""Bytes of a session record that hold its expiry (milliseconds since the epoch)."""
 
 
 def escape_token(text: str) -> str:
@@ -85,6 +130,39 @@ def escape_token(text: str) -> str:
 def unescape_token(token: str) -> str:
     """The inverse of :func:`escape_token`."""
     return unquote(token, "utf-8", "surrogatepass")
+
+
+def name_token(text: str) -> str:
+    """``text`` for a stream, bucket or key name, where ``%`` is not allowed:
+    ``[A-Za-z0-9-]`` unchanged, every other character (``_`` included, so that two
+    texts never share a name) as ``_XX`` per UTF-8 byte."""
+    return "".join(
+        ch if ch in _NAME_SAFE
+        else "".join(f"_{b:02X}" for b in ch.encode("utf-8", "surrogatepass"))
+        for ch in text)
+
+
+def parse_offset(text: str) -> int | None:
+    """The stream sequence a log offset names, or ``None`` when ``text`` is not one
+    this backend hands out (a decimal sequence 1..2**64-1, without sign, blanks or
+    leading zeros)."""
+    if not (0 < len(text) <= 20 and text.isascii() and text.isdigit()) or text[0] == "0":
+        return None
+    seq = int(text)
+    return seq if seq < 2**64 else None
+
+
+def pack_session(data: bytes, expires: float) -> bytes:
+    """A session record: its expiry (seconds since the epoch) and its data."""
+    return int(expires * 1000).to_bytes(_EXPIRY, "big") + data
+
+
+def unpack_session(record: bytes, now: float) -> bytes | None:
+    """The data of a record packed by :func:`pack_session`, or ``None`` once it
+    expired (or when ``record`` is too short to be one)."""
+    if len(record) < _EXPIRY or int.from_bytes(record[:_EXPIRY], "big") <= now * 1000:
+        return None
+    return record[_EXPIRY:]
 
 
 @dataclass(frozen=True)
@@ -152,6 +230,13 @@ def parse_url(url: str) -> NatsServers:
     return NatsServers(servers, user, password, token)
 
 
+def _storage(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("file", "memory"):
+        raise ValueError("expected file or memory")
+    return text
+
+
 def _reconnect_attempts(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("expected -1 (for ever) or a whole number > 0")
@@ -167,8 +252,8 @@ class NatsBackend(Backend):
     name: ClassVar[str] = "nats"
     extra: ClassVar[str | None] = "nats"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        direct=True, max_payload=None, sharded=False, durable_log=False,
-        session_store=False)
+        direct=True, max_payload=None, sharded=False, durable_log=True,
+        session_store=True)
     options: ClassVar[tuple[Option, ...]] = (
         Option("name", non_empty_str, None, "connection name shown by the server"),
         Option("reconnect_time_wait", positive_float, 0.5,
@@ -190,12 +275,18 @@ class NatsBackend(Backend):
         Option("tls_hostname", non_empty_str, None, "server name to verify"),
         Option("tls_handshake_first", parse_bool, False,
                "TLS before the server's INFO (server option handshake_first)"),
+        Option("storage", _storage, "file",
+               "where JetStream keeps the recovery log and sessions: file or memory"),
+        Option("replicas", positive_int, 1,
+               "JetStream replicas of the recovery log and sessions (in a NATS cluster)"),
     )
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = (
         nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError,
         nats.errors.NoServersError, nats.errors.StaleConnectionError,
         nats.errors.ConnectionReconnectingError, nats.errors.ConnectionDrainingError,
         nats.errors.SecureConnFailedError, nats.errors.TimeoutError,
+        nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError,
+        nats.js.errors.NoStreamResponseError, nats.js.errors.TooManyStalledMsgsError,
         asyncio.TimeoutError, OSError)
 
     def __init__(self, url: str, **options: Any) -> None:
@@ -208,6 +299,27 @@ class NatsBackend(Backend):
         prefix = escape_token(self.channel)
         self.broadcast_subject = f"{prefix}.all"
         self._node_prefix = f"{prefix}.node."
+        self.log_subject = f"{prefix}.log"
+        name = name_token(self.channel)
+        self.log_stream = f"{name}_log"
+        self.session_bucket = f"{name}_sessions"
+        self._log_next: int | None = None
+        """Sequence of the next entry the live reader delivers (None: not started)."""
+        self._log_created: datetime.datetime | None = None
+        """When the stream it reads was created (another time: the broker lost it)."""
+        self._seen_seq = 0
+        """Highest sequence this node appended or delivered: a stream this node has to
+        create again starts after it, so that no offset is ever reused."""
+        self._bucket_ttl: float | None = None
+        """The session bucket's max_age as last seen (0: unlimited)."""
+
+    def enable_log(self, deliver: DeliverLog | None, retention: float,
+                   max_length: int) -> None:
+        if len(name_token(self.channel)) > _MAX_NAME_TOKEN:
+            raise ConfigurationError(
+                f"nats backend: channel {self.channel!r} is too long for a JetStream "
+                f"stream name ({_MAX_NAME_TOKEN} characters once escaped)")
+        super().enable_log(deliver, retention, max_length)
 
     def node_subject(self, uid: str) -> str:
         return self._node_prefix + escape_token(uid)
@@ -245,6 +357,7 @@ class NatsBackend(Backend):
         async def reconnected() -> None:
             link.lost = asyncio.get_running_loop().create_future()
             link.server = self._server_name(nc)
+            link.revived.set()  # the log reader's consumer may be gone: replace it
             if self._link is not link:
                 return
             self.message_limit = nc.max_payload
@@ -312,6 +425,8 @@ class NatsBackend(Backend):
     async def _open(self) -> None:
         if self._deliver is None:  # an emitter: no listener, so connect here (the base
             self._link = await self._connect(None)  # bounds it by connect_timeout)
+            if self.log is not None:
+                await self._ensure_stream(self._link)
 
     async def _close(self) -> None:
         link, self._link = self._link, None
@@ -338,20 +453,182 @@ class NatsBackend(Backend):
                     self.logger.exception("nats %s: delivering a message failed",
                                           self._where)
 
+        async def on_entry(seq: int, payload: bytes) -> None:
+            self._log_next = seq + 1
+            self._seen_seq = max(self._seen_seq, seq)
+            async with lock:
+                try:
+                    await self._deliver_entry(str(seq), payload)
+                except Exception:
+                    self.logger.exception("nats %s: delivering a log entry failed",
+                                          self._where)
+
+        reader: _Follower | None = None
         try:
             # plain subscriptions (no queue group): every node gets every broadcast
             await nc.subscribe(self.broadcast_subject, cb=on_message)
             await nc.subscribe(self.node_subject(self.node_id), cb=on_message)
             await nc.flush(max(1, int(self.settings["connect_timeout"])))  # SUBs are live
+            if self.log is not None:
+                reader = await self._follow_log(link, on_entry)
             self._link = link
             ready()
-            await gone
+            while not gone.done():
+                if reader is None:
+                    await gone
+                    break
+                reader = await self._watch(link, reader, gone, on_entry)
             raise ConnectionError(
                 f"nats connection closed for good ({nc.last_error or 'no error given'})")
         finally:
+            if reader is not None:
+                await reader.stop()
             if self._link is link:
                 self._link = None
             await link.discard()
+
+    # ------------------------------------------------------------------ durable log
+
+    def _stream_config(self) -> api.StreamConfig:
+        log = self.log
+        assert log is not None
+        return api.StreamConfig(
+            name=self.log_stream, subjects=[self.log_subject],
+            retention=api.RetentionPolicy.LIMITS, discard=api.DiscardPolicy.OLD,
+            max_msgs=log.max_length, max_age=log.retention,
+            duplicate_window=min(log.retention, 120.0),
+            storage=api.StorageType(self.settings["storage"]),
+            num_replicas=self.settings["replicas"])
+
+    async def _ensure_stream(self, link: _Link) -> api.StreamInfo:
+        """The log stream's info, after creating it, or updating its limits when they
+        differ from this node's (the node started last sets them)."""
+        js, wanted = link.js, self._stream_config()
+        try:
+            info = await js.stream_info(self.log_stream)
+        except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError):
+            raise ConnectionError(f"nats: JetStream is not available on {link.server} "
+                                  "(recovery needs nats-server -js)") from None
+        except nats.js.errors.NotFoundError:
+            if self._seen_seq:  # the broker lost it: go on numbering after what we saw
+                wanted.first_seq = self._seen_seq + 1
+            try:
+                info = await js.add_stream(wanted)
+            except nats.js.errors.BadRequestError:  # another node created it meanwhile
+                info = await js.stream_info(self.log_stream)
+        have = info.config
+        if (have.max_msgs, have.subjects, have.discard, have.num_replicas) != (
+                wanted.max_msgs, wanted.subjects, wanted.discard, wanted.num_replicas
+        ) or abs((have.max_age or 0) - (wanted.max_age or 0)) > 0.001:
+            self.logger.warning(
+                "nats %s: stream %s kept max_msgs=%s max_age=%ss; setting max_msgs=%s "
+                "max_age=%ss", self._where, self.log_stream, have.max_msgs, have.max_age,
+                wanted.max_msgs, wanted.max_age)
+            info = await js.update_stream(dataclasses.replace(
+                have, subjects=wanted.subjects, discard=wanted.discard,
+                max_msgs=wanted.max_msgs, max_age=wanted.max_age,
+                duplicate_window=wanted.duplicate_window,
+                num_replicas=wanted.num_replicas))
+        link.stream_ready = True
+        return info
+
+    async def _follow_log(self, link: _Link,
+                          on_entry: Callable[[int, bytes], Awaitable[None]]) -> _Follower:
+        """Start reading the log live: at its end the first time (which fixes
+        ``log_position``), then right after the last entry delivered."""
+        info = await self._ensure_stream(link)
+        state = info.state
+        if self._log_next is None:
+            self.log_position = str(state.last_seq) if state.messages else None
+            start = state.last_seq + 1
+        elif info.created != self._log_created or state.last_seq < self._log_next - 1:
+            start = max(state.first_seq, 1)
+            self.logger.warning(
+                "nats %s: stream %s is not the one this node was reading (the broker "
+                "lost its data?): reading the new one from its first entry, %d",
+                self._where, self.log_stream, start)
+        else:
+            start = self._log_next
+            if state.first_seq > start:
+                self.logger.warning(
+                    "nats %s: entries %d to %d of stream %s were trimmed before this node "
+                    "read them", self._where, start, state.first_seq - 1, self.log_stream)
+        self._log_next, self._log_created = start, info.created
+        reader = _Follower(link, self.log_stream, start, on_entry, self.logger)
+        await reader.begin()
+        return reader
+
+    async def _watch(self, link: _Link, reader: _Follower, gone: asyncio.Future[None],
+                     on_entry: Callable[[int, bytes], Awaitable[None]]) -> _Follower:
+        """Wait until the connection is gone or the live reader needs replacing (a
+        reconnect, a gap, a silent consumer); return the reader to go on with."""
+        revived = asyncio.ensure_future(link.revived.wait())
+        try:
+            await asyncio.wait((gone, revived), timeout=_WATCH,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            revived.cancel()
+        if gone.done() or not link.nc.is_connected:
+            return reader
+        if not link.revived.is_set() and reader.healthy:
+            return reader
+        link.revived.clear()
+        await reader.stop()
+        try:
+            replaced = await self._follow_log(link, on_entry)
+        except (nats.errors.Error, asyncio.TimeoutError, ConnectionError) as exc:
+            # JetStream is not back yet
+            self.logger.debug("nats %s: cannot read stream %s yet (%s: %s)", self._where,
+                              self.log_stream, type(exc).__name__, exc)
+            return reader  # stopped, so not healthy: tried again on the next round
+        self.logger.info("nats %s: reading stream %s again from entry %d", self._where,
+                         self.log_stream, replaced.next_seq)
+        return replaced
+
+    async def read_log(self, after: str, upto: str | None) -> list[tuple[str, bytes]] | None:
+        start = parse_offset(after)
+        end = parse_offset(upto) if upto is not None else None
+        if start is None or end is None:
+            return None
+        link = self._ready_link()
+        try:
+            await link.js.get_msg(self.log_stream, start)
+        except (nats.js.errors.NotFoundError, nats.js.errors.BadRequestError):
+            return None
+        if end <= start:
+            return []
+        entries: list[tuple[str, bytes]] = []
+        wanted = end - start
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        async def collect(seq: int, payload: bytes) -> None:
+            if done.done():
+                return
+            if seq != start + len(entries) + 1:  # trimmed since get_msg: gone too
+                done.set_result(False)
+                return
+            entries.append((str(seq), payload))
+            if len(entries) >= wanted:
+                done.set_result(True)
+
+        reader = _Follower(link, self.log_stream, start + 1, collect, self.logger)
+        try:
+            wanted = min(wanted, await reader.begin())
+            if len(entries) >= wanted and not done.done():
+                done.set_result(True)
+            while not done.done():
+                await asyncio.wait((done,), timeout=_WATCH)
+                if not done.done() and not reader.healthy:  # rare: a dropped message
+                    raise ConnectionError(f"nats: reading stream {self.log_stream} failed")
+        finally:
+            await reader.stop()
+        return entries[:wanted] if done.result() else None
+
+    def _ready_link(self) -> _Link:
+        link = self._link
+        if link is None or link.nc.is_closed:
+            raise ConnectionError("nats backend is not connected")
+        return link
 
     # ------------------------------------------------------------------ publishing
 
@@ -362,14 +639,159 @@ class NatsBackend(Backend):
                 raise ConnectionError("nats backend is not connected")
             link = self._link = await self._connect(None)  # an emitter whose client gave up
         nc = link.nc
-        for target, payload in batch:
-            await nc.publish(self._subject(target), payload)
-        if nc.is_connected:
-            await link.confirm(self.settings["publish_timeout"])
-        # else nats-py is reconnecting: the batch waits in its buffer, sent once back
+        timeout = self.settings["publish_timeout"]
+        acks = _Acks(asyncio.get_running_loop()) if any(t == LOG for t, _ in batch) else None
+        plain, reply = False, ""
+        try:
+            async with link.writing:  # concurrent publishes keep their order
+                if acks is not None:
+                    if not link.stream_ready:
+                        await self._ensure_stream(link)
+                    reply = await link.expect(acks)
+                for target, payload in batch:
+                    if target == LOG and acks is not None:
+                        await nc.publish(self.log_subject, payload, reply=reply)
+                        acks.count += 1
+                    else:
+                        await nc.publish(self._subject(target), payload)
+                        plain = True
+            if plain and nc.is_connected:
+                await link.confirm(timeout)
+            # else nats-py is reconnecting: the batch waits in its buffer, sent once back
+            if acks is not None:
+                await self._confirm_log(link, acks, timeout)
+        finally:
+            if acks is not None:
+                link.forget(acks)
+
+    async def _confirm_log(self, link: _Link, acks: _Acks, timeout: float) -> None:
+        """Wait for the stream's acks of the appended entries (all in flight at once):
+        a lost connection or a timeout is a connection error (the outbox retries), a
+        refusal by the stream (e.g. storage full) is not."""
+        acks.sent()
+        waiting: set[asyncio.Future[None]] = {acks.done}
+        if link.nc.is_connected:  # else they wait in nats-py's buffer until it is back
+            waiting.add(link.lost)
+        await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not acks.done.done():
+            raise ConnectionError(
+                f"nats: stream {self.log_stream} confirmed {acks.received} of {acks.count} "
+                f"log entries before the connection dropped or {timeout}s passed")
+        error = acks.error
+        if isinstance(error, nats.js.errors.NoStreamResponseError):
+            link.stream_ready = False  # the broker lost it: create it again
+            raise ConnectionError(f"nats: no stream {self.log_stream} (created again on "
+                                  "the next try)")
+        if error is not None:
+            raise error
+        self._seen_seq = max(self._seen_seq, acks.last_seq)
+
+    # ------------------------------------------------------------------ sessions
+
+    async def _bucket(self, link: _Link, ttl: float | None) -> KeyValue | None:
+        """The session bucket, created (``ttl`` given) with a max_age of at least
+        ``ttl``; ``None`` when it does not exist and ``ttl`` is None."""
+        js, kv = link.js, link.kv
+        if kv is None:
+            try:
+                kv = await js.key_value(self.session_bucket)
+            except nats.js.errors.BucketNotFoundError:
+                if ttl is None:
+                    return None
+                try:
+                    kv = await js.create_key_value(api.KeyValueConfig(
+                        bucket=self.session_bucket, history=1, ttl=ttl,
+                        storage=api.StorageType(self.settings["storage"]),
+                        replicas=self.settings["replicas"]))
+                except nats.js.errors.BadRequestError:  # another node created it
+                    kv = await js.key_value(self.session_bucket)
+            self._bucket_ttl = (await kv.status()).ttl or 0.0
+            link.kv = kv
+        if ttl is not None and self._bucket_ttl and ttl > self._bucket_ttl:
+            stream = f"KV_{self.session_bucket}"  # a bucket's max_age is its TTL: grow it
+            config = (await js.stream_info(stream)).config
+            if config.max_age and config.max_age < ttl:
+                config = (await js.update_stream(
+                    dataclasses.replace(config, max_age=ttl))).config
+            self._bucket_ttl = config.max_age or 0.0
+        return kv
+
+    async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
+        link = self._ready_link()
+        record = pack_session(data, time.time() + ttl)
+        for attempt in (1, 2):
+            kv = await self._bucket(link, ttl)
+            assert kv is not None
+            try:
+                await kv.put(_session_key(pid), record)
+                return
+            except nats.js.errors.NoStreamResponseError:
+                link.kv = None  # the broker lost the bucket: create it again, once
+                if attempt == 2:
+                    raise
+
+    async def take_session(self, pid: str) -> bytes | None:
+        link = self._ready_link()
+        kv = await self._bucket(link, None)
+        if kv is None:
+            return None
+        key = _session_key(pid)
+        try:
+            entry = await kv.get(key)
+            # of several takers, one deletes this revision; the others find it gone
+            await kv.delete(key, last=entry.revision)
+        except nats.js.errors.NotFoundError:
+            return None
+        except nats.js.errors.BadRequestError as exc:
+            if exc.err_code == _WRONG_LAST_SEQUENCE:
+                return None
+            raise
+        except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError):
+            link.kv = None  # the broker lost the bucket, and the sessions with it
+            return None
+        return unpack_session(entry.value or b"", time.time())
 
     def _subject(self, target: str | None) -> str:
         return self.broadcast_subject if target is None else self.node_subject(target)
+
+
+class _Acks:
+    """The stream's acks of one batch of appended entries."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.count = 0
+        """Entries appended (known once the batch is written)."""
+        self.received = 0
+        self.last_seq = 0
+        self.error: Exception | None = None
+        self.done: asyncio.Future[None] = loop.create_future()
+        self._written = False
+
+    def sent(self) -> None:
+        self._written = True
+        self._check()
+
+    def feed(self, msg: Msg) -> None:
+        self.received += 1
+        try:
+            if (msg.headers or {}).get(api.Header.STATUS) == "503":  # no responders
+                raise nats.js.errors.NoStreamResponseError
+            answer = json.loads(msg.data)
+            if "error" in answer:
+                nats.js.errors.APIError.from_error(answer["error"])  # raises it
+            self.last_seq = max(self.last_seq, int(answer["seq"]))
+        except (ValueError, KeyError, TypeError, nats.errors.Error) as exc:
+            if self.error is None:
+                self.error = exc
+        self._check()
+
+    def _check(self) -> None:
+        if self._written and self.received >= self.count and not self.done.done():
+            self.done.set_result(None)
+
+
+def _session_key(pid: str) -> str:
+    return "s" + name_token(pid)
 
 
 class _Link:
@@ -380,6 +802,35 @@ class _Link:
         self.lost = lost
         self.server = "the server"
         """host:port of the server it is (or was last) connected to, for logs."""
+        self.js: JetStreamContext = nc.jetstream()
+        self.stream_ready = False
+        """The log stream was found or created on this connection."""
+        self.kv: KeyValue | None = None
+        self.writing = asyncio.Lock()
+        """Held while a batch is handed to nats-py, which may yield meanwhile."""
+        self.revived = asyncio.Event()
+        """Set when nats-py reconnected (so the log reader replaces its consumer)."""
+        self._acks: dict[str, _Acks] = {}
+        self._ack_prefix: str | None = None
+        self._batches = itertools.count()
+
+    async def expect(self, acks: _Acks) -> str:
+        """The reply subject for appends whose stream acks go to ``acks``."""
+        if self._ack_prefix is None:
+            prefix = self.nc.new_inbox()
+            await self.nc.subscribe(f"{prefix}.*", cb=self._on_ack)
+            self._ack_prefix = prefix
+        token = str(next(self._batches))
+        self._acks[token] = acks
+        return f"{self._ack_prefix}.{token}"
+
+    def forget(self, acks: _Acks) -> None:
+        self._acks = {k: v for k, v in self._acks.items() if v is not acks}
+
+    async def _on_ack(self, msg: Msg) -> None:
+        acks = self._acks.get(msg.subject.rpartition(".")[2])
+        if acks is not None:
+            acks.feed(msg)
 
     def lose(self) -> None:
         if not self.lost.done():
@@ -412,3 +863,103 @@ class _Link:
         self.lose()
         with contextlib.suppress(Exception):
             await self.nc.close()
+
+
+class _Follower:
+    """Reads the log stream in order from one sequence through an ephemeral push
+    consumer (no acks, flow control, idle heartbeats), handing each entry to
+    ``on_entry``. A gap (a message nats-py dropped) or a consumer gone silent makes it
+    unhealthy: its owner then starts another one from ``next_seq``."""
+
+    def __init__(self, link: _Link, stream: str, start: int,
+                 on_entry: Callable[[int, bytes], Awaitable[None]],
+                 logger: logging.Logger) -> None:
+        self.link = link
+        self.logger = logger
+        self.stream = stream
+        self.next_seq = start
+        """Stream sequence of the next entry to hand over (earlier ones are skipped)."""
+        self.last_seen = time.monotonic()
+        self._on_entry = on_entry
+        self._delivered = 0  # consumer sequence of the last message received
+        self._broken = False
+        self._busy = False
+        self._sub: Subscription | None = None
+        self._name: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return not self._broken and (
+            self._busy or time.monotonic() - self.last_seen < _STALL)
+
+    async def begin(self) -> int:
+        """Create the consumer; return how many entries it had to deliver then."""
+        nc = self.link.nc
+        inbox = nc.new_inbox()
+        self._sub = await nc.subscribe(inbox, cb=self._on_message)
+        info = await self.link.js.add_consumer(self.stream, api.ConsumerConfig(
+            deliver_subject=inbox, deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=self.next_seq, ack_policy=api.AckPolicy.NONE,
+            flow_control=True, idle_heartbeat=_HEARTBEAT, mem_storage=True,
+            num_replicas=1, inactive_threshold=_STALL * 2))
+        self._name = info.name
+        self.last_seen = time.monotonic()
+        return info.num_pending or 0
+
+    async def _on_message(self, msg: Msg) -> None:
+        self.last_seen = time.monotonic()
+        if self._broken:
+            return
+        headers = msg.headers or {}
+        status = headers.get(api.Header.STATUS)
+        if status == "100":  # a heartbeat or a flow control request
+            await self._control(msg, headers)
+            return
+        try:
+            if status:
+                raise ValueError(f"status {status} {headers.get(api.Header.DESCRIPTION)}")
+            sequence = msg.metadata.sequence
+        except (ValueError, nats.errors.Error) as exc:
+            self._break(f"unexpected message ({exc})")
+            return
+        if sequence.consumer != self._delivered + 1:
+            self._break(f"message {self._delivered + 1} of the consumer missing")
+            return
+        self._delivered = sequence.consumer
+        seq = sequence.stream
+        if seq < self.next_seq:
+            return
+        self.next_seq = seq + 1
+        self._busy = True
+        try:
+            await self._on_entry(seq, msg.data)
+        finally:
+            self._busy = False
+            self.last_seen = time.monotonic()
+
+    async def _control(self, msg: Msg, headers: dict[str, str]) -> None:
+        nc = self.link.nc
+        if msg.reply:  # flow control: every message before it was handled
+            await nc.publish(msg.reply)
+        stalled = headers.get("Nats-Consumer-Stalled")
+        if stalled:
+            await nc.publish(stalled)
+        last = headers.get("Nats-Last-Consumer")
+        if last is not None and last.isdigit() and int(last) != self._delivered:
+            self._break(f"the consumer sent {last} messages, {self._delivered} arrived")
+
+    def _break(self, why: str) -> None:
+        self._broken = True
+        self.logger.warning("nats: reading stream %s: %s (at entry %d)", self.stream, why,
+                            self.next_seq)
+
+    async def stop(self) -> None:
+        self._broken = True
+        sub, self._sub = self._sub, None
+        nc = self.link.nc
+        with contextlib.suppress(Exception):
+            if sub is not None:
+                await sub.unsubscribe()
+            if self._name is not None and nc.is_connected:  # no need to wait for it
+                await nc.publish(f"{api.DEFAULT_PREFIX}.CONSUMER.DELETE.{self.stream}."
+                                 f"{self._name}")
