@@ -213,6 +213,21 @@ class Served:
         await sock.close(wait=False, abort=True, reason="transport close")
         sock.queue.put_nowait(None)
 
+    async def primed(self) -> AsyncClient:
+        """A connected client that received one event (so it has an offset)."""
+        client = AsyncClient(reconnection=False)
+        await client.connect(self.url, transports=["websocket"])
+        await self.sio.emit("ev", "x")
+        await until(lambda: client.offset() is not None)
+        return client
+
+    async def lose_and_keep(self, client: AsyncClient) -> None:
+        """Lose the client's transport; return once the session is kept."""
+        saved = self.sio.cluster.stats()["sessions_saved"]
+        await self.lose(client)
+        await until(lambda: self.sio.cluster.stats()["sessions_saved"] == saved + 1)
+        await until(lambda: not client.connected)
+
 
 async def until(predicate: Any, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
@@ -251,21 +266,14 @@ async def test_connect_handler_runs_again_without_skip_middlewares() -> None:
             seen.append((sid, served.sio.recovered(sid)))
             return not refuse
 
-        client = AsyncClient(reconnection=False)
-        await client.connect(served.url, transports=["websocket"])
-        await served.sio.emit("ev", "x")
-        await until(lambda: client.offset() is not None)
+        client = await served.primed()
         sid = client.get_sid("/")
-        await served.lose(client)
-        await until(lambda: served.sio.cluster.stats()["sessions_saved"] == 1)
-        await until(lambda: not client.connected)
+        await served.lose_and_keep(client)
         await client.connect(served.url, transports=["websocket"])
         assert client.recovered and seen == [(sid, False), (sid, True)]
         # refused on its next restore: the client is told, the session is gone
         refuse = True
-        await served.lose(client)
-        await until(lambda: served.sio.cluster.stats()["sessions_saved"] == 2)
-        await until(lambda: not client.connected)
+        await served.lose_and_keep(client)
         with pytest.raises(socketio.exceptions.ConnectionError):
             await client.connect(served.url, transports=["websocket"], wait_timeout=3)
         assert seen[-1] == (sid, True)
@@ -279,10 +287,7 @@ async def test_a_session_that_msgpack_cannot_carry_is_not_kept(
         async def connect(sid: str, environ: Any, auth: Any) -> None:
             await served.sio.save_session(sid, {"handle": object()})
 
-        client = AsyncClient(reconnection=False)
-        await client.connect(served.url, transports=["websocket"])
-        await served.sio.emit("ev", "x")
-        await until(lambda: client.offset() is not None)
+        client = await served.primed()
         sid = client.get_sid("/")
         await served.lose(client)
         await until(lambda: "cannot be kept for recovery" in caplog.text)
@@ -295,14 +300,9 @@ async def test_a_session_that_msgpack_cannot_carry_is_not_kept(
 async def test_a_restore_that_cannot_read_the_log_keeps_the_session(
         monkeypatch: pytest.MonkeyPatch) -> None:
     async with Served("putback") as served:
-        client = AsyncClient(reconnection=False)
-        await client.connect(served.url, transports=["websocket"])
-        await served.sio.emit("ev", "x")
-        await until(lambda: client.offset() is not None)
+        client = await served.primed()
         sid, pid, offset = client.get_sid("/"), client._pids["/"], client.offset()
-        await served.lose(client)
-        await until(lambda: served.sio.cluster.stats()["sessions_saved"] == 1)
-        await until(lambda: not client.connected)
+        await served.lose_and_keep(client)
         backend = served.sio.cluster.backend
         read_log = backend.read_log
 
