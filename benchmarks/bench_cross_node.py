@@ -5,12 +5,14 @@ broker's raw client library.
 Run from the repository root:
 
     python -m benchmarks.bench_cross_node [--backend redis|rabbitmq|nats|kafka|postgres|all]
-        [--events 20000] [--latency-events 2000] [--url URL]
+        [--events 20000] [--latency-events 2000] [--url URL] [--recovery]
         [--json benchmarks/results/{backend}.json]
 
 Without ``--url`` the broker is started from its local binary (see
 conformance/brokers.py) and stopped at the end. ``--backend all`` runs every backend in
-turn, each on its own broker, and ends with one summary table. Every server node is its
+turn, each on its own broker, and ends with one summary table. ``--recovery`` adds the
+``recovery`` scenario: the ``cluster`` scenario with connection state recovery on
+(``socketio_adapters.AsyncServer`` and ``AsyncClient``). Every server node is its
 own process (``python -m benchmarks.node``); this process hosts the python-socketio
 client, triggers the nodes over HTTP and measures. See benchmarks/README.md for what is
 measured and how.
@@ -45,12 +47,19 @@ from typing import Any
 import aiohttp
 import socketio
 
+import socketio_adapters
+
+from .node import RECOVERY_OPTIONS
 from .raw_clients import RAW_CLIENTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = str(REPO_ROOT / "benchmarks" / "results" / "{backend}.json")
-SOCKET_SCENARIOS = ("single", "cluster", "pysio")
+SOCKET_SCENARIOS = ("single", "cluster", "recovery", "pysio")
 ALL_SCENARIOS = (*SOCKET_SCENARIOS, "raw")
+OPT_IN_SCENARIOS = ("recovery",)
+"""Run only when asked for (``--recovery`` or ``--scenarios``)."""
+NODE_MODES = {"recovery": "cluster-recovery"}
+"""Scenario -> ``benchmarks.node --mode`` where they differ."""
 
 
 @dataclass(frozen=True)
@@ -69,12 +78,18 @@ class BackendSpec:
 
     @property
     def scenarios(self) -> tuple[str, ...]:
+        """Every scenario this backend can run (opt-in ones included)."""
         return tuple(s for s in ALL_SCENARIOS if s != "pysio" or self.pysio)
+
+    @property
+    def default_scenarios(self) -> tuple[str, ...]:
+        return tuple(s for s in self.scenarios if s not in OPT_IN_SCENARIOS)
 
     def labels(self) -> dict[str, str]:
         """Scenario key -> table label, in table order."""
         labels = {"single": "single node, no manager (baseline)",
-                  "cluster": "socketio_adapters cluster (A -> B)"}
+                  "cluster": "socketio_adapters cluster (A -> B)",
+                  "recovery": "socketio_adapters cluster, recovery on"}
         if self.pysio:
             labels["pysio"] = f"python-socketio {self.pysio} (A -> B)"
         return labels | RAW_CLIENTS[self.kind].labels()
@@ -238,10 +253,14 @@ class Control:
 
 class Receiver:
     """A python-socketio client (websocket) that counts ``e`` events and records the
-    latency of ``lat`` events."""
+    latency of ``lat`` events. With ``recovering``, it is
+    ``socketio_adapters.AsyncClient``, which strips the log offset that a server with
+    connection state recovery appends to every event."""
 
-    def __init__(self) -> None:
-        self.sio: Any = socketio.AsyncClient(reconnection=False)
+    def __init__(self, recovering: bool = False) -> None:
+        self.recovering = recovering
+        self.sio: Any = (socketio_adapters.AsyncClient(reconnection=False) if recovering
+                         else socketio.AsyncClient(reconnection=False))
         self.count = 0
         self.last: float | None = None
         self.next_i = 0
@@ -425,8 +444,8 @@ class Config:
 
 
 def node_cmd(mode: str, config: Config, channel: str) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.node", "--mode", mode, "--backend",
-            config.backend, "--url", config.url, "--channel", channel]
+    return [sys.executable, "-m", "benchmarks.node", "--mode", NODE_MODES.get(mode, mode),
+            "--backend", config.backend, "--url", config.url, "--channel", channel]
 
 
 async def start_socket_nodes(mode: str, config: Config,
@@ -455,6 +474,9 @@ async def warm_up(mode: str, ctl: Control, a: Child, receiver: Receiver,
             if receiver.warm:
                 break
             await asyncio.sleep(0.02)
+    if receiver.recovering and receiver.sio.offset() is None:
+        raise BenchError(f"{mode}: the warm-up event carried no log offset (is "
+                         "connection state recovery on?)")
     if config.warmup:
         await emit_and_count(mode, ctl, a, receiver, config.warmup, config)
 
@@ -510,7 +532,7 @@ async def measure_latency(mode: str, ctl: Control, a: Child, receiver: Receiver,
 async def run_socket_scenario(mode: str, config: Config, ctl: Control,
                               children: Children) -> dict[str, Any]:
     a, b = await start_socket_nodes(mode, config, children)
-    receiver = Receiver()
+    receiver = Receiver(recovering=mode == "recovery")
     try:
         await receiver.connect(b)
         await warm_up(mode, ctl, a, receiver, config)
@@ -654,7 +676,7 @@ async def profile_scenario(mode: str, kind: str, outdir: Path, config: Config,
     _make_dir(outdir)
     a, b = await start_socket_nodes(mode, config, children)
     nodes = [(a, "node")] if a is b else [(a, "A"), (b, "B")]
-    receiver = Receiver()
+    receiver = Receiver(recovering=mode == "recovery")
     reports: list[str] = []
     spies: list[tuple[Child, Path]] = []
     try:
@@ -799,6 +821,13 @@ def compute_ratios(spec: BackendSpec, scenarios: dict[str, Any]) -> dict[str, di
     if spec.pysio:
         specs.insert(1, ("cluster_vs_pysio_throughput", ratio(t("cluster"), t("pysio")), ">=",
                          spec.pysio_target))
+    if "recovery" in scenarios:
+        specs += [
+            ("recovery_vs_cluster_throughput", ratio(t("recovery"), t("cluster")), ">=",
+             None),
+            ("recovery_vs_cluster_p50_latency",
+             ratio(p50(scenarios, "recovery"), p50(scenarios, "cluster")), "<=", None),
+        ]
     out: dict[str, dict[str, Any]] = {}
     for name, value, op, target in specs:
         met = None
@@ -820,6 +849,8 @@ def table(spec: BackendSpec, scenarios: dict[str, Any], ratios: dict[str, dict[s
     yield "-" * len(header)
     for name, label in spec.labels().items():
         entry = scenarios.get(name)
+        if entry is None and name in OPT_IN_SCENARIOS:
+            continue
         if entry is None:
             yield f"{label:<45} {'(not run or failed)':>30}"
             continue
@@ -854,6 +885,17 @@ SUMMARY_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], float | None], str]
 )
 
 
+RECOVERY_COLUMNS: tuple[tuple[str, Callable[[dict[str, Any]], float | None], str], ...] = (
+    ("cluster/s", lambda r: tput(r["scenarios"], "cluster"), ",.0f"),
+    ("recovery/s", lambda r: tput(r["scenarios"], "recovery"), ",.0f"),
+    ("r/c", lambda r: _ratio_value(r, "recovery_vs_cluster_throughput"), ".2f"),
+    ("p50 cluster", lambda r: p50(r["scenarios"], "cluster"), ".3f"),
+    ("p50 recov", lambda r: p50(r["scenarios"], "recovery"), ".3f"),
+    ("p50 r/c", lambda r: _ratio_value(r, "recovery_vs_cluster_p50_latency"), ".2f"),
+)
+"""The second summary table, when the ``recovery`` scenario ran."""
+
+
 def _batch_key(result: dict[str, Any]) -> str:
     return f"raw_{RAW_CLIENTS[result['backend']].batch_variant}"
 
@@ -864,10 +906,22 @@ def _ratio_value(result: dict[str, Any], name: str) -> float | None:
 
 
 def summary_table(results: dict[str, dict[str, Any]]) -> Iterator[str]:
-    """One line per backend: throughputs (events/s, medians), ratios, p50 in ms."""
+    """One line per backend: throughputs (events/s, medians), ratios, p50 in ms; then,
+    if the ``recovery`` scenario ran, recovery on against off."""
     yield ""
     yield "Summary across backends (throughput: median events/s; latency: p50 ms)"
-    header = f"{'backend':<9}" + "".join(f" {name:>11}" for name, _, _ in SUMMARY_COLUMNS)
+    yield from _summary_rows(results, SUMMARY_COLUMNS)
+    yield "cluster/single throughput targets: " + ", ".join(
+        f"{kind} >= {BACKENDS[kind].single_target}" for kind in results)
+    if any("recovery" in r.get("scenarios", {}) for r in results.values()):
+        yield ""
+        yield "Connection state recovery on (recovery) against off (cluster)"
+        yield from _summary_rows(results, RECOVERY_COLUMNS)
+
+
+def _summary_rows(results: dict[str, dict[str, Any]], columns: tuple[
+        tuple[str, Callable[[dict[str, Any]], float | None], str], ...]) -> Iterator[str]:
+    header = f"{'backend':<9}" + "".join(f" {name:>11}" for name, _, _ in columns)
     yield header
     yield "-" * len(header)
     for kind, result in results.items():
@@ -875,10 +929,8 @@ def summary_table(results: dict[str, dict[str, Any]]) -> Iterator[str]:
             yield f"{kind:<9} failed: {result.get('errors')}"
             continue
         cells = [f"{'-' if v is None else format(v, fmt):>11}"
-                 for v, fmt in ((fn(result), fmt) for _, fn, fmt in SUMMARY_COLUMNS)]
+                 for v, fmt in ((fn(result), fmt) for _, fn, fmt in columns)]
         yield f"{kind:<9} " + " ".join(cells)
-    yield "cluster/single throughput targets: " + ", ".join(
-        f"{kind} >= {BACKENDS[kind].single_target}" for kind in results)
 
 
 # ---------------------------------------------------------------------- main
@@ -918,8 +970,11 @@ async def run_profile(args: argparse.Namespace, config: Config, ctl: Control,
 
 def scenarios_for(args: argparse.Namespace, spec: BackendSpec) -> tuple[str, ...]:
     chosen: tuple[str, ...] = args.scenarios if args.scenarios is not None \
-        else spec.scenarios
-    return tuple(s for s in chosen if s in spec.scenarios)
+        else spec.default_scenarios
+    if args.recovery and "recovery" not in chosen:
+        chosen = (*chosen, "recovery")
+    # table order (recovery right after cluster), whatever order they were given in
+    return tuple(s for s in spec.scenarios if s in chosen)
 
 
 async def run_all(args: argparse.Namespace, config: Config,
@@ -950,7 +1005,8 @@ async def run_all(args: argparse.Namespace, config: Config,
                    "repeats": config.repeats, "latency_interval_s": args.interval,
                    "warmup_events": args.warmup, "transport": "websocket",
                    "raw_each_events": config.spec.raw_each_events,
-                   "url_given": args.url is not None, "scenarios": list(names)},
+                   "url_given": args.url is not None, "scenarios": list(names),
+                   "recovery_options": RECOVERY_OPTIONS if "recovery" in names else None},
         "environment": environment(config),
         "scenarios": scenarios,
         "ratios": ratios,
@@ -996,7 +1052,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "{backend} replaced by the backend); '-' for none")
     parser.add_argument("--scenarios", default=None,
                         help=f"comma-separated subset of {','.join(ALL_SCENARIOS)} "
-                             "(default: all the backend has; pysio: redis and rabbitmq)")
+                             "(default: all the backend has but recovery; pysio: redis "
+                             "and rabbitmq)")
+    parser.add_argument("--recovery", action="store_true",
+                        help="also run the recovery scenario: cluster with connection "
+                             "state recovery on (events through the durable log)")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds a run may take before it is declared failed")
     parser.add_argument("--stall", type=float, default=10.0,

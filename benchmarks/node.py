@@ -1,6 +1,6 @@
 """One process of the cross-node benchmark, started by :mod:`benchmarks.bench_cross_node`.
 
-    python -m benchmarks.node --mode single|cluster|pysio|raw-pub|raw-sub
+    python -m benchmarks.node --mode single|cluster|cluster-recovery|pysio|raw-pub|raw-sub
         [--backend redis|rabbitmq|nats|kafka|postgres] [--url URL] [--channel NAME]
         [--port 0]
 
@@ -10,6 +10,11 @@ Socket.IO modes serve python-socketio on an aiohttp app bound to 127.0.0.1:
     a plain ``socketio.AsyncServer`` (python-socketio's in-process manager): the baseline;
 ``cluster``
     ``socketio_adapters.create_manager(url + "?channel=...")``, started with the app;
+``cluster-recovery``
+    the same manager under ``socketio_adapters.AsyncServer`` with
+    ``connection_state_recovery={"max_disconnection_duration": 120}``: every emit goes
+    through the backend's durable log and carries its offset (clients must be
+    ``socketio_adapters.AsyncClient``, which strips it);
 ``pysio``
     python-socketio's own manager for the backend: ``socketio.AsyncRedisManager``
     (redis) or ``socketio.AsyncAioPikaManager`` (rabbitmq).
@@ -62,9 +67,12 @@ from aiohttp import web
 
 from .raw_clients import BATCH, RAW_CLIENTS, RawClient, raw_client
 
-__all__ = ["MODES", "PYSIO_MANAGERS", "BenchNode", "with_channel"]
+__all__ = ["MODES", "PYSIO_MANAGERS", "RECOVERY_OPTIONS", "BenchNode", "with_channel"]
 
-SOCKET_MODES = ("single", "cluster", "pysio")
+SOCKET_MODES = ("single", "cluster", "cluster-recovery", "pysio")
+CLUSTER_MODES = ("cluster", "cluster-recovery")
+RECOVERY_OPTIONS = {"max_disconnection_duration": 120}
+"""``connection_state_recovery`` of the ``cluster-recovery`` mode."""
 RAW_MODES = ("raw-pub", "raw-sub")
 MODES = SOCKET_MODES + RAW_MODES
 HOST = "127.0.0.1"
@@ -154,13 +162,18 @@ class BenchNode:
     def _setup_socketio(self) -> None:
         if self.mode == "single":
             self.sio = socketio.AsyncServer(async_mode="aiohttp")
-        elif self.mode == "cluster":
-            from socketio_adapters import create_manager
+        elif self.mode in CLUSTER_MODES:
+            from socketio_adapters import AsyncServer, create_manager
             from socketio_adapters.lifecycle import attach_aiohttp
 
             manager = create_manager(with_channel(self.url, self.channel))
             self.manager = manager
-            self.sio = socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")
+            if self.mode == "cluster":
+                self.sio = socketio.AsyncServer(client_manager=manager,
+                                                async_mode="aiohttp")
+            else:
+                self.sio = AsyncServer(manager, async_mode="aiohttp",
+                                       connection_state_recovery=RECOVERY_OPTIONS)
             attach_aiohttp(self.app, manager)
         else:
             self.manager = PYSIO_MANAGERS[self.backend](self.url, self.channel)
@@ -204,7 +217,7 @@ class BenchNode:
             try:
                 await loop(job)
                 job.loop_done = time.monotonic()
-                if self.mode == "cluster":
+                if self.mode in CLUSTER_MODES:
                     await self.manager.flush()
                 job.flushed = time.monotonic()
             except Exception as exc:
@@ -279,7 +292,7 @@ class BenchNode:
             await self._raw().publish(msgpack.packb({"warm": True}))
         elif self.mode in SOCKET_MODES:
             await self.sio.emit("warm", {"t": time.monotonic()})
-            if self.mode == "cluster":
+            if self.mode in CLUSTER_MODES:
                 await self.manager.flush()
         return web.json_response({"ok": True})
 
@@ -288,7 +301,7 @@ class BenchNode:
         if self.sio is not None:
             report["clients"] = len(self.sio.eio.sockets)
         report["job"] = None if self.job is None else self.job.report()
-        if self.mode == "cluster":
+        if self.mode in CLUSTER_MODES:
             report["manager"] = self.manager.stats()
         return web.json_response(report)
 

@@ -1,0 +1,533 @@
+"""Connection state recovery: how long a client that missed 1,000 events takes to get
+them back, per backend.
+
+Run from the repository root:
+
+    python -m benchmarks.bench_recovery [--backend memory|redis|rabbitmq|nats|kafka|postgres|all]
+        [--missed 1000] [--repeats 5] [--warmup 1] [--transport websocket[,polling]]
+        [--url URL] [--json benchmarks/results/recovery-{backend}.json]
+
+Two server nodes, A and B (``socketio_adapters.AsyncServer`` with
+``connection_state_recovery`` on one manager URL, each its own aiohttp server in this
+process), and ``socketio_adapters.AsyncClient`` clients. Each repetition:
+
+1. a fresh client connects to A, joins room ``r`` and receives one event (so it has an
+   offset to come back with);
+2. A drops its transport server-side, as a lost network would (the same steps as
+   ``Scenario.drop`` in conformance/test_recovery.py), and the session is saved;
+3. B emits ``--missed`` events to room ``r`` (``await sio.emit("ev", i, to="r")``),
+   flushes its manager, and a watcher client on B (in the room too) receives all of
+   them live, so every missed event is in the log and read back by B;
+4. the clock starts just before ``client.connect(B)``, and stops when the client's
+   handler gets the last missed event. The client must get all of them, in order, once,
+   with ``client.recovered`` true.
+
+See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from socketio_adapters import AsyncClient, AsyncServer, ClusterManager, create_manager
+
+from .node import with_channel
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_JSON = str(REPO_ROOT / "benchmarks" / "results" / "recovery-{backend}.json")
+BACKENDS = ("memory", "redis", "rabbitmq", "nats", "kafka", "postgres")
+TRANSPORTS = ("websocket", "polling")
+ROOM = "r"
+RECOVERY_OPTIONS = {"max_disconnection_duration": 120}
+STEP_TIMEOUT = 60.0
+"""Seconds any one step (a connect, the missed events, a live delivery) may take."""
+
+
+class BenchError(RuntimeError):
+    """A repetition could not be measured (events lost or out of order, no restore)."""
+
+
+# ---------------------------------------------------------------------- nodes
+
+
+class Node:
+    """One server node: ``socketio_adapters.AsyncServer`` with recovery on, on an
+    aiohttp server bound to a free loopback port. Clients may send ``join`` (a room)."""
+
+    def __init__(self, name: str, url: str) -> None:
+        self.name = name
+        self.manager: ClusterManager = create_manager(url)
+        self.sio = AsyncServer(self.manager, async_mode="aiohttp",
+                               connection_state_recovery=RECOVERY_OPTIONS)
+        self.app = web.Application()
+        self.sio.attach(self.app)
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+        self.take_seconds: list[float] = []
+        """How long each ``recovery_take`` took here (the saved session taken, the
+        missed entries read from the log and filtered)."""
+        take = self.manager.recovery_take
+
+        async def timed_take(namespace: str, pid: str, offset: str) -> Any:
+            began = time.monotonic()
+            try:
+                return await take(namespace, pid, offset)
+            finally:
+                self.take_seconds.append(time.monotonic() - began)
+
+        self.manager.recovery_take = timed_take  # type: ignore[method-assign]
+
+        async def join(sid: str, room: str) -> bool:
+            await self.sio.enter_room(sid, room)
+            return True
+
+        self.sio.on("join", join)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        await self.manager.start()
+        self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=0.5)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        server: Any = site._server
+        if server is None or not server.sockets:
+            raise RuntimeError("aiohttp did not bind a socket")
+        self.port = int(server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*(sock.close(wait=False)
+                                   for sock in list(self.sio.eio.sockets.values())),
+                                 return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.manager.stop(), 15)
+        if self.runner is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.runner.cleanup(), 10)
+            self.runner = None
+
+    async def drop(self, client: Client) -> None:
+        """Lose ``client``'s transport server-side (as a dropped network does) and wait
+        until this node kept the session (conformance's ``Scenario.drop``)."""
+        recovery = self.manager.recovery
+        if recovery is None:
+            raise BenchError("recovery is not on")
+        saved = recovery.saved
+        eio_sid = client.sio.eio.sid
+        sock = self.sio.eio.sockets.get(eio_sid)
+        if sock is None:
+            raise BenchError(f"the client is not connected to node {self.name}")
+        await sock.close(wait=False, abort=True, reason=self.sio.reason.TRANSPORT_CLOSE)
+        sock.queue.put_nowait(None)  # ends the websocket, or the long-poll, now
+        await asyncio.wait_for(client.disconnected.wait(), 10)
+        deadline = time.monotonic() + 10
+        while recovery.saved == saved:
+            if time.monotonic() > deadline:
+                raise BenchError("the server did not keep the session within 10s")
+            await asyncio.sleep(0.005)
+
+
+# ---------------------------------------------------------------------- clients
+
+
+class Client:
+    """A ``socketio_adapters.AsyncClient`` recording when each ``ev`` arrives. It uses
+    the bench's HTTP session (python-engineio's client does not close the one it makes
+    itself when the server drops its transport)."""
+
+    def __init__(self, expected: int, http: aiohttp.ClientSession) -> None:
+        self.sio: Any = AsyncClient(reconnection=False, http_session=http)
+        self.expected = expected
+        self.values: list[Any] = []
+        self.times: list[float] = []
+        self.hello = asyncio.Event()
+        self.all_in = asyncio.Event()
+        self.disconnected = asyncio.Event()
+        self.sio.on("ev", self._on_event)
+        self.sio.on("hello", self._on_hello)
+        self.sio.on("disconnect", self._on_disconnect)
+
+    def reset(self) -> None:
+        self.values = []
+        self.times = []
+        self.all_in.clear()
+
+    def _on_event(self, value: Any) -> None:
+        self.times.append(time.monotonic())
+        self.values.append(value)
+        if len(self.values) >= self.expected:
+            self.all_in.set()
+
+    def _on_hello(self, value: Any) -> None:
+        self.hello.set()
+
+    def _on_disconnect(self, reason: Any = None) -> None:
+        self.disconnected.set()
+
+    async def connect(self, node: Node, transport: str) -> None:
+        self.disconnected.clear()
+        await self.sio.connect(node.url, transports=[transport], wait_timeout=10)
+
+    async def join(self, room: str) -> None:
+        if await self.sio.call("join", room, timeout=10) is not True:
+            raise BenchError(f"could not join {room}")
+
+    async def wait_all(self, what: str) -> None:
+        try:
+            await asyncio.wait_for(self.all_in.wait(), STEP_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise BenchError(f"{what}: {len(self.values)} of {self.expected} events "
+                             f"arrived within {STEP_TIMEOUT:g}s") from None
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.sio.disconnect(), 5)
+
+
+# ---------------------------------------------------------------------- one repetition
+
+
+@dataclass
+class Bench:
+    backend: str
+    url: str
+    missed: int
+    nodes: list[Node] = field(default_factory=list)
+    watchers: dict[str, Client] = field(default_factory=dict)
+    http: aiohttp.ClientSession | None = None
+
+    @property
+    def a(self) -> Node:
+        return self.nodes[0]
+
+    @property
+    def b(self) -> Node:
+        return self.nodes[1]
+
+    async def start(self) -> None:
+        channel = f"bench-recovery-{secrets.token_hex(4)}"
+        url = with_channel(self.url, channel)
+        self.http = aiohttp.ClientSession()
+        self.nodes = [Node("A", url), Node("B", url)]
+        for node in self.nodes:
+            await node.start()
+
+    async def watcher(self, transport: str) -> Client:
+        """A client on B in the room, to see B deliver every missed event live."""
+        watcher = self.watchers.get(transport)
+        if watcher is None:
+            watcher = Client(self.missed, self._http())
+            await watcher.connect(self.b, transport)
+            await watcher.join(ROOM)
+            self.watchers[transport] = watcher
+        return watcher
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self.http is None:
+            raise RuntimeError("the bench is not started")
+        return self.http
+
+    async def stop(self) -> None:
+        for watcher in self.watchers.values():
+            await watcher.close()
+        for node in self.nodes:
+            await node.stop()
+        if self.http is not None:
+            await self.http.close()
+
+    async def repetition(self, transport: str) -> dict[str, Any]:
+        watcher = await self.watcher(transport)
+        client = Client(self.missed, self._http())
+        try:
+            # 1. a client on A in the room, with one event received
+            fresh = time.monotonic()
+            await client.connect(self.a, transport)
+            fresh_connect = time.monotonic() - fresh
+            await client.join(ROOM)
+            sid = client.sio.get_sid()
+            await self.a.sio.emit("hello", "hi", to=sid)
+            await asyncio.wait_for(client.hello.wait(), 10)
+            if client.sio.offset() is None:
+                raise BenchError("the first event carried no offset")
+            # 2. its transport lost
+            await self.a.drop(client)
+            # 3. what it misses, emitted on B, flushed, and delivered live on B
+            watcher.reset()
+            began = time.monotonic()
+            for i in range(self.missed):
+                await self.b.sio.emit("ev", i, to=ROOM)
+            emitted = time.monotonic()
+            await self.b.manager.flush()
+            flushed = time.monotonic()
+            await watcher.wait_all("live delivery to the watcher on B")
+            live_last = watcher.times[-1]
+            # 4. back, on B
+            client.reset()
+            self.b.take_seconds.clear()
+            start = time.monotonic()
+            await client.connect(self.b, transport)
+            connected = time.monotonic()
+            await client.wait_all("missed events after the reconnect")
+            if not client.sio.recovered:
+                raise BenchError("the session was not restored (recovered is false)")
+            if client.sio.get_sid() != sid:
+                raise BenchError("the restored session has another sid")
+            if client.values[:self.missed] != list(range(self.missed)):
+                raise BenchError("missed events out of order or repeated")
+            await asyncio.sleep(0.1)
+            if len(client.values) != self.missed:
+                raise BenchError(f"{len(client.values) - self.missed} extra events after "
+                                 "the missed ones")
+            last = client.times[self.missed - 1]
+            if len(self.b.take_seconds) != 1:
+                raise BenchError(f"{len(self.b.take_seconds)} session takes on B")
+            return {
+                "recover_ms": 1000 * (last - start),
+                "connect_ms": 1000 * (connected - start),
+                "take_ms": 1000 * self.b.take_seconds[0],
+                "fresh_connect_ms": 1000 * fresh_connect,
+                "first_event_ms": 1000 * (client.times[0] - start),
+                "emit_loop_ms": 1000 * (emitted - began),
+                "emit_flushed_ms": 1000 * (flushed - began),
+                "live_delivery_ms": 1000 * (live_last - began),
+            }
+        finally:
+            await client.close()
+
+
+def summarize(runs: list[dict[str, Any]], key: str) -> dict[str, float]:
+    values = [r[key] for r in runs]
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+SUMMARY_KEYS = ("recover_ms", "connect_ms", "take_ms", "fresh_connect_ms",
+                "first_event_ms", "live_delivery_ms", "emit_flushed_ms")
+
+
+async def run_backend_async(args: argparse.Namespace, kind: str,
+                            url: str) -> dict[str, Any]:
+    bench = Bench(kind, url, args.missed)
+    results: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    began = time.monotonic()
+    try:
+        await bench.start()
+        for transport in args.transports:
+            runs: list[dict[str, Any]] = []
+            try:
+                for rep in range(args.warmup + args.repeats):
+                    run = await bench.repetition(transport)
+                    measured = rep >= args.warmup
+                    label = f"run {rep - args.warmup + 1}" if measured else "warm-up"
+                    print(f"  {kind} {transport} {label}: recovered {args.missed} events "
+                          f"in {run['recover_ms']:8.1f} ms (CONNECT after "
+                          f"{run['connect_ms']:.1f} ms, of which take "
+                          f"{run['take_ms']:.1f} ms; a fresh connect takes "
+                          f"{run['fresh_connect_ms']:.1f} ms; first event after "
+                          f"{run['first_event_ms']:.1f} ms; live delivery of the same "
+                          f"events took {run['live_delivery_ms']:.1f} ms)", flush=True)
+                    if measured:
+                        runs.append(run)
+            except (BenchError, asyncio.TimeoutError, OSError) as exc:
+                errors[transport] = f"{type(exc).__name__}: {exc}"
+                print(f"  ERROR ({kind} {transport}): {errors[transport]}",
+                      file=sys.stderr, flush=True)
+            if runs:
+                results[transport] = {"runs": runs} | {
+                    key: summarize(runs, key) for key in SUMMARY_KEYS}
+    finally:
+        await bench.stop()
+    return {
+        "benchmark": "bench_recovery",
+        "backend": kind,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "config": {"missed": args.missed, "repeats": args.repeats, "warmup": args.warmup,
+                   "transports": list(args.transports), "room": ROOM,
+                   "recovery_options": RECOVERY_OPTIONS, "url_given": args.url is not None,
+                   "nodes": "two socketio_adapters.AsyncServer nodes in one process"},
+        "environment": environment(),
+        "transports": results,
+        "errors": errors,
+        "seconds": time.monotonic() - began,
+    }
+
+
+def run_backend(args: argparse.Namespace, kind: str) -> dict[str, Any]:
+    """One backend on its own broker (started here unless ``--url``), stopped whatever
+    happens."""
+    broker: Any = None
+    result: dict[str, Any] = {"backend": kind, "errors": {}}
+    try:
+        url = args.url
+        if url is None and kind == "memory":
+            url = f"memory://bench-recovery-{secrets.token_hex(4)}"
+        elif url is None:
+            from conformance.brokers import broker_for
+
+            broker = broker_for(kind)
+            try:
+                broker.start()
+            except BaseException:
+                broker.stop()
+                broker = None
+                raise
+            url = str(broker.url)
+            print(f"{kind} broker started at {url} in {broker.start_seconds:.1f}s",
+                  flush=True)
+        result = asyncio.run(run_backend_async(args, kind, url))
+    except Exception as exc:  # the broker did not start, ...: the next backend still runs
+        result["errors"]["backend"] = f"{type(exc).__name__}: {exc}"
+        print(f"{kind}: ERROR: {exc}", file=sys.stderr, flush=True)
+    finally:
+        if broker is not None:
+            broker.stop()
+    return result
+
+
+# ---------------------------------------------------------------------- report
+
+
+def environment() -> dict[str, Any]:
+    def version(dist: str) -> str | None:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    def git(*cmd: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *cmd], cwd=REPO_ROOT, capture_output=True,
+                                 text=True, timeout=10, check=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip()
+
+    packages = {d: version(d) for d in (
+        "python-socketio", "python-engineio", "redis", "hiredis", "aio-pika", "aiormq",
+        "nats-py", "aiokafka", "asyncpg", "aiohttp", "msgpack")}
+    return {"python": platform.python_version(), "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "packages": packages,
+            "git_commit": git("rev-parse", "HEAD"),
+            "git_dirty": bool(git("status", "--porcelain"))}
+
+
+def table(results: dict[str, dict[str, Any]], missed: int) -> list[str]:
+    lines = ["", f"Time to recover a client that missed {missed:,} events (ms; median, "
+             "min, max over the runs)",
+             f"{'backend':<9} {'transport':<10} {'recover':>9} {'min':>9} {'max':>9} "
+             f"{'take':>9} {'1st event':>9} {'fresh':>9} {'live':>9}"]
+    lines.append("-" * len(lines[-1]))
+    for kind, result in results.items():
+        transports = result.get("transports") or {}
+        if not transports:
+            lines.append(f"{kind:<9} failed: {result.get('errors')}")
+            continue
+        for transport, entry in transports.items():
+            rec = entry["recover_ms"]
+            lines.append(
+                f"{kind:<9} {transport:<10} {rec['median']:>9.1f} {rec['min']:>9.1f} "
+                f"{rec['max']:>9.1f} {entry['take_ms']['median']:>9.1f} "
+                f"{entry['first_event_ms']['median']:>9.1f} "
+                f"{entry['fresh_connect_ms']['median']:>9.1f} "
+                f"{entry['live_delivery_ms']['median']:>9.1f}")
+        for transport, error in result.get("errors", {}).items():
+            lines.append(f"{kind:<9} {transport:<10} failed: {error}")
+    lines.append("recover: reconnect call -> last missed event; take: B's recovery_take "
+                 "(session taken, log read, filtered); 1st event: reconnect call -> first "
+                 "missed event; fresh: a first connect to A (no restore); live: B's emit "
+                 "loop start -> the watcher on B got the same events live")
+    return lines
+
+
+def write_json(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    if args.json == "-" or not result.get("transports"):
+        return
+    path = Path(args.json.replace("{backend}", result["backend"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"results written to {path}")
+
+
+class Interrupted(BaseException):
+    """SIGTERM: stop, stopping the broker."""
+
+
+def _on_sigterm(_signum: int, _frame: Any) -> None:
+    raise Interrupted
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_recovery", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=(*BACKENDS, "all"), default="redis",
+                        help="which backend (default redis); 'all' runs each in turn")
+    parser.add_argument("--missed", type=int, default=1000,
+                        help="events the client misses (default 1000)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="measured repetitions per transport (default 5)")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="unreported repetitions first (default 1)")
+    parser.add_argument("--transport", default="websocket",
+                        help="comma-separated: websocket, polling (default websocket)")
+    parser.add_argument("--url", default=None,
+                        help="use this broker instead of starting a local one "
+                             "(not with --backend all)")
+    parser.add_argument("--json", default=DEFAULT_JSON,
+                        help=f"where to write the results (default {DEFAULT_JSON}, "
+                             "{backend} replaced by the backend); '-' for none")
+    args = parser.parse_args(argv)
+    args.transports = tuple(t.strip() for t in args.transport.split(",") if t.strip())
+    unknown = [t for t in args.transports if t not in TRANSPORTS]
+    if unknown or not args.transports:
+        parser.error(f"--transport: choose from {', '.join(TRANSPORTS)}")
+    if args.backend == "all" and args.url is not None:
+        parser.error("--url needs one --backend, not all")
+    if args.missed < 1 or args.repeats < 1 or args.warmup < 0:
+        parser.error("--missed and --repeats must be at least 1, --warmup at least 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    kinds = BACKENDS if args.backend == "all" else (args.backend,)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for kind in kinds:
+            print(f"{kind}: recovering {args.missed} missed events", flush=True)
+            results[kind] = run_backend(args, kind)
+            write_json(args, results[kind])
+    except (KeyboardInterrupt, Interrupted):
+        print("interrupted", file=sys.stderr)
+        return 130
+    for line in table(results, args.missed):
+        print(line)
+    return 1 if any(r["errors"] for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
