@@ -203,9 +203,13 @@ def new_pid() -> str:
     return secrets.token_urlsafe(18)
 
 
-_POLL_BACKLOG = 8
-"""Packets queued for a long-polling client before a restore waits for it to fetch
-them (python-engineio's client rejects a response of more than 16 packets)."""
+_POLL_BACKLOG = 12
+"""Packets queued for a long-polling client before a restore waits for its next poll
+to take them (python-engineio's client rejects a response of more than 16 packets;
+the margin leaves room for pings and live events)."""
+_YIELD_EVERY = 64
+"""Missed events queued for a websocket client between two yields to the event loop,
+so that a long catch-up neither stalls the node nor delays the first packets."""
 
 
 class Recovery:
@@ -218,6 +222,7 @@ class Recovery:
         self.held: set[str] = set()
         """Sids being restored: live deliveries skip them (their tail carries on)."""
         self._claims: dict[str, asyncio.Future[tuple[str, Tail]]] = {}
+        self._queued = 0
         self.saved = 0
         self.restored = 0
 
@@ -421,10 +426,18 @@ class Recovery:
         sock = server.eio.sockets.get(eio_sid)
         if sock is None or sock.closed:
             raise ConnectionError("the restored client went away")
-        while not sock.upgraded and sock.queue.qsize() >= _POLL_BACKLOG:
+        if not sock.upgraded and sock.queue.qsize() >= _POLL_BACKLOG:
+            # wait for the client's next poll to take what is queued
+            try:
+                await asyncio.wait_for(sock.queue.join(), self.manager.request_timeout)
+            except asyncio.TimeoutError:
+                raise ConnectionError("the restored client stopped polling") from None
             if sock.closed:
                 raise ConnectionError("the restored client went away")
-            await asyncio.sleep(0.005)
+        else:
+            self._queued += 1
+            if self._queued % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
         await server._send_packet(eio_sid, server.packet_class(
             sio_packet.EVENT, namespace=message.nsp,
             data=[*message.data["packet"], offset]))
