@@ -138,7 +138,13 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
             await manager.disconnect(sid, namespace, ignore_queue=True)
             return
         except ConnectionError:
-            return  # the client left while catching up; its transport close follows
+            # the client left while catching up: if its transport close came before
+            # the socket was registered, nothing else will disconnect it (and keep
+            # its session again for the next attempt)
+            sock = self.eio.sockets.get(eio_sid)
+            if manager.is_connected(sid, namespace) and (sock is None or sock.closed):
+                await self._handle_disconnect(eio_sid, namespace, "transport close")
+            return
         self.logger.info("restored %s [%s]", sid, namespace)
 
     async def _refused(self, namespace: str, sid: str, eio_sid: str,
