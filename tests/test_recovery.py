@@ -341,3 +341,21 @@ async def test_attach_aiohttp_keeps_sessions_when_the_app_stops() -> None:
     await runner.cleanup()
     assert manager.stats()["sessions_saved"] == 1
     await until(lambda: not client.connected)
+
+
+async def test_the_cluster_api_is_on_the_server() -> None:
+    async with Served("api") as served:
+        client = await served.primed()
+        sio = served.sio
+        sid = client.get_sid("/")
+        assert await sio.server_count() == 1
+        assert [s.sid for s in await sio.fetch_sockets()] == [sid]
+        await sio.sockets_join("vip", to=sid)
+        assert [s.sid for s in await sio.fetch_sockets(to="vip")] == [sid]
+        await sio.sockets_leave("vip")
+        assert await sio.fetch_sockets(to="vip") == []
+        client.on("poll", lambda *args: "yes")
+        assert await sio.emit_with_ack("poll", timeout=5) == ["yes"]
+        assert await sio.server_side_emit_with_ack("nobody-listens") == []
+        await sio.disconnect_sockets(to=sid)
+        await until(lambda: not client.connected)
