@@ -4,18 +4,23 @@ conformance suite runs it against a real RabbitMQ."""
 from __future__ import annotations
 
 import socket
+from types import SimpleNamespace
+from typing import Any
 
 import aiormq.exceptions
 import pytest
 
 from socketio_adapters import ConfigurationError, create_backend, create_manager
 from socketio_adapters.backends.amqp import (
+    LOG_FRAME_ENTRIES,
     AmqpBackend,
+    frame_log,
+    log_entries,
     log_offset,
     stream_arguments,
     stream_offset,
 )
-from socketio_adapters.backends.base import BrokerUnavailable
+from socketio_adapters.backends.base import LOG, BrokerUnavailable
 
 
 def _backend(url: str, **options: object) -> AmqpBackend:
@@ -92,18 +97,70 @@ def test_names_follow_the_channel() -> None:
     assert backend.log_stream not in {backend.node_queue("log", n) for n in range(3)}
 
 
-def test_log_offsets_are_stream_offsets_plus_one() -> None:
+def test_log_offsets_are_stream_offsets_plus_one_and_an_index() -> None:
     for n in (0, 1, 41, 2**63 - 2):
-        assert stream_offset(log_offset(n)) == n
-    assert log_offset(0) == "1"
+        for index in (0, 1, 1023):
+            assert stream_offset(log_offset(n, index)) == (n, index)
+    assert log_offset(0, 0) == "1.0"
+    assert log_offset(9, 12) == "10.12"
+    # the index is only a syntax check here: whether it exists is for the stream
+    assert stream_offset("1.5") == (0, 5)
 
 
 @pytest.mark.parametrize("text", [
-    "", "0", "-1", "+1", "01", "1.5", "1-0", "1e3", " 1", "1 ", "\x00", "ﾟ", "²", "\u0661",
-    "99999999999999999999", str(2**63 + 1),  # past a stream offset (signed 64 bits)
+    "", "0", "1", "-1", "+1", "01", "1e3", " 1", "1 ", "\x00", "ﾟ", "²", "\u0661",
+    "1-0", "0-0", "0.0", "01.0", "1.01", "1.-1", "1.", ".1", "1.0.0", "1..0", "1,0",
+    "1.0 ", " 1.0", "1.0\n", "1.\u0661", "\u0661.0", "1.1234567",
+    "99999999999999999999.0", f"{2**63 + 1}.0",  # past a stream offset (signed 64 bits)
 ])
 def test_anything_else_is_not_an_offset(text: str) -> None:
     assert stream_offset(text) is None
+
+
+def test_log_entries_are_framed_up_to_a_size_and_a_count() -> None:
+    payloads = [bytes([i % 256]) * (i % 7) for i in range(3000)]
+    framed = frame_log(payloads, 64 * 1024)
+    assert all(1 < count <= LOG_FRAME_ENTRIES for _, count in framed)
+    unpacked = [entry for body, count in framed
+                for entry in log_entries({"sio-entries": count}, body) or []]
+    assert unpacked == payloads
+    big = [b"x" * 1000] * 200
+    assert all(len(body) <= 64 * 1024 for body, _ in frame_log(big, 64 * 1024))
+    # one entry, or one over the cap, travels as itself
+    assert frame_log([b"solo"], 1024) == [(b"solo", 1)]
+    assert frame_log([b"a", b"y" * 5000, b"b"], 1024) == [
+        (b"a", 1), (b"y" * 5000, 1), (b"b", 1)]
+    assert frame_log([], 1024) == []
+
+
+def test_a_stream_message_reads_as_its_entries() -> None:
+    (frame, count), = frame_log([b"\xc1\x02", b"", b"two"], 1024)
+    assert log_entries({"sio-entries": count}, frame) == [b"\xc1\x02", b"", b"two"]
+    # without the header a body is one entry, even one that looks like a frame
+    assert log_entries({"sio-time": 1}, frame) == [frame]
+    assert log_entries(None, b"plain") == [b"plain"]
+    # a frame that does not hold what it announces is one entry, on every node
+    assert log_entries({"sio-entries": 2}, frame) == [frame]
+    assert log_entries({"sio-entries": True}, frame) == [frame]
+    assert log_entries({"sio-entries": 3}, frame[:-1]) == [frame[:-1]]
+    assert log_entries({"sio-marker": "t"}, b"") is None
+
+
+def test_a_batch_frames_each_run_of_log_entries_in_place() -> None:
+    backend = _backend("amqp://127.0.0.1/", channel="app")
+    backend.enable_log(None, 60.0, 100)
+    messages = backend._messages([(LOG, b"1"), (LOG, b"2"), (None, b"b"), (LOG, b"3"),
+                                  ("node", b"d"), (LOG, b"4"), (LOG, b"5"), (LOG, b"6")])
+    routes = [(exchange, key) for exchange, key, _, _ in messages]
+    assert routes == [("", "app#log"), ("app", ""), ("", "app#log"),
+                      ("app#nodes", "node"), ("", "app#log")]
+    counts = [(props.headers or {}).get("sio-entries") if props else None
+              for _, _, _, props in messages]
+    assert counts == [2, None, None, None, 3]
+    assert messages[2][2] == b"3"
+    without_log = _backend("amqp://127.0.0.1/")
+    with pytest.raises(RuntimeError, match="enable_log"):
+        without_log._messages([(LOG, b"x")])
 
 
 def test_stream_arguments_follow_the_log_settings() -> None:
@@ -121,10 +178,13 @@ def test_stream_arguments_follow_the_log_settings() -> None:
 async def test_read_log_refuses_bad_offsets_without_a_broker() -> None:
     backend = _backend("amqp://127.0.0.1/")
     backend.enable_log(None, 60.0, 100)
-    assert await backend.read_log("garbage", "5") is None
-    assert await backend.read_log("5", None) is None
-    assert await backend.read_log("5", "garbage") is None
-    assert await backend.read_log("5", "105") is None  # more than max_length behind
+    assert await backend.read_log("garbage", "5.0") is None
+    assert await backend.read_log("5", "5.0") is None  # an offset of the unframed log
+    assert await backend.read_log("5.0", None) is None
+    assert await backend.read_log("5.0", "garbage") is None
+    # more than max_length messages behind: at least as many entries
+    assert await backend.read_log("5.0", "105.0") is None
+    assert await backend.read_log("206.0", "105.0") is None  # far ahead
 
 
 def test_connection_errors_cover_the_client_library() -> None:
@@ -172,3 +232,49 @@ async def test_publish_without_a_broker_is_a_connection_error() -> None:
 
 async def _ignore(payload: bytes) -> None:
     pass
+
+
+def _stream_message(offset: int, headers: dict[str, object], body: bytes) -> Any:
+    properties = SimpleNamespace(headers={"x-stream-offset": offset, **headers})
+    return SimpleNamespace(header=SimpleNamespace(properties=properties), body=body)
+
+
+async def test_a_reader_that_stops_in_a_frame_resumes_after_its_position() -> None:
+    delivered: list[tuple[str, bytes]] = []
+    fail_at = {b"c"}
+
+    async def deliver(offset: str, payload: bytes) -> None:
+        if payload in fail_at:
+            fail_at.clear()
+            raise ConnectionResetError("lost while delivering")
+        delivered.append((offset, payload))
+
+    backend = _backend("amqp://127.0.0.1/")
+    backend.enable_log(deliver, 60.0, 100)
+    backend._log_next = 4
+    (frame, count), = frame_log([b"a", b"b", b"c", b"d"], 1024)
+    message = _stream_message(4, {"sio-entries": count}, frame)
+    with pytest.raises(ConnectionResetError):
+        await backend._log_entry(message)
+    assert backend.log_position == "5.2"  # handed over when the connection broke
+    # the reconnected reader reads that message again and skips what it delivered
+    await backend._log_entry(message)
+    await backend._log_entry(_stream_message(5, {"sio-marker": "t"}, b""))
+    await backend._log_entry(_stream_message(6, {}, b"e"))
+    assert delivered == [("5.0", b"a"), ("5.1", b"b"), ("5.3", b"d"), ("7.0", b"e")]
+    assert backend.log_position == "7.0"
+    assert (backend._log_next, backend._log_skip) == (7, 0)
+
+
+async def test_a_reader_after_trimmed_messages_delivers_the_whole_next_one() -> None:
+    delivered: list[str] = []
+
+    async def deliver(offset: str, payload: bytes) -> None:
+        delivered.append(offset)
+
+    backend = _backend("amqp://127.0.0.1/")
+    backend.enable_log(deliver, 60.0, 100)
+    backend._log_next, backend._log_skip = 4, 2  # message 4 was trimmed meanwhile
+    (frame, count), = frame_log([b"a", b"b", b"c"], 1024)
+    await backend._log_entry(_stream_message(9, {"sio-entries": count}, frame))
+    assert delivered == ["10.0", "10.1", "10.2"]

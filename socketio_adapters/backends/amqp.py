@@ -22,16 +22,22 @@ Features
     broker instead of in its own memory.
 
     Connection state recovery: the durable log is a stream queue, ``{channel}#log``,
-    appended to through the default exchange in the same batches. A log offset is the
-    stream offset plus one. A listener finds the end of the log by appending a marker
-    (an empty entry that is never delivered) and reading up to it from the last chunk,
-    then consumes the stream from the offset after it; after a reconnect it resumes
-    from the offset after its position. RabbitMQ trims the stream by age (``x-max-age``
-    from the manager's retention) and size (``log_max_bytes``) in whole segments, so
-    ``read_log`` also enforces the retention (a timestamp header on every entry) and
-    the maximum length (offsets are consecutive). Sessions are one durable queue per
-    session id, ``{channel}#session#{pid}``, holding at most one message that expires
-    with the session; ``basic.get`` without ack takes it atomically.
+    appended to through the default exchange in the same batches. The consecutive log
+    entries of one batch travel as one stream message, a frame of at most
+    ``frame_cap`` bytes and ``LOG_FRAME_ENTRIES`` entries (a ``sio-entries`` header
+    gives their count; a lone or oversized entry travels as itself), so aiormq's cost
+    per message is paid per frame. A log offset is ``"{S}.{i}"``: ``S`` the stream
+    offset of the message plus one, ``i`` the entry's index in it. A listener finds
+    the end of the log by appending a marker (an empty message that is never
+    delivered) and reading up to it from the last chunk, then consumes the stream from
+    the offset after it; after a reconnect it resumes at the message of its position
+    and skips the entries of it already delivered. RabbitMQ trims the stream by age
+    (``x-max-age`` from the manager's retention) and size (``log_max_bytes``) in whole
+    segments, so ``read_log`` also enforces the retention (a timestamp header on every
+    message) and the maximum length (counted in entries while reading, markers
+    included). Sessions are one durable queue per session id,
+    ``{channel}#session#{pid}``, holding at most one message that expires with the
+    session; ``basic.get`` without ack takes it atomically.
 
 Connection string
     ``amqp://[user[:password]@]host[:port][/vhost]`` or ``amqps://...`` (TLS). The
@@ -56,6 +62,7 @@ import contextlib
 import math
 import re
 import secrets
+import struct
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar, cast
@@ -67,9 +74,10 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 from yarl import URL
 
+from ..chunks import FRAME, MARKER, unpack_frame
 from ..errors import AdapterError, ConfigurationError
 from ..options import Option, parse_bool, positive_int
-from .base import LOG, Backend, Capabilities, Outgoing
+from .base import LOG, Backend, Capabilities, LogSettings, Outgoing
 
 __all__ = ["AmqpBackend"]
 
@@ -93,7 +101,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-_OFFSET = re.compile(r"[1-9][0-9]{0,18}")
+_OFFSET = re.compile(r"([1-9][0-9]{0,18})\.(0|[1-9][0-9]{0,5})")
 _OFFSET_HEADER = "x-stream-offset"
 """Where RabbitMQ puts a stream delivery's offset (0, 1, 2, ... with no gaps)."""
 _TIME_HEADER = "sio-time"
@@ -101,6 +109,12 @@ _TIME_HEADER = "sio-time"
 _MARKER_HEADER = "sio-marker"
 """Set on the marker a listener appends at start to find the end of the log; markers
 are positions in the log but are never delivered as entries."""
+_ENTRIES_HEADER = "sio-entries"
+"""Set on a message that holds several log entries (a frame): how many."""
+LOG_FRAME_ENTRIES = 1024
+"""Most log entries in one stream message (besides the ``frame_cap`` bytes)."""
+_FRAME_HEADER = bytes((MARKER, FRAME))
+_LENGTH = struct.Struct(">I")
 _SESSION_GRACE_MS = 1000
 """How much longer than its record a session queue lives (``x-expires``)."""
 _QUEUE_NAME_LIMIT = 255
@@ -110,17 +124,68 @@ _WATCH_SECONDS = 2.0
 """How often a listener checks that the broker did not cancel its consumers."""
 
 
-def log_offset(stream_offset: int) -> str:
-    """The log offset (``"1"``, ``"2"``, ...) of an entry at a stream offset."""
-    return str(stream_offset + 1)
+def log_offset(stream_offset: int, index: int) -> str:
+    """The log offset (``"1.0"``, ``"1.1"``, ``"2.0"``, ...) of entry ``index`` of the
+    stream message at ``stream_offset``."""
+    return f"{stream_offset + 1}.{index}"
 
 
-def stream_offset(offset: str) -> int | None:
-    """The stream offset of a log offset, or None if ``offset`` is not one."""
-    if _OFFSET.fullmatch(offset) is None:
+def stream_offset(offset: str) -> tuple[int, int] | None:
+    """The stream offset and entry index of a log offset, or None if ``offset`` is
+    not one (whether that entry exists is for the stream to say)."""
+    match = _OFFSET.fullmatch(offset)
+    if match is None:
         return None
-    value = int(offset) - 1
-    return value if value < 1 << 63 else None  # RabbitMQ's offsets are signed 64-bit
+    value = int(match[1]) - 1
+    if value >= 1 << 63:  # RabbitMQ's offsets are signed 64-bit
+        return None
+    return value, int(match[2])
+
+
+def frame_log(payloads: Sequence[bytes], cap: int,
+              max_entries: int = LOG_FRAME_ENTRIES) -> list[tuple[bytes, int]]:
+    """Consecutive log entries as stream message bodies, in order: ``(body, count)``
+    with ``count`` > 1 for a frame of entries (at most ``cap`` bytes and
+    ``max_entries`` entries), 1 for an entry that travels as itself."""
+    out: list[tuple[bytes, int]] = []
+    group: list[bytes] = []
+    size = len(_FRAME_HEADER)
+
+    def flush() -> None:
+        if len(group) == 1:
+            out.append((group[0], 1))
+        elif group:
+            parts = [_FRAME_HEADER]
+            for payload in group:
+                parts.append(_LENGTH.pack(len(payload)))
+                parts.append(payload)
+            out.append((b"".join(parts), len(group)))
+        group.clear()
+
+    for payload in payloads:
+        item = _LENGTH.size + len(payload)
+        if group and (size + item > cap or len(group) >= max_entries):
+            flush()
+            size = len(_FRAME_HEADER)
+        group.append(payload)
+        size += item
+    flush()
+    return out
+
+
+def log_entries(headers: dict[str, Any] | None, body: bytes) -> list[bytes] | None:
+    """The log entries of a stream message, or None for a marker. A frame that does
+    not hold the count it announces is one entry (the manager drops what it cannot
+    decode), so every node reads the same entries at the same offsets."""
+    headers = headers or {}
+    if _MARKER_HEADER in headers:
+        return None
+    count = headers.get(_ENTRIES_HEADER)
+    if isinstance(count, int) and not isinstance(count, bool) and count > 1:
+        entries = unpack_frame(body)
+        if entries is not None and len(entries) == count:
+            return entries
+    return [body]
 
 
 def stream_arguments(retention: float, max_bytes: int) -> dict[str, Any]:
@@ -137,8 +202,8 @@ def _delivery_offset(message: DeliveredMessage) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def _is_marker(message: DeliveredMessage) -> bool:
-    return _MARKER_HEADER in (message.header.properties.headers or {})
+def _entries(message: DeliveredMessage) -> list[bytes] | None:
+    return log_entries(message.header.properties.headers, message.body)
 
 
 class ConnectionLost(aiormq.exceptions.AMQPConnectionError):
@@ -193,6 +258,8 @@ class AmqpBackend(Backend):
         self.log_stream = f"{self.channel}#log"
         self._log_next: int | None = None
         """Stream offset the live log reader resumes at (None: it never started)."""
+        self._log_skip = 0
+        """Entries of the message at ``_log_next`` already delivered."""
 
     def node_queue(self, uid: str, attempt: int) -> str:
         """A fresh name per connection: the queue of a connection the broker has not
@@ -315,14 +382,15 @@ class AmqpBackend(Backend):
             last, marker = await self._log_end(raw)
             resume = self._log_next
             if resume is None:
-                self.log_position = None if last is None else log_offset(last)
-                resume = marker + 1
-            elif marker < resume:  # the position is past the end: the log is new
+                self.log_position = last
+                resume, self._log_skip = marker + 1, 0
+            elif marker < resume or (marker == resume and self._log_skip):
+                # the position is past the end: the log is new
                 self.logger.warning(
                     "%s: the log stream %r ends before this node's position %s (the "
                     "broker lost its data); reading the new log from its start",
-                    self.name, self.log_stream, log_offset(resume - 1))
-                resume = 0
+                    self.name, self.log_stream, self.log_position)
+                resume, self._log_skip = 0, 0
             self._log_next = resume
             # an explicit offset: nothing appended since the marker can be missed
             await raw.basic_consume(self.log_stream, received, no_ack=False,
@@ -331,10 +399,10 @@ class AmqpBackend(Backend):
             # a stream takes a moment to come back after a broker restart
             raise ConnectionLost(f"log stream not available: {exc}") from exc
 
-    async def _log_end(self, raw: aiormq.abc.AbstractChannel) -> tuple[int | None, int]:
+    async def _log_end(self, raw: aiormq.abc.AbstractChannel) -> tuple[str | None, int]:
         """Append a marker and read the log from its last chunk up to the marker:
-        the stream offsets of the entry before the marker (None: the log was empty)
-        and of the marker. Entries are read from an explicit offset only: RabbitMQ
+        the log offset of the entry before the marker (None: the log was empty) and
+        the stream offset of the marker. Entries are read from an explicit offset only: RabbitMQ
         holds back a reader whose offset is past the end until the log reaches it."""
         found: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
 
@@ -348,7 +416,7 @@ class AmqpBackend(Backend):
         await raw.basic_publish(b"", routing_key=self.log_stream, timeout=timeout,
                                 properties=aiormq.spec.Basic.Properties(headers={
                                     _MARKER_HEADER: token, _TIME_HEADER: _now_ms()}))
-        last: int | None = None
+        last: str | None = None
         while True:
             message = await asyncio.wait_for(found.get(), timeout)
             if message.delivery_tag is not None:  # the last chunk may exceed prefetch
@@ -358,72 +426,109 @@ class AmqpBackend(Backend):
                 continue
             if (message.header.properties.headers or {}).get(_MARKER_HEADER) == token:
                 break
-            last = offset
+            entries = _entries(message)
+            if entries:
+                last = log_offset(offset, len(entries) - 1)
         if ok.consumer_tag is not None:
             await raw.basic_cancel(ok.consumer_tag, timeout=timeout)
         return last, offset
 
     async def _log_entry(self, message: DeliveredMessage) -> None:
-        """Deliver one entry of the live reader (markers only move it on)."""
+        """Deliver the entries of one message of the live reader, in order, skipping
+        those delivered before a reconnect (markers only move it on)."""
         offset, expected = _delivery_offset(message), self._log_next
         if offset is None or expected is None:
             return
+        skip = self._log_skip
         if offset != expected:  # it was away longer than the broker kept entries
-            self.logger.warning("%s: log entries from offset %s to %s were trimmed "
-                                "before this node read them", self.name,
-                                log_offset(expected), log_offset(offset - 1))
-        self._log_next = offset + 1
-        if not _is_marker(message):
-            await self._deliver_entry(log_offset(offset), message.body)
+            self.logger.warning("%s: log messages from stream offset %d to %d were "
+                                "trimmed before this node read them", self.name,
+                                expected, offset - 1)
+            skip = 0
+        entries = _entries(message)
+        if entries is not None:
+            # the position moves before each entry is handed over (as log_position)
+            self._log_next = offset
+            deliver = self._deliver_entry
+            for index in range(skip, len(entries)):
+                self._log_skip = index + 1
+                await deliver(log_offset(offset, index), entries[index])
+        self._log_next, self._log_skip = offset + 1, 0
 
     async def read_log(self, after: str, upto: str | None) -> list[tuple[str, bytes]] | None:
         log = self.log
         start = stream_offset(after)
         end = None if upto is None else stream_offset(upto)
-        if (log is None or start is None or end is None
-                or start <= end - log.max_length or start > end + log.max_length):
+        if log is None or start is None or end is None:
+            return None
+        # every message after the one holding ``after``, up to the one holding
+        # ``upto``, holds at least one entry (or a marker): too many messages is
+        # already too many entries
+        if end[0] - start[0] >= log.max_length or start[0] > end[0] + log.max_length:
             return None
         connection = await self._publisher_connection()
         async with self._side_channel(connection) as channel:
             try:
                 return await asyncio.wait_for(
-                    self._read_stream(channel, start, end, log.retention),
+                    self._read_stream(channel, start, end, log),
                     self.settings["connect_timeout"])
             except aiormq.exceptions.ChannelNotFoundEntity:
                 return None  # the stream is gone
 
-    async def _read_stream(self, channel: aiormq.abc.AbstractChannel, start: int,
-                           end: int, retention: float) -> list[tuple[str, bytes]] | None:
+    async def _read_stream(self, channel: aiormq.abc.AbstractChannel,
+                           start: tuple[int, int], end: tuple[int, int],
+                           log: LogSettings) -> list[tuple[str, bytes]] | None:
+        """The entries after ``start`` up to ``end`` (both stream offset and index),
+        read from the message holding ``start``; None when ``start`` names no entry
+        (any longer), or when ``max_length`` entries or more follow it."""
         inbox: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
 
         async def received(message: DeliveredMessage) -> None:
             inbox.put_nowait(message)
 
+        (first_offset, first_index), (last_offset, last_index) = start, end
         await channel.basic_qos(prefetch_count=self.prefetch)
         await channel.basic_consume(self.log_stream, received, no_ack=False,
-                                    arguments={_OFFSET_HEADER: start})
+                                    arguments={_OFFSET_HEADER: first_offset})
         try:
-            # ahead of this node: RabbitMQ waits at the end for an entry that may not come
-            first = await (inbox.get() if start <= end
+            # ahead of this node: RabbitMQ waits at the end for a message that may
+            # not come
+            first = await (inbox.get() if first_offset <= last_offset
                            else asyncio.wait_for(inbox.get(), _AHEAD_WAIT))
         except asyncio.TimeoutError:
             return None
-        # RabbitMQ starts at the first entry it still has when ``start`` was trimmed
-        if _delivery_offset(first) != start or _older_than(first, retention):
+        # RabbitMQ starts at the first message it still has when ``start`` was trimmed
+        if _delivery_offset(first) != first_offset or _older_than(first, log.retention):
             return None
-        entries: list[tuple[str, bytes]] = []
+        items = _entries(first)
+        if items is None or first_index >= len(items):
+            return None  # a marker, or past the entries of that message
+        if start >= end:
+            return []  # at or ahead of this node's position: nothing to read up to it
+        stop = last_index + 1 if first_offset == last_offset else len(items)
+        entries = [(log_offset(first_offset, index), items[index])
+                   for index in range(first_index + 1, min(stop, len(items)))]
+        count = len(entries)  # entries after ``start``, markers counted too
         ack_every = max(1, self.prefetch // 2)
-        offset, seen = start, 1
-        while offset < end:
+        offset, seen = first_offset, 1
+        while offset < last_offset and count < log.max_length:
             message = await inbox.get()
             delivered = _delivery_offset(message)
-            if delivered is None or delivered > end:
+            if delivered is None or delivered > last_offset:
                 break
             offset, seen = delivered, seen + 1
-            if not _is_marker(message):
-                entries.append((log_offset(offset), message.body))
+            items = _entries(message)
+            if items is None:
+                count += 1
+            else:
+                stop = last_index + 1 if offset == last_offset else len(items)
+                for index in range(min(stop, len(items))):
+                    entries.append((log_offset(offset, index), items[index]))
+                count += min(stop, len(items))
             if seen % ack_every == 0 and message.delivery_tag is not None:
                 await channel.basic_ack(message.delivery_tag, multiple=True)
+        if count >= log.max_length:
+            return None
         return entries
 
     # ---------------------------------------------------------------- sessions
@@ -532,11 +637,7 @@ class AmqpBackend(Backend):
     def _route(self, target: str | None) -> tuple[str, str]:
         if target is None:
             return self.broadcast_exchange, ""
-        if target == LOG:
-            if self.log is None:
-                raise RuntimeError("a log entry was sent but enable_log() was not called")
-            return "", self.log_stream  # the default exchange routes to the stream
-        return self.direct_exchange, target
+        return self.direct_exchange, target  # log entries: see _messages
 
     async def publish(self, batch: Sequence[Outgoing]) -> None:
         if not batch:
@@ -545,24 +646,21 @@ class AmqpBackend(Backend):
         # a dead socket leaves aiormq's bounded write queue full: bound every wait, the
         # timeout is a connection error and the outbox retries
         timeout = self.settings["connect_timeout"]
-        routes = [self._route(target) for target, _ in batch]
-        stamp: dict[str, Any] = {_TIME_HEADER: _now_ms()}
-        properties = [aiormq.spec.Basic.Properties(headers=stamp) if target == LOG
-                      else None for target, _ in batch]
-        messages = zip(routes, batch, properties, strict=True)
+        messages = self._messages(batch)
         if self.confirm:
             results = await asyncio.gather(*(
                 raw.basic_publish(payload, exchange=exchange, routing_key=key,
                                   properties=props, timeout=timeout)
-                for (exchange, key), (_, payload), props in messages))
+                for exchange, key, payload, props in messages))
             refused = sum(not isinstance(r, aiormq.spec.Basic.Ack) for r in results)
             if refused:
-                raise PublishRefused(f"broker refused {refused} of {len(batch)} messages")
+                raise PublishRefused(
+                    f"broker refused {refused} of {len(messages)} messages")
             return
 
         async def write() -> None:
             async with self._write_lock:  # concurrent batches must not interleave
-                for (exchange, key), (_, payload), props in messages:
+                for exchange, key, payload, props in messages:
                     await raw.basic_publish(payload, exchange=exchange, routing_key=key,
                                             properties=props, wait=False)
             # One round trip for the whole batch: the broker handles a channel's
@@ -573,6 +671,38 @@ class AmqpBackend(Backend):
 
         # one bound for the batch: a timeout per message costs a task per message
         await asyncio.wait_for(write(), timeout)
+
+    def _messages(self, batch: Sequence[Outgoing]) -> list[
+            tuple[str, str, bytes, aiormq.spec.Basic.Properties | None]]:
+        """The broker messages of ``batch``, in order: each run of consecutive log
+        entries becomes as few stream messages as ``frame_log`` allows."""
+        out: list[tuple[str, str, bytes, aiormq.spec.Basic.Properties | None]] = []
+        run: list[bytes] = []
+        now = _now_ms()
+
+        def flush() -> None:
+            if self.log is None:
+                raise RuntimeError("a log entry was sent but enable_log() was not called")
+            for body, count in frame_log(run, self.frame_cap):
+                headers: dict[str, Any] = {_TIME_HEADER: now}
+                if count > 1:
+                    headers[_ENTRIES_HEADER] = count
+                # the default exchange routes to the stream
+                out.append(("", self.log_stream, body,
+                            aiormq.spec.Basic.Properties(headers=headers)))
+            run.clear()
+
+        for target, payload in batch:
+            if target == LOG:
+                run.append(payload)
+                continue
+            if run:
+                flush()
+            exchange, key = self._route(target)
+            out.append((exchange, key, payload, None))
+        if run:
+            flush()
+        return out
 
     async def _close(self) -> None:
         async with self._publish_lock:
