@@ -16,8 +16,10 @@ Options shared by every backend (as URL query parameters or keyword arguments):
 Durable log and session store (for connection state recovery)
     A backend that declares ``durable_log`` also keeps an ordered log when the manager
     calls :meth:`Backend.enable_log` before :meth:`Backend.start`. A payload sent with
-    the target :data:`LOG` is appended to it as one entry (never framed with others,
-    never split into chunks), in order. Every node that listens, the sender included,
+    the target :data:`LOG` is appended to it as one entry, in order: the base class
+    never frames it with others nor splits it into chunks (a backend may pack the
+    entries of one batch into one broker message, as long as each keeps its own
+    offset). Every node that listens, the sender included,
     receives every entry appended after its ``start()`` returned, in log order, through
     ``deliver_log(offset, payload)``; the offset is a string chosen by the backend, the
     same on every node. :meth:`Backend.read_log` reads entries back from an offset.
