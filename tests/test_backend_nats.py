@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from typing import Any
 
 import pytest
 
@@ -13,10 +14,15 @@ pytest.importorskip("nats")
 import nats.errors
 
 from socketio_adapters import ConfigurationError, create_backend, create_manager
+from socketio_adapters.backends.base import LOG
 from socketio_adapters.backends.nats import (
+    LOG_FRAME_ENTRIES,
     NatsBackend,
     NatsServers,
     escape_token,
+    frame_log,
+    log_entries,
+    log_offset,
     name_token,
     pack_session,
     parse_offset,
@@ -199,14 +205,145 @@ def test_a_channel_too_long_for_a_stream_name_is_refused() -> None:
     NatsBackend("nats://127.0.0.1:4222", channel="a" * 240).enable_log(None, 60, 100)
 
 
-@pytest.mark.parametrize("text, seq", [
-    ("1", 1), ("42", 42), ("18446744073709551615", 2**64 - 1),
-    ("", None), ("0", None), ("01", None), ("-1", None), ("+1", None), (" 1", None),
-    ("1 ", None), ("1.5", None), ("1-0", None), ("18446744073709551616", None),
-    ("9" * 21, None), ("\x00", None), ("ﾟ", None), ("١٢", None), ("²", None),
+def test_log_offsets_are_a_sequence_and_an_index() -> None:
+    for seq in (1, 2, 41, 2**64 - 1):
+        for index in (0, 1, 1023):
+            assert parse_offset(log_offset(seq, index)) == (seq, index)
+    assert log_offset(1, 0) == "1.0"
+    assert log_offset(10, 12) == "10.12"
+    # the index is only a syntax check here: whether it exists is for the stream
+    assert parse_offset("1.5") == (1, 5)
+    assert parse_offset("18446744073709551615.0") == (2**64 - 1, 0)
+
+
+@pytest.mark.parametrize("text", [
+    "", "0", "1", "42", "01", "-1", "+1", " 1", "1 ", "1-0", "1e3", "\x00", "ﾟ", "١٢",
+    "²", "0.0", "01.0", "1.01", "1.-1", "1.+1", "1.", ".1", "1.0.0", "1..0", "1,0",
+    "1.0 ", " 1.0", "1.0\n", "1.\u0661", "\u0661.0", "1.1234567", "1.²",
+    "18446744073709551616.0", "9" * 21 + ".0",  # past a stream sequence (64 bits)
 ])
-def test_parse_offset(text: str, seq: int | None) -> None:
-    assert parse_offset(text) == seq
+def test_anything_else_is_not_an_offset(text: str) -> None:
+    assert parse_offset(text) is None
+
+
+def test_log_entries_are_framed_up_to_a_size_and_a_count() -> None:
+    payloads = [bytes([i % 256]) * (i % 7) for i in range(3000)]
+    framed = frame_log(payloads, 64 * 1024)
+    assert all(1 < count <= LOG_FRAME_ENTRIES for _, count in framed)
+    assert len(framed) == 3
+    unpacked = [entry for body, count in framed
+                for entry in log_entries({"Sio-Entries": str(count)}, body)]
+    assert unpacked == payloads
+    big = [b"x" * 1000] * 200
+    assert all(len(body) <= 64 * 1024 for body, _ in frame_log(big, 64 * 1024))
+    # one entry, or one over the cap, travels as itself
+    assert frame_log([b"solo"], 1024) == [(b"solo", 1)]
+    assert frame_log([b"a", b"y" * 5000, b"b"], 1024) == [
+        (b"a", 1), (b"y" * 5000, 1), (b"b", 1)]
+    assert frame_log([], 1024) == []
+
+
+def test_a_stream_message_reads_as_its_entries() -> None:
+    (frame, count), = frame_log([b"\xc1\x02", b"", b"two"], 1024)
+    assert count == 3
+    assert log_entries({"Sio-Entries": "3"}, frame) == [b"\xc1\x02", b"", b"two"]
+    # without the header a body is one entry, even one that looks like a frame
+    assert log_entries(None, frame) == [frame]
+    assert log_entries({"Nats-Msg-Id": "x"}, frame) == [frame]
+    assert log_entries(None, b"plain") == [b"plain"]
+    # a frame that does not hold what it announces is one entry, on every node
+    for bad in ("2", "4", "1", "0", "-3", " 3", "3.0", "x", "٣", ""):
+        assert log_entries({"Sio-Entries": bad}, frame) == [frame]
+    assert log_entries({"Sio-Entries": "3"}, frame[:-1]) == [frame[:-1]]
+
+
+def test_a_batch_frames_each_run_of_log_entries_in_place() -> None:
+    backend = NatsBackend("nats://127.0.0.1:4222", channel="app")
+    backend.enable_log(None, 60.0, 100)
+    messages = backend._messages([(LOG, b"1"), (LOG, b"2"), (None, b"b"), (LOG, b"3"),
+                                  ("node", b"d"), (LOG, b"4"), (LOG, b"5"), (LOG, b"6")])
+    assert [(subject, headers) for subject, _, headers in messages] == [
+        (None, {"Sio-Entries": "2"}), ("app.all", None), (None, None),
+        ("app.node.node", None), (None, {"Sio-Entries": "3"})]
+    assert messages[2][1] == b"3"
+    assert log_entries(messages[4][2], messages[4][1]) == [b"4", b"5", b"6"]
+
+
+def test_frames_respect_the_servers_max_payload() -> None:
+    backend = NatsBackend("nats://127.0.0.1:4222", channel="app")
+    backend.enable_log(None, 60.0, 100)
+    backend.message_limit = 4096
+    messages = backend._messages([(LOG, b"z" * 100)] * 500)
+    assert len(messages) > 1
+    assert all(len(payload) <= 4096 - 256 for _, payload, _ in messages)
+    entries = [e for _, payload, headers in messages for e in log_entries(headers, payload)]
+    assert entries == [b"z" * 100] * 500
+    backend.message_limit = None  # before the first connection: frame_cap alone
+    assert len(backend._messages([(LOG, b"z" * 100)] * 500)) == 1
+
+
+async def test_read_log_refuses_bad_offsets_without_a_broker() -> None:
+    backend = NatsBackend("nats://127.0.0.1:4222")
+    backend.enable_log(None, 60.0, 100)
+    assert await backend.read_log("garbage", "5.0") is None
+    assert await backend.read_log("5", "5.0") is None  # an offset of the unframed log
+    assert await backend.read_log("5.0", "7") is None
+    assert await backend.read_log("5.0", None) is None
+    # max_length messages or more behind: at least as many entries
+    assert await backend.read_log("5.0", "105.0") is None
+    assert await backend.read_log("5.3", "105.0") is None
+
+
+def _live(backend: NatsBackend, fail_at: set[bytes]) -> list[tuple[str, bytes]]:
+    delivered: list[tuple[str, bytes]] = []
+
+    async def deliver(offset: str, payload: bytes) -> None:
+        if payload in fail_at:
+            fail_at.clear()
+            raise RuntimeError("the manager failed")
+        delivered.append((offset, payload))
+
+    backend.enable_log(deliver, 60.0, 100)
+    return delivered
+
+
+async def test_the_live_reader_resumes_inside_a_message() -> None:
+    backend = NatsBackend("nats://127.0.0.1:4222")
+    delivered = _live(backend, set())
+    backend._log_next = 4
+    # a reader stopped after entry 4.1 (the connection dropped): the next one reads
+    # message 4 again, and the reader it replaced may still hand it over too
+    backend._log_skip = 2
+    await backend._log_message(4, [b"a", b"b", b"c", b"d"])
+    await backend._log_message(4, [b"a", b"b", b"c", b"d"])
+    await backend._log_message(3, [b"old"])
+    await backend._log_message(5, [b"e"])
+    assert delivered == [("4.2", b"c"), ("4.3", b"d"), ("5.0", b"e")]
+    assert backend.log_position == "5.0"
+    assert (backend._log_next, backend._log_skip) == (6, 0)
+
+
+async def test_the_live_reader_moves_its_position_before_each_entry() -> None:
+    backend = NatsBackend("nats://127.0.0.1:4222")
+    seen: list[Any] = []
+
+    async def deliver(offset: str, payload: bytes) -> None:
+        seen.append((offset, backend._log_next, backend._log_skip, backend.log_position))
+
+    backend.enable_log(deliver, 60.0, 100)
+    backend._log_next = 7
+    await backend._log_message(7, [b"a", b"b"])
+    assert seen == [("7.0", 7, 1, "7.0"), ("7.1", 7, 2, "7.1")]
+    assert backend._seen_seq == 7
+
+
+async def test_after_trimmed_messages_the_whole_next_one_is_delivered() -> None:
+    backend = NatsBackend("nats://127.0.0.1:4222")
+    delivered = _live(backend, {b"b"})  # a failing entry is logged and skipped
+    backend._log_next, backend._log_skip = 4, 2  # message 4 was trimmed meanwhile
+    await backend._log_message(9, [b"a", b"b", b"c"])
+    assert delivered == [("9.0", b"a"), ("9.2", b"c")]
+    assert (backend._log_next, backend._log_skip) == (10, 0)
 
 
 def test_session_records_carry_their_expiry() -> None:

@@ -32,16 +32,24 @@ Features
     (``{name}`` is the channel with every character outside ``[A-Za-z0-9-]``, ``_``
     included, as ``_XX`` per UTF-8 byte, since stream names take no ``%``), limited to
     ``max_length`` messages and ``retention`` seconds (discarding the oldest; a node
-    that finds other limits sets its own, with a warning). An offset is the entry's
-    stream sequence, in decimal. A batch's entries are published at once with one
-    reply subject and their acks awaited together; an entry over ``max_payload``
+    that finds other limits sets its own, with a warning). The consecutive log entries
+    of one batch travel as one stream message, a frame (the layout of
+    :mod:`socketio_adapters.chunks`) of at most ``frame_cap`` bytes (less room for
+    headers under ``max_payload``) and ``LOG_FRAME_ENTRIES`` entries, with a
+    ``Sio-Entries`` header giving their count; a lone entry, or one over the cap,
+    travels as itself. An offset is ``"{seq}.{i}"``: the stream sequence of the
+    message and the entry's index in it. A batch's messages are published at once with
+    one reply subject and their acks awaited together; an entry over ``max_payload``
     raises ``MaxPayloadError`` (it cannot be split). Each listening node reads the
     stream live through an ephemeral push consumer (no acks, flow control, idle
     heartbeats) that starts after the last entry it delivered (at the end of the
-    stream the first time); a consumer that skips a message or goes silent, or a
-    reconnect, makes it start another from there. A node that recreates a stream the
-    broker lost numbers on after the highest sequence it saw, so that old offsets do
-    not name new entries. Sessions live in the key-value bucket ``{name}_sessions``
+    stream the first time), at the message holding it if it was not that message's
+    last entry, skipping the entries already delivered; a consumer that skips a
+    message or goes silent, or a reconnect, makes it start another from there. Since
+    ``max_msgs`` counts messages, ``read_log`` also counts entries and refuses to read
+    back ``max_length`` or more. A node that recreates a stream the broker lost numbers
+    on after the highest sequence it saw, so that old offsets do not name new
+    entries. Sessions live in the key-value bucket ``{name}_sessions``
     (TTL: the longest session TTL asked for; each record also holds its own expiry,
     checked when taken); taking one deletes it with the revision read as the expected
     last one, so of several nodes exactly one gets it.
@@ -79,6 +87,7 @@ import datetime
 import itertools
 import json
 import logging
+import re
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -95,12 +104,14 @@ from nats.js import api
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
+from ..chunks import FRAME, MARKER, unpack_frame
 from ..errors import ConfigurationError
 from ..options import Option, non_empty_str, parse_bool, positive_float, positive_int, redact
 from .base import LOG, Backend, Capabilities, DeliverLog, Outgoing
 
-__all__ = ["NatsBackend", "NatsServers", "escape_token", "name_token", "pack_session",
-           "parse_offset", "parse_url", "unescape_token", "unpack_session"]
+__all__ = ["LOG_FRAME_ENTRIES", "NatsBackend", "NatsServers", "escape_token", "frame_log",
+           "log_entries", "log_offset", "name_token", "pack_session", "parse_offset",
+           "parse_url", "unescape_token", "unpack_session"]
 
 DEFAULT_PORT = 4222
 _SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
@@ -114,9 +125,18 @@ _STALL = 3.0
 _WATCH = 0.5
 """Seconds between two checks of the live log consumer."""
 _EXPIRY = 8
+"""Bytes of a session record that hold its expiry (milliseconds since the epoch)."""
 _WRONG_LAST_SEQUENCE = 10071
 """JetStream's error code for a write that expected another last revision."""
-"""Bytes of a session record that hold its expiry (milliseconds since the epoch)."""
+_ENTRIES_HEADER = "Sio-Entries"
+"""Set on a log message that holds several entries (a frame): how many."""
+LOG_FRAME_ENTRIES = 1024
+"""Most log entries in one stream message (besides the ``frame_cap`` bytes)."""
+_HEADER_ROOM = 256
+"""Bytes of the server's ``max_payload`` left for a frame's headers."""
+_FRAME_HEADER = bytes((MARKER, FRAME))
+_LENGTH_SIZE = 4
+_OFFSET = re.compile(r"([1-9][0-9]{0,19})\.(0|[1-9][0-9]{0,5})")
 
 
 def escape_token(text: str) -> str:
@@ -142,14 +162,66 @@ def name_token(text: str) -> str:
         for ch in text)
 
 
-def parse_offset(text: str) -> int | None:
-    """The stream sequence a log offset names, or ``None`` when ``text`` is not one
-    this backend hands out (a decimal sequence 1..2**64-1, without sign, blanks or
-    leading zeros)."""
-    if not (0 < len(text) <= 20 and text.isascii() and text.isdigit()) or text[0] == "0":
+def log_offset(seq: int, index: int) -> str:
+    """The log offset (``"1.0"``, ``"2.0"``, ``"2.1"``, ...) of entry ``index`` of the
+    stream message at sequence ``seq``."""
+    return f"{seq}.{index}"
+
+
+def parse_offset(text: str) -> tuple[int, int] | None:
+    """The stream sequence and entry index a log offset names, or ``None`` when
+    ``text`` is not one this backend hands out (``"{seq}.{index}"``: a decimal
+    sequence 1..2**64-1 and an index, both without sign, blanks or leading zeros).
+    Whether that entry exists is for the stream to say."""
+    match = _OFFSET.fullmatch(text)
+    if match is None:
         return None
-    seq = int(text)
-    return seq if seq < 2**64 else None
+    seq = int(match[1])
+    return (seq, int(match[2])) if seq < 2**64 else None
+
+
+def frame_log(payloads: Sequence[bytes], cap: int,
+              max_entries: int = LOG_FRAME_ENTRIES) -> list[tuple[bytes, int]]:
+    """Consecutive log entries as stream message bodies, in order: ``(body, count)``
+    with ``count`` > 1 for a frame of entries (at most ``cap`` bytes and
+    ``max_entries`` entries), 1 for an entry that travels as itself."""
+    out: list[tuple[bytes, int]] = []
+    group: list[bytes] = []
+    size = len(_FRAME_HEADER)
+
+    def flush() -> None:
+        if len(group) == 1:
+            out.append((group[0], 1))
+        elif group:
+            parts = [_FRAME_HEADER]
+            for payload in group:
+                parts.append(len(payload).to_bytes(_LENGTH_SIZE, "big"))
+                parts.append(payload)
+            out.append((b"".join(parts), len(group)))
+        group.clear()
+
+    for payload in payloads:
+        item = _LENGTH_SIZE + len(payload)
+        if group and (size + item > cap or len(group) >= max_entries):
+            flush()
+            size = len(_FRAME_HEADER)
+        group.append(payload)
+        size += item
+    flush()
+    return out
+
+
+def log_entries(headers: dict[str, str] | None, body: bytes) -> list[bytes]:
+    """The log entries of a stream message. A message without a valid
+    ``Sio-Entries`` header, or whose frame does not hold the count it announces, is
+    one entry (the manager drops what it cannot decode), so every node reads the same
+    entries at the same offsets."""
+    count = (headers or {}).get(_ENTRIES_HEADER)
+    if count is not None and count.isascii() and count.isdigit() and int(count) > 1:
+        entries = unpack_frame(body)
+        if entries is not None and len(entries) == int(count):
+            return entries
+    return [body]
 
 
 def pack_session(data: bytes, expires: float) -> bytes:
@@ -304,7 +376,11 @@ class NatsBackend(Backend):
         self.log_stream = f"{name}_log"
         self.session_bucket = f"{name}_sessions"
         self._log_next: int | None = None
-        """Sequence of the next entry the live reader delivers (None: not started)."""
+        """Sequence of the message the live reader delivers next (None: not started)."""
+        self._log_skip = 0
+        """Entries of the message at ``_log_next`` already delivered."""
+        self._order = asyncio.Lock()
+        """Held while a payload or log message is delivered, so one goes at a time."""
         self._log_created: datetime.datetime | None = None
         """When the stream it reads was created (another time: the broker lost it)."""
         self._seen_seq = 0
@@ -442,7 +518,7 @@ class NatsBackend(Backend):
 
         link = await self._connect(on_closed)
         nc = link.nc
-        lock = asyncio.Lock()  # one payload at a time, in order, like every backend
+        lock = self._order  # one payload at a time, in order, like every backend
         dispatch = self._dispatch
 
         async def on_message(msg: Msg) -> None:
@@ -453,15 +529,9 @@ class NatsBackend(Backend):
                     self.logger.exception("nats %s: delivering a message failed",
                                           self._where)
 
-        async def on_entry(seq: int, payload: bytes) -> None:
-            self._log_next = seq + 1
-            self._seen_seq = max(self._seen_seq, seq)
+        async def on_entry(seq: int, entries: list[bytes]) -> None:
             async with lock:
-                try:
-                    await self._deliver_entry(str(seq), payload)
-                except Exception:
-                    self.logger.exception("nats %s: delivering a log entry failed",
-                                          self._where)
+                await self._log_message(seq, entries)
 
         reader: _Follower | None = None
         try:
@@ -488,6 +558,26 @@ class NatsBackend(Backend):
             await link.discard()
 
     # ------------------------------------------------------------------ durable log
+
+    async def _log_message(self, seq: int, entries: list[bytes]) -> None:
+        """Deliver the entries of one message of the live reader, in order, skipping
+        those delivered already (by this reader before a reconnect, or by the reader
+        it replaced). Called with ``_order`` held."""
+        self._seen_seq = max(self._seen_seq, seq)
+        expected = self._log_next
+        if expected is not None and seq < expected:
+            return
+        skip = self._log_skip if seq == expected else 0  # later: trimmed meanwhile
+        deliver = self._deliver_entry
+        for index in range(skip, len(entries)):
+            # the position moves before each entry is handed over (as log_position)
+            self._log_next, self._log_skip = seq, index + 1
+            try:
+                await deliver(log_offset(seq, index), entries[index])
+            except Exception:
+                self.logger.exception("nats %s: delivering a log entry failed",
+                                      self._where)
+        self._log_next, self._log_skip = seq + 1, 0
 
     def _stream_config(self) -> api.StreamConfig:
         log = self.log
@@ -533,33 +623,56 @@ class NatsBackend(Backend):
         return info
 
     async def _follow_log(self, link: _Link,
-                          on_entry: Callable[[int, bytes], Awaitable[None]]) -> _Follower:
+                          on_entry: Callable[[int, list[bytes]], Awaitable[None]]) -> _Follower:
         """Start reading the log live: at its end the first time (which fixes
-        ``log_position``), then right after the last entry delivered."""
+        ``log_position``), then right after the last entry delivered (at the message
+        holding it, whose entries up to it are skipped)."""
         info = await self._ensure_stream(link)
         state = info.state
         if self._log_next is None:
-            self.log_position = str(state.last_seq) if state.messages else None
-            start = state.last_seq + 1
-        elif info.created != self._log_created or state.last_seq < self._log_next - 1:
-            start = max(state.first_seq, 1)
-            self.logger.warning(
-                "nats %s: stream %s is not the one this node was reading (the broker "
-                "lost its data?): reading the new one from its first entry, %d",
-                self._where, self.log_stream, start)
+            last = await self._last_message(link) if state.messages else None
+            if last is None:
+                self.log_position, start = None, state.last_seq + 1
+            else:
+                seq, count = last
+                self.log_position, start = log_offset(seq, count - 1), seq + 1
+            self._log_next, self._log_skip = start, 0
         else:
-            start = self._log_next
-            if state.first_seq > start:
-                self.logger.warning(
-                    "nats %s: entries %d to %d of stream %s were trimmed before this node "
-                    "read them", self._where, start, state.first_seq - 1, self.log_stream)
-        self._log_next, self._log_created = start, info.created
+            async with self._order:  # a reader being replaced may still deliver
+                resume, skip = self._log_next, self._log_skip
+                # in the middle of a message: that message must still be there
+                if info.created != self._log_created or (
+                        state.last_seq < (resume if skip else resume - 1)):
+                    start, skip = max(state.first_seq, 1), 0
+                    self.logger.warning(
+                        "nats %s: stream %s is not the one this node was reading (the "
+                        "broker lost its data?): reading the new one from its first "
+                        "message, %d", self._where, self.log_stream, start)
+                else:
+                    start = resume
+                    if state.first_seq > start:
+                        self.logger.warning(
+                            "nats %s: messages %d to %d of stream %s were trimmed before "
+                            "this node read them", self._where, start, state.first_seq - 1,
+                            self.log_stream)
+                self._log_next, self._log_skip = start, skip
+        self._log_created = info.created
         reader = _Follower(link, self.log_stream, start, on_entry, self.logger)
         await reader.begin()
         return reader
 
+    async def _last_message(self, link: _Link) -> tuple[int, int] | None:
+        """The sequence and entry count of the stream's last message (None: empty)."""
+        try:
+            raw = await link.js.get_last_msg(self.log_stream, self.log_subject)
+        except nats.js.errors.NotFoundError:
+            return None
+        if raw.seq is None:
+            return None
+        return raw.seq, len(log_entries(raw.headers, raw.data or b""))
+
     async def _watch(self, link: _Link, reader: _Follower, gone: asyncio.Future[None],
-                     on_entry: Callable[[int, bytes], Awaitable[None]]) -> _Follower:
+                     on_entry: Callable[[int, list[bytes]], Awaitable[None]]) -> _Follower:
         """Wait until the connection is gone or the live reader needs replacing (a
         reconnect, a gap, a silent consumer); return the reader to go on with."""
         revived = asyncio.ensure_future(link.revived.wait())
@@ -581,48 +694,93 @@ class NatsBackend(Backend):
             self.logger.debug("nats %s: cannot read stream %s yet (%s: %s)", self._where,
                               self.log_stream, type(exc).__name__, exc)
             return reader  # stopped, so not healthy: tried again on the next round
-        self.logger.info("nats %s: reading stream %s again from entry %d", self._where,
+        self.logger.info("nats %s: reading stream %s again from message %d", self._where,
                          self.log_stream, replaced.next_seq)
         return replaced
 
     async def read_log(self, after: str, upto: str | None) -> list[tuple[str, bytes]] | None:
+        log = self.log
         start = parse_offset(after)
         end = parse_offset(upto) if upto is not None else None
-        if start is None or end is None:
+        if log is None or start is None or end is None:
+            return None
+        (first, index), (last, last_index) = start, end
+        # every message after the one holding ``after``, up to the one holding
+        # ``upto``, holds at least one entry: that many messages is too many entries
+        if last - first >= log.max_length:
             return None
         link = self._ready_link()
+        if first >= last:
+            entries = await self._read_message(link, first, index, last_index
+                                               if first == last else -1)
+        else:
+            entries = await self._read_stream(link, start, end)
+        if entries is None or len(entries) >= log.max_length:
+            return None
+        return entries
+
+    async def _read_message(self, link: _Link, seq: int, index: int,
+                            upto: int) -> list[tuple[str, bytes]] | None:
+        """The entries after ``index`` up to ``upto`` of the message at ``seq``; None
+        when it holds no entry ``index`` (any longer)."""
         try:
-            await link.js.get_msg(self.log_stream, start)
+            raw = await link.js.get_msg(self.log_stream, seq)
         except (nats.js.errors.NotFoundError, nats.js.errors.BadRequestError):
             return None
-        if end <= start:
-            return []
+        items = log_entries(raw.headers, raw.data or b"")
+        if raw.seq != seq or index >= len(items):
+            return None
+        return [(log_offset(seq, i), items[i])
+                for i in range(index + 1, min(upto + 1, len(items)))]
+
+    async def _read_stream(self, link: _Link, start: tuple[int, int],
+                           end: tuple[int, int]) -> list[tuple[str, bytes]] | None:
+        """The entries after ``start`` up to ``end`` (in a later message), read
+        through an ephemeral consumer from the message holding ``start``; None when
+        that message is gone, holds no such entry, or the stream has a gap, or when
+        ``max_length`` entries follow ``start``."""
+        log = self.log
+        assert log is not None
+        (first, index), (last, last_index) = start, end
         entries: list[tuple[str, bytes]] = []
-        wanted = end - start
+        expected = first
         done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
-        async def collect(seq: int, payload: bytes) -> None:
+        async def collect(seq: int, items: list[bytes]) -> None:
+            nonlocal expected
             if done.done():
                 return
-            if seq != start + len(entries) + 1:  # trimmed since get_msg: gone too
+            if seq != expected:  # ``start`` trimmed, or a gap: gone too
                 done.set_result(False)
                 return
-            entries.append((str(seq), payload))
-            if len(entries) >= wanted:
+            expected = seq + 1
+            begin = index + 1 if seq == first else 0
+            if seq == first and index >= len(items):
+                done.set_result(False)
+                return
+            until = min(last_index + 1, len(items)) if seq == last else len(items)
+            entries.extend((log_offset(seq, i), items[i]) for i in range(begin, until))
+            if len(entries) >= log.max_length:
+                done.set_result(False)
+            elif seq >= last:
                 done.set_result(True)
 
-        reader = _Follower(link, self.log_stream, start + 1, collect, self.logger)
+        reader = _Follower(link, self.log_stream, first, collect, self.logger)
         try:
-            wanted = min(wanted, await reader.begin())
-            if len(entries) >= wanted and not done.done():
-                done.set_result(True)
+            # fewer messages pending than up to ``end`` (some may have been delivered
+            # already): if the stream ends before ``end``, it lost what this node
+            # delivered (or ``start`` is gone), and nothing more will come
+            if await reader.begin() <= last - first and not done.done():
+                state = (await link.js.stream_info(self.log_stream)).state
+                if state.last_seq < last and not done.done():
+                    done.set_result(False)
             while not done.done():
                 await asyncio.wait((done,), timeout=_WATCH)
                 if not done.done() and not reader.healthy:  # rare: a dropped message
                     raise ConnectionError(f"nats: reading stream {self.log_stream} failed")
         finally:
             await reader.stop()
-        return entries[:wanted] if done.result() else None
+        return entries if done.result() else None
 
     def _ready_link(self) -> _Link:
         link = self._link
@@ -648,12 +806,14 @@ class NatsBackend(Backend):
                     if not link.stream_ready:
                         await self._ensure_stream(link)
                     reply = await link.expect(acks)
-                for target, payload in batch:
-                    if target == LOG and acks is not None:
-                        await nc.publish(self.log_subject, payload, reply=reply)
+                for subject, payload, headers in self._messages(batch):
+                    if subject is None:
+                        assert acks is not None  # a batch with log entries has acks
+                        await nc.publish(self.log_subject, payload, reply=reply,
+                                         headers=headers)
                         acks.count += 1
                     else:
-                        await nc.publish(self._subject(target), payload)
+                        await nc.publish(subject, payload)
                         plain = True
             if plain and nc.is_connected:
                 await link.confirm(timeout)
@@ -663,6 +823,32 @@ class NatsBackend(Backend):
         finally:
             if acks is not None:
                 link.forget(acks)
+
+    def _messages(self, batch: Sequence[Outgoing]) -> list[
+            tuple[str | None, bytes, dict[str, str] | None]]:
+        """The NATS messages of ``batch``, in order, as ``(subject, payload,
+        headers)``: each run of consecutive log entries becomes as few stream
+        messages as ``frame_log`` allows (subject None: the log, acked)."""
+        out: list[tuple[str | None, bytes, dict[str, str] | None]] = []
+        run: list[bytes] = []
+        limit = self.message_limit
+        cap = self.frame_cap if limit is None else min(self.frame_cap, limit - _HEADER_ROOM)
+
+        def flush() -> None:
+            for body, count in frame_log(run, cap):
+                out.append((None, body, {_ENTRIES_HEADER: str(count)} if count > 1 else None))
+            run.clear()
+
+        for target, payload in batch:
+            if target == LOG:
+                run.append(payload)
+                continue
+            if run:
+                flush()
+            out.append((self._subject(target), payload, None))
+        if run:
+            flush()
+        return out
 
     async def _confirm_log(self, link: _Link, acks: _Acks, timeout: float) -> None:
         """Wait for the stream's acks of the appended entries (all in flight at once):
@@ -867,20 +1053,20 @@ class _Link:
 
 class _Follower:
     """Reads the log stream in order from one sequence through an ephemeral push
-    consumer (no acks, flow control, idle heartbeats), handing each entry to
-    ``on_entry``. A gap (a message nats-py dropped) or a consumer gone silent makes it
+    consumer (no acks, flow control, idle heartbeats), handing the entries of each
+    message to ``on_entries``. A gap (a message nats-py dropped) or a consumer gone silent makes it
     unhealthy: its owner then starts another one from ``next_seq``."""
 
     def __init__(self, link: _Link, stream: str, start: int,
-                 on_entry: Callable[[int, bytes], Awaitable[None]],
+                 on_entries: Callable[[int, list[bytes]], Awaitable[None]],
                  logger: logging.Logger) -> None:
         self.link = link
         self.logger = logger
         self.stream = stream
         self.next_seq = start
-        """Stream sequence of the next entry to hand over (earlier ones are skipped)."""
+        """Stream sequence of the next message to hand over (earlier ones are skipped)."""
         self.last_seen = time.monotonic()
-        self._on_entry = on_entry
+        self._on_entries = on_entries
         self._delivered = 0  # consumer sequence of the last message received
         self._broken = False
         self._busy = False
@@ -932,7 +1118,7 @@ class _Follower:
         self.next_seq = seq + 1
         self._busy = True
         try:
-            await self._on_entry(seq, msg.data)
+            await self._on_entries(seq, log_entries(msg.headers, msg.data))
         finally:
             self._busy = False
             self.last_seen = time.monotonic()
@@ -950,7 +1136,7 @@ class _Follower:
 
     def _break(self, why: str) -> None:
         self._broken = True
-        self.logger.warning("nats: reading stream %s: %s (at entry %d)", self.stream, why,
+        self.logger.warning("nats: reading stream %s: %s (at message %d)", self.stream, why,
                             self.next_seq)
 
     async def stop(self) -> None:
