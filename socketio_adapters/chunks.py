@@ -9,6 +9,11 @@
   ``0xC1 0x02 | (length (4) | payload)*``, so a burst costs a broker a few messages
   instead of thousands (per-message client overhead dominates some brokers' clients).
 
+- Log entries (connection state recovery) keep one offset each, so a backend that
+  packs several into one broker message (:func:`pack_log_entries`) announces their
+  count beside the frame, and :func:`log_entries_of` reads them back; every node then
+  numbers the entries of a message the same way.
+
 0xC1 is the one byte msgpack never uses, so neither can be mistaken for an envelope.
 A payload sent alone travels unchanged.
 """
@@ -24,7 +29,8 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["MARKER", "Reassembler", "pack_frames", "split", "unpack_frame"]
+__all__ = ["LOG_FRAME_ENTRIES", "MARKER", "Reassembler", "log_entries_of",
+           "pack_frames", "pack_log_entries", "split", "unpack_frame"]
 
 MARKER = 0xC1
 CHUNK = 0x01
@@ -107,6 +113,53 @@ def unpack_frame(frame: bytes) -> list[bytes] | None:
         payloads.append(bytes(view[offset:offset + length]))
         offset += length
     return payloads
+
+
+LOG_FRAME_ENTRIES = 1024
+"""Most log entries packed into one broker message."""
+
+
+def pack_log_entries(payloads: Sequence[bytes], cap: int,
+                     max_entries: int = LOG_FRAME_ENTRIES) -> list[tuple[bytes, int]]:
+    """Consecutive log entries as broker message bodies, in order: ``(body, count)``
+    with ``count`` > 1 for a frame of entries (at most ``cap`` bytes and
+    ``max_entries`` entries), 1 for an entry that travels as itself."""
+    out: list[tuple[bytes, int]] = []
+    group: list[bytes] = []
+    size = len(_FRAME_HEADER)
+
+    def flush() -> None:
+        if len(group) == 1:
+            out.append((group[0], 1))
+        elif group:
+            parts = [_FRAME_HEADER]
+            for payload in group:
+                parts.append(_LENGTH.pack(len(payload)))
+                parts.append(payload)
+            out.append((b"".join(parts), len(group)))
+        group.clear()
+
+    for payload in payloads:
+        item = _LENGTH.size + len(payload)
+        if group and (size + item > cap or len(group) >= max_entries):
+            flush()
+            size = len(_FRAME_HEADER)
+        group.append(payload)
+        size += item
+    flush()
+    return out
+
+
+def log_entries_of(body: bytes, count: int | None) -> list[bytes]:
+    """The log entries of a broker message that announced ``count`` of them. A
+    message with no count above 1, or whose frame does not hold that count, is one
+    entry (the manager drops what it cannot decode), so every node reads the same
+    entries at the same offsets."""
+    if count is not None and count > 1:
+        entries = unpack_frame(body)
+        if entries is not None and len(entries) == count:
+            return entries
+    return [body]
 
 
 class Reassembler:

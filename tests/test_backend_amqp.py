@@ -12,15 +12,14 @@ import pytest
 
 from socketio_adapters import ConfigurationError, create_backend, create_manager
 from socketio_adapters.backends.amqp import (
-    LOG_FRAME_ENTRIES,
     AmqpBackend,
-    frame_log,
     log_entries,
     log_offset,
     stream_arguments,
     stream_offset,
 )
 from socketio_adapters.backends.base import LOG, BrokerUnavailable
+from socketio_adapters.chunks import pack_log_entries
 
 
 def _backend(url: str, **options: object) -> AmqpBackend:
@@ -117,24 +116,8 @@ def test_anything_else_is_not_an_offset(text: str) -> None:
     assert stream_offset(text) is None
 
 
-def test_log_entries_are_framed_up_to_a_size_and_a_count() -> None:
-    payloads = [bytes([i % 256]) * (i % 7) for i in range(3000)]
-    framed = frame_log(payloads, 64 * 1024)
-    assert all(1 < count <= LOG_FRAME_ENTRIES for _, count in framed)
-    unpacked = [entry for body, count in framed
-                for entry in log_entries({"sio-entries": count}, body) or []]
-    assert unpacked == payloads
-    big = [b"x" * 1000] * 200
-    assert all(len(body) <= 64 * 1024 for body, _ in frame_log(big, 64 * 1024))
-    # one entry, or one over the cap, travels as itself
-    assert frame_log([b"solo"], 1024) == [(b"solo", 1)]
-    assert frame_log([b"a", b"y" * 5000, b"b"], 1024) == [
-        (b"a", 1), (b"y" * 5000, 1), (b"b", 1)]
-    assert frame_log([], 1024) == []
-
-
 def test_a_stream_message_reads_as_its_entries() -> None:
-    (frame, count), = frame_log([b"\xc1\x02", b"", b"two"], 1024)
+    (frame, count), = pack_log_entries([b"\xc1\x02", b"", b"two"], 1024)
     assert log_entries({"sio-entries": count}, frame) == [b"\xc1\x02", b"", b"two"]
     # without the header a body is one entry, even one that looks like a frame
     assert log_entries({"sio-time": 1}, frame) == [frame]
@@ -252,7 +235,7 @@ async def test_a_reader_that_stops_in_a_frame_resumes_after_its_position() -> No
     backend = _backend("amqp://127.0.0.1/")
     backend.enable_log(deliver, 60.0, 100)
     backend._log_next = 4
-    (frame, count), = frame_log([b"a", b"b", b"c", b"d"], 1024)
+    (frame, count), = pack_log_entries([b"a", b"b", b"c", b"d"], 1024)
     message = _stream_message(4, {"sio-entries": count}, frame)
     with pytest.raises(ConnectionResetError):
         await backend._log_entry(message)
@@ -275,6 +258,6 @@ async def test_a_reader_after_trimmed_messages_delivers_the_whole_next_one() -> 
     backend = _backend("amqp://127.0.0.1/")
     backend.enable_log(deliver, 60.0, 100)
     backend._log_next, backend._log_skip = 4, 2  # message 4 was trimmed meanwhile
-    (frame, count), = frame_log([b"a", b"b", b"c"], 1024)
+    (frame, count), = pack_log_entries([b"a", b"b", b"c"], 1024)
     await backend._log_entry(_stream_message(9, {"sio-entries": count}, frame))
     assert delivered == ["10.0", "10.1", "10.2"]

@@ -16,11 +16,9 @@ import nats.errors
 from socketio_adapters import ConfigurationError, create_backend, create_manager
 from socketio_adapters.backends.base import LOG
 from socketio_adapters.backends.nats import (
-    LOG_FRAME_ENTRIES,
     NatsBackend,
     NatsServers,
     escape_token,
-    frame_log,
     log_entries,
     log_offset,
     name_token,
@@ -30,6 +28,7 @@ from socketio_adapters.backends.nats import (
     unescape_token,
     unpack_session,
 )
+from socketio_adapters.chunks import pack_log_entries
 
 AWKWARD = ["socketio", "a.b", "a%2Eb", "a*", "a>", ">", "*", "a b", "a\tb", "a\r\nb",
            "$SYS", "café", "ca%C3%A9", "日本", "%", "%%", "a_b", "a-b", "a/b", "a:b",
@@ -226,25 +225,8 @@ def test_anything_else_is_not_an_offset(text: str) -> None:
     assert parse_offset(text) is None
 
 
-def test_log_entries_are_framed_up_to_a_size_and_a_count() -> None:
-    payloads = [bytes([i % 256]) * (i % 7) for i in range(3000)]
-    framed = frame_log(payloads, 64 * 1024)
-    assert all(1 < count <= LOG_FRAME_ENTRIES for _, count in framed)
-    assert len(framed) == 3
-    unpacked = [entry for body, count in framed
-                for entry in log_entries({"Sio-Entries": str(count)}, body)]
-    assert unpacked == payloads
-    big = [b"x" * 1000] * 200
-    assert all(len(body) <= 64 * 1024 for body, _ in frame_log(big, 64 * 1024))
-    # one entry, or one over the cap, travels as itself
-    assert frame_log([b"solo"], 1024) == [(b"solo", 1)]
-    assert frame_log([b"a", b"y" * 5000, b"b"], 1024) == [
-        (b"a", 1), (b"y" * 5000, 1), (b"b", 1)]
-    assert frame_log([], 1024) == []
-
-
 def test_a_stream_message_reads_as_its_entries() -> None:
-    (frame, count), = frame_log([b"\xc1\x02", b"", b"two"], 1024)
+    (frame, count), = pack_log_entries([b"\xc1\x02", b"", b"two"], 1024)
     assert count == 3
     assert log_entries({"Sio-Entries": "3"}, frame) == [b"\xc1\x02", b"", b"two"]
     # without the header a body is one entry, even one that looks like a frame

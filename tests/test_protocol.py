@@ -3,6 +3,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
+from socketio_adapters.chunks import LOG_FRAME_ENTRIES, log_entries_of, pack_log_entries
 from socketio_adapters.errors import MalformedMessage
 from socketio_adapters.protocol import Message, MessageType, decode, encode
 
@@ -104,3 +105,29 @@ def test_truncated_frame_is_refused() -> None:
 
     (_, frame), = pack_frames([(None, b"abc"), (None, b"def")], None)
     assert unpack_frame(frame[:-1]) is None
+
+
+def test_log_entries_are_packed_up_to_a_size_and_a_count() -> None:
+    payloads = [bytes([i % 256]) * (i % 7) for i in range(3000)]
+    packed = pack_log_entries(payloads, 64 * 1024)
+    assert all(1 < count <= LOG_FRAME_ENTRIES for _, count in packed)
+    assert len(packed) == 3
+    assert [e for body, count in packed for e in log_entries_of(body, count)] == payloads
+    big = [b"x" * 1000] * 200
+    assert all(len(body) <= 64 * 1024 for body, _ in pack_log_entries(big, 64 * 1024))
+    # one entry, or one over the cap, travels as itself
+    assert pack_log_entries([b"solo"], 1024) == [(b"solo", 1)]
+    assert pack_log_entries([b"a", b"y" * 5000, b"b"], 1024) == [
+        (b"a", 1), (b"y" * 5000, 1), (b"b", 1)]
+    assert pack_log_entries([], 1024) == []
+
+
+def test_a_packed_message_reads_as_its_announced_entries() -> None:
+    (frame, count), = pack_log_entries([b"\xc1\x02", b"", b"two"], 1024)
+    assert count == 3
+    assert log_entries_of(frame, 3) == [b"\xc1\x02", b"", b"two"]
+    # no count, a wrong count or a broken frame: the body is one entry
+    assert log_entries_of(frame, None) == [frame]
+    assert log_entries_of(frame, 2) == [frame]
+    assert log_entries_of(frame[:-1], 3) == [frame[:-1]]
+    assert log_entries_of(b"plain", 5) == [b"plain"]

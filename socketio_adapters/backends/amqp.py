@@ -62,7 +62,6 @@ import contextlib
 import math
 import re
 import secrets
-import struct
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, ClassVar, cast
@@ -74,10 +73,10 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import DeliveredMessage
 from yarl import URL
 
-from ..chunks import FRAME, MARKER, unpack_frame
+from ..chunks import log_entries_of, pack_log_entries
 from ..errors import AdapterError, ConfigurationError
 from ..options import Option, parse_bool, positive_int
-from .base import LOG, Backend, Capabilities, LogSettings, Outgoing
+from .base import LOG, Backend, Capabilities, LogSettings, Outgoing, log_runs
 
 __all__ = ["AmqpBackend"]
 
@@ -111,10 +110,6 @@ _MARKER_HEADER = "sio-marker"
 are positions in the log but are never delivered as entries."""
 _ENTRIES_HEADER = "sio-entries"
 """Set on a message that holds several log entries (a frame): how many."""
-LOG_FRAME_ENTRIES = 1024
-"""Most log entries in one stream message (besides the ``frame_cap`` bytes)."""
-_FRAME_HEADER = bytes((MARKER, FRAME))
-_LENGTH = struct.Struct(">I")
 _SESSION_GRACE_MS = 1000
 """How much longer than its record a session queue lives (``x-expires``)."""
 _QUEUE_NAME_LIMIT = 255
@@ -142,50 +137,15 @@ def stream_offset(offset: str) -> tuple[int, int] | None:
     return value, int(match[2])
 
 
-def frame_log(payloads: Sequence[bytes], cap: int,
-              max_entries: int = LOG_FRAME_ENTRIES) -> list[tuple[bytes, int]]:
-    """Consecutive log entries as stream message bodies, in order: ``(body, count)``
-    with ``count`` > 1 for a frame of entries (at most ``cap`` bytes and
-    ``max_entries`` entries), 1 for an entry that travels as itself."""
-    out: list[tuple[bytes, int]] = []
-    group: list[bytes] = []
-    size = len(_FRAME_HEADER)
-
-    def flush() -> None:
-        if len(group) == 1:
-            out.append((group[0], 1))
-        elif group:
-            parts = [_FRAME_HEADER]
-            for payload in group:
-                parts.append(_LENGTH.pack(len(payload)))
-                parts.append(payload)
-            out.append((b"".join(parts), len(group)))
-        group.clear()
-
-    for payload in payloads:
-        item = _LENGTH.size + len(payload)
-        if group and (size + item > cap or len(group) >= max_entries):
-            flush()
-            size = len(_FRAME_HEADER)
-        group.append(payload)
-        size += item
-    flush()
-    return out
-
-
 def log_entries(headers: dict[str, Any] | None, body: bytes) -> list[bytes] | None:
-    """The log entries of a stream message, or None for a marker. A frame that does
-    not hold the count it announces is one entry (the manager drops what it cannot
-    decode), so every node reads the same entries at the same offsets."""
+    """The log entries of a stream message (see :func:`chunks.log_entries_of`), or
+    None for a marker; the count travels in the ``sio-entries`` header."""
     headers = headers or {}
     if _MARKER_HEADER in headers:
         return None
     count = headers.get(_ENTRIES_HEADER)
-    if isinstance(count, int) and not isinstance(count, bool) and count > 1:
-        entries = unpack_frame(body)
-        if entries is not None and len(entries) == count:
-            return entries
-    return [body]
+    valid = isinstance(count, int) and not isinstance(count, bool)
+    return log_entries_of(body, count if valid else None)
 
 
 def stream_arguments(retention: float, max_bytes: int) -> dict[str, Any]:
@@ -675,33 +635,23 @@ class AmqpBackend(Backend):
     def _messages(self, batch: Sequence[Outgoing]) -> list[
             tuple[str, str, bytes, aiormq.spec.Basic.Properties | None]]:
         """The broker messages of ``batch``, in order: each run of consecutive log
-        entries becomes as few stream messages as ``frame_log`` allows."""
+        entries becomes as few stream messages as ``pack_log_entries`` allows."""
         out: list[tuple[str, str, bytes, aiormq.spec.Basic.Properties | None]] = []
-        run: list[bytes] = []
         now = _now_ms()
-
-        def flush() -> None:
+        for target, payloads in log_runs(batch):
+            if target != LOG:
+                exchange, key = self._route(target)
+                out.append((exchange, key, payloads[0], None))
+                continue
             if self.log is None:
                 raise RuntimeError("a log entry was sent but enable_log() was not called")
-            for body, count in frame_log(run, self.frame_cap):
+            for body, count in pack_log_entries(payloads, self.frame_cap):
                 headers: dict[str, Any] = {_TIME_HEADER: now}
                 if count > 1:
                     headers[_ENTRIES_HEADER] = count
                 # the default exchange routes to the stream
                 out.append(("", self.log_stream, body,
                             aiormq.spec.Basic.Properties(headers=headers)))
-            run.clear()
-
-        for target, payload in batch:
-            if target == LOG:
-                run.append(payload)
-                continue
-            if run:
-                flush()
-            exchange, key = self._route(target)
-            out.append((exchange, key, payload, None))
-        if run:
-            flush()
         return out
 
     async def _close(self) -> None:

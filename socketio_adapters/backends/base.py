@@ -44,8 +44,17 @@ from ..errors import AdapterError, ConfigurationError
 from ..options import Option, non_empty_str, positive_float, redact, resolve
 from ..tasks import settle
 
-__all__ = ["LOG", "Backend", "BrokerUnavailable", "Capabilities", "Deliver", "DeliverLog",
-           "LogSettings", "Outgoing"]
+__all__ = [
+    "LOG",
+    "Backend",
+    "BrokerUnavailable",
+    "Capabilities",
+    "Deliver",
+    "DeliverLog",
+    "LogSettings",
+    "Outgoing",
+    "log_runs",
+]
 
 _STOP_SECONDS = 5.0
 """How long stop() waits for the listener and for closing connections."""
@@ -63,6 +72,19 @@ LOG = "\x00log"
 
 DeliverLog = Callable[[str, bytes], Awaitable[None]]
 """The manager's entry point for log entries: ``(offset, payload)``, in log order."""
+
+
+def log_runs(batch: Sequence[Outgoing]) -> list[tuple[str | None, list[bytes]]]:
+    """``batch`` in order, each run of consecutive log entries together as
+    ``(LOG, [entries])`` (for a backend that packs them), anything else as
+    ``(target, [payload])``."""
+    out: list[tuple[str | None, list[bytes]]] = []
+    for target, payload in batch:
+        if target == LOG and out and out[-1][0] == LOG:
+            out[-1][1].append(payload)
+        else:
+            out.append((target, [payload]))
+    return out
 
 
 @dataclass(frozen=True)

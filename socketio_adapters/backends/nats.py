@@ -104,12 +104,12 @@ from nats.js import api
 from nats.js.client import JetStreamContext
 from nats.js.kv import KeyValue
 
-from ..chunks import FRAME, MARKER, unpack_frame
+from ..chunks import log_entries_of, pack_log_entries
 from ..errors import ConfigurationError
 from ..options import Option, non_empty_str, parse_bool, positive_float, positive_int, redact
-from .base import LOG, Backend, Capabilities, DeliverLog, Outgoing
+from .base import LOG, Backend, Capabilities, DeliverLog, Outgoing, log_runs
 
-__all__ = ["LOG_FRAME_ENTRIES", "NatsBackend", "NatsServers", "escape_token", "frame_log",
+__all__ = ["NatsBackend", "NatsServers", "escape_token",
            "log_entries", "log_offset", "name_token", "pack_session", "parse_offset",
            "parse_url", "unescape_token", "unpack_session"]
 
@@ -130,12 +130,8 @@ _WRONG_LAST_SEQUENCE = 10071
 """JetStream's error code for a write that expected another last revision."""
 _ENTRIES_HEADER = "Sio-Entries"
 """Set on a log message that holds several entries (a frame): how many."""
-LOG_FRAME_ENTRIES = 1024
-"""Most log entries in one stream message (besides the ``frame_cap`` bytes)."""
 _HEADER_ROOM = 256
 """Bytes of the server's ``max_payload`` left for a frame's headers."""
-_FRAME_HEADER = bytes((MARKER, FRAME))
-_LENGTH_SIZE = 4
 _OFFSET = re.compile(r"([1-9][0-9]{0,19})\.(0|[1-9][0-9]{0,5})")
 
 
@@ -180,48 +176,12 @@ def parse_offset(text: str) -> tuple[int, int] | None:
     return (seq, int(match[2])) if seq < 2**64 else None
 
 
-def frame_log(payloads: Sequence[bytes], cap: int,
-              max_entries: int = LOG_FRAME_ENTRIES) -> list[tuple[bytes, int]]:
-    """Consecutive log entries as stream message bodies, in order: ``(body, count)``
-    with ``count`` > 1 for a frame of entries (at most ``cap`` bytes and
-    ``max_entries`` entries), 1 for an entry that travels as itself."""
-    out: list[tuple[bytes, int]] = []
-    group: list[bytes] = []
-    size = len(_FRAME_HEADER)
-
-    def flush() -> None:
-        if len(group) == 1:
-            out.append((group[0], 1))
-        elif group:
-            parts = [_FRAME_HEADER]
-            for payload in group:
-                parts.append(len(payload).to_bytes(_LENGTH_SIZE, "big"))
-                parts.append(payload)
-            out.append((b"".join(parts), len(group)))
-        group.clear()
-
-    for payload in payloads:
-        item = _LENGTH_SIZE + len(payload)
-        if group and (size + item > cap or len(group) >= max_entries):
-            flush()
-            size = len(_FRAME_HEADER)
-        group.append(payload)
-        size += item
-    flush()
-    return out
-
-
 def log_entries(headers: dict[str, str] | None, body: bytes) -> list[bytes]:
-    """The log entries of a stream message. A message without a valid
-    ``Sio-Entries`` header, or whose frame does not hold the count it announces, is
-    one entry (the manager drops what it cannot decode), so every node reads the same
-    entries at the same offsets."""
+    """The log entries of a stream message (see :func:`chunks.log_entries_of`); the
+    count travels in the ``Sio-Entries`` header."""
     count = (headers or {}).get(_ENTRIES_HEADER)
-    if count is not None and count.isascii() and count.isdigit() and int(count) > 1:
-        entries = unpack_frame(body)
-        if entries is not None and len(entries) == int(count):
-            return entries
-    return [body]
+    valid = count is not None and count.isascii() and count.isdigit()
+    return log_entries_of(body, int(count) if valid and count else None)
 
 
 def pack_session(data: bytes, expires: float) -> bytes:
@@ -828,26 +788,16 @@ class NatsBackend(Backend):
             tuple[str | None, bytes, dict[str, str] | None]]:
         """The NATS messages of ``batch``, in order, as ``(subject, payload,
         headers)``: each run of consecutive log entries becomes as few stream
-        messages as ``frame_log`` allows (subject None: the log, acked)."""
+        messages as ``pack_log_entries`` allows (subject None: the log, acked)."""
         out: list[tuple[str | None, bytes, dict[str, str] | None]] = []
-        run: list[bytes] = []
         limit = self.message_limit
         cap = self.frame_cap if limit is None else min(self.frame_cap, limit - _HEADER_ROOM)
-
-        def flush() -> None:
-            for body, count in frame_log(run, cap):
-                out.append((None, body, {_ENTRIES_HEADER: str(count)} if count > 1 else None))
-            run.clear()
-
-        for target, payload in batch:
-            if target == LOG:
-                run.append(payload)
+        for target, payloads in log_runs(batch):
+            if target != LOG:
+                out.append((self._subject(target), payloads[0], None))
                 continue
-            if run:
-                flush()
-            out.append((self._subject(target), payload, None))
-        if run:
-            flush()
+            for body, count in pack_log_entries(payloads, cap):
+                out.append((None, body, {_ENTRIES_HEADER: str(count)} if count > 1 else None))
         return out
 
     async def _confirm_log(self, link: _Link, acks: _Acks, timeout: float) -> None:
