@@ -359,3 +359,39 @@ async def test_the_cluster_api_is_on_the_server() -> None:
         assert await sio.server_side_emit_with_ack("nobody-listens") == []
         await sio.disconnect_sockets(to=sid)
         await until(lambda: not client.connected)
+
+
+async def test_a_node_behind_the_client_does_not_resend_what_it_saw(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client comes back through a node that has not yet read the last entries
+    the client got from its old node: those come through the restore's tail and must
+    not reach the client twice."""
+    async with Served("lag") as ahead, Served("lag") as behind:
+        client = AsyncClient(reconnection=False)
+        got: list[Any] = []
+        client.on("ev", lambda value: got.append(value))
+        await client.connect(ahead.url, transports=["websocket"])
+        await ahead.sio.emit("ev", "first")
+        await until(lambda: got == ["first"])
+        # the node behind stops reading the log here
+        backend = behind.sio.cluster.backend
+        deliver = backend._deliver_entry
+        reading = asyncio.Event()
+
+        async def stalled(offset: str, payload: bytes) -> None:
+            await reading.wait()
+            await deliver(offset, payload)
+
+        monkeypatch.setattr(backend, "_deliver_entry", stalled)
+        await ahead.sio.emit("ev", "seen")
+        await until(lambda: got == ["first", "seen"])
+        await ahead.lose_and_keep(client)
+        await ahead.sio.emit("ev", "missed")
+        await ahead.sio.cluster.flush()
+        asyncio.get_running_loop().call_later(0.3, reading.set)
+        await client.connect(behind.url, transports=["websocket"])
+        assert client.recovered
+        await until(lambda: len(got) >= 3)
+        await asyncio.sleep(0.3)
+        assert got == ["first", "seen", "missed"]
+        await client.disconnect()
