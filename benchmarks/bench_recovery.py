@@ -46,9 +46,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
-from socketio_adapters import AsyncClient, AsyncServer, ClusterManager, create_manager
+from conformance.cluster import Node as ServerNode
+from socketio_adapters import AsyncClient
 
 from .node import with_channel
 
@@ -69,19 +69,14 @@ class BenchError(RuntimeError):
 # ---------------------------------------------------------------------- nodes
 
 
-class Node:
-    """One server node: ``socketio_adapters.AsyncServer`` with recovery on, on an
-    aiohttp server bound to a free loopback port. Clients may send ``join`` (a room)."""
+class Node(ServerNode):
+    """One server node, conformance's: ``socketio_adapters.AsyncServer`` with recovery
+    on, on an aiohttp server bound to a free loopback port; clients may send ``join``
+    (a room). It also times each restore's ``recovery_take``."""
 
     def __init__(self, name: str, url: str) -> None:
+        super().__init__(url, recovery=RECOVERY_OPTIONS)
         self.name = name
-        self.manager: ClusterManager = create_manager(url)
-        self.sio = AsyncServer(self.manager, async_mode="aiohttp",
-                               connection_state_recovery=RECOVERY_OPTIONS)
-        self.app = web.Application()
-        self.sio.attach(self.app)
-        self.runner: web.AppRunner | None = None
-        self.port = 0
         self.take_seconds: list[float] = []
         """How long each ``recovery_take`` took here (the saved session taken, the
         missed entries read from the log and filtered)."""
@@ -96,38 +91,9 @@ class Node:
 
         self.manager.recovery_take = timed_take  # type: ignore[method-assign]
 
-        async def join(sid: str, room: str) -> bool:
-            await self.sio.enter_room(sid, room)
-            return True
-
-        self.sio.on("join", join)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        await self.manager.start()
-        self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=0.5)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        server: Any = site._server
-        if server is None or not server.sockets:
-            raise RuntimeError("aiohttp did not bind a socket")
-        self.port = int(server.sockets[0].getsockname()[1])
-
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.gather(*(sock.close(wait=False)
-                                   for sock in list(self.sio.eio.sockets.values())),
-                                 return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.manager.stop(), 15)
-        if self.runner is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.runner.cleanup(), 10)
-            self.runner = None
+            await asyncio.wait_for(super().stop(), 15)
 
     async def drop(self, client: Client) -> None:
         """Lose ``client``'s transport server-side (as a dropped network does) and wait
