@@ -12,7 +12,6 @@ its sid, rooms and session back and every event it missed, once.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -73,8 +72,6 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
         self._pids: dict[tuple[str, str], str] = {}
         self._recovered: set[tuple[str, str]] = set()
         self._shutting_down = False
-        self._leaving: set[tuple[str, str]] = set()
-        """(eio_sid, namespace) whose client sent DISCONNECT: not to be kept."""
 
     # ------------------------------------------------------------ recovery
 
@@ -172,13 +169,6 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
             pkt.data = {**pkt.data, "pid": pid}
         await super()._send_packet(eio_sid, pkt)
 
-    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
-        if (self.recovery_options is not None and isinstance(data, str)
-                and data[:1] == "1"):  # a DISCONNECT packet: the client leaves for good
-            pkt = self.packet_class(encoded_packet=data)
-            self._leaving.add((eio_sid, pkt.namespace or "/"))
-        await super()._handle_eio_message(eio_sid, data)
-
     async def _handle_disconnect(self, eio_sid: str, namespace: str | None,
                                  reason: str | None = None) -> None:
         namespace = namespace or "/"
@@ -191,14 +181,6 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
         if sid is not None:
             self._pids.pop((namespace, sid), None)
             self._recovered.discard((namespace, sid))
-        if record is not None:
-            # A client that disconnects sends DISCONNECT, then closes its transport;
-            # engine.io hands the message to a task but the close to us directly, so
-            # let that task run: a DISCONNECT it finds makes this close final.
-            await asyncio.sleep(0)
-            if (eio_sid, namespace) in self._leaving:
-                record = None
-        self._leaving.discard((eio_sid, namespace))
         if record is not None:
             try:
                 await self.cluster.recovery_save(record)
