@@ -23,7 +23,7 @@ from socketio import packet as sio_packet
 
 from .errors import ConfigurationError
 from .manager import ClusterManager, Room
-from .recovery import RecoveryOptions, SessionRecord, new_pid
+from .recovery import RecoveryOptions, Restore, SessionRecord, new_pid
 from .sockets import RemoteSocket
 
 __all__ = ["RECOVERABLE_REASONS", "SHUTTING_DOWN", "AsyncServer"]
@@ -91,8 +91,8 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
                 try:
                     restore = await self.cluster.recovery_take(namespace, pid, offset)
                 except Exception:
-                    _log.exception("could not restore a session in %s; the "
-                                          "client gets a fresh one", namespace)
+                    _log.exception("could not restore a session in %s; the client "
+                                   "gets a fresh one", namespace)
                 if restore is not None:
                     await self._restore(eio_sid, namespace, restore, data)
                     return
@@ -102,10 +102,10 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
         return (namespace in self.handlers or namespace in self.namespace_handlers
                 or self.namespaces == "*" or namespace in self.namespaces)
 
-    async def _restore(self, eio_sid: str, namespace: str, restore: Any,
+    async def _restore(self, eio_sid: str, namespace: str, restore: Restore,
                        auth: dict[str, Any]) -> None:
         manager = self.cluster
-        record: SessionRecord = restore.record
+        record = restore.record
         sid, key = record.sid, (namespace, record.sid)
         if manager.is_connected(sid, namespace) or eio_sid not in self.eio.sockets:
             manager.recovery_abandon(restore)
