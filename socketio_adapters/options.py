@@ -13,11 +13,17 @@ from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from .errors import ConfigurationError
 
-__all__ = ["Option", "parse_bool", "positive_float", "positive_int", "redact", "resolve"]
+__all__ = ["Option", "choice", "int_in_range", "non_empty_str", "non_negative_int",
+           "optional_str", "parse_bool", "positive_float", "positive_int", "redact",
+           "resolve", "text"]
 
 
 @dataclass(frozen=True)
 class Option:
+    """One option of a table: its name, the parser of its value (which raises
+    ``ValueError`` or ``TypeError`` with what it expects), its default and a line of
+    documentation."""
+
     name: str
     parse: Callable[[Any], Any]
     default: Any
@@ -51,11 +57,54 @@ def positive_int(value: Any) -> int:
     return number
 
 
+def non_negative_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number >= 0")
+    number = int(value)
+    if number < 0:
+        raise ValueError("expected a whole number >= 0")
+    return number
+
+
+def int_in_range(low: int, high: int, what: str = "a whole number") -> Callable[[Any], int]:
+    """A parser of whole numbers from ``low`` to ``high``."""
+    def parse(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError(f"expected {what} from {low} to {high}")
+        number = int(value)
+        if not low <= number <= high:
+            raise ValueError(f"expected {what} from {low} to {high}")
+        return number
+    return parse
+
+
 def non_empty_str(value: Any) -> str:
     text = str(value)
     if not text:
         raise ValueError("expected a non-empty string")
     return text
+
+
+def optional_str(value: Any) -> str | None:
+    return None if value is None else non_empty_str(value)
+
+
+def text(value: Any) -> str:
+    return str(value)
+
+
+def choice(*allowed: str, fold: Callable[[str], str] | None = None
+           ) -> Callable[[Any], str]:
+    """A parser that accepts one of ``allowed`` (after ``fold``, e.g. ``str.upper``,
+    and stripping blanks when folding)."""
+    def parse(value: Any) -> str:
+        text = str(value)
+        if fold is not None:
+            text = fold(text.strip())
+        if text not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return text
+    return parse
 
 
 def resolve(

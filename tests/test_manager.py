@@ -13,7 +13,7 @@ from socketio_adapters import ClusterManager, ClusterTimeout, NotStarted, create
 from socketio_adapters.backends.base import Backend, BrokerUnavailable, Outgoing
 from socketio_adapters.backends.memory import MemoryBackend
 from socketio_adapters.backoff import Backoff
-from socketio_adapters.chunks import unpack_frame
+from socketio_adapters.framing import unpack_frame
 from socketio_adapters.errors import PayloadTooLarge
 from socketio_adapters.lifecycle import LifespanMiddleware
 from socketio_adapters.nodes import NodeTable

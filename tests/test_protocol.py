@@ -3,7 +3,7 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from socketio_adapters.chunks import LOG_FRAME_ENTRIES, log_entries_of, pack_log_entries
+from socketio_adapters.framing import LOG_FRAME_ENTRIES, log_entries_of, pack_log_entries
 from socketio_adapters.errors import MalformedMessage
 from socketio_adapters.protocol import Message, MessageType, decode, encode
 
@@ -53,7 +53,7 @@ def test_chunks_split_and_join() -> None:
     import logging
     import os
 
-    from socketio_adapters.chunks import Reassembler, split
+    from socketio_adapters.framing import Reassembler, split
 
     payload = os.urandom(10_000)
     parts = split(payload, 1000)
@@ -69,7 +69,7 @@ def test_chunks_split_and_join() -> None:
 
 
 def test_frames_pack_small_payloads_per_target_in_order() -> None:
-    from socketio_adapters.chunks import pack_frames, unpack_frame
+    from socketio_adapters.framing import pack_frames, unpack_frame
 
     batch = [(None, b"a"), (None, b"bb"), ("n1", b"c"), (None, b"d"), (None, b"e")]
     packed = pack_frames(batch, None)
@@ -82,7 +82,7 @@ def test_frames_pack_small_payloads_per_target_in_order() -> None:
 def test_frames_respect_the_cap_and_chunk_large_payloads() -> None:
     import logging
 
-    from socketio_adapters.chunks import Reassembler, pack_frames, unpack_frame
+    from socketio_adapters.framing import Reassembler, pack_frames, unpack_frame
 
     batch = [(None, bytes([i]) * 300) for i in range(10)] + [(None, b"x" * 5000)]
     packed = pack_frames(batch, limit=2000, frame_cap=1000)
@@ -101,7 +101,7 @@ def test_frames_respect_the_cap_and_chunk_large_payloads() -> None:
 
 
 def test_truncated_frame_is_refused() -> None:
-    from socketio_adapters.chunks import pack_frames, unpack_frame
+    from socketio_adapters.framing import pack_frames, unpack_frame
 
     (_, frame), = pack_frames([(None, b"abc"), (None, b"def")], None)
     assert unpack_frame(frame[:-1]) is None

@@ -15,18 +15,25 @@ Options shared by every backend (as URL query parameters or keyword arguments):
 
 Durable log and session store (for connection state recovery)
     A backend that declares ``durable_log`` also keeps an ordered log when the manager
-    calls :meth:`Backend.enable_log` before :meth:`Backend.start`. A payload sent with
-    the target :data:`LOG` is appended to it as one entry, in order: the base class
-    never frames it with others nor splits it into chunks (a backend may pack the
-    entries of one batch into one broker message, as long as each keeps its own
-    offset). Every node that listens, the sender included,
-    receives every entry appended after its ``start()`` returned, in log order, through
-    ``deliver_log(offset, payload)``; the offset is a string chosen by the backend, the
-    same on every node. :meth:`Backend.read_log` reads entries back from an offset.
-    The log is trimmed by age and length so it never grows without limit.
+    calls :meth:`Backend.enable_log` before :meth:`Backend.start`. Its semantics live
+    once in :mod:`socketio_adapters.storage`; the backend is its driver:
+
+    - *append*: a payload sent with the target :data:`LOG` is one record body, to
+      append in order (the base class packs consecutive entries into one record
+      where ``log_packs`` says so, and never frames a log entry with pub/sub
+      payloads nor splits it into chunks);
+    - *follow*: while listening, ask :meth:`LogReader.restart` (``self.log_reader``)
+      where to start, given the log's last record, then read every record from that
+      key on, included, in log order, and hand each to :meth:`LogReader.feed`, which
+      delivers its entries once, with their offsets, to the manager;
+    - *fetch*: :meth:`Backend.fetch_log`, the records between two keys, on which
+      :meth:`Backend.read_log` is written once;
+    - *trim* by age (``retention``) and length (at least ``max_length`` records).
+
     A backend that declares ``session_store`` keeps small records with an expiry
-    (:meth:`Backend.save_session`, :meth:`Backend.take_session`); the manager keeps
-    sessions in the log itself on backends that do not.
+    (:class:`socketio_adapters.storage.SessionStore`: :meth:`Backend.save_session`,
+    :meth:`Backend.take_session`); the recovery layer keeps sessions in the log
+    itself on backends that do not.
 """
 
 from __future__ import annotations
@@ -39,9 +46,19 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..backoff import ConnectionState
-from ..chunks import FRAME, FRAME_CAP, MARKER, Reassembler, pack_frames, unpack_frame
 from ..errors import AdapterError, ConfigurationError
+from ..framing import FRAME, FRAME_CAP, MARKER, Reassembler, pack_frames, unpack_frame
 from ..options import Option, non_empty_str, positive_float, redact, resolve
+from ..storage import (
+    DeliverLog,
+    LogReader,
+    LogRecord,
+    LogSettings,
+    OffsetCodec,
+    RecordKey,
+    pack_entries,
+    read_entries,
+)
 from ..tasks import settle
 
 __all__ = [
@@ -51,9 +68,10 @@ __all__ = [
     "Capabilities",
     "Deliver",
     "DeliverLog",
+    "LogRecord",
     "LogSettings",
     "Outgoing",
-    "log_runs",
+    "RecordKey",
 ]
 
 _STOP_SECONDS = 5.0
@@ -69,35 +87,6 @@ Outgoing = tuple["str | None", bytes]
 
 LOG = "\x00log"
 """The target of a payload to append to the durable log (no node uid looks like it)."""
-
-DeliverLog = Callable[[str, bytes], Awaitable[None]]
-"""The manager's entry point for log entries: ``(offset, payload)``, in log order."""
-
-
-def log_runs(batch: Sequence[Outgoing]) -> list[tuple[str | None, list[bytes]]]:
-    """``batch`` in order, each run of consecutive log entries together as
-    ``(LOG, [entries])`` (for a backend that packs them), anything else as
-    ``(target, [payload])``."""
-    out: list[tuple[str | None, list[bytes]]] = []
-    for target, payload in batch:
-        if target == LOG and out and out[-1][0] == LOG:
-            out[-1][1].append(payload)
-        else:
-            out.append((target, [payload]))
-    return out
-
-
-@dataclass(frozen=True)
-class LogSettings:
-    """How the durable log is kept, set by the manager through ``enable_log``."""
-
-    deliver: DeliverLog | None
-    """Receives every entry appended after start, or None for an emitter."""
-    retention: float
-    """Seconds an entry must stay readable; older entries may be trimmed."""
-    max_length: int
-    """Entries kept at most (approximately, where the broker trims in blocks)."""
-
 
 class BrokerUnavailable(AdapterError, ConnectionError):
     """The broker could not be reached when the backend started."""
@@ -145,6 +134,13 @@ class Backend(abc.ABC):
     :mod:`socketio_adapters.chunks`); lower it where large messages cost more."""
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError,)
     """Errors that mean "the connection is gone": logged, then reconnect."""
+    log_key_parts: ClassVar[int] = 1
+    """Numbers in a log record's key (see :mod:`socketio_adapters.storage.offsets`)."""
+    log_key_max: ClassVar[int] = 2**63 - 1
+    """Largest number in a log record's key."""
+    log_packs: ClassVar[bool] = False
+    """Pack the consecutive log entries of a batch into one record (where the
+    broker's cost per record dominates)."""
 
     def __init__(self, url: str, **options: Any) -> None:
         self.url = url
@@ -164,11 +160,7 @@ class Backend(abc.ABC):
         self._reassembler = Reassembler(self.logger)
         self.log: LogSettings | None = None
         """Set by :meth:`enable_log`; ``None`` when this node keeps no log."""
-        self.log_position: str | None = None
-        """Offset of the last log entry this node delivered, or, before the first one,
-        of the last entry in the log when its reader began (``None``: empty log). A
-        reader that reconnects resumes right after it, so no entry is lost or repeated.
-        """
+        self._log_reader: LogReader | None = None
 
     @classmethod
     def from_url(cls, url: str, query: Mapping[str, str], **kwargs: Any) -> Backend:
@@ -257,8 +249,11 @@ class Backend(abc.ABC):
 
     async def send(self, batch: Sequence[Outgoing]) -> None:
         """Publish ``batch``: small payloads for one target go as one frame, those
-        over ``message_limit`` as chunks. Log entries are passed on one by one."""
-        if self.log is not None and any(target == LOG for target, _ in batch):
+        over ``message_limit`` as chunks. Log entries become records: one each, or
+        packed (``log_packs``)."""
+        if any(target == LOG for target, _ in batch):
+            if self.log is None:
+                raise RuntimeError("a log entry was sent but enable_log() was not called")
             await self.publish(self._frame_around_log(batch))
             return
         if len(batch) > 1 or (self.message_limit is not None
@@ -267,20 +262,37 @@ class Backend(abc.ABC):
         await self.publish(batch)
 
     def _frame_around_log(self, batch: Sequence[Outgoing]) -> list[Outgoing]:
-        """Frame the runs of pub/sub payloads between log entries, keeping order."""
+        """Frame the runs of pub/sub payloads, and pack the runs of log entries into
+        records (``log_packs``), keeping order."""
         out: list[Outgoing] = []
         run: list[Outgoing] = []
+        entries: list[bytes] = []
+
+        def flush() -> None:
+            if run:
+                out.extend(pack_frames(run, self.message_limit, self.frame_cap))
+                run.clear()
+            if entries:
+                bodies = (pack_entries(entries, self.log_record_cap) if self.log_packs
+                          else entries)
+                out.extend((LOG, body) for body in bodies)
+                entries.clear()
+
         for item in batch:
+            if (item[0] == LOG) != bool(entries):
+                flush()
             if item[0] == LOG:
-                if run:
-                    out.extend(pack_frames(run, self.message_limit, self.frame_cap))
-                    run = []
-                out.append(item)
+                entries.append(item[1])
             else:
                 run.append(item)
-        if run:
-            out.extend(pack_frames(run, self.message_limit, self.frame_cap))
+        flush()
         return out
+
+    @property
+    def log_record_cap(self) -> int:
+        """Largest packed log record (a lone entry may be larger)."""
+        limit = self.message_limit
+        return self.frame_cap if limit is None else min(self.frame_cap, limit)
 
     # ------------------------------------------------------------ durable log, sessions
 
@@ -295,19 +307,37 @@ class Backend(abc.ABC):
         if self._opened:
             raise RuntimeError("enable_log() must be called before start()")
         self.log = LogSettings(deliver, retention, max_length)
+        self._log_reader = LogReader(OffsetCodec(self.log_key_parts, self.log_key_max),
+                                     deliver, self.logger, f"{self.name} log")
 
-    async def _deliver_entry(self, offset: str, payload: bytes) -> None:
-        """Hand one log entry to the manager and remember it as the position."""
-        self.log_position = offset
-        log = self.log
-        if log is not None and log.deliver is not None:
-            await log.deliver(offset, payload)
+    @property
+    def log_reader(self) -> LogReader:
+        """This node's place in the log (see :mod:`socketio_adapters.storage.reader`)."""
+        if self._log_reader is None:
+            raise RuntimeError("enable_log() was not called")
+        return self._log_reader
+
+    @property
+    def log_position(self) -> str | None:
+        """Offset of the last log entry this node delivered, or, before the first one,
+        of the last entry in the log when its reader began (``None``: empty log)."""
+        return None if self._log_reader is None else self._log_reader.offset
 
     async def read_log(self, after: str, upto: str | None) -> list[tuple[str, bytes]] | None:
         """The entries with ``after < offset <= upto``, in log order, or ``None`` when
         no entry ``after`` is (any longer) in the log, or ``after`` is not an offset of
         this backend at all. ``upto`` is a position this node delivered (``None``:
         the log was empty when its reader began, so nothing is returned)."""
+        log = self.log
+        if log is None:
+            raise NotImplementedError(f"the {self.name} backend keeps no durable log")
+        return await read_entries(self.fetch_log, self.log_reader.codec, after, upto,
+                                  log.retention, log.max_length)
+
+    async def fetch_log(self, first: RecordKey, last: RecordKey,
+                        limit: int) -> list[LogRecord] | None:
+        """The log records with ``first <= key <= last``, in order, at most ``limit``
+        (see :data:`socketio_adapters.storage.FetchRange`)."""
         raise NotImplementedError(f"the {self.name} backend keeps no durable log")
 
     async def save_session(self, pid: str, data: bytes, ttl: float) -> None:

@@ -18,6 +18,7 @@ Options
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -25,19 +26,20 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from .base import LOG, Backend, Capabilities, Outgoing
+from .base import LOG, Backend, Capabilities, LogRecord, Outgoing, RecordKey
 
 __all__ = ["MemoryBackend"]
 
-# what a node's queue carries: a pub/sub payload, or a log entry (offset, payload)
-_Item = bytes | tuple[str, bytes]
+# what a node's queue carries: a pub/sub payload, or a log record (key, body)
+_Item = bytes | tuple[int, bytes]
 
 
 @dataclass
 class _Hub:
     nodes: dict[str, asyncio.Queue[_Item]] = field(default_factory=dict)
     log: deque[tuple[int, float, bytes]] = field(default_factory=deque)
-    next_offset: int = 1
+    """Records: key, wall-clock time, body."""
+    next_key: int = 1
     sessions: dict[str, tuple[float, bytes]] = field(default_factory=dict)
 
 
@@ -63,15 +65,17 @@ class MemoryBackend(Backend):
     async def _run(self, ready: Callable[[], None]) -> None:
         hub = self._hub
         hub.nodes[self.node_id] = self._queue
-        if self.log is not None and self.log_position is None and hub.log:
-            self.log_position = str(hub.log[-1][0])
+        reader = self.log_reader if self.log is not None else None
+        if reader is not None:  # the queue carries every record appended from now on
+            last = hub.log[-1] if hub.log else None
+            reader.restart(None if last is None else ((last[0],), last[2]))
         ready()
         while True:
             item = await self._queue.get()
             if isinstance(item, bytes):
                 await self._dispatch(item)
-            elif self.log is not None:
-                await self._deliver_entry(*item)
+            elif reader is not None:
+                await reader.feed((item[0],), item[1])
 
     async def publish(self, batch: Sequence[Outgoing]) -> None:
         hub = self._hub
@@ -87,28 +91,31 @@ class MemoryBackend(Backend):
                 if direct is not None:
                     direct.put_nowait(payload)
 
-    def _append(self, hub: _Hub, payload: bytes) -> None:
+    def _append(self, hub: _Hub, body: bytes) -> None:
         log = self.log
         if log is None:
             raise RuntimeError("a log entry was sent but enable_log() was not called")
-        offset, now = hub.next_offset, time.monotonic()
-        hub.next_offset += 1
-        hub.log.append((offset, now, payload))
+        key, now = hub.next_key, time.time()
+        hub.next_key += 1
+        hub.log.append((key, now, body))
         while hub.log and (len(hub.log) > log.max_length
                            or hub.log[0][1] < now - log.retention):
             hub.log.popleft()
-        entry = (str(offset), payload)
+        record = (key, body)
         for queue in hub.nodes.values():
-            queue.put_nowait(entry)
+            queue.put_nowait(record)
 
-    async def read_log(self, after: str, upto: str | None) -> list[tuple[str, bytes]] | None:
+    async def fetch_log(self, first: RecordKey, last: RecordKey,
+                        limit: int) -> list[LogRecord] | None:
         log = self._hub.log
-        if not after.isdigit() or upto is None or not log:
+        if not log:
             return None
-        start, end, first = int(after), int(upto), log[0][0]
-        if start < first or start > log[-1][0]:
+        begin = first[0] - log[0][0]
+        if begin < 0 or begin >= len(log):
             return None
-        return [(str(o), p) for o, _, p in list(log)[start - first + 1:end - first + 1]]
+        stop = begin + max(1, min(limit, last[0] - first[0] + 1))
+        return [LogRecord((key,), body, int(stamp * 1000))
+                for key, stamp, body in itertools.islice(log, begin, stop)]
 
     async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
         sessions = self._hub.sessions

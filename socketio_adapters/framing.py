@@ -1,4 +1,4 @@
-"""Framing between the manager's payloads and the broker's messages.
+"""Framing: chunks and frames between the manager's payloads and broker messages.
 
 - A payload larger than a broker's message limit is cut into chunks, each
   ``0xC1 0x01 | id (8 bytes) | index (4) | count (4) | body``, and joined on receipt.
@@ -9,10 +9,8 @@
   ``0xC1 0x02 | (length (4) | payload)*``, so a burst costs a broker a few messages
   instead of thousands (per-message client overhead dominates some brokers' clients).
 
-- Log entries (connection state recovery) keep one offset each, so a backend that
-  packs several into one broker message (:func:`pack_log_entries`) announces their
-  count beside the frame, and :func:`log_entries_of` reads them back; every node then
-  numbers the entries of a message the same way.
+- The durable log packs entries into records with the same frame layout (see
+  :mod:`socketio_adapters.storage.packing`).
 
 0xC1 is the one byte msgpack never uses, so neither can be mistaken for an envelope.
 A payload sent alone travels unchanged.
@@ -29,8 +27,8 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["LOG_FRAME_ENTRIES", "MARKER", "Reassembler", "log_entries_of",
-           "pack_frames", "pack_log_entries", "split", "unpack_frame"]
+__all__ = ["CHUNK", "FRAME", "FRAME_CAP", "FRAME_OVERHEAD", "ITEM_OVERHEAD", "MARKER",
+           "Reassembler", "frame", "pack_frames", "split", "unpack_frame"]
 
 MARKER = 0xC1
 CHUNK = 0x01
@@ -71,11 +69,7 @@ def pack_frames(batch: Sequence[tuple[T, bytes]], limit: int | None,
         if len(group) == 1:
             out.append((group_target, group[0]))  # type: ignore[arg-type]
         elif group:
-            parts = [_FRAME_HEADER]
-            for payload in group:
-                parts.append(_LENGTH.pack(len(payload)))
-                parts.append(payload)
-            out.append((group_target, b"".join(parts)))  # type: ignore[arg-type]
+            out.append((group_target, frame(group)))  # type: ignore[arg-type]
         group.clear()
 
     for target, payload in batch:
@@ -96,6 +90,21 @@ def pack_frames(batch: Sequence[tuple[T, bytes]], limit: int | None,
     return out
 
 
+def frame(payloads: Sequence[bytes]) -> bytes:
+    """Several payloads as one frame (see :func:`unpack_frame`)."""
+    parts = [_FRAME_HEADER]
+    for payload in payloads:
+        parts.append(_LENGTH.pack(len(payload)))
+        parts.append(payload)
+    return b"".join(parts)
+
+
+FRAME_OVERHEAD = len(_FRAME_HEADER)
+"""Bytes of a frame's header."""
+ITEM_OVERHEAD = _LENGTH.size
+"""Bytes a frame adds per payload."""
+
+
 def unpack_frame(frame: bytes) -> list[bytes] | None:
     """The payloads of a frame, or ``None`` when it is not a well-formed frame."""
     if frame[:2] != _FRAME_HEADER:
@@ -113,53 +122,6 @@ def unpack_frame(frame: bytes) -> list[bytes] | None:
         payloads.append(bytes(view[offset:offset + length]))
         offset += length
     return payloads
-
-
-LOG_FRAME_ENTRIES = 1024
-"""Most log entries packed into one broker message."""
-
-
-def pack_log_entries(payloads: Sequence[bytes], cap: int,
-                     max_entries: int = LOG_FRAME_ENTRIES) -> list[tuple[bytes, int]]:
-    """Consecutive log entries as broker message bodies, in order: ``(body, count)``
-    with ``count`` > 1 for a frame of entries (at most ``cap`` bytes and
-    ``max_entries`` entries), 1 for an entry that travels as itself."""
-    out: list[tuple[bytes, int]] = []
-    group: list[bytes] = []
-    size = len(_FRAME_HEADER)
-
-    def flush() -> None:
-        if len(group) == 1:
-            out.append((group[0], 1))
-        elif group:
-            parts = [_FRAME_HEADER]
-            for payload in group:
-                parts.append(_LENGTH.pack(len(payload)))
-                parts.append(payload)
-            out.append((b"".join(parts), len(group)))
-        group.clear()
-
-    for payload in payloads:
-        item = _LENGTH.size + len(payload)
-        if group and (size + item > cap or len(group) >= max_entries):
-            flush()
-            size = len(_FRAME_HEADER)
-        group.append(payload)
-        size += item
-    flush()
-    return out
-
-
-def log_entries_of(body: bytes, count: int | None) -> list[bytes]:
-    """The log entries of a broker message that announced ``count`` of them. A
-    message with no count above 1, or whose frame does not hold that count, is one
-    entry (the manager drops what it cannot decode), so every node reads the same
-    entries at the same offsets."""
-    if count is not None and count > 1:
-        entries = unpack_frame(body)
-        if entries is not None and len(entries) == count:
-            return entries
-    return [body]
 
 
 class Reassembler:
