@@ -97,7 +97,6 @@ class Node:
         if server is None or not server.sockets:  # pragma: no cover - aiohttp contract
             raise RuntimeError("aiohttp did not bind a socket")
         self.port = int(server.sockets[0].getsockname()[1])
-        self.sio.manager_initialized = True  # started above, not on the first client
 
     async def stop(self) -> None:
         """A clean stop: clients are closed and the other nodes are told at once."""
@@ -118,15 +117,7 @@ class Node:
     async def crash(self) -> None:
         """Die without a goodbye: no ADAPTER_CLOSE, nothing flushed, broker
         connections and the HTTP server dropped."""
-        manager = self.manager
-        tasks = [manager._heartbeat, getattr(manager._outbox, "_task", None)]
-        for task in tasks:
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(*(t for t in tasks if t is not None), return_exceptions=True)
-        manager._heartbeat = None
-        manager._outbox = None
-        await manager.backend.stop()
+        await self.manager.stop(goodbye=False)
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None

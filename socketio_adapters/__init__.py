@@ -12,6 +12,7 @@ first client arrives.
 
 from .backends.base import Backend, BrokerUnavailable, Capabilities
 from .client import AsyncClient
+from .cluster import ClusterManager, RemoteSocket
 from .errors import (
     AdapterError,
     ClusterTimeout,
@@ -21,11 +22,9 @@ from .errors import (
     NotStarted,
     PayloadTooLarge,
 )
-from .manager import ClusterManager
 from .recovery import RecoveryOptions
 from .registry import create_backend, create_manager
 from .server import AsyncServer
-from .sockets import RemoteSocket
 
 __all__ = [
     "AdapterError",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from .manager import ClusterManager
+from .cluster import ClusterManager
 from .server import AsyncServer
 
 __all__ = ["LifespanMiddleware", "attach_aiohttp", "hand_over"]

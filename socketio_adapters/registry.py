@@ -14,8 +14,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from .backends.base import Backend
+from .cluster import ClusterManager
 from .errors import ConfigurationError, MissingDependency
-from .manager import ClusterManager
 from .options import Option, parse_bool, positive_float, positive_int, resolve
 from .recovery import RecoveryOptions
 

@@ -15,16 +15,16 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import socketio
 from socketio import packet as sio_packet
 
+from .cluster import ClusterManager, RemoteSocket, Room
 from .errors import ConfigurationError
-from .manager import ClusterManager, Room
-from .recovery import RecoveryOptions, Restore, SessionRecord, new_pid
-from .sockets import RemoteSocket
+from .recovery import RecoveryOptions, RecoverySetting, Restore, SessionRecord, new_pid
+from .registry import create_manager
 
 __all__ = ["RECOVERABLE_REASONS", "SHUTTING_DOWN", "AsyncServer"]
 
@@ -53,12 +53,10 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
     """
 
     def __init__(self, client_manager: ClusterManager | None = None, *,
-                 connection_state_recovery: RecoveryOptions | Mapping[str, Any] | bool
-                 | None = None, **kwargs: Any) -> None:
+                 connection_state_recovery: RecoverySetting = None,
+                 **kwargs: Any) -> None:
         options = RecoveryOptions.coerce(connection_state_recovery)
         if client_manager is None:
-            from .registry import create_manager
-
             client_manager = create_manager(f"memory://server-{secrets.token_hex(6)}")
         if not isinstance(client_manager, ClusterManager):
             raise ConfigurationError(

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
-__all__ = ["settle"]
+__all__ = ["BackgroundTasks", "settle"]
 
 
 async def settle(work: Awaitable[Any], seconds: float, logger: logging.Logger,
@@ -24,3 +24,31 @@ async def settle(work: Awaitable[Any], seconds: float, logger: logging.Logger,
     if not task.cancelled() and task.exception() is not None:
         logger.warning("%s failed: %r", what, task.exception())
     return True
+
+
+class BackgroundTasks:
+    """Tasks started on behalf of the cluster (handlers, callbacks) that nobody
+    awaits: kept until they end, their failures logged, cancelled together."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    def spawn(self, work: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.logger.error("cluster task failed", exc_info=task.exception())
+
+    async def cancel(self, seconds: float, what: str) -> None:
+        """Cancel every task and wait (at most ``seconds``) for them to end."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await settle(asyncio.gather(*tasks, return_exceptions=True), seconds,
+                         self.logger, what)

@@ -3,9 +3,8 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from socketio_adapters.framing import LOG_FRAME_ENTRIES, log_entries_of, pack_log_entries
 from socketio_adapters.errors import MalformedMessage
-from socketio_adapters.protocol import Message, MessageType, decode, encode
+from socketio_adapters.protocol import Message, MessageType, decode, encode, sender_prefix
 
 
 def test_round_trip_keeps_types_and_bytes() -> None:
@@ -45,8 +44,98 @@ def test_unencodable_data_is_a_clear_type_error() -> None:
 
 
 def test_no_pickle_on_the_wire() -> None:
-    payload = encode(Message("u", "/", MessageType.BROADCAST, {"packet": ["e", 1]}))
-    assert not payload.startswith(b"\x80")  # pickle protocol header
+    import pickle
+
+    data = {"packet": ["e", 1], "opts": {}}
+    payload = encode(Message("u", "/", MessageType.BROADCAST, data))
+    # what travels is msgpack, readable by any msgpack reader; a pickle of the same
+    # message is refused, never unpickled
+    assert msgpack.unpackb(payload, raw=False)["data"] == data
+    with pytest.raises(MalformedMessage):
+        decode(pickle.dumps({"uid": "u", "nsp": "/", "type": 3, "data": data}))
+
+
+def test_a_sender_is_told_from_its_first_bytes() -> None:
+    for uid in ("u", "a" * 40, "node-ü"):
+        payload = encode(Message(uid, "/x", MessageType.BROADCAST, {"packet": ["e"]}))
+        assert payload.startswith(sender_prefix(uid))
+        assert not payload.startswith(sender_prefix(uid + "x"))
+        assert not encode(Message(uid + "x", "/", MessageType.HEARTBEAT)).startswith(
+            sender_prefix(uid) + b"\xa3nsp")
+
+
+def test_typed_payloads_round_trip_through_the_wire() -> None:
+    from socketio_adapters.protocol import (
+        Ack,
+        Broadcast,
+        ClientCount,
+        Disconnect,
+        FetchSockets,
+        Response,
+        RoomChange,
+        ServerEvent,
+        SessionClaim,
+        SocketInfo,
+        SocketsFound,
+        Target,
+        parse_payload,
+    )
+
+    target = Target(("a", "b"), ("c",))
+    cases = [
+        (MessageType.BROADCAST, Broadcast(["ev", b"\x00", 1], target)),
+        (MessageType.BROADCAST, Broadcast(["ev"], target, "r1", count=True)),
+        (MessageType.SOCKETS_JOIN, RoomChange(target, ("x",), "r2")),
+        (MessageType.SOCKETS_LEAVE, RoomChange(target, ("x", "y"))),
+        (MessageType.DISCONNECT_SOCKETS, Disconnect(target, "r3")),
+        (MessageType.FETCH_SOCKETS, FetchSockets(target, "r4")),
+        (MessageType.FETCH_SOCKETS_RESPONSE,
+         SocketsFound("r4", [SocketInfo("s1", ("s1", "room"), "n1")])),
+        (MessageType.SERVER_SIDE_EMIT, ServerEvent(["ping", 1], "r5")),
+        (MessageType.SERVER_SIDE_EMIT_RESPONSE, Response("r5", {"v": 1})),
+        (MessageType.SERVER_SIDE_EMIT_RESPONSE, Response("r6", handled=False)),
+        (MessageType.BROADCAST_CLIENT_COUNT, ClientCount("r1", 3)),
+        (MessageType.BROADCAST_ACK, Ack("r1", ["yes", 2])),
+        (MessageType.SESSION_CLAIM, SessionClaim("pid", "nonce")),
+    ]
+    for kind, payload in cases:
+        wire = decode(encode(Message("u", "/", kind, payload.to_wire()))).data
+        assert parse_payload(kind, wire) == payload, kind
+    # socket.io's field names
+    assert Broadcast(["e"], target, "r", count=True).to_wire() == {
+        "packet": ["e"], "opts": {"rooms": ["a", "b"], "except": ["c"]},
+        "requestId": "r", "all": True}
+    assert parse_payload(MessageType.HEARTBEAT, None) is None
+
+
+@pytest.mark.parametrize(("kind", "data"), [
+    (MessageType.BROADCAST, None),
+    (MessageType.BROADCAST, {"packet": "ev", "opts": {}}),
+    (MessageType.BROADCAST, {"packet": ["ev"], "opts": {"rooms": [1]}}),
+    (MessageType.BROADCAST, {"packet": ["ev"], "opts": {}, "requestId": 5}),
+    (MessageType.SOCKETS_JOIN, {"opts": {}, "rooms": "room"}),
+    (MessageType.FETCH_SOCKETS, {"opts": {}}),
+    (MessageType.FETCH_SOCKETS_RESPONSE, {"requestId": "r", "sockets": {}}),
+    (MessageType.SERVER_SIDE_EMIT, {"packet": []}),
+    (MessageType.BROADCAST_CLIENT_COUNT, {"requestId": "r", "clientCount": -1}),
+    (MessageType.BROADCAST_CLIENT_COUNT, {"requestId": "r", "clientCount": True}),
+    (MessageType.BROADCAST_ACK, {"packet": ["x"]}),
+    (MessageType.SESSION_CLAIM, {"pid": "p"}),
+])
+def test_ill_shaped_payloads_are_malformed(kind: MessageType, data: object) -> None:
+    from socketio_adapters.protocol import parse_payload
+
+    with pytest.raises(MalformedMessage):
+        parse_payload(kind, data)
+
+
+def test_a_fetch_answer_keeps_its_good_sockets_and_counts_the_bad() -> None:
+    from socketio_adapters.protocol import SocketsFound
+
+    found = SocketsFound.from_wire({"requestId": "r", "sockets": [
+        {"id": "s1", "rooms": ["a"], "node": "n"}, {"id": 5}, "junk"]})
+    assert [s.sid for s in found.sockets] == ["s1"]
+    assert found.skipped == 2
 
 
 def test_chunks_split_and_join() -> None:
@@ -105,29 +194,3 @@ def test_truncated_frame_is_refused() -> None:
 
     (_, frame), = pack_frames([(None, b"abc"), (None, b"def")], None)
     assert unpack_frame(frame[:-1]) is None
-
-
-def test_log_entries_are_packed_up_to_a_size_and_a_count() -> None:
-    payloads = [bytes([i % 256]) * (i % 7) for i in range(3000)]
-    packed = pack_log_entries(payloads, 64 * 1024)
-    assert all(1 < count <= LOG_FRAME_ENTRIES for _, count in packed)
-    assert len(packed) == 3
-    assert [e for body, count in packed for e in log_entries_of(body, count)] == payloads
-    big = [b"x" * 1000] * 200
-    assert all(len(body) <= 64 * 1024 for body, _ in pack_log_entries(big, 64 * 1024))
-    # one entry, or one over the cap, travels as itself
-    assert pack_log_entries([b"solo"], 1024) == [(b"solo", 1)]
-    assert pack_log_entries([b"a", b"y" * 5000, b"b"], 1024) == [
-        (b"a", 1), (b"y" * 5000, 1), (b"b", 1)]
-    assert pack_log_entries([], 1024) == []
-
-
-def test_a_packed_message_reads_as_its_announced_entries() -> None:
-    (frame, count), = pack_log_entries([b"\xc1\x02", b"", b"two"], 1024)
-    assert count == 3
-    assert log_entries_of(frame, 3) == [b"\xc1\x02", b"", b"two"]
-    # no count, a wrong count or a broken frame: the body is one entry
-    assert log_entries_of(frame, None) == [frame]
-    assert log_entries_of(frame, 2) == [frame]
-    assert log_entries_of(frame[:-1], 3) == [frame[:-1]]
-    assert log_entries_of(b"plain", 5) == [b"plain"]

@@ -25,7 +25,8 @@ from socketio_adapters import (
 )
 from socketio_adapters.backends.memory import MemoryBackend
 from socketio_adapters.protocol import Message, MessageType
-from socketio_adapters.recovery import SessionRecord, _claimed, matches
+from socketio_adapters.recovery import SessionRecord, matches
+from socketio_adapters.recovery.log_sessions import claimed
 
 
 def test_options_defaults_and_socketio_names() -> None:
@@ -126,25 +127,25 @@ def entries(*messages: Message) -> list[tuple[str, Message]]:
 
 
 def test_the_first_claim_after_the_save_wins() -> None:
-    assert _claimed(entries(save(), claim("ours")), "/", "p1", "ours") == record()
-    assert _claimed(entries(save(), claim("theirs"), claim("ours")), "/", "p1",
+    assert claimed(entries(save(), claim("ours")), "/", "p1", "ours") == record()
+    assert claimed(entries(save(), claim("theirs"), claim("ours")), "/", "p1",
                     "ours") is None
     # a claim for another pid, or one before the save, does not count
-    won = _claimed(entries(claim("old"), save(), claim("x", pid="p2"), claim("ours")),
+    won = claimed(entries(claim("old"), save(), claim("x", pid="p2"), claim("ours")),
                    "/", "p1", "ours")
     assert won is not None and won.sid == "s1"
 
 
 def test_no_save_an_expired_one_or_another_namespace_is_no_session() -> None:
-    assert _claimed(entries(claim("ours")), "/", "p1", "ours") is None
-    assert _claimed(entries(save(expires=time.time() - 1), claim("ours")), "/", "p1",
+    assert claimed(entries(claim("ours")), "/", "p1", "ours") is None
+    assert claimed(entries(save(expires=time.time() - 1), claim("ours")), "/", "p1",
                     "ours") is None
     other_nsp = Message("n1", "/admin", MessageType.SESSION_SAVE, record().as_data())
-    assert _claimed(entries(other_nsp, claim("ours")), "/", "p1", "ours") is None
+    assert claimed(entries(other_nsp, claim("ours")), "/", "p1", "ours") is None
 
 
 def test_the_last_save_counts() -> None:
-    won = _claimed(entries(save(sid="old"), save(sid="new"), claim("ours")), "/", "p1",
+    won = claimed(entries(save(sid="old"), save(sid="new"), claim("ours")), "/", "p1",
                    "ours")
     assert won is not None and won.sid == "new"
 
@@ -373,25 +374,41 @@ async def test_a_node_behind_the_client_does_not_resend_what_it_saw(
         await client.connect(ahead.url, transports=["websocket"])
         await ahead.sio.emit("ev", "first")
         await until(lambda: got == ["first"])
-        # the node behind stops reading the log here
-        backend = behind.sio.cluster.backend
-        deliver = backend._deliver_entry
+        # the node behind stops reading the log here: its reader is held before it
+        # takes the next record, so its position stays at "first"
+        reader = behind.sio.cluster.backend.log_reader
+        feed = reader.feed
         reading = asyncio.Event()
 
-        async def stalled(offset: str, payload: bytes) -> None:
+        async def stalled(key: Any, body: bytes) -> None:
             await reading.wait()
-            await deliver(offset, payload)
+            await feed(key, body)
 
-        monkeypatch.setattr(backend, "_deliver_entry", stalled)
+        monkeypatch.setattr(reader, "feed", stalled)
         await ahead.sio.emit("ev", "seen")
         await until(lambda: got == ["first", "seen"])
         await ahead.lose_and_keep(client)
         await ahead.sio.emit("ev", "missed")
         await ahead.sio.cluster.flush()
-        asyncio.get_running_loop().call_later(0.3, reading.set)
+        # the reader catches up only once the restore fixed its boundary behind the
+        # client's offset (taking the session), so the case is exercised every time
+        recovery = behind.sio.cluster.recovery
+        assert recovery is not None
+        take = recovery.sessions.take
+        boundaries: list[str | None] = []
+
+        async def taken(nsp: str, pid: str) -> Any:
+            result = await take(nsp, pid)
+            boundaries.append(None if result is None else result.boundary)
+            reading.set()
+            return result
+
+        monkeypatch.setattr(recovery.sessions, "take", taken)
+        last_seen = client.offset()
         await client.connect(behind.url, transports=["websocket"])
         assert client.recovered
-        await until(lambda: len(got) >= 3)
-        await asyncio.sleep(0.3)
-        assert got == ["first", "seen", "missed"]
+        assert boundaries and boundaries[0] != last_seen, "the node was not behind"
+        await ahead.sio.emit("ev", "after")
+        await until(lambda: got[-1:] == ["after"])
+        assert got == ["first", "seen", "missed", "after"]
         await client.disconnect()

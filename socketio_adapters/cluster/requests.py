@@ -10,15 +10,23 @@ deadline it raises :class:`ClusterTimeout` carrying the partial answers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import logging
+import secrets
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from .errors import ClusterTimeout
+from ..errors import ClusterTimeout
+from ..protocol import MessageType
+from .nodes import NodeTable
+from .publisher import Publisher, Wire
 
-__all__ = ["PendingRequest", "RequestTable"]
+__all__ = ["PendingRequest", "RequestTable", "Requester"]
 
 
 class PendingRequest:
+    """One request waiting for the answers of ``nodes``: ``per_node`` answers each,
+    or, when None, as many as each node announces (:meth:`expect`)."""
+
     def __init__(self, kind: str, nodes: Iterable[str], per_node: int | None) -> None:
         self.kind = kind
         self.expected: dict[str, int | None] = dict.fromkeys(nodes, per_node)
@@ -70,6 +78,8 @@ class PendingRequest:
 
 
 class RequestTable:
+    """The open requests of a node, by request id."""
+
     def __init__(self) -> None:
         self._pending: dict[str, PendingRequest] = {}
 
@@ -91,3 +101,54 @@ class RequestTable:
 
     def __len__(self) -> int:
         return len(self._pending)
+
+
+class Requester:
+    """Asks the other nodes: a request whose answers are awaited, or a change that
+    every live node confirms once it applied it."""
+
+    def __init__(self, publisher: Publisher, nodes: NodeTable, table: RequestTable,
+                 timeout: float, logger: logging.Logger) -> None:
+        self.publisher = publisher
+        self.nodes = nodes
+        self.table = table
+        self.timeout = timeout
+        self.logger = logger
+
+    async def ask(self, kind: MessageType, nsp: str, payload: Callable[[str], Wire],
+                  timeout: float | None = None) -> list[Any]:
+        """Publish ``payload(request_id)`` and return every live node's answers."""
+        self.publisher.require()
+        peers = self.nodes.alive()
+        if not peers:
+            return []
+        request_id = secrets.token_hex(8)
+        request = self.table.open(request_id, PendingRequest(kind.name.lower(), peers, 1))
+        try:
+            self.publisher.publish(kind, nsp, payload(request_id))
+            return await request.wait(timeout or self.timeout)
+        finally:
+            self.table.close(request_id)
+
+    async def change(self, kind: MessageType, nsp: str,
+                     payload: Callable[[str | None], Wire]) -> None:
+        """Publish a room change or disconnect and return once every live node has
+        applied it, so nothing issued afterwards, on any node, can overtake it (a
+        broker accepting it is not enough: another node may not have read it yet).
+        A node that does not confirm within the timeout is logged, not raised: the
+        change is published and that node applies it when it reads it."""
+        publisher = self.publisher
+        publisher.require()
+        peers = self.nodes.alive()
+        if not peers:
+            await publisher.publish_and_wait(kind, nsp, payload(None))
+            return
+        request_id = secrets.token_hex(8)
+        request = self.table.open(request_id, PendingRequest(kind.name.lower(), peers, 1))
+        try:
+            publisher.publish(kind, nsp, payload(request_id))
+            await request.wait(self.timeout)
+        except ClusterTimeout as exc:
+            self.logger.warning("%s", exc)
+        finally:
+            self.table.close(request_id)

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .manager import ClusterManager
+__all__ = ["ClusterOperations", "RemoteSocket"]
 
-__all__ = ["RemoteSocket"]
+
+class ClusterOperations(Protocol):
+    """The cluster operations a :class:`RemoteSocket` works through (the manager)."""
+
+    uid: str
+
+    async def emit(self, event: str, data: Any, namespace: str | None = None, *,
+                   to: Any = None) -> None: ...
+
+    async def sockets_join(self, rooms: str | Iterable[str], to: Any = None,
+                           namespace: str = "/") -> None: ...
+
+    async def sockets_leave(self, rooms: str | Iterable[str], to: Any = None,
+                            namespace: str = "/") -> None: ...
+
+    async def disconnect_sockets(self, to: Any = None, namespace: str = "/") -> None: ...
 
 
 @dataclass(frozen=True)
@@ -20,7 +35,7 @@ class RemoteSocket:
     rooms: frozenset[str]
     node: str
     """uid of the node that holds the connection."""
-    manager: ClusterManager = field(repr=False, compare=False)
+    manager: ClusterOperations = field(repr=False, compare=False)
 
     @property
     def local(self) -> bool:

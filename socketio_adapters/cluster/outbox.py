@@ -15,14 +15,17 @@ import asyncio
 import logging
 from collections import deque
 
-from .backends.base import Backend, Outgoing
-from .backoff import Backoff
-from .tasks import settle
+from ..backends.base import Backend, Outgoing
+from ..backoff import Backoff
+from ..tasks import settle
 
 __all__ = ["Outbox"]
 
 
 class Outbox:
+    """An ordered queue of ``(target, payload)`` for the broker, drained in batches by
+    one writer task; bounded while the broker is away (see the module docstring)."""
+
     def __init__(
         self,
         backend: Backend,
@@ -50,7 +53,8 @@ class Outbox:
             self._task = asyncio.create_task(self._writer(), name="outbox-writer")
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Send what is queued (for at most ``timeout`` seconds), then stop."""
+        """Send what is queued (for at most ``timeout`` seconds; 0: nothing more),
+        then stop."""
         if self._task is None:
             return
         if not self.backend.state.connected:
@@ -61,7 +65,7 @@ class Outbox:
             self.logger.warning("outbox: %d messages not sent at stop", len(self._queue))
         task, self._task = self._task, None
         task.cancel()
-        await settle(task, timeout, self.logger, "the outbox writer")
+        await settle(task, 5.0, self.logger, "the outbox writer")
         for _, future in self._queue:
             if future is not None and not future.done():
                 future.set_exception(ConnectionError("manager stopped before sending"))

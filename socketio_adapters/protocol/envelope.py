@@ -1,10 +1,14 @@
-"""The wire format between nodes: a message envelope and its msgpack codec.
+"""The message envelope and its msgpack codec.
 
 An envelope is a msgpack map ``{"uid", "nsp", "type", "data"}`` (the shape of
 socket.io's ClusterAdapter messages) so that a Node peer can join later. ``bytes``
 travel as msgpack ``bin`` and come back as ``bytes``; there is no pickle anywhere.
 Anything that does not decode to a well-formed envelope raises
 :class:`MalformedMessage`, which the manager logs and drops.
+
+The encoder writes the keys in one fixed order, sender first, so that a node can
+tell its own messages echoed by a broker from their first bytes alone
+(:func:`sender_prefix`) without decoding them; the layout is defined here, once.
 """
 
 from __future__ import annotations
@@ -15,9 +19,9 @@ from typing import Any
 
 import msgpack
 
-from .errors import MalformedMessage
+from ..errors import MalformedMessage
 
-__all__ = ["Message", "MessageType", "decode", "encode"]
+__all__ = ["Message", "MessageType", "decode", "encode", "sender_prefix"]
 
 
 class MessageType(enum.IntEnum):
@@ -48,7 +52,8 @@ _TYPES = {t.value: t for t in MessageType}
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One cluster message: who sent it, for which namespace, what kind, what payload."""
+    """One cluster message: who sent it, for which namespace, what kind, what payload
+    (plain msgpack data; :mod:`.payloads` gives each type its typed form)."""
 
     uid: str
     nsp: str
@@ -56,17 +61,32 @@ class Message:
     data: Any = None
 
 
+_MAP = b"\x84"  # a msgpack map of four entries
+_UID = msgpack.packb("uid")
+_NSP = msgpack.packb("nsp")
+_TYPE = msgpack.packb("type")
+_DATA = msgpack.packb("data")
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def _packb(value: Any) -> bytes:
+    packed: bytes = _packer.pack(value)
+    return packed
+
+
+def sender_prefix(uid: str) -> bytes:
+    """The first bytes of every message :func:`encode` writes for sender ``uid``."""
+    packed: bytes = msgpack.packb(uid)
+    return _MAP + _UID + packed
+
+
 def encode(message: Message) -> bytes:
-    """Encode a message to bytes (msgpack map; binary stays binary)."""
+    """Encode a message to bytes (a msgpack map; binary stays binary)."""
     try:
-        packed: bytes = msgpack.packb(
-            {"uid": message.uid, "nsp": message.nsp, "type": int(message.type),
-             "data": message.data},
-            use_bin_type=True,
-        )
+        return b"".join((sender_prefix(message.uid), _NSP, _packb(message.nsp), _TYPE,
+                         _packb(int(message.type)), _DATA, _packb(message.data)))
     except (TypeError, ValueError, OverflowError) as exc:
         raise TypeError(f"cannot encode message data for the cluster: {exc}") from exc
-    return packed
 
 
 def decode(payload: bytes) -> Message:

@@ -1,0 +1,85 @@
+"""Heartbeats: this node announces itself and notices the others come and go.
+
+A node sends INITIAL_HEARTBEAT when it starts (every node answers with a HEARTBEAT
+to it alone, so it knows the cluster at once), then a HEARTBEAT every
+``interval`` seconds; a node silent for the node table's timeout, or one that said
+goodbye (ADAPTER_CLOSE), is gone, and the requests waiting on it complete with what
+arrived. An emitter sends none, so it is never counted as a node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from ..protocol import Message, MessageType
+from ..tasks import settle
+from .nodes import NodeTable
+from .publisher import Publisher
+from .requests import RequestTable
+
+__all__ = ["Heartbeats"]
+
+
+class Heartbeats:
+    """The heartbeat loop and the node table's upkeep."""
+
+    def __init__(self, publisher: Publisher, nodes: NodeTable, requests: RequestTable,
+                 interval: float, logger: logging.Logger,
+                 on_tick: Callable[[], None] | None = None) -> None:
+        self.publisher = publisher
+        self.nodes = nodes
+        self.requests = requests
+        self.interval = interval
+        self.logger = logger
+        self.on_tick = on_tick
+        """Also called every interval (other periodic upkeep)."""
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    def start(self) -> None:
+        self.publisher.publish(MessageType.INITIAL_HEARTBEAT, "/")
+        self._task = asyncio.create_task(self._loop(), name="cluster-heartbeat")
+
+    async def stop(self, goodbye: bool) -> None:
+        """Stop sending; with ``goodbye`` tell the others at once (ADAPTER_CLOSE)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await settle(task, 5.0, self.logger, "the heartbeat task")
+        if goodbye:
+            self.publisher.publish(MessageType.ADAPTER_CLOSE, "/")
+
+    def seen(self, message: Message) -> None:
+        """A message arrived from ``message.uid``: heartbeats announce a node, any
+        other message keeps a known node alive."""
+        if message.type in (MessageType.HEARTBEAT, MessageType.INITIAL_HEARTBEAT):
+            if self.nodes.touch(message.uid):
+                self.logger.info("node %s joined", message.uid)
+            if message.type is MessageType.INITIAL_HEARTBEAT:
+                self.publisher.publish(MessageType.HEARTBEAT, "/", target=message.uid)
+        elif message.type is MessageType.ADAPTER_CLOSE:
+            self.gone(message.uid, "closed")
+        else:
+            self.nodes.refresh(message.uid)
+
+    def gone(self, uid: str, why: str) -> None:
+        self.nodes.remove(uid)
+        self.logger.info("node %s %s", uid, why)
+        self.requests.drop_node(uid)
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                self.publisher.publish(MessageType.HEARTBEAT, "/")
+            except Exception:
+                self.logger.exception("could not queue a heartbeat")
+            for uid in self.nodes.expire():
+                self.gone(uid, f"silent for {self.nodes.timeout}s: dropped")
+            if self.on_tick is not None:
+                self.on_tick()

@@ -1,0 +1,225 @@
+"""Inbound: every message that reaches this node enters through one method,
+:meth:`Inbound.dispatch`, whether it came over pub/sub or from the durable log (then
+with its ``offset``), and that is where it is decided, once, who receives it.
+
+A log entry is delivered to the local clients it targets with its offset appended
+as the event's last argument, skipping the sockets a restore holds (their catch-up
+carries on from the log); recovery observes every entry first (its restores' tails,
+its own session claims). Anything that does not parse is counted and dropped, never
+fatal; a handler that fails is logged and the subscription goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from ..errors import MalformedMessage
+from ..protocol import (
+    Ack,
+    Broadcast,
+    ClientCount,
+    Disconnect,
+    FetchSockets,
+    Message,
+    MessageType,
+    Response,
+    RoomChange,
+    SocketInfo,
+    SocketsFound,
+    decode,
+    parse_payload,
+    sender_prefix,
+)
+from ..tasks import BackgroundTasks
+from .callbacks import RemoteCallbacks, ack_value
+from .counters import Drops
+from .heartbeats import Heartbeats
+from .local import LocalDelivery
+from .publisher import Publisher
+from .requests import RequestTable
+from .server_events import ServerEvents
+
+__all__ = ["Inbound", "LogObserver"]
+
+Handler = Callable[[Message, Any], Awaitable[None]]
+
+
+class LogObserver(Protocol):
+    """What connection state recovery needs to see of the log's entries."""
+
+    @property
+    def held(self) -> set[str]:
+        """Sids being restored: live deliveries skip them."""
+
+    def observe(self, offset: str, message: Message) -> None:
+        """Called for every log entry, before it is delivered."""
+
+
+class Inbound:
+    """The receiving side of one node."""
+
+    def __init__(self, uid: str, local: LocalDelivery, publisher: Publisher,
+                 heartbeats: Heartbeats, requests: RequestTable,
+                 callbacks: RemoteCallbacks, server_events: ServerEvents, drops: Drops,
+                 tasks: BackgroundTasks, logger: logging.Logger) -> None:
+        self.uid = uid
+        self.local = local
+        self.publisher = publisher
+        self.heartbeats = heartbeats
+        self.requests = requests
+        self.callbacks = callbacks
+        self.server_events = server_events
+        self.drops = drops
+        self.tasks = tasks
+        self.logger = logger
+        self.log_observer: LogObserver | None = None
+        self._own = sender_prefix(uid)
+        self._handlers: dict[MessageType, Handler] = {
+            MessageType.BROADCAST: self._on_broadcast,
+            MessageType.SOCKETS_JOIN: self._on_room_change,
+            MessageType.SOCKETS_LEAVE: self._on_room_change,
+            MessageType.DISCONNECT_SOCKETS: self._on_disconnect,
+            MessageType.FETCH_SOCKETS: self._on_fetch_sockets,
+            MessageType.FETCH_SOCKETS_RESPONSE: self._on_sockets_found,
+            MessageType.SERVER_SIDE_EMIT: self._on_server_event,
+            MessageType.SERVER_SIDE_EMIT_RESPONSE: self._on_response,
+            MessageType.BROADCAST_CLIENT_COUNT: self._on_client_count,
+            MessageType.BROADCAST_ACK: self._on_ack,
+        }
+
+    async def on_payload(self, payload: bytes) -> None:
+        """The backend's entry point for pub/sub payloads."""
+        if payload.startswith(self._own):
+            return  # our own message, echoed by the broker
+        try:
+            message = decode(payload)
+        except MalformedMessage as exc:
+            self.drops.drop(str(exc))
+            return
+        await self.dispatch(message)
+
+    async def on_entry(self, offset: str, payload: bytes) -> None:
+        """The backend's entry point for log entries, in log order."""
+        try:
+            message = decode(payload)
+        except MalformedMessage as exc:
+            self.drops.drop(f"log entry {offset}: {exc}")
+            return
+        await self.dispatch(message, offset)
+
+    async def dispatch(self, message: Message, offset: str | None = None) -> None:
+        """Handle one message: from pub/sub (``offset`` None; a node ignores its
+        own), or an entry of the durable log (every node, the sender too)."""
+        if offset is not None:
+            observer = self.log_observer
+            if observer is not None:
+                observer.observe(offset, message)
+            if message.type is not MessageType.BROADCAST:
+                return  # sessions and claims: recovery's, seen above
+        elif message.uid == self.uid:
+            return
+        try:
+            handler = self._handlers.get(message.type)
+            if handler is not None:
+                payload = parse_payload(message.type, message.data)
+                if offset is not None:
+                    await self._deliver_entry(message, payload, offset)
+                else:
+                    await handler(message, payload)
+            if offset is None:
+                self.heartbeats.seen(message)
+        except (MalformedMessage, KeyError, TypeError, ValueError, AttributeError,
+                IndexError) as exc:
+            where = f" at {offset}" if offset is not None else ""
+            self.drops.drop(f"{message.type.name} from {message.uid}{where}: "
+                            f"{type(exc).__name__}: {exc}")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # never let one message break the subscription
+            self.logger.exception("error handling %s from %s", message.type.name,
+                                  message.uid)
+
+    async def _deliver_entry(self, message: Message, event: Broadcast, offset: str) -> None:
+        if self.local.server is None:
+            return
+        observer = self.log_observer
+        await self.local.emit(message.nsp, [*event.packet, offset], event.target,
+                              skip=observer.held if observer is not None else ())
+
+    async def _on_broadcast(self, message: Message, event: Broadcast) -> None:
+        local = self.local
+        if local.server is None:
+            return
+        request_id = event.request_id
+        if request_id is None:
+            await local.emit(message.nsp, event.packet, event.target)
+            return
+        origin, nsp, publish = message.uid, message.nsp, self.publisher.publish
+
+        def ack(*args: Any) -> None:
+            publish(MessageType.BROADCAST_ACK, nsp, Ack(request_id, list(args)),
+                    target=origin)
+
+        count = await local.emit(nsp, event.packet, event.target, ack)
+        if event.count:
+            publish(MessageType.BROADCAST_CLIENT_COUNT, nsp, ClientCount(request_id, count),
+                    target=origin)
+
+    async def _on_room_change(self, message: Message, change: RoomChange) -> None:
+        self.local.change_rooms(message.nsp, change.target, change.rooms,
+                                join=message.type is MessageType.SOCKETS_JOIN)
+        self._confirm(message, change.request_id)
+
+    async def _on_disconnect(self, message: Message, disconnect: Disconnect) -> None:
+        await self.local.disconnect(message.nsp, disconnect.target)
+        self._confirm(message, disconnect.request_id)
+
+    def _confirm(self, message: Message, request_id: str | None) -> None:
+        """Tell the sender a change was applied here (when it waits for that): an
+        answer without a value, like a server-side event this node did not handle."""
+        if request_id is not None:
+            self.publisher.publish(MessageType.SERVER_SIDE_EMIT_RESPONSE, message.nsp,
+                                   Response(request_id, handled=False), target=message.uid)
+
+    async def _on_fetch_sockets(self, message: Message, fetch: FetchSockets) -> None:
+        found = [SocketInfo(sid, tuple(rooms), self.uid)
+                 for sid, rooms in self.local.sockets(message.nsp, fetch.target)]
+        self.publisher.publish(MessageType.FETCH_SOCKETS_RESPONSE, message.nsp,
+                               SocketsFound(fetch.request_id, found), target=message.uid)
+
+    async def _on_sockets_found(self, message: Message, found: SocketsFound) -> None:
+        if found.skipped:
+            self.drops.drop(f"{found.skipped} bad sockets in a fetch_sockets answer "
+                            f"from {message.uid}")
+        request = self.requests.get(found.request_id)
+        if request is not None:
+            request.add(message.uid, found.sockets)
+
+    async def _on_server_event(self, message: Message, event: Any) -> None:
+        self.server_events.received(message, event)
+
+    async def _on_response(self, message: Message, response: Response) -> None:
+        request = self.requests.get(response.request_id)
+        if request is not None:
+            request.add(message.uid, [response.value] if response.handled else [])
+
+    async def _on_client_count(self, message: Message, count: ClientCount) -> None:
+        request = self.requests.get(count.request_id)
+        if request is not None:
+            request.expect(message.uid, count.count)
+
+    async def _on_ack(self, message: Message, ack: Ack) -> None:
+        callback = self.callbacks.pop(ack.request_id)
+        if callback is not None:
+            result = callback(*ack.args)
+            if inspect.isawaitable(result):
+                self.tasks.spawn(result)
+            return
+        request = self.requests.get(ack.request_id)
+        if request is not None:
+            request.add(message.uid, [ack_value(ack.args)])

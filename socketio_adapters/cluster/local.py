@@ -1,0 +1,175 @@
+"""Local delivery: the sockets of this node, and the only code that touches
+python-socketio's and engine.io's internals (rooms tables, packet encoding, the
+engine.io socket queues and their pacing).
+
+A target (rooms, except rooms) selects sockets as socket.io's in-memory adapter
+does: the members of any of the rooms (every socket when there is none), less the
+members of any except room and the sockets being disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import socketio
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
+
+from ..protocol import Target
+
+__all__ = ["LocalDelivery"]
+
+POLL_BACKLOG = 12
+"""Packets queued for a long-polling client before a restore waits for its next poll
+to take them (python-engineio's client rejects a response of more than 16 packets;
+the margin leaves room for pings and live events)."""
+YIELD_EVERY = 64
+"""Events queued for a restored websocket client between two yields to the event
+loop, so that a long catch-up neither stalls the node nor delays the first packets."""
+
+
+class LocalDelivery:
+    """Sends to, selects and changes the sockets connected to this node."""
+
+    def __init__(self, manager: socketio.AsyncManager, wait_seconds: float) -> None:
+        self.manager = manager
+        self.wait_seconds = wait_seconds
+        """How long a restore waits for a long-polling client to take its packets."""
+        self._queued = 0
+
+    @property
+    def server(self) -> Any:
+        return self.manager.server
+
+    def recipients(self, namespace: str, target: Target,
+                   skip: Iterable[str] = ()) -> dict[str, str]:
+        """sid -> eio_sid of the connected local sockets that ``target`` selects,
+        less the sids in ``skip``."""
+        manager = self.manager
+        ns_rooms = manager.rooms.get(namespace)
+        if not ns_rooms:
+            return {}
+        if target.rooms:
+            found: dict[str, str] = {}
+            for room in target.rooms:
+                members = ns_rooms.get(room)
+                if members:
+                    found.update(members)
+        else:
+            found = dict(ns_rooms.get(None) or {})
+        for room in target.excepts:
+            for sid in ns_rooms.get(room) or ():
+                found.pop(sid, None)
+        for sid in skip:
+            found.pop(sid, None)
+        pending = manager.pending_disconnect.get(namespace)
+        if pending:
+            for sid in pending:
+                found.pop(sid, None)
+        return found
+
+    async def emit(self, namespace: str, packet_data: list[Any], target: Target,
+                   callback: Callable[..., Any] | None = None,
+                   skip: Iterable[str] = ()) -> int:
+        """Send one event to the selected sockets; returns how many. With
+        ``callback``, each recipient's ack calls it."""
+        recipients = self.recipients(namespace, target, skip)
+        if not recipients:
+            return 0
+        server = self.server
+        if callback is None:
+            # encoded once for every recipient, as python-socketio's manager does
+            pkt = server.packet_class(sio_packet.EVENT, namespace=namespace,
+                                      data=packet_data)
+            encoded = pkt.encode()
+            parts = encoded if isinstance(encoded, list) else [encoded]
+            eio_pkts = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in parts]
+            for eio_sid in recipients.values():
+                for eio_pkt in eio_pkts:
+                    await server._send_eio_packet(eio_sid, eio_pkt)
+        else:
+            for sid, eio_sid in recipients.items():
+                ack_id = self.manager._generate_ack_id(sid, callback)
+                await server._send_packet(eio_sid, server.packet_class(
+                    sio_packet.EVENT, namespace=namespace, data=packet_data, id=ack_id))
+        # A long-polling client takes queued packets in one response, and
+        # python-engineio's client rejects a response of more than 16 packets: let its
+        # poll run between events (python-socketio's own manager yields the same way).
+        # Websocket clients get one frame per packet and need no such pause.
+        sockets = server.eio.sockets
+        for eio_sid in recipients.values():
+            sock = sockets.get(eio_sid)
+            if sock is not None and not sock.upgraded:
+                await asyncio.sleep(0)
+                break
+        return len(recipients)
+
+    def sockets(self, namespace: str, target: Target) -> list[tuple[str, list[str]]]:
+        """The selected connected sockets and their rooms."""
+        manager = self.manager
+        return [(sid, manager.get_rooms(sid, namespace))
+                for sid in self.recipients(namespace, target)
+                if manager.is_connected(sid, namespace)]
+
+    def change_rooms(self, namespace: str, target: Target, rooms: Iterable[str],
+                     join: bool) -> None:
+        manager = self.manager
+        rooms = list(rooms)
+        for sid in self.recipients(namespace, target):
+            for room in rooms:
+                if join:
+                    manager.basic_enter_room(sid, namespace, room)
+                else:
+                    manager.basic_leave_room(sid, namespace, room)
+
+    async def disconnect(self, namespace: str, target: Target) -> None:
+        server = self.server
+        if server is None:
+            return
+        for sid in list(self.recipients(namespace, target)):
+            await server.disconnect(sid, namespace=namespace, ignore_queue=True)
+
+    def holds(self, sid: str, namespace: str) -> bool:
+        """Whether the socket is on this node (connected, or in its connect handler)."""
+        manager = self.manager
+        return bool(manager.is_connected(sid, namespace)
+                    or manager.is_pre_connected(sid, namespace))
+
+    # ------------------------------------------------------------ restored sockets
+
+    def register(self, sid: str, namespace: str, eio_sid: str, rooms: Iterable[str]) -> None:
+        """Connect a restored socket under its old sid, in its rooms."""
+        manager = self.manager
+        manager.basic_enter_room(sid, namespace, None, eio_sid=eio_sid)
+        manager.basic_enter_room(sid, namespace, sid, eio_sid=eio_sid)
+        for room in rooms:
+            try:
+                manager.basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+            except ValueError:  # another socket's sid room: not ours to enter
+                continue
+
+    def rooms_of(self, sid: str, namespace: str) -> set[str]:
+        return set(self.manager.get_rooms(sid, namespace))
+
+    async def send_event(self, eio_sid: str, namespace: str, packet_data: list[Any]) -> None:
+        """Send one event to one restored client, paced: a long-polling client's
+        queue waits for its next poll; raises ConnectionError when it went away."""
+        server = self.server
+        sock = server.eio.sockets.get(eio_sid)
+        if sock is None or sock.closed:
+            raise ConnectionError("the restored client went away")
+        if not sock.upgraded and sock.queue.qsize() >= POLL_BACKLOG:
+            try:
+                await asyncio.wait_for(sock.queue.join(), self.wait_seconds)
+            except asyncio.TimeoutError:
+                raise ConnectionError("the restored client stopped polling") from None
+            if sock.closed:
+                raise ConnectionError("the restored client went away")
+        else:
+            self._queued += 1
+            if self._queued % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+        await server._send_packet(eio_sid, server.packet_class(
+            sio_packet.EVENT, namespace=namespace, data=packet_data))

@@ -1,0 +1,430 @@
+"""ClusterManager: a python-socketio ``AsyncManager`` whose rooms, acks and requests
+span every node that shares a backend.
+
+This is the facade: the public API, wiring the parts of this package together (see
+docs/architecture.md). Every operation publishes first, then acts locally, so a failed
+publish (logged by the outbox) still reaches the local clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import socketio
+
+from ..backends.base import Backend
+from ..protocol import (
+    Broadcast,
+    Disconnect,
+    FetchSockets,
+    MessageType,
+    RoomChange,
+    ServerEvent,
+    SocketInfo,
+    Target,
+)
+from ..recovery import (
+    LogSessions,
+    Recovery,
+    RecoveryOptions,
+    RecoverySetting,
+    Restore,
+    SessionRecord,
+    SessionSource,
+    StoreSessions,
+    Tails,
+)
+from ..tasks import BackgroundTasks
+from .arguments import Room, as_args, as_rooms, target
+from .callbacks import RemoteCallbacks, ack_value
+from .counters import Drops
+from .heartbeats import Heartbeats
+from .inbound import Inbound
+from .local import LocalDelivery
+from .nodes import NodeTable
+from .publisher import Publisher
+from .requests import PendingRequest, Requester, RequestTable
+from .server_events import ServerEventHandler, ServerEvents
+from .sockets import RemoteSocket
+
+__all__ = ["ClusterManager", "Room"]
+
+
+class ClusterManager(socketio.AsyncManager):  # type: ignore[misc]
+    """A client manager for ``socketio.AsyncServer`` that spans many nodes.
+
+    :param backend: the :class:`~socketio_adapters.backends.base.Backend` that moves
+        bytes between nodes (usually built by :func:`socketio_adapters.create_manager`).
+    :param heartbeat_interval: seconds between heartbeats to the other nodes.
+    :param heartbeat_timeout: a node not heard from for this long is considered dead;
+        requests waiting on it complete with what arrived.
+    :param request_timeout: default timeout of cluster requests (fetch_sockets,
+        server-side emits with acks).
+    :param write_only: an emitter: publishes only, never subscribes, is not a node.
+    :param max_buffer: messages kept while the broker is unreachable; past that the
+        oldest are dropped (logged and counted in ``stats()``).
+    :param callback_ttl: seconds a callback for a client on another node is kept when
+        that client never answers.
+    :param connection_state_recovery: turn on connection state recovery (see
+        :class:`~socketio_adapters.recovery.RecoveryOptions`; usually set through
+        :class:`socketio_adapters.AsyncServer`). An emitter of a cluster whose servers
+        recover sessions needs it too, so that its events get offsets.
+    """
+
+    name = "cluster"
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        heartbeat_interval: float = 5.0,
+        heartbeat_timeout: float = 10.0,
+        request_timeout: float = 5.0,
+        write_only: bool = False,
+        max_buffer: int = 100_000,
+        callback_ttl: float = 300.0,
+        connection_state_recovery: RecoverySetting = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        super().__init__()
+        if heartbeat_timeout <= heartbeat_interval:
+            raise ValueError("heartbeat_timeout must be longer than heartbeat_interval")
+        self.backend = backend
+        self.uid = secrets.token_hex(8)
+        self.heartbeat_interval = heartbeat_interval
+        self.request_timeout = request_timeout
+        self.write_only = write_only
+        self.log = logger or logging.getLogger("socketio_adapters.manager")
+        self.nodes = NodeTable(heartbeat_timeout)
+        self.drops = Drops(self.log)
+        self.tasks = BackgroundTasks(self.log)
+        self.publisher = Publisher(self.uid, backend, self.log, max_buffer)
+        self.requests = RequestTable()
+        self.requester = Requester(self.publisher, self.nodes, self.requests,
+                                   request_timeout, self.log)
+        self.remote_callbacks = RemoteCallbacks(callback_ttl)
+        self.heartbeats = Heartbeats(self.publisher, self.nodes, self.requests,
+                                     heartbeat_interval, self.log,
+                                     on_tick=self.remote_callbacks.expire)
+        self.server_events = ServerEvents(self.publisher, self.tasks, self.log)
+        self.local = LocalDelivery(self, request_timeout)
+        self.inbound = Inbound(self.uid, self.local, self.publisher, self.heartbeats,
+                               self.requests, self.remote_callbacks, self.server_events,
+                               self.drops, self.tasks, self.log)
+        self.recovery: Recovery | None = None
+        self._starting: asyncio.Task[None] | None = None
+        options = RecoveryOptions.coerce(connection_state_recovery)
+        if options is not None:
+            self.enable_recovery(options)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @property
+    def started(self) -> bool:
+        return self.publisher.outbox is not None
+
+    async def start(self) -> None:
+        """Connect to the broker and subscribe, then announce this node.
+
+        Call it when the application starts (see :mod:`socketio_adapters.lifecycle`),
+        so the node receives what others publish before its first client connects.
+        Raises :class:`~socketio_adapters.backends.base.BrokerUnavailable` when the
+        broker cannot be reached within the backend's ``connect_timeout``.
+        """
+        if self.publisher.outbox is not None:
+            return
+        outbox = self.publisher.open()  # answers to early messages queue here
+        try:
+            await self.backend.start(
+                self.uid, None if self.write_only else self.inbound.on_payload)
+        except BaseException:
+            self.publisher.outbox = None
+            raise
+        outbox.start()
+        if not self.write_only:
+            self.heartbeats.start()
+        self.log.info("node %s started on %s", self.uid, self.backend.name)
+
+    async def stop(self, goodbye: bool = True) -> None:
+        """Say goodbye to the other nodes, send what is queued, and disconnect. With
+        ``goodbye=False`` stop at once, as a crash would: the others learn it from the
+        missing heartbeats, and nothing queued is sent. Safe to call twice."""
+        if self._starting is not None and not self._starting.done():
+            await asyncio.gather(self._starting, return_exceptions=True)
+        outbox = self.publisher.outbox
+        if outbox is None:
+            return
+        await self.heartbeats.stop(goodbye=goodbye and not self.write_only)
+        await outbox.stop(5.0 if goodbye else 0.0)
+        self.publisher.outbox = None
+        await self.tasks.cancel(5.0, "server-side event handlers")
+        await self.backend.stop()
+        self.log.info("node %s stopped", self.uid)
+
+    def initialize(self) -> None:
+        """Called by python-socketio on the first connection. The manager should
+        already be started by the application's startup hook; if it is not, start it
+        now and warn, because until then this node missed what others published."""
+        super().initialize()
+        if self.publisher.outbox is None and self._starting is None:
+            if self.backend.capabilities.multi_process:  # else nothing could be missed
+                self.log.warning(
+                    "ClusterManager was not started before the first client connected; "
+                    "starting it now. Call `await manager.start()` at application "
+                    "start-up (see socketio_adapters.lifecycle) so no message is missed.")
+            self._starting = asyncio.get_running_loop().create_task(self.start())
+
+    async def ready(self) -> None:
+        """Wait for a start that :meth:`initialize` began, if any."""
+        starting = self._starting
+        if starting is not None and not starting.done():
+            await asyncio.shield(starting)
+
+    async def flush(self) -> None:
+        """Wait until every message published so far has reached the broker."""
+        await self.publisher.require().flush()
+
+    @property
+    def dropped_messages(self) -> int:
+        """Malformed or foreign messages dropped so far."""
+        return self.drops.count
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for monitoring: messages sent, dropped, queued; peer nodes."""
+        outbox, recovery = self.publisher.outbox, self.recovery
+        return {
+            "uid": self.uid,
+            "nodes": len(self.nodes) + 1,
+            "published": outbox.sent if outbox is not None else 0,
+            "queued": len(outbox) if outbox is not None else 0,
+            "publish_dropped": outbox.dropped if outbox is not None else 0,
+            "malformed_dropped": self.drops.count,
+            "pending_requests": len(self.requests),
+            "reconnects": self.backend.state.reconnects,
+            "sessions_saved": recovery.saved if recovery is not None else 0,
+            "sessions_restored": recovery.restored if recovery is not None else 0,
+            "connected": self.backend.state.connected,
+        }
+
+    # ---------------------------------------------------------------- recovery
+
+    def enable_recovery(self, options: RecoveryOptions) -> None:
+        """Turn on connection state recovery (before :meth:`start`): events for
+        clients go through the backend's durable log and carry its offsets."""
+        if self.recovery is not None:
+            if self.recovery.options != options:
+                raise ValueError("connection state recovery is already on with "
+                                 f"other options ({self.recovery.options})")
+            return
+        if self.started:
+            raise RuntimeError("enable_recovery() must be called before start()")
+        backend = self.backend
+        backend.enable_log(None if self.write_only else self.inbound.on_entry,
+                           options.log_age, options.max_log_length)
+        tails = Tails()
+        sessions: SessionSource
+        if backend.capabilities.session_store:
+            sessions = StoreSessions(backend, backend, tails, self.drops.drop, self.log)
+        else:
+            sessions = LogSessions(self.uid, self.publisher, tails, self.request_timeout,
+                                   self.log)
+        self.recovery = Recovery(options, self.local, backend, sessions, tails,
+                                 self.request_timeout, self.log)
+        self.inbound.log_observer = self.recovery
+
+    def _require_recovery(self) -> Recovery:
+        if self.recovery is None:
+            raise RuntimeError("connection state recovery is not enabled")
+        return self.recovery
+
+    async def recovery_save(self, record: SessionRecord) -> None:
+        """Keep a lost socket's session (called by the server)."""
+        await self._require_recovery().save(record)
+
+    async def recovery_take(self, namespace: str, pid: str, offset: str) -> Restore | None:
+        """Take a saved session and what it missed, or None (called by the server)."""
+        return await self._require_recovery().take(namespace, pid, offset)
+
+    async def recovery_finish(self, restore: Restore, eio_sid: str,
+                              announce: Callable[[], Awaitable[None]]) -> None:
+        """Register a restored socket and catch it up (called by the server)."""
+        await self._require_recovery().finish(restore, eio_sid, announce)
+
+    def recovery_abandon(self, restore: Restore) -> None:
+        """Drop a taken session that will not be restored after all."""
+        self._require_recovery().close(restore.tail)
+
+    # ---------------------------------------------------------------- AsyncManager API
+
+    async def emit(self, event: str, data: Any, namespace: str | None = None,
+                   room: Room = None, skip_sid: Any = None,
+                   callback: Callable[..., Any] | None = None, to: Room = None,
+                   **kwargs: Any) -> None:
+        """Emit to every client, a room, several rooms (union) or one sid, on every
+        node. ``skip_sid`` takes sids or rooms to leave out (socket.io's ``except``).
+        With ``callback``, ``to`` must be one sid, which may be on any node.
+
+        Returns once the message is queued for the broker, in order; see
+        :meth:`flush` to wait for the broker.
+        """
+        namespace = namespace or "/"
+        selected = target(to if to is not None else room, skip_sid)
+        packet = [event, *as_args(data)]
+        if kwargs.get("ignore_queue"):
+            await self.local.emit(namespace, packet, selected, callback)
+            return
+        if callback is not None:
+            if self.server is None:
+                raise ValueError("an emitter (no server) cannot receive acks: callbacks "
+                                 "need a ClusterManager attached to an AsyncServer")
+            if len(selected.rooms) != 1:
+                raise ValueError("a callback needs exactly one recipient sid; use "
+                                 "emit_with_ack() to collect acks from a room")
+            await self._emit_with_callback(packet, namespace, selected.rooms[0], callback)
+            return
+        publisher = self.publisher
+        await publisher.require().wait_writable()
+        if self.recovery is not None:
+            # every node, this one too, delivers it from the log, with its offset
+            publisher.append(MessageType.BROADCAST, namespace, Broadcast(packet, selected))
+            return
+        publisher.publish(MessageType.BROADCAST, namespace, Broadcast(packet, selected))
+        if self.server is not None:
+            await self.local.emit(namespace, packet, selected)
+
+    async def _emit_with_callback(self, packet: list[Any], namespace: str, sid: str,
+                                  callback: Callable[..., Any]) -> None:
+        only = Target((sid,))
+        if self.is_connected(sid, namespace):
+            await self.local.emit(namespace, packet, only, callback)
+            return
+        request_id = self.remote_callbacks.add(callback)
+        self.publisher.publish(MessageType.BROADCAST, namespace,
+                               Broadcast(packet, only, request_id))
+
+    async def can_disconnect(self, sid: str, namespace: str) -> bool:
+        if self.is_connected(sid, namespace):
+            return True
+        only = Target((sid,))
+        await self.requester.change(MessageType.DISCONNECT_SOCKETS, namespace or "/",
+                                    lambda rid: Disconnect(only, rid))
+        return False
+
+    async def enter_room(self, sid: str, namespace: str, room: str,
+                         eio_sid: str | None = None) -> None:
+        if self.local.holds(sid, namespace):
+            self.basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+            return
+        await self._change_rooms(True, (room,), Target((sid,)), namespace or "/",
+                                 locally=False)
+
+    async def leave_room(self, sid: str, namespace: str, room: str) -> None:
+        if self.local.holds(sid, namespace):
+            self.basic_leave_room(sid, namespace, room)
+            return
+        await self._change_rooms(False, (room,), Target((sid,)), namespace or "/",
+                                 locally=False)
+
+    async def close_room(self, room: str, namespace: str | None = None) -> None:
+        namespace = namespace or "/"
+        await self._change_rooms(False, (room,), Target((room,)), namespace, locally=False)
+        self.basic_close_room(room, namespace)
+
+    # ---------------------------------------------------------------- cluster API
+
+    async def emit_with_ack(self, event: str, data: Any = None, to: Room = None,
+                            namespace: str = "/", timeout: float = 5.0,
+                            skip_sid: Any = None) -> list[Any]:
+        """Emit to every matching client on every node and return their acks.
+
+        Each ack is what the client passed to its callback (one value, a tuple for
+        several, ``None`` for none). On timeout raises
+        :class:`~socketio_adapters.errors.ClusterTimeout` whose ``partial`` holds the
+        acks that arrived.
+        """
+        selected, packet = target(to, skip_sid), [event, *as_args(data)]
+        request_id = secrets.token_hex(8)
+        request = self.requests.open(request_id, PendingRequest(
+            "emit_with_ack", {*self.nodes.alive(), self.uid}, None))
+        try:
+            self.publisher.publish(MessageType.BROADCAST, namespace,
+                                   Broadcast(packet, selected, request_id, count=True))
+
+            def local_ack(*ack: Any) -> None:
+                request.add(self.uid, [ack_value(ack)])
+
+            count = 0
+            if self.server is not None:
+                count = await self.local.emit(namespace, packet, selected, local_ack)
+            request.expect(self.uid, count)
+            return await request.wait(timeout)
+        finally:
+            self.requests.close(request_id)
+
+    async def fetch_sockets(self, to: Room = None, namespace: str = "/",
+                            timeout: float | None = None,
+                            skip_sid: Any = None) -> list[RemoteSocket]:
+        """Every matching socket on every node. A node that dies while answering is
+        left out; on timeout raises ClusterTimeout with the sockets that arrived."""
+        selected = target(to, skip_sid)
+        found = [RemoteSocket(sid, namespace, frozenset(rooms), self.uid, self)
+                 for sid, rooms in self.local.sockets(namespace, selected)]
+        remote: list[SocketInfo] = await self.requester.ask(
+            MessageType.FETCH_SOCKETS, namespace,
+            lambda rid: FetchSockets(selected, rid), timeout)
+        found.extend(RemoteSocket(info.sid, namespace, frozenset(info.rooms), info.node,
+                                  self) for info in remote)
+        return found
+
+    async def sockets_join(self, rooms: str | Iterable[str], to: Room = None,
+                           namespace: str = "/", skip_sid: Any = None) -> None:
+        """Make every matching socket, on every node, join ``rooms``."""
+        await self._change_rooms(True, as_rooms(rooms), target(to, skip_sid), namespace)
+
+    async def sockets_leave(self, rooms: str | Iterable[str], to: Room = None,
+                            namespace: str = "/", skip_sid: Any = None) -> None:
+        """Make every matching socket, on every node, leave ``rooms``."""
+        await self._change_rooms(False, as_rooms(rooms), target(to, skip_sid), namespace)
+
+    async def _change_rooms(self, join: bool, rooms: tuple[str, ...], selected: Target,
+                            namespace: str, locally: bool = True) -> None:
+        kind = MessageType.SOCKETS_JOIN if join else MessageType.SOCKETS_LEAVE
+        await self.requester.change(kind, namespace,
+                                    lambda rid: RoomChange(selected, rooms, rid))
+        if locally:
+            self.local.change_rooms(namespace, selected, rooms, join=join)
+
+    async def disconnect_sockets(self, to: Room = None, namespace: str = "/",
+                                 skip_sid: Any = None) -> None:
+        """Disconnect every matching socket on every node."""
+        selected = target(to, skip_sid)
+        await self.requester.change(MessageType.DISCONNECT_SOCKETS, namespace,
+                                    lambda rid: Disconnect(selected, rid))
+        await self.local.disconnect(namespace, selected)
+
+    def on(self, event: str, handler: ServerEventHandler | None = None) -> Any:
+        """Register a handler for server-side events from other nodes; usable as a
+        decorator. What the handler returns is its ack (see
+        :meth:`server_side_emit_with_ack`)."""
+        return self.server_events.on(event, handler)
+
+    async def server_side_emit(self, event: str, *args: Any, namespace: str = "/") -> None:
+        """Send an event to the other nodes' handlers (not to clients)."""
+        self.publisher.publish(MessageType.SERVER_SIDE_EMIT, namespace,
+                               ServerEvent([event, *args]))
+
+    async def server_side_emit_with_ack(self, event: str, *args: Any, namespace: str = "/",
+                                        timeout: float | None = None) -> list[Any]:
+        """Send an event to the other nodes and return their handlers' results.
+        Nodes with no handler for the event answer nothing and are not waited for."""
+        return await self.requester.ask(MessageType.SERVER_SIDE_EMIT, namespace,
+                                        lambda rid: ServerEvent([event, *args], rid),
+                                        timeout)
+
+    async def server_count(self) -> int:
+        """Nodes alive in the cluster, this one included (from heartbeats)."""
+        return len(self.nodes) + 1

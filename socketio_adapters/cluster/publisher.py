@@ -1,0 +1,76 @@
+"""Publishing: messages encoded once, checked against the backend's limit, and
+queued in order on the outbox, to every node, to one node, or to the durable log."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+from ..backends.base import LOG, Backend
+from ..errors import NotStarted, PayloadTooLarge
+from ..protocol import Message, MessageType, encode
+from .outbox import Outbox
+
+__all__ = ["Publisher", "Wire"]
+
+
+class Wire(Protocol):
+    """A typed payload (see :mod:`socketio_adapters.protocol.payloads`)."""
+
+    def to_wire(self) -> Any: ...
+
+
+class Publisher:
+    """The publish side of one node."""
+
+    def __init__(self, uid: str, backend: Backend, logger: logging.Logger,
+                 max_buffer: int) -> None:
+        self.uid = uid
+        self.backend = backend
+        self.logger = logger
+        self.max_buffer = max_buffer
+        self.outbox: Outbox | None = None
+
+    def open(self) -> Outbox:
+        """Create the outbox (answers to early messages queue there until the backend
+        is up); :meth:`Outbox.start` starts sending."""
+        self.outbox = Outbox(self.backend, self.logger, max_buffer=self.max_buffer)
+        return self.outbox
+
+    def require(self) -> Outbox:
+        if self.outbox is None:
+            raise NotStarted("the ClusterManager is not started: `await manager.start()`"
+                             " first (or use socketio_adapters.lifecycle)")
+        return self.outbox
+
+    def encode(self, kind: MessageType, nsp: str, payload: Wire | dict[str, Any] | None
+               ) -> bytes:
+        data = payload.to_wire() if payload is not None and not isinstance(
+            payload, dict) else payload
+        encoded = encode(Message(self.uid, nsp, kind, data))
+        limit = self.backend.capabilities.max_payload
+        if limit is not None and len(encoded) > limit:
+            raise PayloadTooLarge(
+                f"{kind.name} message of {len(encoded)} bytes is over the "
+                f"{self.backend.name} backend's limit of {limit} bytes")
+        return encoded
+
+    def publish(self, kind: MessageType, nsp: str, payload: Wire | None = None,
+                target: str | None = None) -> None:
+        """Queue for every node (``target`` None) or one node."""
+        self.require().put(target, self.encode(kind, nsp, payload))
+
+    async def publish_and_wait(self, kind: MessageType, nsp: str,
+                               payload: Wire | None = None) -> None:
+        """Queue for every node and wait until the broker accepted it."""
+        await self.require().put_and_wait(None, self.encode(kind, nsp, payload))
+
+    def append(self, kind: MessageType, nsp: str,
+               payload: Wire | dict[str, Any] | None) -> None:
+        """Queue for the durable log."""
+        self.require().put(LOG, self.encode(kind, nsp, payload))
+
+    async def append_and_wait(self, kind: MessageType, nsp: str,
+                              payload: Wire | dict[str, Any] | None) -> None:
+        """Append to the durable log and wait until the broker accepted it."""
+        await self.require().put_and_wait(LOG, self.encode(kind, nsp, payload))

@@ -1,0 +1,42 @@
+"""The wire format between nodes: the message envelope, its msgpack codec, and the
+typed payload of each message type (see :mod:`.envelope` and :mod:`.payloads`)."""
+
+from .envelope import Message, MessageType, decode, encode, sender_prefix
+from .payloads import (
+    Ack,
+    Broadcast,
+    ClientCount,
+    Disconnect,
+    FetchSockets,
+    Payload,
+    Response,
+    RoomChange,
+    ServerEvent,
+    SessionClaim,
+    SocketInfo,
+    SocketsFound,
+    Target,
+    parse_payload,
+)
+
+__all__ = [
+    "Ack",
+    "Broadcast",
+    "ClientCount",
+    "Disconnect",
+    "FetchSockets",
+    "Message",
+    "MessageType",
+    "Payload",
+    "Response",
+    "RoomChange",
+    "ServerEvent",
+    "SessionClaim",
+    "SocketInfo",
+    "SocketsFound",
+    "Target",
+    "decode",
+    "encode",
+    "parse_payload",
+    "sender_prefix",
+]
