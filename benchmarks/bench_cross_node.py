@@ -25,11 +25,9 @@ import asyncio
 import collections
 import contextlib
 import datetime
-import importlib.metadata
 import json
 import math
 import os
-import platform
 import pstats
 import secrets
 import shutil
@@ -49,10 +47,10 @@ import socketio
 
 import socketio_adapters
 
+from .environment import REPO_ROOT, environment
 from .node import RECOVERY_OPTIONS
 from .raw_clients import RAW_CLIENTS
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = str(REPO_ROOT / "benchmarks" / "results" / "{backend}.json")
 SOCKET_SCENARIOS = ("single", "cluster", "recovery", "pysio")
 ALL_SCENARIOS = (*SOCKET_SCENARIOS, "raw")
@@ -721,47 +719,8 @@ async def profile_scenario(mode: str, kind: str, outdir: Path, config: Config,
 # ---------------------------------------------------------------------- report
 
 
-def environment(config: Config) -> dict[str, Any]:
-    def version(dist: str) -> str | None:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    def git(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True,
-                                 text=True, timeout=10, check=True)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip()
-
-    cpu_model = None
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    packages = {d: version(d) for d in (
-        "python-socketio", "python-engineio", "socketio-adapters", "redis", "hiredis",
-        "aio-pika", "aiormq", "nats-py", "aiokafka", "asyncpg", "aiohttp", "msgpack")}
-    if packages["socketio-adapters"] is None:  # used from the source tree
-        import socketio_adapters
-
-        packages["socketio-adapters"] = f"{socketio_adapters.__version__} (source tree)"
-    env = {
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu_model,
-        "packages": packages,
-        "backend": config.backend,
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain")),
-        "event_loop": "asyncio (default)",
-    }
+def run_environment(config: Config) -> dict[str, Any]:
+    env = {**environment(), "backend": config.backend}
     if config.backend == "redis":
         env["redis_server"] = redis_server_version(config.url)
     return env
@@ -1007,7 +966,7 @@ async def run_all(args: argparse.Namespace, config: Config,
                    "raw_each_events": config.spec.raw_each_events,
                    "url_given": args.url is not None, "scenarios": list(names),
                    "recovery_options": RECOVERY_OPTIONS if "recovery" in names else None},
-        "environment": environment(config),
+        "environment": run_environment(config),
         "scenarios": scenarios,
         "ratios": ratios,
         "errors": errors,

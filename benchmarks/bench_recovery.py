@@ -31,14 +31,10 @@ import argparse
 import asyncio
 import contextlib
 import datetime
-import importlib.metadata
 import json
-import os
-import platform
 import secrets
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -50,9 +46,9 @@ import aiohttp
 from conformance.cluster import Node as ServerNode
 from socketio_adapters import AsyncClient
 
+from .environment import REPO_ROOT, environment
 from .node import with_channel
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = str(REPO_ROOT / "benchmarks" / "results" / "recovery-{backend}.json")
 BACKENDS = ("memory", "redis", "rabbitmq", "nats", "kafka", "postgres")
 TRANSPORTS = ("websocket", "polling")
@@ -374,30 +370,6 @@ def run_backend(args: argparse.Namespace, kind: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- report
-
-
-def environment() -> dict[str, Any]:
-    def version(dist: str) -> str | None:
-        try:
-            return importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
-    def git(*cmd: str) -> str | None:
-        try:
-            out = subprocess.run(["git", *cmd], cwd=REPO_ROOT, capture_output=True,
-                                 text=True, timeout=10, check=True)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip()
-
-    packages = {d: version(d) for d in (
-        "python-socketio", "python-engineio", "redis", "hiredis", "aio-pika", "aiormq",
-        "nats-py", "aiokafka", "asyncpg", "aiohttp", "msgpack")}
-    return {"python": platform.python_version(), "platform": platform.platform(),
-            "cpu_count": os.cpu_count(), "packages": packages,
-            "git_commit": git("rev-parse", "HEAD"),
-            "git_dirty": bool(git("status", "--porcelain"))}
 
 
 def table(results: dict[str, dict[str, Any]], missed: int) -> list[str]:

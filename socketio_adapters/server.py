@@ -23,7 +23,14 @@ from socketio import packet as sio_packet
 
 from .cluster import ClusterManager, RemoteSocket, Room
 from .errors import ConfigurationError
-from .recovery import RecoveryOptions, RecoverySetting, Restore, SessionRecord, new_pid
+from .recovery import (
+    Recovery,
+    RecoveryOptions,
+    RecoverySetting,
+    Restore,
+    SessionRecord,
+    new_pid,
+)
 from .registry import create_manager
 
 __all__ = ["RECOVERABLE_REASONS", "SHUTTING_DOWN", "AsyncServer"]
@@ -87,7 +94,7 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
                 await self.cluster.ready()
                 restore = None
                 try:
-                    restore = await self.cluster.recovery_take(namespace, pid, offset)
+                    restore = await self._recovery.take(namespace, pid, offset)
                 except Exception:
                     _log.exception("could not restore a session in %s; the client "
                                    "gets a fresh one", namespace)
@@ -95,6 +102,13 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
                     await self._restore(eio_sid, namespace, restore, data)
                     return
         await super()._handle_connect(eio_sid, namespace, data)
+
+    @property
+    def _recovery(self) -> Recovery:
+        recovery = self.cluster.recovery
+        if recovery is None:
+            raise RuntimeError("connection state recovery is not enabled")
+        return recovery
 
     def _serves(self, namespace: str) -> bool:
         return (namespace in self.handlers or namespace in self.namespace_handlers
@@ -106,7 +120,7 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
         record = restore.record
         sid, key = record.sid, (namespace, record.sid)
         if manager.is_connected(sid, namespace) or eio_sid not in self.eio.sockets:
-            manager.recovery_abandon(restore)
+            self._recovery.close(restore.tail)
             await super()._handle_connect(eio_sid, namespace, auth)
             return
         eio_session = await self.eio.get_session(eio_sid)
@@ -124,7 +138,7 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
                 sio_packet.CONNECT, {"sid": sid, "pid": record.pid}, namespace=namespace))
 
         try:
-            await manager.recovery_finish(restore, eio_sid, announce)
+            await self._recovery.finish(restore, eio_sid, announce)
         except _Refused as refusal:
             self._pids.pop(key, None)
             self._recovered.discard(key)
@@ -181,7 +195,7 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
             self._recovered.discard((namespace, sid))
         if record is not None:
             try:
-                await self.cluster.recovery_save(record)
+                await self._recovery.save(record)
             except Exception:
                 _log.exception("could not save the session of %s [%s] for "
                                       "recovery", record.sid, namespace)

@@ -13,12 +13,12 @@ from socketio_adapters import ClusterManager, ClusterTimeout, NotStarted, create
 from socketio_adapters.backends.base import Backend, BrokerUnavailable, Outgoing
 from socketio_adapters.backends.memory import MemoryBackend
 from socketio_adapters.backoff import Backoff
-from socketio_adapters.framing import unpack_frame
-from socketio_adapters.errors import PayloadTooLarge
-from socketio_adapters.lifecycle import LifespanMiddleware
 from socketio_adapters.cluster.nodes import NodeTable
-from socketio_adapters.protocol import MessageType, decode
 from socketio_adapters.cluster.requests import PendingRequest
+from socketio_adapters.errors import PayloadTooLarge
+from socketio_adapters.framing import unpack_frame
+from socketio_adapters.lifecycle import LifespanMiddleware
+from socketio_adapters.protocol import MessageType, decode
 
 FAST: dict[str, Any] = {"heartbeat_interval": 0.05, "heartbeat_timeout": 0.2}
 

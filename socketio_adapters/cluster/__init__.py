@@ -1,7 +1,7 @@
 """The cluster layer: one node's part of the Socket.IO cluster contract.
 
-- :mod:`.manager`: the :class:`ClusterManager` facade (python-socketio's
-  ``AsyncManager`` API and the cluster API);
+- :mod:`.manager`: the :class:`ClusterManager` facade (lifecycle, python-socketio's
+  ``AsyncManager`` API), with the cluster API from :mod:`.api`;
 - :mod:`.local`: local delivery, the only code touching python-socketio and
   engine.io internals;
 - :mod:`.inbound`: one dispatch for every message, pub/sub payloads and log entries;

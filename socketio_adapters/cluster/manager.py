@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import socketio
@@ -20,41 +20,31 @@ from ..backends.base import Backend
 from ..protocol import (
     Broadcast,
     Disconnect,
-    FetchSockets,
     MessageType,
-    RoomChange,
-    ServerEvent,
-    SocketInfo,
     Target,
 )
 from ..recovery import (
-    LogSessions,
     Recovery,
     RecoveryOptions,
     RecoverySetting,
-    Restore,
-    SessionRecord,
-    SessionSource,
-    StoreSessions,
-    Tails,
 )
 from ..tasks import BackgroundTasks
-from .arguments import Room, as_args, as_rooms, target
-from .callbacks import RemoteCallbacks, ack_value
+from .api import ClusterApi
+from .arguments import Room, as_args, target
+from .callbacks import RemoteCallbacks
 from .counters import Drops
 from .heartbeats import Heartbeats
 from .inbound import Inbound
 from .local import LocalDelivery
 from .nodes import NodeTable
 from .publisher import Publisher
-from .requests import PendingRequest, Requester, RequestTable
-from .server_events import ServerEventHandler, ServerEvents
-from .sockets import RemoteSocket
+from .requests import Requester, RequestTable
+from .server_events import ServerEvents
 
 __all__ = ["ClusterManager", "Room"]
 
 
-class ClusterManager(socketio.AsyncManager):  # type: ignore[misc]
+class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
     """A client manager for ``socketio.AsyncServer`` that spans many nodes.
 
     :param backend: the :class:`~socketio_adapters.backends.base.Backend` that moves
@@ -225,38 +215,11 @@ class ClusterManager(socketio.AsyncManager):  # type: ignore[misc]
         backend = self.backend
         backend.enable_log(None if self.write_only else self.inbound.on_entry,
                            options.log_age, options.max_log_length)
-        tails = Tails()
-        sessions: SessionSource
-        if backend.capabilities.session_store:
-            sessions = StoreSessions(backend, backend, tails, self.drops.drop, self.log)
-        else:
-            sessions = LogSessions(self.uid, self.publisher, tails, self.request_timeout,
-                                   self.log)
-        self.recovery = Recovery(options, self.local, backend, sessions, tails,
-                                 self.request_timeout, self.log)
+        self.recovery = Recovery.build(
+            options, self.uid, backend, backend if backend.capabilities.session_store
+            else None, self.local, self.publisher, self.drops.drop, self.request_timeout,
+            self.log)
         self.inbound.log_observer = self.recovery
-
-    def _require_recovery(self) -> Recovery:
-        if self.recovery is None:
-            raise RuntimeError("connection state recovery is not enabled")
-        return self.recovery
-
-    async def recovery_save(self, record: SessionRecord) -> None:
-        """Keep a lost socket's session (called by the server)."""
-        await self._require_recovery().save(record)
-
-    async def recovery_take(self, namespace: str, pid: str, offset: str) -> Restore | None:
-        """Take a saved session and what it missed, or None (called by the server)."""
-        return await self._require_recovery().take(namespace, pid, offset)
-
-    async def recovery_finish(self, restore: Restore, eio_sid: str,
-                              announce: Callable[[], Awaitable[None]]) -> None:
-        """Register a restored socket and catch it up (called by the server)."""
-        await self._require_recovery().finish(restore, eio_sid, announce)
-
-    def recovery_abandon(self, restore: Restore) -> None:
-        """Drop a taken session that will not be restored after all."""
-        self._require_recovery().close(restore.tail)
 
     # ---------------------------------------------------------------- AsyncManager API
 
@@ -333,98 +296,3 @@ class ClusterManager(socketio.AsyncManager):  # type: ignore[misc]
         namespace = namespace or "/"
         await self._change_rooms(False, (room,), Target((room,)), namespace, locally=False)
         self.basic_close_room(room, namespace)
-
-    # ---------------------------------------------------------------- cluster API
-
-    async def emit_with_ack(self, event: str, data: Any = None, to: Room = None,
-                            namespace: str = "/", timeout: float = 5.0,
-                            skip_sid: Any = None) -> list[Any]:
-        """Emit to every matching client on every node and return their acks.
-
-        Each ack is what the client passed to its callback (one value, a tuple for
-        several, ``None`` for none). On timeout raises
-        :class:`~socketio_adapters.errors.ClusterTimeout` whose ``partial`` holds the
-        acks that arrived.
-        """
-        selected, packet = target(to, skip_sid), [event, *as_args(data)]
-        request_id = secrets.token_hex(8)
-        request = self.requests.open(request_id, PendingRequest(
-            "emit_with_ack", {*self.nodes.alive(), self.uid}, None))
-        try:
-            self.publisher.publish(MessageType.BROADCAST, namespace,
-                                   Broadcast(packet, selected, request_id, count=True))
-
-            def local_ack(*ack: Any) -> None:
-                request.add(self.uid, [ack_value(ack)])
-
-            count = 0
-            if self.server is not None:
-                count = await self.local.emit(namespace, packet, selected, local_ack)
-            request.expect(self.uid, count)
-            return await request.wait(timeout)
-        finally:
-            self.requests.close(request_id)
-
-    async def fetch_sockets(self, to: Room = None, namespace: str = "/",
-                            timeout: float | None = None,
-                            skip_sid: Any = None) -> list[RemoteSocket]:
-        """Every matching socket on every node. A node that dies while answering is
-        left out; on timeout raises ClusterTimeout with the sockets that arrived."""
-        selected = target(to, skip_sid)
-        found = [RemoteSocket(sid, namespace, frozenset(rooms), self.uid, self)
-                 for sid, rooms in self.local.sockets(namespace, selected)]
-        remote: list[SocketInfo] = await self.requester.ask(
-            MessageType.FETCH_SOCKETS, namespace,
-            lambda rid: FetchSockets(selected, rid), timeout)
-        found.extend(RemoteSocket(info.sid, namespace, frozenset(info.rooms), info.node,
-                                  self) for info in remote)
-        return found
-
-    async def sockets_join(self, rooms: str | Iterable[str], to: Room = None,
-                           namespace: str = "/", skip_sid: Any = None) -> None:
-        """Make every matching socket, on every node, join ``rooms``."""
-        await self._change_rooms(True, as_rooms(rooms), target(to, skip_sid), namespace)
-
-    async def sockets_leave(self, rooms: str | Iterable[str], to: Room = None,
-                            namespace: str = "/", skip_sid: Any = None) -> None:
-        """Make every matching socket, on every node, leave ``rooms``."""
-        await self._change_rooms(False, as_rooms(rooms), target(to, skip_sid), namespace)
-
-    async def _change_rooms(self, join: bool, rooms: tuple[str, ...], selected: Target,
-                            namespace: str, locally: bool = True) -> None:
-        kind = MessageType.SOCKETS_JOIN if join else MessageType.SOCKETS_LEAVE
-        await self.requester.change(kind, namespace,
-                                    lambda rid: RoomChange(selected, rooms, rid))
-        if locally:
-            self.local.change_rooms(namespace, selected, rooms, join=join)
-
-    async def disconnect_sockets(self, to: Room = None, namespace: str = "/",
-                                 skip_sid: Any = None) -> None:
-        """Disconnect every matching socket on every node."""
-        selected = target(to, skip_sid)
-        await self.requester.change(MessageType.DISCONNECT_SOCKETS, namespace,
-                                    lambda rid: Disconnect(selected, rid))
-        await self.local.disconnect(namespace, selected)
-
-    def on(self, event: str, handler: ServerEventHandler | None = None) -> Any:
-        """Register a handler for server-side events from other nodes; usable as a
-        decorator. What the handler returns is its ack (see
-        :meth:`server_side_emit_with_ack`)."""
-        return self.server_events.on(event, handler)
-
-    async def server_side_emit(self, event: str, *args: Any, namespace: str = "/") -> None:
-        """Send an event to the other nodes' handlers (not to clients)."""
-        self.publisher.publish(MessageType.SERVER_SIDE_EMIT, namespace,
-                               ServerEvent([event, *args]))
-
-    async def server_side_emit_with_ack(self, event: str, *args: Any, namespace: str = "/",
-                                        timeout: float | None = None) -> list[Any]:
-        """Send an event to the other nodes and return their handlers' results.
-        Nodes with no handler for the event answer nothing and are not waited for."""
-        return await self.requester.ask(MessageType.SERVER_SIDE_EMIT, namespace,
-                                        lambda rid: ServerEvent([event, *args], rid),
-                                        timeout)
-
-    async def server_count(self) -> int:
-        """Nodes alive in the cluster, this one included (from heartbeats)."""
-        return len(self.nodes) + 1

@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ..errors import ClusterTimeout
-from ..protocol import MessageType
+from ..protocol import Broadcast, MessageType, Target
+from .callbacks import ack_value
+from .local import LocalDelivery
 from .nodes import NodeTable
 from .publisher import Publisher, Wire
 
@@ -127,6 +129,28 @@ class Requester:
         try:
             self.publisher.publish(kind, nsp, payload(request_id))
             return await request.wait(timeout or self.timeout)
+        finally:
+            self.table.close(request_id)
+
+    async def collect_acks(self, uid: str, nsp: str, packet: list[Any], target: Target,
+                           local: LocalDelivery | None, timeout: float) -> list[Any]:
+        """Broadcast ``packet`` with acks and return every client's ack, this node's
+        (``local``) included: each node first says how many it will send."""
+        request_id = secrets.token_hex(8)
+        request = self.table.open(request_id, PendingRequest(
+            "emit_with_ack", {*self.nodes.alive(), uid}, None))
+        try:
+            self.publisher.publish(MessageType.BROADCAST, nsp,
+                                   Broadcast(packet, target, request_id, count=True))
+
+            def local_ack(*ack: Any) -> None:
+                request.add(uid, [ack_value(ack)])
+
+            count = 0
+            if local is not None:
+                count = await local.emit(nsp, packet, target, local_ack)
+            request.expect(uid, count)
+            return await request.wait(timeout)
         finally:
             self.table.close(request_id)
 

@@ -26,10 +26,12 @@ from collections.abc import Awaitable, Callable
 
 from ..errors import MalformedMessage
 from ..protocol import Broadcast, Message, decode
+from ..storage import SessionStore
+from .log_sessions import LogSessions
 from .options import RecoveryOptions
-from .ports import DurableLog, LocalSockets
+from .ports import DurableLog, LocalSockets, LogAppender
 from .records import SessionRecord, matches
-from .sessions import SessionSource, Taken
+from .sessions import SessionSource, StoreSessions, Taken
 from .tails import Restore, Tail, Tails
 
 __all__ = ["Recovery"]
@@ -52,6 +54,21 @@ class Recovery:
         """Sids being restored: live deliveries skip them (their tail carries on)."""
         self.saved = 0
         self.restored = 0
+
+    @classmethod
+    def build(cls, options: RecoveryOptions, uid: str, log: DurableLog,
+              store: SessionStore | None, local: LocalSockets, appender: LogAppender,
+              drop: Callable[[str], None], timeout: float,
+              logger: logging.Logger) -> Recovery:
+        """Recovery over ``log``, keeping sessions in ``store``, or in the log itself
+        when there is none."""
+        tails = Tails()
+        sessions: SessionSource
+        if store is not None:
+            sessions = StoreSessions(store, log, tails, drop, logger)
+        else:
+            sessions = LogSessions(uid, appender, tails, timeout, logger)
+        return cls(options, local, log, sessions, tails, timeout, logger)
 
     def observe(self, offset: str, message: Message) -> None:
         """Every log entry, before this node delivers it."""

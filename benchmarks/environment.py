@@ -1,0 +1,62 @@
+"""What a benchmark ran on, recorded beside its figures: the interpreter, the
+machine, the packages and the source tree's commit."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+__all__ = ["REPO_ROOT", "environment"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("python-socketio", "python-engineio", "socketio-adapters", "redis", "hiredis",
+            "aio-pika", "aiormq", "nats-py", "aiokafka", "asyncpg", "aiohttp", "msgpack")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def _cpu_model() -> str | None:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return None
+
+
+def environment() -> dict[str, Any]:
+    packages = {d: _version(d) for d in PACKAGES}
+    if packages["socketio-adapters"] is None:  # used from the source tree
+        import socketio_adapters
+
+        packages["socketio-adapters"] = f"{socketio_adapters.__version__} (source tree)"
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": _cpu_model(),
+        "packages": packages,
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(_git("status", "--porcelain")),
+        "event_loop": "asyncio (default)",
+    }

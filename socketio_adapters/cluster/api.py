@@ -1,0 +1,119 @@
+"""The cluster API beyond python-socketio's ``AsyncManager``: acks from every
+client, sockets of every node, room changes and disconnects by filter, server-side
+events and the server count. Mixed into :class:`~.manager.ClusterManager`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, cast
+
+from ..protocol import (
+    Disconnect,
+    FetchSockets,
+    MessageType,
+    RoomChange,
+    ServerEvent,
+    SocketInfo,
+    Target,
+)
+from .arguments import Room, as_args, as_rooms, target
+from .local import LocalDelivery
+from .nodes import NodeTable
+from .publisher import Publisher
+from .requests import Requester
+from .server_events import ServerEventHandler, ServerEvents
+from .sockets import ClusterOperations, RemoteSocket
+
+__all__ = ["ClusterApi"]
+
+
+class ClusterApi:
+    """The cluster operations of one node (see :class:`~.manager.ClusterManager`)."""
+
+    uid: str
+    server: Any
+    nodes: NodeTable
+    local: LocalDelivery
+    publisher: Publisher
+    requester: Requester
+    server_events: ServerEvents
+
+    async def emit_with_ack(self, event: str, data: Any = None, to: Room = None,
+                            namespace: str = "/", timeout: float = 5.0,
+                            skip_sid: Any = None) -> list[Any]:
+        """Emit to every matching client on every node and return their acks.
+
+        Each ack is what the client passed to its callback (one value, a tuple for
+        several, ``None`` for none). On timeout raises
+        :class:`~socketio_adapters.errors.ClusterTimeout` whose ``partial`` holds the
+        acks that arrived.
+        """
+        local = self.local if self.server is not None else None
+        return await self.requester.collect_acks(
+            self.uid, namespace, [event, *as_args(data)], target(to, skip_sid), local,
+            timeout)
+
+    async def fetch_sockets(self, to: Room = None, namespace: str = "/",
+                            timeout: float | None = None,
+                            skip_sid: Any = None) -> list[RemoteSocket]:
+        """Every matching socket on every node. A node that dies while answering is
+        left out; on timeout raises ClusterTimeout with the sockets that arrived."""
+        selected = target(to, skip_sid)
+        me = cast(ClusterOperations, self)
+        found = [RemoteSocket(sid, namespace, frozenset(rooms), self.uid, me)
+                 for sid, rooms in self.local.sockets(namespace, selected)]
+        remote: list[SocketInfo] = await self.requester.ask(
+            MessageType.FETCH_SOCKETS, namespace,
+            lambda rid: FetchSockets(selected, rid), timeout)
+        found.extend(RemoteSocket(info.sid, namespace, frozenset(info.rooms), info.node,
+                                  me) for info in remote)
+        return found
+
+    async def sockets_join(self, rooms: str | Iterable[str], to: Room = None,
+                           namespace: str = "/", skip_sid: Any = None) -> None:
+        """Make every matching socket, on every node, join ``rooms``."""
+        await self._change_rooms(True, as_rooms(rooms), target(to, skip_sid), namespace)
+
+    async def sockets_leave(self, rooms: str | Iterable[str], to: Room = None,
+                            namespace: str = "/", skip_sid: Any = None) -> None:
+        """Make every matching socket, on every node, leave ``rooms``."""
+        await self._change_rooms(False, as_rooms(rooms), target(to, skip_sid), namespace)
+
+    async def _change_rooms(self, join: bool, rooms: tuple[str, ...], selected: Target,
+                            namespace: str, locally: bool = True) -> None:
+        kind = MessageType.SOCKETS_JOIN if join else MessageType.SOCKETS_LEAVE
+        await self.requester.change(kind, namespace,
+                                    lambda rid: RoomChange(selected, rooms, rid))
+        if locally:
+            self.local.change_rooms(namespace, selected, rooms, join=join)
+
+    async def disconnect_sockets(self, to: Room = None, namespace: str = "/",
+                                 skip_sid: Any = None) -> None:
+        """Disconnect every matching socket on every node."""
+        selected = target(to, skip_sid)
+        await self.requester.change(MessageType.DISCONNECT_SOCKETS, namespace,
+                                    lambda rid: Disconnect(selected, rid))
+        await self.local.disconnect(namespace, selected)
+
+    def on(self, event: str, handler: ServerEventHandler | None = None) -> Any:
+        """Register a handler for server-side events from other nodes; usable as a
+        decorator. What the handler returns is its ack (see
+        :meth:`server_side_emit_with_ack`)."""
+        return self.server_events.on(event, handler)
+
+    async def server_side_emit(self, event: str, *args: Any, namespace: str = "/") -> None:
+        """Send an event to the other nodes' handlers (not to clients)."""
+        self.publisher.publish(MessageType.SERVER_SIDE_EMIT, namespace,
+                               ServerEvent([event, *args]))
+
+    async def server_side_emit_with_ack(self, event: str, *args: Any, namespace: str = "/",
+                                        timeout: float | None = None) -> list[Any]:
+        """Send an event to the other nodes and return their handlers' results.
+        Nodes with no handler for the event answer nothing and are not waited for."""
+        return await self.requester.ask(MessageType.SERVER_SIDE_EMIT, namespace,
+                                        lambda rid: ServerEvent([event, *args], rid),
+                                        timeout)
+
+    async def server_count(self) -> int:
+        """Nodes alive in the cluster, this one included (from heartbeats)."""
+        return len(self.nodes) + 1
