@@ -1,10 +1,8 @@
-"""The Redis backend's pure logic: stream entry IDs as log offsets, key names and the
-XADD command it pipelines. No broker here; the conformance suite (test_log.py) runs
-the log and the session store against a real redis-server."""
+"""The Redis backend's own parts, with no broker: key names, stream entry IDs as
+record keys, and the XADD it pipelines. The conformance suite (test_log.py) runs the
+log and the session store against a real redis-server."""
 
 from __future__ import annotations
-
-import asyncio
 
 import hiredis
 import pytest
@@ -12,52 +10,61 @@ import pytest
 pytest.importorskip("redis")
 
 from socketio_adapters import create_backend
-from socketio_adapters.backends.redis import RedisBackend, next_id, parse_id
+from socketio_adapters.backends.redis import (
+    RedisBackend,
+    keep_length,
+    previous_id,
+    xadd,
+    xadd_head,
+)
+from socketio_adapters.backends.redis.log import entry_key
+from socketio_adapters.storage import Offset
 
 MAX = 2**64 - 1
 
 
-@pytest.mark.parametrize(("offset", "parsed"), [
-    ("0-0", (0, 0)), ("1-0", (1, 0)), ("1700000000000-12", (1700000000000, 12)),
-    (f"{MAX}-{MAX}", (MAX, MAX)), ("007-1", (7, 1)),
-])
-def test_stream_ids_parse(offset: str, parsed: tuple[int, int]) -> None:
-    assert parse_id(offset) == parsed
-
-
-@pytest.mark.parametrize("offset", [
-    "", "garbage", "12", "-1", "1-", "-", "1-2-3", "1.5-0", "+", "-0", " 1-0", "1-0 ",
-    "1-0\n", "\x00", "ﾟ", "\uff11-\uff12", "\u0661-\u0662", f"{MAX + 1}-0",
-    f"0-{MAX + 1}", "9" * 21 + "-0", "(1-0", "1-*",
-])
-def test_anything_else_is_not_an_offset(offset: str) -> None:
-    assert parse_id(offset) is None
-
-
-def test_next_id_is_the_smallest_id_after() -> None:
-    assert next_id((5, 7)) == "5-8"
-    assert next_id((5, MAX)) == "6-0"
-    assert next_id((MAX, MAX)) is None
-    assert parse_id(next_id((MAX, 3)) or "") == (MAX, 4)
+def _backend() -> RedisBackend:
+    backend = create_backend("redis://127.0.0.1:1/0", channel="app")
+    assert isinstance(backend, RedisBackend)
+    return backend
 
 
 def test_keys_live_under_the_channel() -> None:
-    backend = create_backend("redis://127.0.0.1:1/0", channel="app")
-    assert isinstance(backend, RedisBackend)
+    backend = _backend()
+    assert backend.broadcast_channel == "app"
+    assert backend.node_channel("n1") == "app#n1"
     assert backend.log_key == "app#log"
     assert backend.session_key("p1") == "app#session#p1"
     assert backend.capabilities.durable_log and backend.capabilities.session_store
 
 
-def test_an_appended_entry_is_one_well_formed_xadd() -> None:
-    backend = create_backend("redis://127.0.0.1:1/0", channel="app")
-    assert isinstance(backend, RedisBackend)
+def test_offsets_are_stream_entry_ids_and_an_index() -> None:
+    backend = _backend()
     backend.enable_log(None, 60.0, 500)
-    asyncio.run(backend._open())  # builds the pool only; connects to nothing
+    codec = backend.log_reader.codec
+    assert codec.parse("1700000000000-3.0") == Offset((1700000000000, 3), 0)
+    assert codec.parse(f"{MAX}-{MAX}.0") == Offset((MAX, MAX), 0)
+    assert codec.format(entry_key(b"1700000000000-3"), 0) == "1700000000000-3.0"
+    for other in ("1700000000000-3", "42.0", f"{MAX + 1}-0.0", f"0-{MAX + 1}.0"):
+        assert codec.parse(other) is None
+
+
+def test_xread_reads_from_a_record_included() -> None:
+    # XREAD returns what follows an ID: the reader's start is read from the one before
+    assert previous_id(None) == b"0-0"
+    assert previous_id((5, 7)) == b"5-6"
+    assert previous_id((5, 0)) == b"4-%d" % MAX
+    assert previous_id((0, 1)) == b"0-0"
+    assert previous_id((0, 0)) == b"0-0"  # no entry has ID 0-0
+    assert previous_id((MAX, MAX)) == b"%d-%d" % (MAX, MAX - 1)
+
+
+def test_an_appended_entry_is_one_well_formed_xadd() -> None:
+    assert keep_length(500) == 1500  # max_length, and room for readers that lag
+    assert keep_length(5000) == 10000
     reader = hiredis.Reader()
     payload = b"\x00\r\n$3\r\nbinary"
-    reader.feed(backend._append(payload))
+    reader.feed(xadd(xadd_head(b"app#log", keep_length(500)), payload))
     assert reader.gets() == [b"XADD", b"app#log", b"MAXLEN", b"~", b"1500", b"*", b"p",
                              payload]
     assert reader.gets() is False
-    asyncio.run(backend._close())

@@ -131,7 +131,7 @@ class Backend(abc.ABC):
     """Backend-specific options, on top of ``COMMON_OPTIONS``."""
     frame_cap: ClassVar[int] = FRAME_CAP
     """Largest frame of small payloads sent as one broker message (see
-    :mod:`socketio_adapters.chunks`); lower it where large messages cost more."""
+    :mod:`socketio_adapters.framing`); lower it where large messages cost more."""
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError,)
     """Errors that mean "the connection is gone": logged, then reconnect."""
     log_key_parts: ClassVar[int] = 1
@@ -229,7 +229,7 @@ class Backend(abc.ABC):
 
     async def _dispatch(self, payload: bytes) -> None:
         """Hand the payloads of one broker message to the manager (unpacking frames
-        and joining chunks; see :mod:`socketio_adapters.chunks`)."""
+        and joining chunks; see :mod:`socketio_adapters.framing`)."""
         deliver = self._deliver
         if deliver is None:
             return

@@ -1,0 +1,64 @@
+"""redis-py's connection pool and client, shared by every part of the Redis backend
+and opened and closed with it; redis-py's own connection options pass through."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS
+
+from ...options import Option
+from ..base import Backend
+
+__all__ = ["PASS_THROUGH", "RedisConnections"]
+
+PASS_THROUGH = ("db", "socket_timeout", "socket_connect_timeout", "socket_keepalive",
+                "health_check_interval", "max_connections", "retry_on_timeout",
+                "ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
+                "ssl_check_hostname", "timeout")
+"""redis-py's connection options, accepted as they are."""
+
+
+def _redis_option(name: str) -> Option:
+    parser = URL_QUERY_ARGUMENT_PARSERS.get(name, str)
+    return Option(name, lambda v: v if not isinstance(v, str) else parser(v), None,
+                  "passed to redis-py")
+
+
+class RedisConnections(Backend):
+    """The connection pool (for the raw connections) and the redis-py client (for
+    the odd command) of a Redis backend."""
+
+    options: ClassVar[tuple[Option, ...]] = tuple(_redis_option(n) for n in PASS_THROUGH)
+    connection_errors: ClassVar[tuple[type[BaseException], ...]] = (
+        redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._client_options: Mapping[str, Any] = {
+            name: self.settings[name] for name in PASS_THROUGH
+            if self.settings[name] is not None}
+        self._pool: aioredis.ConnectionPool | None = None
+        self._client: aioredis.Redis | None = None
+
+    async def _open(self) -> None:
+        self._pool = aioredis.ConnectionPool.from_url(self.url, **self._client_options)
+        self._client = aioredis.Redis(connection_pool=self._pool)
+
+    async def _close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.disconnect()
+
+    def _require_pool(self) -> aioredis.ConnectionPool:
+        if self._pool is None:
+            raise redis.exceptions.ConnectionError("redis backend is not open")
+        return self._pool
+
+    def _require_client(self) -> aioredis.Redis:
+        if self._client is None:
+            raise redis.exceptions.ConnectionError("redis backend is not open")
+        return self._client

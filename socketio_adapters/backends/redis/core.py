@@ -1,0 +1,139 @@
+"""The Redis backend's pub/sub core: each node subscribes to its channels on a raw
+connection, publishes in pipelines, and runs the log's live reader beside them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar
+
+import hiredis
+import redis.exceptions
+
+from ...options import Option, parse_bool
+from ..base import LOG, Capabilities, Outgoing
+from .connections import RedisConnections
+from .log import RedisLog
+from .resp import RawConnection, command
+from .sessions import RedisSessions
+
+__all__ = ["RedisBackend"]
+
+
+async def _first_failure(*coroutines: Awaitable[None]) -> None:
+    """Run the coroutines until one ends (re-raising its error), then cancel the rest."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class RedisBackend(RedisLog, RedisSessions):
+    """Moves bytes over Redis pub/sub; keeps the durable log in a stream and sessions
+    in keys that expire."""
+
+    name: ClassVar[str] = "redis"
+    extra: ClassVar[str | None] = "redis"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        direct=True, max_payload=512 * 1024 * 1024, sharded=True, durable_log=True,
+        session_store=True)
+    options: ClassVar[tuple[Option, ...]] = (
+        Option("sharded", parse_bool, False, "use SPUBLISH/SSUBSCRIBE (Redis 7+)"),
+        *RedisConnections.options,
+    )
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self.sharded: bool = self.settings["sharded"]
+        self._publisher: RawConnection | None = None
+        self._publishing = asyncio.Lock()
+        self.broadcast_channel = self.channel
+        self._publish_cmd = b"SPUBLISH" if self.sharded else b"PUBLISH"
+        self._broadcast_key = self.broadcast_channel.encode()
+
+    def node_channel(self, uid: str) -> str:
+        return f"{self.channel}#{uid}"
+
+    async def _close(self) -> None:
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None:
+            await publisher.close()
+        await super()._close()
+
+    async def _run(self, ready: Callable[[], None]) -> None:
+        pool = self._require_pool()
+        if self.log is None or self.log.deliver is None:
+            await self._listen(await RawConnection.open(pool), ready)
+            return
+        stream = await RawConnection.open(pool)
+        try:
+            start = await self._log_start(stream)
+            raw = await RawConnection.open(pool)
+        except BaseException:
+            await stream.close()
+            raise
+        try:
+            await _first_failure(self._listen(raw, ready), self._follow_log(stream, start))
+        finally:
+            await stream.close()
+
+    async def _listen(self, raw: RawConnection, ready: Callable[[], None]) -> None:
+        channels = (self.broadcast_channel, self.node_channel(self.node_id))
+        try:
+            raw.write(command(b"SSUBSCRIBE" if self.sharded else b"SUBSCRIBE",
+                              *(c.encode() for c in channels)))
+            await raw.drain()
+            pending = len(channels)  # confirmations prove the subscription is live
+            dispatch = self._dispatch
+            while True:
+                for reply in await raw.replies():
+                    if isinstance(reply, hiredis.ReplyError):
+                        raise redis.exceptions.ResponseError(str(reply))
+                    kind = reply[0]
+                    if kind == b"message" or kind == b"smessage":
+                        await dispatch(reply[2])
+                    elif pending and kind in (b"subscribe", b"ssubscribe"):
+                        pending -= 1
+                        if not pending:
+                            ready()
+        finally:
+            await raw.close()
+
+    async def publish(self, batch: Sequence[Outgoing]) -> None:
+        publish = self._publish_cmd
+        commands: list[bytes] = []
+        appended = False
+        for target, payload in batch:
+            if target == LOG:
+                commands.append(self._append(payload))
+                appended = True
+            else:
+                commands.append(command(publish, self._target(target), payload))
+        async with self._publishing:  # one round trip at a time, in call order
+            if appended:
+                commands.extend(self._trim())
+            replies = await self._round_trip(commands)
+            if appended:
+                self._appended(replies)
+
+    async def _round_trip(self, commands: list[bytes]) -> list[Any]:
+        publisher = self._publisher
+        if publisher is None:
+            publisher = self._publisher = await RawConnection.open(self._require_pool())
+        try:
+            return await publisher.pipeline(*commands)
+        except BaseException:
+            # the stream may be out of step with its replies now: start afresh
+            self._publisher = None
+            await publisher.close()
+            raise
+
+    def _target(self, target: str | None) -> bytes:
+        if target is None:
+            return self._broadcast_key
+        return self.node_channel(target).encode()

@@ -1,0 +1,88 @@
+"""Connections opened by redis-py, then spoken to in raw RESP and parsed with hiredis
+(several times cheaper per message than redis-py's own command path)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hiredis
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.asyncio.connection import AbstractConnection
+
+__all__ = ["RawConnection", "command"]
+
+_READ_SIZE = 256 * 1024
+
+
+def command(*parts: bytes) -> bytes:
+    """One command in RESP."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        out.append(b"$%d\r\n%b\r\n" % (len(part), part))
+    return b"".join(out)
+
+
+class RawConnection:
+    """A connection opened by redis-py (URL, TLS, AUTH, SELECT) and then spoken to in
+    raw RESP."""
+
+    def __init__(self, connection: AbstractConnection) -> None:
+        self.connection = connection
+        self.parser = hiredis.Reader()
+
+    @classmethod
+    async def open(cls, pool: aioredis.ConnectionPool) -> RawConnection:
+        connection = pool.make_connection()  # type: ignore[no-untyped-call]
+        await connection.connect()
+        return cls(connection)
+
+    def write(self, data: bytes) -> None:
+        writer = self.connection._writer
+        if writer is None:
+            raise redis.exceptions.ConnectionError("redis connection is closed")
+        writer.write(data)
+
+    async def drain(self) -> None:
+        writer = self.connection._writer
+        if writer is None:
+            raise redis.exceptions.ConnectionError("redis connection is closed")
+        await writer.drain()
+
+    async def replies(self) -> list[Any]:
+        """Every complete reply in what arrives next (at least one)."""
+        reader = self.connection._reader
+        if reader is None:
+            raise redis.exceptions.ConnectionError("redis connection is closed")
+        while True:
+            out = []
+            reply = self.parser.gets()
+            while reply is not False:
+                out.append(reply)
+                reply = self.parser.gets()
+            if out:
+                return out
+            data = await reader.read(_READ_SIZE)
+            if not data:
+                raise redis.exceptions.ConnectionError("redis closed the connection")
+            self.parser.feed(data)
+
+    async def pipeline(self, *commands: bytes) -> list[Any]:
+        """Send commands (in RESP) in one write and return their replies, in order
+        (with no other reply pending); raise the first error reply."""
+        self.write(b"".join(commands))
+        await self.drain()
+        out: list[Any] = []
+        while len(out) < len(commands):
+            out.extend(await self.replies())
+        for reply in out:
+            if isinstance(reply, hiredis.ReplyError):
+                raise redis.exceptions.ResponseError(str(reply))
+        return out
+
+    async def call(self, *parts: bytes) -> Any:
+        """Send one command and return its reply."""
+        return (await self.pipeline(command(*parts)))[0]
+
+    async def close(self) -> None:
+        await self.connection.disconnect()
