@@ -1,11 +1,12 @@
-"""The NATS backend's pure logic: subject escaping, URL parsing, options. No broker
-here; the conformance suite runs it against a real nats-server."""
+"""The NATS backend's own parts, with no broker: subject and stream names, URL
+parsing, options, and what a batch turns into on the wire. The conformance suite runs
+it (its log and session store included) against a real nats-server."""
 
 from __future__ import annotations
 
 import itertools
 import re
-from typing import Any
+from collections.abc import Sequence
 
 import pytest
 
@@ -14,21 +15,17 @@ pytest.importorskip("nats")
 import nats.errors
 
 from socketio_adapters import ConfigurationError, create_backend, create_manager
-from socketio_adapters.backends.base import LOG
+from socketio_adapters.backends.base import LOG, Outgoing
 from socketio_adapters.backends.nats import (
     NatsBackend,
     NatsServers,
     escape_token,
-    log_entries,
-    log_offset,
     name_token,
-    pack_session,
-    parse_offset,
     parse_url,
     unescape_token,
-    unpack_session,
 )
-from socketio_adapters.chunks import pack_log_entries
+from socketio_adapters.framing import unpack_frame
+from socketio_adapters.storage import Offset, entries_of
 
 AWKWARD = ["socketio", "a.b", "a%2Eb", "a*", "a>", ">", "*", "a b", "a\tb", "a\r\nb",
            "$SYS", "café", "ca%C3%A9", "日本", "%", "%%", "a_b", "a-b", "a/b", "a:b",
@@ -50,7 +47,7 @@ def test_safe_characters_are_kept() -> None:
 
 def test_different_channels_never_share_a_subject() -> None:
     backends = [NatsBackend("nats://127.0.0.1:4222", channel=c) for c in AWKWARD]
-    subjects = [s for b in backends for s in (b.broadcast_subject, b.node_subject("n1"))]
+    subjects = [s for b in backends for s in (b.names.broadcast_subject, b.node_subject("n1"))]
     assert len(set(subjects)) == len(subjects)
     for a, b in itertools.combinations(backends, 2):
         assert a.node_subject("x") != b.node_subject("x")
@@ -58,10 +55,12 @@ def test_different_channels_never_share_a_subject() -> None:
 
 def test_subject_layout() -> None:
     backend = NatsBackend("nats://127.0.0.1:4222", channel="my.app")
-    assert backend.broadcast_subject == "my%2Eapp.all"
+    assert backend.subject(None) == "my%2Eapp.all"
     assert backend.node_subject("abc.d") == "my%2Eapp.node.abc%2Ed"
+    assert backend.subject("abc.d") == backend.node_subject("abc.d")
+    assert backend.subject(LOG) == "my%2Eapp.log"
     # a node named "all" and the broadcast subject differ in depth
-    assert backend.node_subject("all") != backend.broadcast_subject
+    assert backend.node_subject("all") != backend.subject(None)
 
 
 @pytest.mark.parametrize("url, expected", [
@@ -83,8 +82,9 @@ def test_parse_url(url: str, expected: NatsServers) -> None:
 def test_tls_scheme() -> None:
     assert parse_url("tls://h:4222").tls
     assert not parse_url("nats://h:4222").tls
-    assert NatsBackend("tls://h:4222")._tls is not None
-    assert NatsBackend("nats://h:4222")._tls is None
+    assert NatsBackend("tls://h:4222").tls is not None
+    assert NatsBackend("nats://h:4222").tls is None
+    assert NatsBackend("nats://h:4222", tls_handshake_first=True).tls is not None
 
 
 @pytest.mark.parametrize("url, message", [
@@ -186,14 +186,14 @@ def test_name_tokens_never_collide() -> None:
 
 def test_log_and_session_names() -> None:
     backend = NatsBackend("nats://127.0.0.1:4222", channel="my.app")
-    assert backend.log_subject == "my%2Eapp.log"
-    assert backend.log_stream == "my_2Eapp_log"
-    assert backend.session_bucket == "my_2Eapp_sessions"
+    assert backend.names.log_subject == "my%2Eapp.log"
+    assert backend.names.log_stream == "my_2Eapp_log"
+    assert backend.names.session_bucket == "my_2Eapp_sessions"
     names = set()
     for channel in AWKWARD:
         b = NatsBackend("nats://127.0.0.1:4222", channel=channel)
-        names |= {b.log_stream, f"KV_{b.session_bucket}"}
-        assert b.log_subject not in (b.broadcast_subject, b.node_subject("log"))
+        names |= {b.names.log_stream, f"KV_{b.names.session_bucket}"}
+        assert b.names.log_subject not in (b.subject(None), b.node_subject("log"))
     assert len(names) == 2 * len(AWKWARD)
 
 
@@ -204,136 +204,52 @@ def test_a_channel_too_long_for_a_stream_name_is_refused() -> None:
     NatsBackend("nats://127.0.0.1:4222", channel="a" * 240).enable_log(None, 60, 100)
 
 
-def test_log_offsets_are_a_sequence_and_an_index() -> None:
-    for seq in (1, 2, 41, 2**64 - 1):
-        for index in (0, 1, 1023):
-            assert parse_offset(log_offset(seq, index)) == (seq, index)
-    assert log_offset(1, 0) == "1.0"
-    assert log_offset(10, 12) == "10.12"
-    # the index is only a syntax check here: whether it exists is for the stream
-    assert parse_offset("1.5") == (1, 5)
-    assert parse_offset("18446744073709551615.0") == (2**64 - 1, 0)
-
-
-@pytest.mark.parametrize("text", [
-    "", "0", "1", "42", "01", "-1", "+1", " 1", "1 ", "1-0", "1e3", "\x00", "ﾟ", "١٢",
-    "²", "0.0", "01.0", "1.01", "1.-1", "1.+1", "1.", ".1", "1.0.0", "1..0", "1,0",
-    "1.0 ", " 1.0", "1.0\n", "1.\u0661", "\u0661.0", "1.1234567", "1.²",
-    "18446744073709551616.0", "9" * 21 + ".0",  # past a stream sequence (64 bits)
-])
-def test_anything_else_is_not_an_offset(text: str) -> None:
-    assert parse_offset(text) is None
-
-
-def test_a_stream_message_reads_as_its_entries() -> None:
-    (frame, count), = pack_log_entries([b"\xc1\x02", b"", b"two"], 1024)
-    assert count == 3
-    assert log_entries({"Sio-Entries": "3"}, frame) == [b"\xc1\x02", b"", b"two"]
-    # without the header a body is one entry, even one that looks like a frame
-    assert log_entries(None, frame) == [frame]
-    assert log_entries({"Nats-Msg-Id": "x"}, frame) == [frame]
-    assert log_entries(None, b"plain") == [b"plain"]
-    # a frame that does not hold what it announces is one entry, on every node
-    for bad in ("2", "4", "1", "0", "-3", " 3", "3.0", "x", "٣", ""):
-        assert log_entries({"Sio-Entries": bad}, frame) == [frame]
-    assert log_entries({"Sio-Entries": "3"}, frame[:-1]) == [frame[:-1]]
-
-
-def test_a_batch_frames_each_run_of_log_entries_in_place() -> None:
-    backend = NatsBackend("nats://127.0.0.1:4222", channel="app")
+def test_log_offsets_are_a_stream_sequence_and_an_index() -> None:
+    backend = NatsBackend("nats://127.0.0.1:4222")
     backend.enable_log(None, 60.0, 100)
-    messages = backend._messages([(LOG, b"1"), (LOG, b"2"), (None, b"b"), (LOG, b"3"),
-                                  ("node", b"d"), (LOG, b"4"), (LOG, b"5"), (LOG, b"6")])
-    assert [(subject, headers) for subject, _, headers in messages] == [
-        (None, {"Sio-Entries": "2"}), ("app.all", None), (None, None),
-        ("app.node.node", None), (None, {"Sio-Entries": "3"})]
-    assert messages[2][1] == b"3"
-    assert log_entries(messages[4][2], messages[4][1]) == [b"4", b"5", b"6"]
+    codec = backend.log_reader.codec
+    assert codec.format((10,), 12) == "10.12"
+    assert codec.parse("18446744073709551615.0") == Offset((2**64 - 1,), 0)
+    for text in ("18446744073709551616.0", "1-0.0", "7"):  # past 64 bits; not NATS's
+        assert codec.parse(text) is None
 
 
-def test_frames_respect_the_servers_max_payload() -> None:
-    backend = NatsBackend("nats://127.0.0.1:4222", channel="app")
-    backend.enable_log(None, 60.0, 100)
+class _Wire(NatsBackend):
+    """Records what ``send`` hands to ``publish``."""
+
+    def __init__(self) -> None:
+        super().__init__("nats://127.0.0.1:4222", channel="app")
+        self.batches: list[list[Outgoing]] = []
+        self.enable_log(None, 60.0, 100)
+
+    async def publish(self, batch: Sequence[Outgoing]) -> None:
+        self.batches.append(list(batch))
+
+
+async def test_a_batch_packs_each_run_of_log_entries_into_one_record() -> None:
+    backend = _Wire()
+    await backend.send([(LOG, b"1"), (LOG, b"2"), (None, b"b"), (LOG, b"3"),
+                        ("node", b"d"), (LOG, b"4"), (LOG, b"5"), (LOG, b"6")])
+    (batch,) = backend.batches
+    assert [(backend.subject(target), entries_of(body)) for target, body in batch] == [
+        ("app.log", [b"1", b"2"]), ("app.all", [b"b"]), ("app.log", [b"3"]),
+        ("app.node.node", [b"d"]), ("app.log", [b"4", b"5", b"6"])]
+    assert batch[2][1] == b"3"  # a lone entry travels as itself
+    # a record of several entries is a frame: its body alone tells them apart
+    assert unpack_frame(batch[4][1]) == [b"4", b"5", b"6"]
+
+
+async def test_log_records_fit_the_servers_max_payload() -> None:
+    backend = _Wire()
     backend.message_limit = 4096
-    messages = backend._messages([(LOG, b"z" * 100)] * 500)
-    assert len(messages) > 1
-    assert all(len(payload) <= 4096 - 256 for _, payload, _ in messages)
-    entries = [e for _, payload, headers in messages for e in log_entries(headers, payload)]
-    assert entries == [b"z" * 100] * 500
+    await backend.send([(LOG, b"z" * 100)] * 500)
+    (batch,) = backend.batches
+    assert len(batch) > 1
+    assert all(target == LOG and len(body) <= 4096 for target, body in batch)
+    assert [e for _, body in batch for e in entries_of(body)] == [b"z" * 100] * 500
     backend.message_limit = None  # before the first connection: frame_cap alone
-    assert len(backend._messages([(LOG, b"z" * 100)] * 500)) == 1
-
-
-async def test_read_log_refuses_bad_offsets_without_a_broker() -> None:
-    backend = NatsBackend("nats://127.0.0.1:4222")
-    backend.enable_log(None, 60.0, 100)
-    assert await backend.read_log("garbage", "5.0") is None
-    assert await backend.read_log("5", "5.0") is None  # an offset of the unframed log
-    assert await backend.read_log("5.0", "7") is None
-    assert await backend.read_log("5.0", None) is None
-    # max_length messages or more behind: at least as many entries
-    assert await backend.read_log("5.0", "105.0") is None
-    assert await backend.read_log("5.3", "105.0") is None
-
-
-def _live(backend: NatsBackend, fail_at: set[bytes]) -> list[tuple[str, bytes]]:
-    delivered: list[tuple[str, bytes]] = []
-
-    async def deliver(offset: str, payload: bytes) -> None:
-        if payload in fail_at:
-            fail_at.clear()
-            raise RuntimeError("the manager failed")
-        delivered.append((offset, payload))
-
-    backend.enable_log(deliver, 60.0, 100)
-    return delivered
-
-
-async def test_the_live_reader_resumes_inside_a_message() -> None:
-    backend = NatsBackend("nats://127.0.0.1:4222")
-    delivered = _live(backend, set())
-    backend._log_next = 4
-    # a reader stopped after entry 4.1 (the connection dropped): the next one reads
-    # message 4 again, and the reader it replaced may still hand it over too
-    backend._log_skip = 2
-    await backend._log_message(4, [b"a", b"b", b"c", b"d"])
-    await backend._log_message(4, [b"a", b"b", b"c", b"d"])
-    await backend._log_message(3, [b"old"])
-    await backend._log_message(5, [b"e"])
-    assert delivered == [("4.2", b"c"), ("4.3", b"d"), ("5.0", b"e")]
-    assert backend.log_position == "5.0"
-    assert (backend._log_next, backend._log_skip) == (6, 0)
-
-
-async def test_the_live_reader_moves_its_position_before_each_entry() -> None:
-    backend = NatsBackend("nats://127.0.0.1:4222")
-    seen: list[Any] = []
-
-    async def deliver(offset: str, payload: bytes) -> None:
-        seen.append((offset, backend._log_next, backend._log_skip, backend.log_position))
-
-    backend.enable_log(deliver, 60.0, 100)
-    backend._log_next = 7
-    await backend._log_message(7, [b"a", b"b"])
-    assert seen == [("7.0", 7, 1, "7.0"), ("7.1", 7, 2, "7.1")]
-    assert backend._seen_seq == 7
-
-
-async def test_after_trimmed_messages_the_whole_next_one_is_delivered() -> None:
-    backend = NatsBackend("nats://127.0.0.1:4222")
-    delivered = _live(backend, {b"b"})  # a failing entry is logged and skipped
-    backend._log_next, backend._log_skip = 4, 2  # message 4 was trimmed meanwhile
-    await backend._log_message(9, [b"a", b"b", b"c"])
-    assert delivered == [("9.0", b"a"), ("9.2", b"c")]
-    assert (backend._log_next, backend._log_skip) == (10, 0)
-
-
-def test_session_records_carry_their_expiry() -> None:
-    record = pack_session(b"\x00data\xff", 1000.0)
-    assert unpack_session(record, 999.0) == b"\x00data\xff"
-    assert unpack_session(record, 1000.0) is None
-    assert unpack_session(pack_session(b"", 10.0), 9.0) == b""
-    assert unpack_session(b"short", 0.0) is None
+    await backend.send([(LOG, b"z" * 100)] * 500)
+    assert len(backend.batches[1]) == 1
 
 
 def test_storage_option() -> None:
