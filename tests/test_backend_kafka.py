@@ -12,14 +12,13 @@ pytest.importorskip("aiokafka")
 
 from socketio_adapters.backends.kafka import (
     KafkaBackend,
-    _in_time_order,
-    _target,
-    format_offset,
+    in_time_order,
     parse_bootstrap,
-    parse_offset,
+    target_of,
 )
 from socketio_adapters.errors import ConfigurationError
 from socketio_adapters.registry import create_backend
+from socketio_adapters.storage import Offset
 
 
 def test_several_bootstrap_servers_with_default_port_and_ipv6() -> None:
@@ -75,6 +74,29 @@ def test_credentials_need_a_sasl_protocol() -> None:
     assert backend.settings["security_protocol"] == "SASL_PLAINTEXT"
 
 
+def test_option_values_are_folded_to_upper_case() -> None:
+    backend = create_backend("kafka://u:p@127.0.0.1:1?security_protocol=%20sasl_ssl%20"
+                             "&sasl_mechanism=scram-sha-256")
+    assert backend.settings["security_protocol"] == "SASL_SSL"
+    assert backend.settings["sasl_mechanism"] == "SCRAM-SHA-256"
+    with pytest.raises(ConfigurationError, match="'sasl_mechanism'"):
+        create_backend("kafka://u:p@127.0.0.1:1?security_protocol=SASL_SSL"
+                       "&sasl_mechanism=GSSAPI")
+
+
+@pytest.mark.parametrize(("query", "match"), [
+    ("ssl_cafile=/nonexistent/ca.pem", "bad TLS files"),
+    ("ssl_keyfile=/nonexistent/key.pem", "needs its certificate"),
+])
+def test_bad_tls_files_are_configuration_errors(query: str, match: str) -> None:
+    with pytest.raises(ConfigurationError, match=match):
+        create_backend(f"kafka://127.0.0.1:1?security_protocol=SSL&{query}")
+
+
+def test_tls_files_are_ignored_without_tls() -> None:
+    create_backend("kafka://127.0.0.1:1?ssl_cafile=/nonexistent/ca.pem")
+
+
 def test_kafka_errors_are_connection_errors() -> None:
     import aiokafka.errors  # type: ignore[import-untyped]
 
@@ -86,9 +108,9 @@ def test_kafka_errors_are_connection_errors() -> None:
 
 
 def test_target_header() -> None:
-    assert _target(None) is None
-    assert _target([("other", b"x")]) is None
-    assert _target([("other", b"x"), ("to", b"node-1")]) == b"node-1"
+    assert target_of(None) is None
+    assert target_of([("other", b"x")]) is None
+    assert target_of([("other", b"x"), ("to", b"node-1")]) == b"node-1"
 
 
 @dataclass
@@ -100,24 +122,28 @@ class Record:
 def test_partitions_are_merged_by_time_keeping_each_partitions_order() -> None:
     first = [Record(1, b"a1"), Record(5, b"a2"), Record(3, b"a3")]  # a clock step back
     second = [Record(2, b"b1"), Record(4, b"b2")]
-    merged = [r.value for r in _in_time_order([first, [], second])]
+    merged = [r.value for r in in_time_order([first, [], second])]
     assert merged == [b"a1", b"b1", b"b2", b"a2", b"a3"]
     assert [v for v in merged if v.startswith(b"a")] == [b"a1", b"a2", b"a3"]
 
 
-def test_log_offsets_round_trip() -> None:
-    assert format_offset(0, 1717171717171) == "0-1717171717171"
-    assert parse_offset("0-1717171717171") == (0, 1717171717171)
-    assert parse_offset(format_offset(2**63 - 1, 5)) == (2**63 - 1, 5)
+def test_log_offsets_are_the_partition_offset_and_the_timestamp() -> None:
+    backend = create_backend("kafka://127.0.0.1:1")
+    backend.enable_log(None, 60.0, 1000)
+    codec = backend.log_reader.codec
+    assert codec.format((0, 1717171717171), 0) == "0-1717171717171.0"
+    assert codec.parse("1041-1717171717171.0") == Offset((1041, 1717171717171), 0)
+    assert codec.parse(codec.format((2**63 - 1, 5), 0)) == Offset((2**63 - 1, 5), 0)
 
 
 @pytest.mark.parametrize("text", [
-    "", "garbage", "0", "17", "-1", "1-", "-1-5", "1-2-3", "1.5-2", " 1-2", "1-2\n",
-    "\x00", "ﾟ", "\u0661-\u0662", "\u00b2-1", "9223372036854775808-1", "1-9223372036854775808",
-    "18446744073709551615-0", "1" * 30 + "-1",
+    "0-1717171717171",  # the format before offsets named an entry of a record
+    "17.0", "9223372036854775808-1.0", "1-9223372036854775808.0",
 ])
-def test_malformed_log_offsets_parse_as_none(text: str) -> None:
-    assert parse_offset(text) is None
+def test_other_offsets_are_not_this_logs(text: str) -> None:
+    backend = create_backend("kafka://127.0.0.1:1")
+    backend.enable_log(None, 60.0, 1000)
+    assert backend.log_reader.codec.parse(text) is None
 
 
 def test_log_topic_defaults_to_the_channel_and_can_be_set() -> None:

@@ -1,0 +1,35 @@
+"""Kafka backend: one topic that every node reads in full, through aiokafka. The
+design is in docs/backends/kafka.md.
+
+Features
+    All nodes share one topic, named after ``channel``, created when missing. Every
+    node reads every partition by manual assignment (no consumer group), from the end
+    of the log when it starts; its own records carry its uid as key (one partition,
+    so in order), and a payload for one node carries a ``to`` header that the others
+    drop unread (``capabilities.direct`` is false). Payloads over
+    ``max_message_size`` go in chunks. Every ``health_interval`` the listener checks
+    the broker and its topics over a connection of its own, and subscribes again
+    when they changed. Durable log (connection state recovery): the topic
+    ``log_topic`` with one partition, one record per entry, offsets
+    ``"<partition offset>-<timestamp ms>.0"``; sessions are kept in the log.
+
+Connection string
+    ``kafka://[user:password@]host[:port][,host2[:port2]...]`` (bootstrap servers,
+    port 9092 by default, IPv6 hosts in brackets; credentials percent-encoded, for
+    SASL).
+
+Options
+    ``channel`` and ``connect_timeout`` (see the base backend); ``partitions``,
+    ``replication_factor`` (when the topic is created), ``linger_ms``,
+    ``max_message_size``, ``health_interval``, ``request_timeout_ms``,
+    ``fetch_max_wait_ms``, ``client_id``, ``security_protocol``, ``sasl_mechanism``,
+    ``ssl_cafile``, ``ssl_certfile``, ``ssl_keyfile``, ``log_topic`` (default: the
+    channel followed by ``.log``).
+"""
+
+from .core import TARGET_HEADER, KafkaBackend, in_time_order, target_of
+from .topics import TopicChanged
+from .url import DEFAULT_PORT, Credentials, parse_bootstrap, parse_servers
+
+__all__ = ["DEFAULT_PORT", "TARGET_HEADER", "Credentials", "KafkaBackend", "TopicChanged",
+           "in_time_order", "parse_bootstrap", "parse_servers", "target_of"]

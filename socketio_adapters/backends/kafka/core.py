@@ -1,0 +1,193 @@
+"""The Kafka backend's pub/sub core: one topic every node reads in full by manual
+assignment, a producer started on first use, and the listener with its health checks
+(the log's live reader runs in the same consumer)."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar
+
+import aiokafka  # type: ignore[import-untyped]
+import aiokafka.errors  # type: ignore[import-untyped]
+
+from ..base import LOG, Capabilities, Outgoing
+from .clients import FRAMING
+from .log import KafkaLog
+from .topics import TopicChanged, describe, ensure_topic, open_watch
+
+__all__ = ["TARGET_HEADER", "KafkaBackend", "in_time_order", "target_of"]
+
+TARGET_HEADER = "to"
+"""The header naming the one node a record is for."""
+_POLL_SECONDS = 0.25
+"""Longest wait for records before the listener looks at its broker connection."""
+
+
+def target_of(headers: Iterable[tuple[str, bytes]] | None) -> bytes | None:
+    """The node uid a record is addressed to, or None for every node."""
+    for name, value in headers or ():
+        if name == TARGET_HEADER:
+            return value
+    return None
+
+
+def in_time_order(partitions: Iterable[list[Any]]) -> Iterable[Any]:
+    """Records of several partitions merged by timestamp, each partition's in order."""
+    lists = [records for records in partitions if records]
+    if len(lists) == 1:
+        return lists[0]
+    return heapq.merge(*lists, key=lambda record: record.timestamp)
+
+
+class KafkaBackend(KafkaLog):
+    """Moves bytes over one Kafka topic that every node reads without a group; keeps
+    the durable log in a topic of one partition."""
+
+    name: ClassVar[str] = "kafka"
+    extra: ClassVar[str | None] = "kafka"
+    capabilities: ClassVar[Capabilities] = Capabilities(direct=False, max_payload=None,
+                                                        durable_log=True)
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._producer: Any = None
+        self._producer_lock = asyncio.Lock()
+
+    # ---------------------------------------------------------------- publishing
+
+    async def _started_producer(self) -> Any:
+        """The producer, started on first use (so an emitter starts without a broker,
+        and publishing retries through the outbox until one answers)."""
+        async with self._producer_lock:
+            if self._producer is None:
+                producer = aiokafka.AIOKafkaProducer(
+                    **self._client_options(), acks=1, enable_idempotence=False,
+                    linger_ms=self.settings["linger_ms"],
+                    max_request_size=self.settings["max_message_size"] + FRAMING)
+                try:
+                    await producer.start()
+                except BaseException:
+                    await producer.stop()
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def publish(self, batch: Sequence[Outgoing]) -> None:
+        producer = await self._started_producer()
+        appends = self.log is not None and any(target == LOG for target, _ in batch)
+        if appends:
+            await self._ready_to_append()
+        try:
+            key = self.node_id.encode()
+            if len(batch) == 1:
+                await (await self._send(producer, key, *batch[0]))
+                return
+            futures = [await self._send(producer, key, target, payload)
+                       for target, payload in batch]
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+        except Exception:
+            if appends:  # the broker may have lost the log topic: create it again
+                self._log_topic_ready = False
+            raise
+
+    async def _send(self, producer: Any, key: bytes, target: str | None, payload: bytes
+                    ) -> Any:
+        """Queue one record in the producer; the future of its delivery."""
+        if target == LOG:  # one log entry, one record, of the log's one partition
+            return await producer.send(self.log_topic, payload, partition=0)
+        headers = None if target is None else [(TARGET_HEADER, target.encode())]
+        return await producer.send(self.topic, payload, key=key, headers=headers)
+
+    async def _close(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.stop()
+
+    # ---------------------------------------------------------------- receiving
+
+    async def _run(self, ready: Callable[[], None]) -> None:
+        lost = asyncio.Event()
+        watch = await open_watch(self.hosts, self._client_options(),
+                                 lambda: self._broker_lost(lost),
+                                 self.connection_errors)
+        consumer = self._consumer()
+        reads_log = self.log is not None and self.log.deliver is not None
+        try:
+            partitions = await ensure_topic(
+                watch, self._client_options(), self.topic, self.settings["partitions"],
+                self.settings["replication_factor"])
+            if reads_log:
+                await self._ensure_log_topic(watch)
+            await consumer.start()
+            assigned = [aiokafka.TopicPartition(self.topic, p) for p in partitions]
+            consumer.assign([*assigned, self._log_tp] if reads_log else assigned)
+            await consumer.seek_to_end(*assigned)
+            for tp in assigned:  # look the end offsets up now, not on the first fetch
+                await consumer.position(tp)
+            if reads_log:
+                await self._start_log(consumer)
+            ready()
+            await self._listen(watch, lost, consumer, assigned, reads_log)
+        except aiokafka.errors.OffsetOutOfRangeError as exc:
+            raise TopicChanged(f"a partition restarted its offsets ({exc})") from exc
+        finally:
+            watch.close()
+            await self._stop_consumer(consumer)
+
+    def _broker_lost(self, lost: asyncio.Event) -> None:
+        lost.set()
+        # a broker that lost its data (tansu in memory) acknowledges records for a
+        # topic it no longer has and drops them: make the next append create it first
+        self._log_topic_ready = False
+
+    async def _listen(self, watch: Any, lost: asyncio.Event, consumer: Any,
+                      assigned: list[Any], reads_log: bool) -> None:
+        interval = self.settings["health_interval"]
+        poll_ms = int(min(interval, _POLL_SECONDS) * 1000)
+        own = self.node_id.encode()
+        dispatch = self._dispatch
+        next_check = time.monotonic() + interval
+        while True:
+            fetched = await consumer.getmany(timeout_ms=poll_ms)
+            entries = fetched.pop(self._log_tp, None) if reads_log else None
+            for record in in_time_order(fetched.values()):
+                if record.key == own:
+                    continue  # our own message
+                to = target_of(record.headers)
+                if to is not None and to != own:
+                    continue  # addressed to another node
+                value = record.value
+                await dispatch(b"" if value is None else value)
+            if lost.is_set():  # log records fetched now may come from a log that
+                # restarted at offset 0: the next _run looks at the log first
+                raise aiokafka.errors.KafkaConnectionError(
+                    f"connection to the broker at {watch.host}:{watch.port} closed")
+            if entries:
+                await self._feed_log(entries)
+            if time.monotonic() >= next_check:
+                await self._check(watch, consumer, assigned, reads_log)
+                next_check = time.monotonic() + interval
+
+    async def _check(self, watch: Any, consumer: Any, assigned: list[Any],
+                     reads_log: bool) -> None:
+        """Raise when a topic vanished, changed its partitions or went back."""
+        found = await describe(watch, self.topic)
+        if found is None:
+            raise TopicChanged(f"topic {self.topic!r} is gone (the broker lost it)")
+        if len(found) != len(assigned):
+            raise TopicChanged(f"topic {self.topic!r} now has {len(found)} partitions, "
+                               f"not {len(assigned)}")
+        ends = await consumer.end_offsets(assigned)
+        for tp in assigned:
+            position = await consumer.position(tp)
+            if ends[tp] < position:
+                raise TopicChanged(f"partition {tp.partition} of topic {self.topic!r} "
+                                   f"ends at {ends[tp]}, before our position {position}")
+        if reads_log:
+            await self._check_log(watch, consumer)
