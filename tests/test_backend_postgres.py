@@ -1,6 +1,8 @@
-"""The Postgres backend's pure logic: channel names, notification texts, options.
+"""The Postgres backend's own parts, with no broker: names, notification texts, the
+connection string and its options, and the offsets of its log (row ids).
 
-No broker and no mock: the real LISTEN/NOTIFY path is proven by ``conformance/``.
+No mock: the real LISTEN/NOTIFY path, the log and the session store are proven by
+``conformance/``.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from socketio_adapters.backends.postgres import (
     encode_inline,
     encode_reference,
     encoded_size,
-    parse_offset,
     pg_identifier,
     quote_identifier,
 )
+from socketio_adapters.storage import Offset
 
 URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -43,7 +45,9 @@ def test_long_names_fit_and_never_collide() -> None:
     for name in (a, b):
         assert len(name.encode()) <= MAX_IDENTIFIER
         assert name.startswith("app-y")
-    assert pg_identifier(prefix + "#node-a") == a  # the same on every node
+    # the same on every node and in every version (nodes of a rolling upgrade must
+    # LISTEN on the channels the others NOTIFY)
+    assert a == "app-" + "y" * 42 + "~b5e0eae684d18536"
 
 
 def test_truncation_keeps_valid_utf8() -> None:
@@ -132,6 +136,18 @@ def test_bad_options_name_themselves(query: str, option: str) -> None:
         create_manager(f"{URL}?{query}")
 
 
+def test_several_ports_reach_asyncpg() -> None:
+    backend = PostgresBackend("postgresql://u@h1:5432,h2:5433/db?port=5432,5433")
+    assert parse_qs(urlsplit(backend.dsn).query)["port"] == ["5432,5433"]
+    assert urlsplit(backend.dsn).netloc == "u@h1:5432,h2:5433"
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "5432,", "\u0661", "5432,x"])
+def test_bad_port_options_are_refused(port: str) -> None:
+    with pytest.raises(ConfigurationError, match=r"'port'.*port number"):
+        PostgresBackend(URL, port=port)
+
+
 def test_bad_port_and_channel() -> None:
     with pytest.raises(ConfigurationError, match="port"):
         create_backend("postgresql://h:99999/db")
@@ -139,19 +155,15 @@ def test_bad_port_and_channel() -> None:
         create_backend(URL, channel="a\x00b")
 
 
-@pytest.mark.parametrize(("text", "row_id"), [
-    ("1", 1), ("42", 42), ("9223372036854775807", 2**63 - 1)])
-def test_offsets_are_row_ids(text: str, row_id: int) -> None:
-    assert parse_offset(text) == row_id
-    assert str(row_id) == text  # the offset of that row is the same text
-
-
-@pytest.mark.parametrize("text", [
-    "", "0", "-1", "+1", "01", "1.5", "1-0", " 1", "1\n", "9223372036854775808",
-    "18446744073709551615-0", "garbage", "\x00", "\uff9f", "\u0661", "1" * 40])
-def test_anything_else_is_not_an_offset(text: str) -> None:
-    # "\u0661" is ARABIC-INDIC DIGIT ONE: str.isdigit() would accept it
-    assert parse_offset(text) is None
+def test_offsets_are_row_ids_and_an_index() -> None:
+    backend = PostgresBackend(URL)
+    backend.enable_log(None, 60.0, 500)
+    codec = backend.log_reader.codec
+    assert codec.parse("42.0") == Offset((42,), 0)
+    assert codec.parse(f"{2**63 - 1}.0") == Offset((2**63 - 1,), 0)  # the largest bigint
+    for other in ("42", "1-0.0", f"{2**63}.0", "01.0", "-1.0", "\u0661.0"):
+        # "\u0661" is ARABIC-INDIC DIGIT ONE: str.isdigit() would accept it
+        assert codec.parse(other) is None
 
 
 def test_log_names_follow_the_channel_option() -> None:
@@ -168,7 +180,8 @@ def test_log_names_follow_the_channel_option() -> None:
 
 
 def test_the_append_lock_key_is_a_stable_bigint_per_table() -> None:
-    key = advisory_key("myapp_log")
-    assert key == advisory_key("myapp_log")  # every node takes the same lock
-    assert key != advisory_key("other_log")
-    assert -(2**63) <= key < 2**63
+    # every node, of every version, takes the same lock: appends of a rolling upgrade
+    # still commit in id order
+    assert advisory_key("myapp_log") == -5313301944569997968
+    assert advisory_key("socketio_log") == 3525618183909930813
+    assert advisory_key("other_log") != advisory_key("myapp_log")

@@ -1,0 +1,220 @@
+"""The Postgres backend's pub/sub core: one listening connection per node (its
+channels, the log's wake-ups, a watch on the connection), and publishing as one
+``pg_notify`` statement per batch, large payloads through a table."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import asyncpg  # type: ignore[import-untyped]
+import asyncpg.exceptions as pg_errors  # type: ignore[import-untyped]
+
+from ...options import Option, positive_float
+from ..base import LOG, Capabilities, Outgoing, RecordKey
+from .connections import PostgresConnections, close_quietly, create_table
+from .log import PostgresLog
+from .naming import pg_identifier, quote_identifier
+from .notify import (
+    NOTIFY_LIMIT,
+    decode_notification,
+    encode_inline,
+    encode_reference,
+    encoded_size,
+)
+from .sessions import PostgresSessions
+
+__all__ = ["PostgresBackend"]
+
+_NOTIFY_SQL = "SELECT pg_notify(c, p) FROM unnest($1::text[], $2::text[]) AS t(c, p)"
+
+
+class _Signal(enum.Enum):
+    """What the listening connection's callbacks queue besides notification texts."""
+
+    CLOSED = enum.auto()
+    """The connection is gone."""
+    LOG = enum.auto()
+    """New log entries may be there: read them."""
+
+
+class PostgresBackend(PostgresLog, PostgresSessions):
+    """Moves bytes over Postgres LISTEN/NOTIFY, with a table for large payloads and
+    tables for the durable log and the session store."""
+
+    name: ClassVar[str] = "postgres"
+    extra: ClassVar[str | None] = "postgres"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        direct=True, max_payload=None, durable_log=True, session_store=True)
+    options: ClassVar[tuple[Option, ...]] = (
+        Option("payload_ttl", positive_float, 60.0,
+               "seconds a large payload's row is kept in the payload table"),
+        Option("ping_interval", positive_float, 5.0,
+               "seconds of silence after which the listening connection is checked"),
+        *PostgresConnections.options,
+    )
+    # frames of small payloads stay within one NOTIFY (base64 grows them by a third)
+    frame_cap: ClassVar[int] = (NOTIFY_LIMIT - 64) * 3 // 4
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self.payload_ttl: float = self.settings["payload_ttl"]
+        self.ping_interval: float = self.settings["ping_interval"]
+        self.broadcast_channel = pg_identifier(self.channel)
+        self.table = pg_identifier(f"{self.channel}_payloads")
+        """The table of the payloads too large for a NOTIFY."""
+        self._table_sql = quote_identifier(self.table)
+        self._table_ready = False
+        self._last_cleanup = 0.0
+        self._log_wake_pending = False
+
+    def node_channel(self, uid: str) -> str:
+        return pg_identifier(f"{self.channel}#{uid}")
+
+    # ------------------------------------------------------------------ listening
+
+    async def _run(self, ready: Callable[[], None]) -> None:
+        conn = await self._connect()
+        inbox: asyncio.Queue[str | _Signal] = asyncio.Queue()
+
+        def on_notification(_conn: Any, _pid: int, _channel: str, text: str) -> None:
+            inbox.put_nowait(text)
+
+        def on_termination(_conn: Any) -> None:
+            inbox.put_nowait(_Signal.CLOSED)
+
+        def on_log(_conn: Any, _pid: int, _channel: str, text: str) -> None:
+            # one read for a burst of appends: none while one is queued, none for
+            # entries a read already delivered (the text is the batch's last id)
+            if not self._log_wake_pending and self._log_is_behind(text):
+                self._log_wake_pending = True
+                inbox.put_nowait(_Signal.LOG)
+
+        conn.add_termination_listener(on_termination)
+        try:
+            for channel in (self.broadcast_channel, self.node_channel(self.node_id)):
+                await conn.add_listener(channel, on_notification)  # quotes the name
+            start: RecordKey | None = None
+            if self.log is not None:
+                await conn.add_listener(self.log_channel, on_log)
+                start = await self._begin_log_reader(conn)
+                self._log_wake_pending = True
+                inbox.put_nowait(_Signal.LOG)  # catch up at once (after a reconnect)
+            ready()
+            interval = self.ping_interval
+            while True:
+                if inbox.empty():
+                    try:
+                        text = await asyncio.wait_for(inbox.get(), interval)
+                    except asyncio.TimeoutError:
+                        await conn.fetchval("SELECT 1", timeout=interval)
+                        continue
+                else:
+                    text = inbox.get_nowait()
+                if text is _Signal.CLOSED:
+                    raise pg_errors.ConnectionDoesNotExistError(
+                        "the listening connection was closed")
+                if text is _Signal.LOG:
+                    self._log_wake_pending = False
+                    start = await self._read_log(conn, start)
+                    continue
+                payload = decode_notification(text)
+                if isinstance(payload, int):
+                    fetched = await self._fetch_row(conn, payload)
+                    if fetched is None:
+                        continue
+                    payload = fetched
+                await self._dispatch(payload)
+        finally:
+            await close_quietly(conn)
+
+    async def _fetch_row(self, conn: Any, row_id: int) -> bytes | None:
+        try:
+            row: bytes | None = await conn.fetchval(
+                f"SELECT payload FROM {self._table_sql} WHERE id = $1", row_id)
+        except self.connection_errors:
+            raise
+        except asyncpg.PostgresError as exc:
+            self.logger.warning("postgres: cannot read large payload %d from %s (%s); "
+                                "dropped", row_id, self.table, exc)
+            return None
+        if row is None:
+            self.logger.warning("postgres: large payload %d is no longer in %s (older "
+                                "than payload_ttl=%gs?); dropped", row_id, self.table,
+                                self.payload_ttl)
+        return row
+
+    # ------------------------------------------------------------------ publishing
+
+    async def publish(self, batch: Sequence[Outgoing]) -> None:
+        if not batch:
+            return
+        entries = [payload for target, payload in batch if target == LOG]
+        if entries and self.log is None:
+            raise RuntimeError("a log entry was sent but enable_log() was not called")
+        others = [item for item in batch if item[0] != LOG] if entries else batch
+
+        async def send(conn: Any) -> None:
+            try:
+                await self._send(conn, others, entries)
+            except pg_errors.UndefinedTableError:
+                # a table was dropped behind our back: create it again
+                self._table_ready = self._log_ready = False
+                await self._send(conn, others, entries)
+
+        await self._on_publisher(send)
+
+    async def _send(self, conn: Any, others: Sequence[Outgoing],
+                    entries: list[bytes]) -> None:
+        if not entries:
+            await self._notify(conn, others)
+            return
+        await self._ensure_log_table(conn)
+        await self._trim_log(conn)  # before appending: a retry then appends only once
+        if not others:
+            await self._append(conn, entries)
+            return
+        async with conn.transaction():  # all or nothing, so that a retry repeats nothing
+            await self._notify(conn, others)
+            await self._append(conn, entries)
+
+    async def _notify(self, conn: Any, batch: Sequence[Outgoing]) -> None:
+        channels: list[str] = []
+        texts: list[str] = []
+        large: list[int] = []
+        for index, (target, payload) in enumerate(batch):
+            channels.append(self.broadcast_channel if target is None
+                            else self.node_channel(target))
+            if encoded_size(index, payload) < NOTIFY_LIMIT:
+                texts.append(encode_inline(index, payload))
+            else:
+                texts.append("")
+                large.append(index)
+        if not large:
+            await conn.execute(_NOTIFY_SQL, channels, texts)
+            return
+        if not self._table_ready:
+            await create_table(conn, self._create_payloads_sql())
+            self._table_ready = True
+        async with conn.transaction():
+            now = time.monotonic()
+            if now - self._last_cleanup >= self.payload_ttl / 4:
+                await conn.execute(
+                    f"DELETE FROM {self._table_sql} "
+                    "WHERE created_at < now() - make_interval(secs => $1)",
+                    self.payload_ttl)
+                self._last_cleanup = now
+            for index in large:
+                row_id: int = await conn.fetchval(
+                    f"INSERT INTO {self._table_sql} (payload) VALUES ($1) RETURNING id",
+                    batch[index][1])
+                texts[index] = encode_reference(index, row_id)
+            await conn.execute(_NOTIFY_SQL, channels, texts)
+
+    def _create_payloads_sql(self) -> str:
+        return (f"CREATE TABLE IF NOT EXISTS {self._table_sql} ("
+                "id bigserial PRIMARY KEY, payload bytea NOT NULL, "
+                "created_at timestamptz NOT NULL DEFAULT now())")
