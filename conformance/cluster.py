@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import itertools
 import secrets
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import socketio
@@ -17,6 +19,30 @@ from aiohttp import web
 from socketio_adapters import AsyncServer, ClusterManager, create_manager
 
 NAMESPACES = ("/", "/admin")
+DEADLINE = 20.0
+"""How long a scenario waits for a condition before it fails: a liveness bound, far
+above what any backend needs, never a measure of speed."""
+MARKER = "conformance-marker"
+"""The event a test emits after the one it expects not to arrive (see Client.stray)."""
+_markers = itertools.count()
+
+
+async def eventually(probe: Callable[[], Any], expected: object, what: str,
+                     timeout: float = DEADLINE) -> None:
+    """Wait until ``probe()`` (a value or an awaitable) equals ``expected``; fail
+    with the last value seen when it does not within ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        seen = probe()
+        if inspect.isawaitable(seen):
+            seen = await seen
+        if seen == expected:
+            return
+        if loop.time() >= deadline:
+            raise AssertionError(f"{what}: expected {expected!r} within {timeout}s, "
+                                 f"last saw {seen!r}")
+        await asyncio.sleep(0.02)
 
 
 class Node:
@@ -160,16 +186,19 @@ class Client:
             raise RuntimeError(f"client not connected to {namespace}")
         return str(sid)
 
-    async def next(self, event: str, namespace: str = "/", timeout: float = 5.0) -> Any:
+    async def next(self, event: str, namespace: str = "/", timeout: float = 10.0) -> Any:
         return await asyncio.wait_for(self.received[(namespace, event)].get(), timeout)
 
-    async def nothing(self, event: str, namespace: str = "/", within: float = 0.3) -> bool:
-        """True when no ``event`` arrives within ``within`` seconds."""
-        try:
-            await asyncio.wait_for(self.received[(namespace, event)].get(), within)
-        except asyncio.TimeoutError:
-            return True
-        return False
+    async def stray(self, event: str, sender: Node, namespace: str = "/") -> list[Any]:
+        """The ``event``s received and not yet taken, once a marker that ``sender``
+        emits to this client now has arrived. A node's messages reach a client in the
+        order the node sent them, so an ``event`` that ``sender`` emitted before
+        would be in the list: a test that expects none asserts the list is empty."""
+        token = next(_markers)
+        await sender.sio.emit(MARKER, token, to=self.sid(namespace), namespace=namespace)
+        assert await self.next(MARKER, namespace, timeout=DEADLINE) == token
+        queue = self.received[(namespace, event)]
+        return [queue.get_nowait() for _ in range(queue.qsize())]
 
     async def call(self, event: str, data: Any, namespace: str = "/") -> Any:
         return await self.sio.call(event, data, namespace=namespace, timeout=5)
@@ -186,8 +215,9 @@ class Cluster:
         self.url = url
         self.transport = transport
         sep = "&" if "?" in url else "?"
-        self.options = {"heartbeat_interval": 0.2, "heartbeat_timeout": 1.0,
-                        "request_timeout": 3.0, **options}
+        # what an application that wants a quick failover would set; requests keep
+        # the library's default timeout
+        self.options = {"heartbeat_interval": 1.0, "heartbeat_timeout": 5.0, **options}
         self.node_url = f"{url}{sep}channel=conf-{secrets.token_hex(4)}"
         self.nodes: list[Node] = [Node(self.node_url, **self.options) for _ in range(size)]
         self.clients: list[Client] = []
@@ -204,16 +234,15 @@ class Cluster:
         await node.start()
         return node
 
-    async def wait_for_count(self, count: int, timeout: float = 5.0) -> None:
+    async def counts(self) -> list[int]:
+        """The server count each running node sees."""
+        return [await n.manager.server_count() for n in self.nodes if n.manager.started]
+
+    async def wait_for_count(self, count: int, timeout: float = DEADLINE) -> None:
         """Until every running node sees ``count`` nodes."""
-        async def settled() -> None:
-            while True:
-                counts = [await n.manager.server_count() for n in self.nodes
-                          if n.manager.started]
-                if all(c == count for c in counts):
-                    return
-                await asyncio.sleep(0.02)
-        await asyncio.wait_for(settled(), timeout)
+        running = sum(1 for n in self.nodes if n.manager.started)
+        await eventually(self.counts, [count] * running,
+                         f"every running node sees {count} nodes", timeout)
 
     async def connect(self, node: int | Node, namespaces: tuple[str, ...] = ("/",),
                       auth: dict[str, Any] | None = None) -> Client:

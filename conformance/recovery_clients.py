@@ -71,12 +71,11 @@ class RecoveringClient:
                    timeout: float = 20.0) -> list[Any]:
         return [await self.next(event, namespace, timeout) for _ in range(count)]
 
-    async def nothing(self, event: str, namespace: str = "/", within: float = 0.3) -> bool:
-        try:
-            await asyncio.wait_for(self.events[(namespace, event)].get(), within)
-        except asyncio.TimeoutError:
-            return True
-        return False
+    def pending(self, event: str, namespace: str = "/") -> list[Any]:
+        """The ``event``s received and not yet taken (taking them)."""
+        queue = self.events[(namespace, event)]
+        got = [queue.get_nowait() for _ in range(queue.qsize())]
+        return [args[0] if len(args) == 1 else args for args in got]
 
     def _got(self, namespace: str, event: str, args: list[Any]) -> None:
         self.events[(namespace, event)].put_nowait(args)

@@ -14,7 +14,7 @@ import pytest
 
 from socketio_adapters import create_manager
 
-from .cluster import Cluster, Node
+from .cluster import DEADLINE, MARKER, Cluster, Node, eventually
 from .conftest import BackendUnderTest
 from .recovery_clients import (
     JsClient,
@@ -41,6 +41,7 @@ class Scenario:
                                recovery={"max_disconnection_duration": window},
                                server_options={"ping_interval": 1, "ping_timeout": 5})
         self.clients: list[RecoveringClient] = []
+        self.markers = 0
 
     @property
     def nodes(self) -> list[Node]:
@@ -96,6 +97,17 @@ class Scenario:
     async def settle(self) -> None:
         await self.cluster.settle()
 
+    async def stray(self, client: RecoveringClient, sender: int, event: str = "ev",
+                    namespace: str = "/") -> list[Any]:
+        """The ``event``s the client received and did not take, once a marker that
+        node ``sender`` emits to it now has arrived: with recovery every event goes
+        through the log, in one order, so one emitted earlier would be in the list."""
+        self.markers += 1
+        await self.nodes[sender].sio.emit(MARKER, self.markers, to=client.sid(namespace),
+                                          namespace=namespace)
+        assert await client.next(MARKER, namespace, timeout=DEADLINE) == self.markers
+        return client.pending(event, namespace)
+
     async def close(self) -> None:
         try:
             await self.cluster.close()  # first: it ends the clients' long-polls
@@ -150,7 +162,7 @@ async def test_recovers_sid_rooms_session_and_missed_events(scenario: Scenario,
     assert who["node"] == scenario.nodes[back_to].uid
     await scenario.nodes[1].sio.emit("ev", "live", to="r")
     assert await client.next("ev") == "live"
-    assert await client.nothing("ev")
+    assert await scenario.stray(client, 1) == [], "an event arrived twice"
 
 
 async def test_missed_events_stop_at_rooms_except_and_namespaces(
@@ -168,34 +180,40 @@ async def test_missed_events_stop_at_rooms_except_and_namespaces(
     await scenario.back(client, 1, namespaces=("/", "/admin"))
     assert client.recovered() and client.recovered("/admin")
     assert await client.next("ev") == "end"
-    assert await client.nothing("ev", within=0.5)
-    assert await client.nothing("ev", "/admin", within=0.1)
+    assert await scenario.stray(client, 2) == []
+    assert await scenario.stray(client, 2, namespace="/admin") == []
 
 
 async def test_events_sent_during_the_restore_arrive_once_in_order(
         scenario: Scenario) -> None:
     client = await scenario.primed(0)
     await scenario.drop(client)
-    count = 300
+    sent = {1: 0, 2: 0}
+    back = asyncio.Event()
 
     async def emit_all(node: int) -> None:
+        # from before the client is back until its restore is over, and at least 300
+        # each (a cap keeps it well inside the log's length if the restore is slow)
         sio = scenario.nodes[node].sio
-        for i in range(count):
-            await sio.emit("ev", [node, i])
-            if i % 10 == 0:
+        while sent[node] < 300 or (not back.is_set() and sent[node] < 3000):
+            await sio.emit("ev", [node, sent[node]])
+            sent[node] += 1
+            if sent[node] % 10 == 0:
                 await asyncio.sleep(0.002)
 
     emitting = asyncio.gather(emit_all(1), emit_all(2))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: min(sent.values()) >= 20, True,
+                     "both nodes emitted while the client was away")
     await scenario.back(client, 0)  # while both nodes keep emitting
+    back.set()
     await emitting
     await scenario.settle()
     assert client.recovered()
-    got = await client.take("ev", 2 * count)
+    got = await client.take("ev", sum(sent.values()))
     for node in (1, 2):
-        assert [i for n, i in got if n == node] == list(range(count)), (
+        assert [i for n, i in got if n == node] == list(range(sent[node])), (
             f"node {node}'s events lost, repeated or reordered")
-    assert await client.nothing("ev", within=0.5)
+    assert await scenario.stray(client, 1) == [], "events arrived twice"
 
 
 async def test_every_node_gives_an_event_the_same_offset(scenario: Scenario) -> None:
@@ -217,7 +235,7 @@ async def test_a_thousand_missed_events(scenario: Scenario) -> None:
     await scenario.back(client, 2)
     assert client.recovered()
     assert await client.take("ev", 1000, timeout=30) == list(range(1000))
-    assert await client.nothing("ev")
+    assert await scenario.stray(client, 1) == [], "events arrived twice"
 
 
 async def test_recovers_again_after_a_second_loss(scenario: Scenario) -> None:
@@ -251,12 +269,17 @@ async def test_a_session_restores_once(scenario: Scenario) -> None:
 async def test_an_explicit_disconnect_is_final(scenario: Scenario) -> None:
     client = await scenario.primed(0)
     sid, pid, offset = client.sid(), client.pid(), client.offset()
+    recovery = scenario.nodes[0].manager.recovery
+    assert recovery is not None
+    saved = recovery.saved
     await client.disconnect()
-    await asyncio.sleep(0.3)
+    await eventually(lambda: scenario.nodes[0].manager.is_connected(sid, "/"), False,
+                     "the server saw the client disconnect")
     again = await scenario.client(1, auth={"pid": pid, "offset": offset})
     assert again.sid() != sid, "the server kept a session the client ended"
     await scenario.back(client, 2)
     assert not client.recovered() and client.sid() != sid
+    assert recovery.saved == saved, "the server saved a session the client ended"
 
 
 async def test_unknown_pid_or_offset_gives_a_fresh_session(scenario: Scenario) -> None:
@@ -320,16 +343,19 @@ async def test_an_expired_session_is_not_restored(backend: BackendUnderTest,
                                                   client_kind: str) -> None:
     if not backend.capabilities.durable_log:
         pytest.skip(f"{backend.name} declares no durable_log")
-    short = Scenario(backend, transport, client_kind, window=1.0)
+    window = 1.0
+    short = Scenario(backend, transport, client_kind, window=window)
     await short.cluster.start()
     try:
         client = await short.primed(0)
         sid = client.sid()
         await short.drop(client)
         await short.nodes[1].sio.emit("ev", "missed")
-        await asyncio.sleep(1.8)
+        await short.settle()
+        # the scenario itself: stay away well past the window (2.5 times it)
+        await asyncio.sleep(2.5 * window)
         await short.back(client, 1)
         assert not client.recovered() and client.sid() != sid
-        assert await client.nothing("ev", within=0.5)
+        assert await short.stray(client, 1) == [], "a fresh session got missed events"
     finally:
         await short.close()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import pytest
@@ -20,19 +21,46 @@ from socketio_adapters.framing import unpack_frame
 from socketio_adapters.lifecycle import LifespanMiddleware
 from socketio_adapters.protocol import MessageType, decode
 
-FAST: dict[str, Any] = {"heartbeat_interval": 0.05, "heartbeat_timeout": 0.2}
+# short enough for quick expiry tests, long enough that a busy machine's stall of a
+# few hundred milliseconds does not make nodes drop each other
+FAST: dict[str, Any] = {"heartbeat_interval": 0.1, "heartbeat_timeout": 1.0}
+DEADLINE = 10.0
+"""How long a test waits for a condition before it fails (a liveness bound only)."""
 
 
-async def _pair(name: str) -> tuple[ClusterManager, ClusterManager]:
-    a = create_manager(f"memory://{name}", **FAST)
-    b = create_manager(f"memory://{name}", **FAST)
+async def eventually(probe: Callable[[], Any], expected: object, what: str,
+                     timeout: float = DEADLINE) -> None:
+    """Wait until ``probe()`` (a value or an awaitable) equals ``expected``; fail
+    with the last value seen when it does not within ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        seen = probe()
+        if inspect.isawaitable(seen):
+            seen = await seen
+        if seen == expected:
+            return
+        if loop.time() >= deadline:
+            raise AssertionError(f"{what}: expected {expected!r} within {timeout}s, "
+                                 f"last saw {seen!r}")
+        await asyncio.sleep(0.01)
+
+
+async def _counts(*managers: ClusterManager) -> list[int]:
+    return [await m.server_count() for m in managers]
+
+
+async def _pair(name: str, **options: Any) -> tuple[ClusterManager, ClusterManager]:
+    a = create_manager(f"memory://{name}", **{**FAST, **options})
+    b = create_manager(f"memory://{name}", **{**FAST, **options})
     await a.start()
     await b.start()
-    for _ in range(100):
-        if await a.server_count() == 2 and await b.server_count() == 2:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: _counts(a, b), [2, 2], "two nodes see each other")
     return a, b
+
+
+def _node_log(caplog: pytest.LogCaptureFixture, uid: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if f"node {uid} " in r.getMessage()]
 
 
 async def test_operations_before_start_raise_a_clear_error() -> None:
@@ -52,36 +80,48 @@ async def test_start_and_stop_are_idempotent() -> None:
     assert not manager.started
 
 
-async def test_heartbeats_count_nodes_and_expire_the_silent() -> None:
+async def test_heartbeats_count_nodes_and_expire_the_silent(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="socketio_adapters")
     a, b = await _pair("hb")
     assert await a.server_count() == 2
-    # b goes silent without a goodbye
+    # b goes silent without a goodbye: only its missing heartbeats can tell a
     await b.stop(goodbye=False)
-    await asyncio.sleep(0.4)
-    assert await a.server_count() == 1
+    await eventually(a.server_count, 1, "a drops the silent node",
+                     timeout=FAST["heartbeat_timeout"] + DEADLINE)
+    seen = _node_log(caplog, b.uid)
+    assert f"node {b.uid} silent for {FAST['heartbeat_timeout']}s: dropped" in seen
+    assert f"node {b.uid} closed" not in seen
     await a.stop()
 
 
-async def test_clean_stop_is_seen_at_once() -> None:
-    a, b = await _pair("bye")
+async def test_clean_stop_is_seen_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="socketio_adapters")
+    # heartbeats would take a minute to expire b: only its goodbye can drop it sooner
+    a, b = await _pair("bye", heartbeat_timeout=60.0)
     await b.stop()
-    await asyncio.sleep(0.02)
-    assert await a.server_count() == 1
+    await eventually(a.server_count, 1, "a drops the node that said goodbye")
+    seen = _node_log(caplog, b.uid)
+    assert f"node {b.uid} closed" in seen
+    assert not [line for line in seen if "silent" in line]
     await a.stop()
 
 
 async def test_request_completes_when_the_awaited_node_dies() -> None:
     a, b = await _pair("die")
-    never = asyncio.Event()
+    never, running = asyncio.Event(), asyncio.Event()
 
     async def stuck() -> None:
+        running.set()
         await never.wait()
 
     b.on("stuck", stuck)
-    task = asyncio.create_task(a.server_side_emit_with_ack("stuck", timeout=5))
-    await asyncio.sleep(0.05)
+    # the request's own timeout is far past the deadline below: only b's death can
+    # complete it in time (a timeout would raise ClusterTimeout, not return [])
+    task = asyncio.create_task(a.server_side_emit_with_ack("stuck", timeout=60))
+    await asyncio.wait_for(running.wait(), DEADLINE)  # b holds the request
     await b.stop(goodbye=False)
-    assert await asyncio.wait_for(task, 2) == []
+    assert await asyncio.wait_for(task, FAST["heartbeat_timeout"] + DEADLINE) == []
     await a.stop()
 
 
@@ -89,19 +129,17 @@ async def test_timeout_carries_partial_answers() -> None:
     a, b = await _pair("partial")
     c = create_manager("memory://partial", **FAST)
     await c.start()
-    for _ in range(100):
-        if await a.server_count() == 3:
-            break
-        await asyncio.sleep(0.01)
+    await eventually(lambda: _counts(a, b, c), [3, 3, 3], "three nodes see each other")
     b.on("q", lambda: "from-b")
+    never = asyncio.Event()
 
     async def slow() -> str:
-        await asyncio.sleep(5)
+        await never.wait()
         return "late"
 
     c.on("q", slow)
-    with pytest.raises(ClusterTimeout) as caught:
-        await a.server_side_emit_with_ack("q", timeout=0.1)
+    with pytest.raises(ClusterTimeout) as caught:  # b answers well within the timeout
+        await a.server_side_emit_with_ack("q", timeout=2.0)
     assert caught.value.partial == ["from-b"]
     for m in (a, b, c):
         await m.stop()
@@ -121,39 +159,53 @@ class _Flaky(MemoryBackend):
         await super().publish(batch)
 
 
+def _published_broadcasts() -> list[Any]:
+    """The packets of the BROADCAST messages that reached the broker, in order."""
+    payloads: list[bytes] = []
+    for message in _Flaky.published:  # a burst travels as frames of payloads
+        payloads.extend(unpack_frame(message) or [message])
+    sent = [decode(p) for p in payloads]
+    return [m.data["packet"] for m in sent if m.type is MessageType.BROADCAST]
+
+
 async def test_outbox_buffers_while_the_broker_is_down_then_sends_in_order() -> None:
     backend = _Flaky("memory://flaky")
     manager = ClusterManager(backend, max_buffer=1000, **FAST)
     await manager.start()
     backend.down = True
+    _Flaky.published.clear()
     for i in range(50):
         await manager.emit("e", i, namespace="/")
-    await asyncio.sleep(0.1)
+    outbox = manager.publisher.outbox
+    assert outbox is not None
+    # the writer tried to publish and failed: the emits wait in the buffer
+    await eventually(lambda: outbox.failures >= 1, True, "a publish attempt failed")
     assert manager.stats()["queued"] >= 50
-    _Flaky.published.clear()
+    assert _published_broadcasts() == []
     backend.down = False
-    await asyncio.wait_for(manager.flush(), 5)
-    payloads: list[bytes] = []
-    for message in _Flaky.published:  # a burst travels as frames of payloads
-        payloads.extend(unpack_frame(message) or [message])
-    sent = [decode(p) for p in payloads]
-    emitted = [m.data["packet"] for m in sent if m.type is MessageType.BROADCAST]
-    assert emitted == [["e", i] for i in range(50)]
+    await asyncio.wait_for(manager.flush(), DEADLINE)
+    assert _published_broadcasts() == [["e", i] for i in range(50)]
     await manager.stop()
 
 
 async def test_outbox_drops_the_oldest_past_max_buffer_and_logs(
         caplog: pytest.LogCaptureFixture) -> None:
     backend = _Flaky("memory://drop")
-    manager = ClusterManager(backend, max_buffer=10, **FAST)
+    # no periodic heartbeat during the test: only the emits below fill the buffer
+    manager = ClusterManager(backend, max_buffer=10, heartbeat_interval=60.0,
+                             heartbeat_timeout=120.0)
     await manager.start()
     backend.down = True
+    _Flaky.published.clear()
     with caplog.at_level(logging.ERROR):
         for i in range(25):
             await manager.emit("e", i, namespace="/")
     assert manager.stats()["publish_dropped"] >= 15
     assert "outbox full" in caplog.text
     backend.down = False
+    await asyncio.wait_for(manager.flush(), DEADLINE)
+    # the ten newest were kept and sent in order; the fifteen oldest are gone
+    assert _published_broadcasts() == [["e", i] for i in range(15, 25)]
     await manager.stop()
 
 
