@@ -51,7 +51,7 @@ async def read_entries(fetch: FetchRange, codec: OffsetCodec, after: str,
     if start is None or end is None:
         return None
     if start.key > end.key:
-        records = await fetch(start.key, start.key, 1)
+        records = await fetch(start.key, end.key, 1)
     else:
         records = await fetch(start.key, end.key, max_length + 1)
     if not records or records[0].key != start.key:
