@@ -74,9 +74,11 @@ class Node(ServerNode):
         super().__init__(url, recovery=RECOVERY_OPTIONS)
         self.name = name
         self.take_seconds: list[float] = []
-        """How long each ``recovery_take`` took here (the saved session taken, the
+        """How long each restore's take took here (the saved session taken, the
         missed entries read from the log and filtered)."""
-        take = self.manager.recovery_take
+        recovery = self.manager.recovery
+        assert recovery is not None
+        take = recovery.take
 
         async def timed_take(namespace: str, pid: str, offset: str) -> Any:
             began = time.monotonic()
@@ -85,7 +87,7 @@ class Node(ServerNode):
             finally:
                 self.take_seconds.append(time.monotonic() - began)
 
-        self.manager.recovery_take = timed_take  # type: ignore[method-assign]
+        recovery.take = timed_take  # type: ignore[method-assign, assignment]
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import msgpack
 import pytest
 
@@ -82,7 +84,7 @@ def test_typed_payloads_round_trip_through_the_wire() -> None:
     )
 
     target = Target(("a", "b"), ("c",))
-    cases = [
+    cases: list[tuple[MessageType, Any]] = [
         (MessageType.BROADCAST, Broadcast(["ev", b"\x00", 1], target)),
         (MessageType.BROADCAST, Broadcast(["ev"], target, "r1", count=True)),
         (MessageType.SOCKETS_JOIN, RoomChange(target, ("x",), "r2")),

@@ -61,11 +61,11 @@ class Message:
     data: Any = None
 
 
-_MAP = b"\x84"  # a msgpack map of four entries
-_UID = msgpack.packb("uid")
-_NSP = msgpack.packb("nsp")
-_TYPE = msgpack.packb("type")
-_DATA = msgpack.packb("data")
+_MAP: bytes = b"\x84"  # a msgpack map of four entries
+_UID: bytes = msgpack.packb("uid")
+_NSP: bytes = msgpack.packb("nsp")
+_TYPE: bytes = msgpack.packb("type")
+_DATA: bytes = msgpack.packb("data")
 _packer = msgpack.Packer(use_bin_type=True)
 
 
