@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import pytest
 
+from conformance.cluster import eventually
 from socketio_adapters import ClusterManager, ClusterTimeout, NotStarted, create_manager
 from socketio_adapters.backends.base import Backend, BrokerUnavailable, Outgoing
 from socketio_adapters.backends.memory import MemoryBackend
@@ -27,23 +27,6 @@ FAST: dict[str, Any] = {"heartbeat_interval": 0.1, "heartbeat_timeout": 1.0}
 DEADLINE = 10.0
 """How long a test waits for a condition before it fails (a liveness bound only)."""
 
-
-async def eventually(probe: Callable[[], Any], expected: object, what: str,
-                     timeout: float = DEADLINE) -> None:
-    """Wait until ``probe()`` (a value or an awaitable) equals ``expected``; fail
-    with the last value seen when it does not within ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        seen = probe()
-        if inspect.isawaitable(seen):
-            seen = await seen
-        if seen == expected:
-            return
-        if loop.time() >= deadline:
-            raise AssertionError(f"{what}: expected {expected!r} within {timeout}s, "
-                                 f"last saw {seen!r}")
-        await asyncio.sleep(0.01)
 
 
 async def _counts(*managers: ClusterManager) -> list[int]:
