@@ -13,10 +13,13 @@ first client arrives.
 from .backends.base import Backend, BrokerUnavailable, Capabilities
 from .client import AsyncClient
 from .cluster import ClusterManager, RemoteSocket
+from .emitter import Emitter, create_emitter
 from .errors import (
     AdapterError,
     ClusterTimeout,
     ConfigurationError,
+    EmitFailed,
+    EmitTimeout,
     MalformedMessage,
     MissingDependency,
     NotStarted,
@@ -25,6 +28,7 @@ from .errors import (
 from .recovery import RecoveryOptions
 from .registry import create_backend, create_manager
 from .server import AsyncServer
+from .sync_emitter import SyncEmitter
 
 __all__ = [
     "AdapterError",
@@ -36,13 +40,18 @@ __all__ = [
     "ClusterManager",
     "ClusterTimeout",
     "ConfigurationError",
+    "EmitFailed",
+    "EmitTimeout",
+    "Emitter",
     "MalformedMessage",
     "MissingDependency",
     "NotStarted",
     "PayloadTooLarge",
     "RecoveryOptions",
     "RemoteSocket",
+    "SyncEmitter",
     "create_backend",
+    "create_emitter",
     "create_manager",
 ]
 __version__ = "0.1.0"

@@ -35,3 +35,13 @@ class ClusterTimeout(AdapterError, TimeoutError):
     def __init__(self, message: str, partial: list[Any]) -> None:
         super().__init__(message)
         self.partial = partial
+
+
+class EmitFailed(AdapterError, ConnectionError):
+    """An emitter's messages did not reach the broker: it refused them, or they were
+    dropped from the buffer while it was unreachable."""
+
+
+class EmitTimeout(EmitFailed, TimeoutError):
+    """An emitter waited longer than its ``timeout`` for the broker to take its
+    messages; they stay queued and are sent if the broker returns before ``close()``."""
