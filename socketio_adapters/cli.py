@@ -1,0 +1,185 @@
+"""The ``socketio-adapters`` command (also ``python -m socketio_adapters``).
+
+``check URL``
+    Connects two nodes to the broker at URL, sends probes between them, prints the
+    round trip and the backend's capabilities; exit status 0, or 1 with a one-line
+    error (bad URL or option, missing extra, broker unreachable, no round trip).
+``demo``
+    Runs the demo chat (``socketio_adapters.demo``) under uvicorn with several worker
+    processes sharing one port and one cluster (needs the ``demo`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from .errors import AdapterError
+from .probe import ProbeResult, capability_text, probe
+from .registry import create_backend
+
+__all__ = ["DEMO_APP", "DEMO_URL", "main"]
+
+PROG = "socketio-adapters"
+DEMO_URL = "local://socketio-adapters-demo"
+"""The demo's cluster when no ``--url`` (nor ``SOCKETIO_ADAPTER_URL``) is given."""
+DEMO_APP = "socketio_adapters.demo.app:app"
+URL_VARIABLE = "SOCKETIO_ADAPTER_URL"
+
+
+class _CommandError(Exception):
+    """A failure to report in one line, exit status 1."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Tools for socketio-adapters: check a broker URL, run the demo.",
+        epilog=f"Run '{PROG} COMMAND --help' for a command's options.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help="log what the library does (to stderr)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    check = commands.add_parser(
+        "check", parents=[common],
+        help="connect to a broker URL and time a round trip between two nodes",
+        description=(
+            "Start two nodes on URL, wait until they hear each other, send probes from "
+            "one to the other (server-side events with acks, through the broker) and "
+            "print the round trip in milliseconds, the backend's capabilities and how "
+            "many other nodes already use this URL and channel. Exit status 0 when the "
+            "probes came back; otherwise 1, with a one-line error: a bad URL or "
+            "option, a missing extra (pip install \"socketio-adapters[redis]\"), a "
+            "broker that cannot be reached within --timeout, or probes that are lost."),
+        epilog=f"example: {PROG} check redis://127.0.0.1:6379/0?channel=myapp")
+    check.add_argument("url", metavar="URL",
+                       help="broker URL, as given to create_manager(), e.g. "
+                            "redis://127.0.0.1:6379/0, nats://127.0.0.1:4222, "
+                            "local://myapp, memory://")
+    check.add_argument("--timeout", type=_positive_float, default=5.0, metavar="SECONDS",
+                       help="how long each step (connecting, the nodes finding each "
+                            "other, each probe) may take (default: 5)")
+    check.add_argument("--count", type=_positive_int, default=5, metavar="N",
+                       help="probes to send; the median round trip is printed "
+                            "(default: 5)")
+
+    demo = commands.add_parser(
+        "demo", parents=[common],
+        help="run the demo chat on several uvicorn workers sharing one port",
+        description=(
+            "Run a chat page under uvicorn with --workers processes on one port; they "
+            "form one cluster through --url. Open http://HOST:PORT in two tabs: each "
+            "shows its worker, who is online on every worker, messages labelled with "
+            "the worker they came from, and the events it missed while its connection "
+            "was dropped (button 'drop connection'). The page's socket.io client is "
+            "websocket-only: several workers need that until sticky-free sessions "
+            "land. Needs the demo extra: pip install \"socketio-adapters[demo]\"."),
+        epilog="The page is served by the package itself (socketio_adapters/demo).")
+    demo.add_argument("--workers", type=_positive_int, default=2, metavar="N",
+                      help="uvicorn worker processes (default: 2)")
+    demo.add_argument("--host", default="127.0.0.1",
+                      help="address to listen on (default: 127.0.0.1)")
+    demo.add_argument("--port", type=_port, default=8000,
+                      help="port to listen on (default: 8000)")
+    demo.add_argument("--url", default=os.environ.get(URL_VARIABLE) or DEMO_URL,
+                      help=f"the cluster's broker URL (default: ${URL_VARIABLE} if set, "
+                           f"else the embedded {DEMO_URL}: no broker)")
+    return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
+    return value
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _report(result: ProbeResult) -> str:
+    count = len(result.round_trips)
+    return "\n".join((
+        f"ok: {result.url} ({result.backend} backend)",
+        f"round trip: {result.median_ms:.2f} ms (median of {count} probe"
+        f"{'s' if count > 1 else ''} between two nodes; min {result.min_ms:.2f} ms)",
+        f"other nodes on this URL and channel: {result.other_nodes}",
+        f"capabilities: {capability_text(result.capabilities)}",
+    ))
+
+
+def _check(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.CRITICAL,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = asyncio.run(probe(args.url, timeout=args.timeout, count=args.count))
+    except (AdapterError, OSError, TimeoutError) as exc:
+        # AdapterError: ConfigurationError, MissingDependency, BrokerUnavailable,
+        # ProbeFailed; OSError / TimeoutError: what a client library let through
+        raise _CommandError(_one_line(exc)) from exc
+    print(_report(result))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        create_backend(args.url)  # a bad URL or a missing extra fails here, once
+    except AdapterError as exc:
+        raise _CommandError(_one_line(exc)) from exc
+    try:
+        import uvicorn
+    except ImportError as exc:
+        if exc.name != "uvicorn":
+            raise
+        raise _CommandError(
+            'the demo needs uvicorn: pip install "socketio-adapters[demo]"') from None
+    os.environ[URL_VARIABLE] = args.url  # the workers build their manager from it
+    print(f"{PROG} demo: {args.workers} worker(s) on http://{args.host}:{args.port} "
+          f"sharing {args.url}; open it in two tabs (Ctrl+C stops)", flush=True)
+    uvicorn.run(DEMO_APP, host=args.host, port=args.port, workers=args.workers,
+                lifespan="on", access_log=args.verbose)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        status: int = _check(args) if args.command == "check" else _demo(args)
+    except _CommandError as exc:
+        print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m socketio_adapters.cli
+    sys.exit(main())
