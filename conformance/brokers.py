@@ -28,6 +28,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -540,8 +541,33 @@ class PostgresBroker(LocalBroker):
             raise _NotReady(f"pg_isready: {result.stdout.decode(errors='replace').strip()}")
 
 
+class LocalHubProcess(LocalBroker):
+    """The ``local://`` backend has no broker: its "broker" here is a process that
+    hosts the cluster's hub (``python -m socketio_adapters.backends.local``).
+    Restarting it moves the hub to one of the servers, which must survive that."""
+
+    kind = "local"
+
+    @classmethod
+    def find_binary(cls) -> Path | None:
+        return Path(sys.executable)
+
+    @property
+    def url(self) -> str:
+        return f"local://{self.data_dir / 'cluster'}"
+
+    def _command(self) -> list[str]:
+        return [str(self.binary), "-m", "socketio_adapters.backends.local", self.url]
+
+    def _probe(self, timeout: float) -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(self.data_dir / "cluster" / "hub.sock"))
+
+
 _CLASSES: dict[str, type[LocalBroker]] = {
-    cls.kind: cls for cls in (RedisBroker, RabbitMQBroker, NatsBroker, PostgresBroker, KafkaBroker)
+    cls.kind: cls for cls in (RedisBroker, RabbitMQBroker, NatsBroker, PostgresBroker, KafkaBroker,
+                               LocalHubProcess)
 }
 KINDS: tuple[str, ...] = tuple(_CLASSES)
 

@@ -23,7 +23,7 @@ from socketio_adapters.registry import backend_class
 from .brokers import LocalBroker, broker_for
 from .cluster import Cluster
 
-DEFAULT_BACKENDS = "memory,redis,rabbitmq,nats,kafka,postgres"
+DEFAULT_BACKENDS = "memory,local,redis,rabbitmq,nats,kafka,postgres"
 TRANSPORTS = ("websocket", "polling")
 
 

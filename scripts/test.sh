@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BACKENDS="${BACKENDS:-memory,redis,rabbitmq,nats,kafka,postgres}"
+BACKENDS="${BACKENDS:-memory,local,redis,rabbitmq,nats,kafka,postgres}"
 VENV="${VENV:-.venv}"
 PY="${PYTHON:-python3}"
 
@@ -28,7 +28,7 @@ kinds=()
 IFS=',' read -ra specs <<< "$BACKENDS"
 for spec in "${specs[@]}"; do
     case "$spec" in
-        *://*|memory|"") ;;
+        *://*|memory|local|"") ;;
         *) kinds+=("$spec") ;;
     esac
 done

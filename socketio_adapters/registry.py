@@ -40,6 +40,7 @@ _POSTGRES = Entry("backends.postgres:PostgresBackend", ("asyncpg",), "postgres")
 
 BACKENDS: dict[str, Entry] = {
     "memory": Entry("backends.memory:MemoryBackend"),
+    "local": Entry("backends.local:LocalBackend"),
     "redis": _REDIS,
     "rediss": _REDIS,
     "unix": _REDIS,

@@ -18,29 +18,26 @@ Options
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from ..storage import MemoryLog, MemorySessions, StoredRecord
 from .base import LOG, Backend, Capabilities, LogRecord, Outgoing, RecordKey
 
 __all__ = ["MemoryBackend"]
 
-# what a node's queue carries: a pub/sub payload, or a log record (key, body)
-_Item = bytes | tuple[int, bytes]
+# what a node's queue carries: a pub/sub payload, or a log record
+_Item = bytes | StoredRecord
 
 
 @dataclass
 class _Hub:
     nodes: dict[str, asyncio.Queue[_Item]] = field(default_factory=dict)
-    log: deque[tuple[int, float, bytes]] = field(default_factory=deque)
-    """Records: key, wall-clock time, body."""
-    next_key: int = 1
-    sessions: dict[str, tuple[float, bytes]] = field(default_factory=dict)
+    log: MemoryLog = field(default_factory=MemoryLog)
+    sessions: MemorySessions = field(default_factory=MemorySessions)
 
 
 _HUBS: dict[tuple[str, str], _Hub] = {}
@@ -67,15 +64,14 @@ class MemoryBackend(Backend):
         hub.nodes[self.node_id] = self._queue
         reader = self.log_reader if self.log is not None else None
         if reader is not None:  # the queue carries every record appended from now on
-            last = hub.log[-1] if hub.log else None
-            reader.restart(None if last is None else ((last[0],), last[2]))
+            reader.restart(hub.log.last())
         ready()
         while True:
             item = await self._queue.get()
             if isinstance(item, bytes):
                 await self._dispatch(item)
             elif reader is not None:
-                await reader.feed((item[0],), item[1])
+                await reader.feed(item.key, item.body)
 
     async def publish(self, batch: Sequence[Outgoing]) -> None:
         hub = self._hub
@@ -95,40 +91,19 @@ class MemoryBackend(Backend):
         log = self.log
         if log is None:
             raise RuntimeError("a log entry was sent but enable_log() was not called")
-        key, now = hub.next_key, time.time()
-        hub.next_key += 1
-        hub.log.append((key, now, body))
-        while hub.log and (len(hub.log) > log.max_length
-                           or hub.log[0][1] < now - log.retention):
-            hub.log.popleft()
-        record = (key, body)
+        record = hub.log.append(body, log.retention, log.max_length)
         for queue in hub.nodes.values():
             queue.put_nowait(record)
 
     async def fetch_log(self, first: RecordKey, last: RecordKey,
                         limit: int) -> list[LogRecord] | None:
-        log = self._hub.log
-        if not log:
-            return None
-        begin = first[0] - log[0][0]
-        if begin < 0 or begin >= len(log):
-            return None
-        stop = begin + max(1, min(limit, last[0] - first[0] + 1))
-        return [LogRecord((key,), body, int(stamp * 1000))
-                for key, stamp, body in itertools.islice(log, begin, stop)]
+        return self._hub.log.fetch(first, last, limit)
 
     async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
-        sessions = self._hub.sessions
-        now = time.monotonic()
-        for key in [k for k, (expires, _) in sessions.items() if expires <= now]:
-            del sessions[key]
-        sessions[pid] = (now + ttl, data)
+        self._hub.sessions.save(pid, data, time.time() + ttl)
 
     async def take_session(self, pid: str) -> bytes | None:
-        record = self._hub.sessions.pop(pid, None)
-        if record is None or record[0] <= time.monotonic():
-            return None
-        return record[1]
+        return self._hub.sessions.take(pid)
 
     async def _close(self) -> None:
         hub = self._hub

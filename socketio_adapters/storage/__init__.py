@@ -10,11 +10,14 @@ once over a small driver that each backend implements.
 - :mod:`.ranges`: reading back the entries between two offsets, bounded by the
   log's age and length.
 - :mod:`.sessions`: the session store interface and record expiry stamps.
+- :mod:`.memory`: a log and a session table kept in memory (the backends with no
+  broker).
 
 A backend's part (its *driver*) is small: append records, follow the log from a
 record key, fetch the records between two keys, and tell the last record.
 """
 
+from .memory import MemoryLog, MemorySessions, StoredRecord
 from .offsets import Offset, OffsetCodec, RecordKey
 from .packing import LOG_RECORD_ENTRIES, entries_of, pack_entries
 from .ranges import FetchRange, LogRecord, read_entries
@@ -28,10 +31,13 @@ __all__ = [
     "LogReader",
     "LogRecord",
     "LogSettings",
+    "MemoryLog",
+    "MemorySessions",
     "Offset",
     "OffsetCodec",
     "RecordKey",
     "SessionStore",
+    "StoredRecord",
     "entries_of",
     "pack_entries",
     "read_entries",
