@@ -11,6 +11,7 @@ Only pytest is required: the library tests skip without their library.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import struct
 import subprocess
@@ -28,6 +29,7 @@ try:
         KINDS,
         BrokerStartError,
         LocalBroker,
+        LocalHubProcess,
         available,
         broker_for,
         listening,
@@ -39,6 +41,7 @@ except ImportError:  # pytest run without the repository root on sys.path
         KINDS,
         BrokerStartError,
         LocalBroker,
+        LocalHubProcess,
         available,
         broker_for,
         listening,
@@ -140,9 +143,35 @@ def _postgres(broker: LocalBroker) -> None:
     assert out.strip() == "42"
 
 
+def _hub_socket(broker: LocalBroker) -> str:
+    return str(broker.data_dir / "cluster" / "hub.sock")
+
+
+def _local(broker: LocalBroker) -> None:
+    import msgpack
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(_hub_socket(broker))
+        sock.sendall(msgpack.packb([1, "raw", True, None, False, None]))  # HELLO
+        welcome = msgpack.unpackb(sock.recv(65536))
+    assert welcome[0] == 10 and welcome[2] > 0, welcome  # WELCOME from the hub's pid
+
+
+def _serves(broker: LocalBroker, port: int) -> bool:
+    if isinstance(broker, LocalHubProcess):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(_hub_socket(broker))
+            except OSError:
+                return False
+            return True
+    return listening(port)
+
+
 RAW_ROUND_TRIPS: dict[str, Callable[[LocalBroker], None]] = {
     "redis": _redis, "nats": _nats, "kafka": _kafka, "rabbitmq": _rabbitmq,
-    "postgres": _postgres,
+    "postgres": _postgres, "local": _local,
 }
 
 
@@ -152,7 +181,8 @@ def test_start_round_trip_restart_stop(kind: str) -> None:
     port = broker.port
     try:
         broker.start()
-        assert broker.running and listening(port)
+        assert broker.running and _serves(broker, port)
+        hub = _hub_socket(broker) if isinstance(broker, LocalHubProcess) else None
         RAW_ROUND_TRIPS[kind](broker)
         data_dir = broker.data_dir
         assert broker.log_path.exists()
@@ -164,6 +194,8 @@ def test_start_round_trip_restart_stop(kind: str) -> None:
         broker.stop()
     assert not broker.running
     assert not listening(port)
+    if hub is not None:  # the hub's socket went with its folder
+        assert not os.path.exists(hub)
     assert not data_dir.exists()
     broker.stop()  # idempotent
 
@@ -266,12 +298,31 @@ async def _with_postgres(broker: LocalBroker, restarted: bool) -> None:
         await conn.close()
 
 
+async def _with_local(broker: LocalBroker, restarted: bool) -> None:
+    from socketio_adapters import create_backend
+
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+    a, b = create_backend(broker.url), create_backend(broker.url)
+
+    async def deliver(payload: bytes) -> None:
+        await got.put(payload)
+
+    await a.start("a", deliver)
+    await b.start("b", None)
+    try:
+        await b.publish([(None, b"hello"), ("a", b"direct")])
+        assert [await got.get(), await got.get()] == [b"hello", b"direct"]
+    finally:
+        await b.stop()
+        await a.stop()
+
+
 LIBRARY_ROUND_TRIPS: dict[str, Callable[[LocalBroker, bool], Coroutine[Any, Any, None]]] = {
     "redis": _with_redis, "nats": _with_nats, "kafka": _with_kafka,
-    "rabbitmq": _with_rabbitmq, "postgres": _with_postgres,
+    "rabbitmq": _with_rabbitmq, "postgres": _with_postgres, "local": _with_local,
 }
 LIBRARIES = {"redis": "redis", "nats": "nats", "kafka": "aiokafka", "rabbitmq": "aio_pika",
-             "postgres": "asyncpg"}
+             "postgres": "asyncpg", "local": "msgpack"}
 
 
 @pytest.mark.parametrize("kind", _kinds())

@@ -212,12 +212,15 @@ class Log:
         return out[:limit]
 
 
-NOW = int(time.time() * 1000)
+def now_ms() -> int:
+    """Stamps are taken when a test runs (the suite can run long after import)."""
+    return int(time.time() * 1000)
 
 
 def sample() -> Log:
-    return Log([((1,), b"a", NOW), ((2,), record(b"b", b"c", b"d"), NOW),
-                ((4,), b"e", NOW), ((5,), record(b"f", b"g"), NOW)])
+    now = now_ms()
+    return Log([((1,), b"a", now), ((2,), record(b"b", b"c", b"d"), now),
+                ((4,), b"e", now), ((5,), record(b"f", b"g"), now)])
 
 
 async def read(log: Log, after: str, upto: str | None, retention: float = 60,
@@ -255,7 +258,8 @@ async def test_a_client_ahead_of_this_node_reads_nothing_if_its_entry_exists() -
 
 
 async def test_reads_are_bounded_by_age_and_length() -> None:
-    old = Log([((1,), b"a", NOW - 10_000), ((2,), b"b", NOW)])
+    now = now_ms()
+    old = Log([((1,), b"a", now - 10_000), ((2,), b"b", now)])
     assert await read(old, "1.0", "2.0", retention=5) is None
     assert await read(old, "1.0", "2.0", retention=60) == [("2.0", b"b")]
     log = sample()
