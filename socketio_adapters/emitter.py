@@ -133,7 +133,7 @@ class Emitter:
                 "see the log")
 
 
-def create_emitter(url: str, *, timeout: float = 10.0, **options: Any) -> Emitter:
+def create_emitter(url: str | None = None, *, timeout: float = 10.0, **options: Any) -> Emitter:
     """An :class:`Emitter` on the broker at ``url``: :func:`create_manager`'s options
     (``channel``, ``connect_timeout``, ``connection_state_recovery``, ...) with
     ``write_only`` on.

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -19,8 +21,13 @@ from .errors import ConfigurationError, MissingDependency
 from .options import Option, parse_bool, positive_float, positive_int, resolve
 from .recovery import RecoveryOptions
 
-__all__ = ["BACKENDS", "MANAGER_OPTIONS", "backend_class", "create_backend",
-           "create_manager"]
+__all__ = ["BACKENDS", "DEFAULT_URL", "MANAGER_OPTIONS", "URL_VARIABLE", "backend_class",
+           "create_backend", "create_manager", "default_url"]
+
+URL_VARIABLE = "SOCKETIO_ADAPTER_URL"
+"""The environment variable read when no URL is given."""
+DEFAULT_URL = "local://default"
+"""With no URL and no ``SOCKETIO_ADAPTER_URL``: the processes of this machine."""
 
 
 @dataclass(frozen=True)
@@ -131,8 +138,20 @@ def create_backend(url: str, **options: Any) -> Backend:
     return cls.from_url(base, query, **options)
 
 
-def create_manager(url: str, **options: Any) -> ClusterManager:
-    """A :class:`ClusterManager` on the broker at ``url``.
+def default_url() -> str:
+    """``$SOCKETIO_ADAPTER_URL``, else :data:`DEFAULT_URL` (said in one log line)."""
+    url = os.environ.get(URL_VARIABLE, "").strip()
+    if url:
+        return url
+    logging.getLogger("socketio_adapters").info(
+        "no URL given and %s is not set: using %s (the processes of this machine that "
+        "use it form one cluster, with no broker)", URL_VARIABLE, DEFAULT_URL)
+    return DEFAULT_URL
+
+
+def create_manager(url: str | None = None, **options: Any) -> ClusterManager:
+    """A :class:`ClusterManager` on the broker at ``url`` (default:
+    ``$SOCKETIO_ADAPTER_URL``, else ``local://default``, the embedded backend).
 
     >>> manager = create_manager("redis://127.0.0.1:6379/0?channel=myapp")
     >>> sio = socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")
@@ -142,6 +161,8 @@ def create_manager(url: str, **options: Any) -> ClusterManager:
     given as keyword arguments or query parameters; every other option goes to the
     backend, which rejects names it does not know.
     """
+    if url is None:
+        url = default_url()
     cls = backend_class(url)
     base, query = _split_query(url)
     manager_given = {k: v for k, v in {**query, **options}.items() if k in _MANAGER_NAMES}

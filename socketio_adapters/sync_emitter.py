@@ -99,7 +99,8 @@ def _shutdown(runner: _LoopThread, emitter: Emitter) -> None:
 class SyncEmitter:
     """Emit to a cluster's clients from synchronous code.
 
-    :param url: the broker URL of the servers (``redis://``, ``nats://``, ...).
+    :param url: the broker URL of the servers (``redis://``, ``nats://``, ...;
+        default: as :func:`~socketio_adapters.create_manager`).
     :param timeout: seconds :meth:`emit` waits for the broker to take a message
         before it raises :class:`~socketio_adapters.EmitTimeout` (the message stays
         queued and is sent if the broker returns before :meth:`close`).
@@ -119,7 +120,8 @@ class SyncEmitter:
     backend only reaches managers on the same event loop, so not from here.
     """
 
-    def __init__(self, url: str, *, timeout: float = 10.0, **options: Any) -> None:
+    def __init__(self, url: str | None = None, *, timeout: float = 10.0,
+                 **options: Any) -> None:
         self._url, self._timeout, self._options = url, timeout, options
         self._emitter = create_emitter(url, timeout=timeout, **options)  # checks them
         self._lock = threading.Lock()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 
@@ -91,3 +92,15 @@ def test_missing_client_library_names_the_extra() -> None:
 def test_redact_hides_passwords() -> None:
     assert redact("redis://user:secret@h:1/0") == "redis://user:***@h:1/0"
     assert redact("redis://h:1/0") == "redis://h:1/0"
+
+
+def test_no_url_means_the_environment_then_the_embedded_backend(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("SOCKETIO_ADAPTER_URL", "memory://from-env")
+    assert create_manager().backend.url == "memory://from-env"
+    monkeypatch.delenv("SOCKETIO_ADAPTER_URL")
+    with caplog.at_level(logging.INFO, logger="socketio_adapters"):
+        manager = create_manager()
+    assert manager.backend.name == "local" and manager.backend.url == "local://default"
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "local://default" in said[0] and "SOCKETIO_ADAPTER_URL" in said[0]
