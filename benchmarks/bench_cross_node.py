@@ -100,6 +100,7 @@ BACKENDS: dict[str, BackendSpec] = {spec.kind: spec for spec in (
     BackendSpec("nats", None, 0.8),
     BackendSpec("kafka", None, 0.8, raw_each_events=5_000),
     BackendSpec("postgres", None, 0.8),
+    BackendSpec("local", None, 0.8),
 )}
 READY_TIMEOUT = 30.0
 STOP_GRACE = 5.0
@@ -990,8 +991,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.bench_cross_node", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", choices=(*BACKENDS, "all"), default="redis",
-                        help="which broker (default redis); 'all' runs each in turn")
+    parser.add_argument("--backend", default="redis",
+                        help="which broker (default redis), several comma-separated "
+                             f"(e.g. local,redis), or 'all'; of: {', '.join(BACKENDS)}")
     parser.add_argument("--events", type=int, default=20_000,
                         help="events per throughput run (default 20000)")
     parser.add_argument("--latency-events", type=int, default=2_000,
@@ -1035,8 +1037,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if unknown:
             parser.error(f"unknown scenarios {unknown}; choose from {ALL_SCENARIOS}")
         args.scenarios = chosen
-    if args.backend == "all" and args.url is not None:
-        parser.error("--url needs one --backend, not all")
+    args.kinds = (tuple(BACKENDS) if args.backend == "all"
+                  else tuple(k.strip() for k in args.backend.split(",") if k.strip()))
+    unknown = [k for k in args.kinds if k not in BACKENDS]
+    if unknown or not args.kinds:
+        parser.error(f"unknown backend {unknown}; choose from {', '.join(BACKENDS)} or all")
+    if len(args.kinds) > 1 and args.url is not None:
+        parser.error("--url needs one --backend")
     return args
 
 
@@ -1052,6 +1059,10 @@ def start_broker(kind: str) -> tuple[Any, str, int | None]:
     """(broker, its URL, its pid) for a broker started from the local binary."""
     from conformance.brokers import broker_for
 
+    if kind == "local":  # no broker: the first node hosts the hub, as a worker would
+        folder = tempfile.mkdtemp(prefix="sioa-bench-local-")
+        print(f"local: no broker, nodes meet in {folder}", flush=True)
+        return None, f"local://{folder}/cluster", None
     broker = broker_for(kind)
     try:
         broker.start()
@@ -1108,7 +1119,7 @@ def write_json(args: argparse.Namespace, result: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    kinds = tuple(BACKENDS) if args.backend == "all" else (args.backend,)
+    kinds: tuple[str, ...] = args.kinds
     results: dict[str, dict[str, Any]] = {}
     try:
         for kind in kinds:

@@ -3,7 +3,7 @@ them back, per backend.
 
 Run from the repository root:
 
-    python -m benchmarks.bench_recovery [--backend memory|redis|rabbitmq|nats|kafka|postgres|all]
+    python -m benchmarks.bench_recovery [--backend memory|local|redis|rabbitmq|...|all]
         [--missed 1000] [--repeats 5] [--warmup 1] [--transport websocket[,polling]]
         [--url URL] [--json benchmarks/results/recovery-{backend}.json]
 
@@ -36,6 +36,7 @@ import secrets
 import signal
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +51,7 @@ from .environment import REPO_ROOT, environment
 from .node import with_channel
 
 DEFAULT_JSON = str(REPO_ROOT / "benchmarks" / "results" / "recovery-{backend}.json")
-BACKENDS = ("memory", "redis", "rabbitmq", "nats", "kafka", "postgres")
+BACKENDS = ("memory", "local", "redis", "rabbitmq", "nats", "kafka", "postgres")
 TRANSPORTS = ("websocket", "polling")
 ROOM = "r"
 RECOVERY_OPTIONS = {"max_disconnection_duration": 120}
@@ -348,6 +349,8 @@ def run_backend(args: argparse.Namespace, kind: str) -> dict[str, Any]:
         url = args.url
         if url is None and kind == "memory":
             url = f"memory://bench-recovery-{secrets.token_hex(4)}"
+        elif url is None and kind == "local":  # no broker: a node hosts the hub
+            url = f"local://{tempfile.mkdtemp(prefix='sioa-bench-recovery-')}/cluster"
         elif url is None:
             from conformance.brokers import broker_for
 

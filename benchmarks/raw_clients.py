@@ -16,13 +16,16 @@ import abc
 import asyncio
 import base64
 import contextlib
+import os
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiokafka  # type: ignore[import-untyped]
 import aiokafka.errors  # type: ignore[import-untyped]
 import asyncpg  # type: ignore[import-untyped]
+import msgpack
 import nats
 import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
@@ -328,9 +331,59 @@ class PostgresRaw(RawClient):
         await self.conn.add_listener(self.channel, callback)  # LISTEN has returned
 
 
+class UnixSocketRaw(RawClient):
+    """``local://`` has no broker: its floor is one Unix domain socket from the
+    publisher straight to the subscriber (no hub between them), msgpack frames."""
+
+    library = "Unix domain socket"
+    batch_variant = "joined"
+    batch_label = f"one write of {BATCH} frames"
+
+    def __init__(self, url: str, channel: str) -> None:
+        super().__init__(url, channel)
+        folder = urlsplit(url).path
+        self.path = os.path.join(folder, f"raw-{channel}.sock")
+        self.writer: asyncio.StreamWriter | None = None
+        self.server: asyncio.AbstractServer | None = None
+
+    async def connect(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        if self.server is not None:
+            self.server.close()
+
+    async def _writer(self) -> asyncio.StreamWriter:
+        if self.writer is None:
+            _, self.writer = await asyncio.open_unix_connection(self.path)
+        return self.writer
+
+    async def publish(self, payload: bytes) -> None:
+        writer = await self._writer()
+        writer.write(msgpack.packb(payload))
+        await writer.drain()
+
+    async def publish_batch(self, payloads: Sequence[bytes]) -> None:
+        writer = await self._writer()
+        writer.write(b"".join(msgpack.packb(p) for p in payloads))
+        await writer.drain()
+
+    async def subscribe(self, on_message: OnMessage) -> None:
+        async def serve(reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> None:
+            unpacker = msgpack.Unpacker()
+            while data := await reader.read(1 << 16):
+                unpacker.feed(data)
+                for payload in unpacker:
+                    on_message(payload)
+
+        self.server = await asyncio.start_unix_server(serve, path=self.path)
+
+
 RAW_CLIENTS: dict[str, type[RawClient]] = {
     "redis": RedisRaw, "nats": NatsRaw, "rabbitmq": AmqpRaw, "kafka": KafkaRaw,
-    "postgres": PostgresRaw,
+    "postgres": PostgresRaw, "local": UnixSocketRaw,
 }
 
 
