@@ -6,11 +6,11 @@
 >>> sio = socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")
 
 Start the manager with the application (``await manager.start()``, or
-:func:`socketio_adapters.lifecycle.attach_aiohttp`) so the node is subscribed before its
-first client arrives.
+:func:`attach_aiohttp` / :class:`LifespanMiddleware`) so the node is subscribed before
+its first client arrives.
 """
 
-from .backends.base import Backend, BrokerUnavailable, Capabilities
+from .backends.base import AuthenticationFailed, Backend, BrokerUnavailable, Capabilities
 from .client import AsyncClient
 from .cluster import ClusterManager, RemoteSocket
 from .emitter import Emitter, create_emitter
@@ -25,6 +25,7 @@ from .errors import (
     NotStarted,
     PayloadTooLarge,
 )
+from .lifecycle import LifespanMiddleware, attach_aiohttp
 from .recovery import RecoveryOptions
 from .registry import create_backend, create_manager
 from .server import AsyncServer
@@ -34,6 +35,7 @@ __all__ = [
     "AdapterError",
     "AsyncClient",
     "AsyncServer",
+    "AuthenticationFailed",
     "Backend",
     "BrokerUnavailable",
     "Capabilities",
@@ -43,6 +45,7 @@ __all__ = [
     "EmitFailed",
     "EmitTimeout",
     "Emitter",
+    "LifespanMiddleware",
     "MalformedMessage",
     "MissingDependency",
     "NotStarted",
@@ -50,6 +53,7 @@ __all__ = [
     "RecoveryOptions",
     "RemoteSocket",
     "SyncEmitter",
+    "attach_aiohttp",
     "create_backend",
     "create_emitter",
     "create_manager",

@@ -39,13 +39,18 @@ class Backoff:
 
 
 class ConnectionState:
-    """Whether a backend is subscribed now, and how often it reconnected."""
+    """Whether a backend is subscribed now, how often it reconnected, and whether the
+    broker refused its credentials."""
 
     def __init__(self) -> None:
         self._up = asyncio.Event()
+        self._settled = asyncio.Event()
         self.reconnects = 0
         self.down_since: float | None = None
         self.last_outage: float | None = None
+        self.refusal: BaseException | None = None
+        """The error of the broker's last refusal of our credentials, until the next
+        subscription."""
 
     @property
     def connected(self) -> bool:
@@ -56,7 +61,14 @@ class ConnectionState:
             self.last_outage = time.monotonic() - self.down_since
             self.reconnects += 1
             self.down_since = None
+        self.refusal = None
         self._up.set()
+        self._settled.set()
+
+    def mark_refused(self, exc: BaseException) -> None:
+        """The broker refused our credentials (the listener goes on retrying)."""
+        self.refusal = exc
+        self._settled.set()
 
     def mark_down(self) -> None:
         if self._up.is_set():
@@ -64,7 +76,14 @@ class ConnectionState:
         self._up.clear()
 
     async def wait_up(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._up.wait(), timeout)
+        """Wait until subscribed, or until the broker refuses our credentials from now
+        on (then ``refusal`` is set and ``connected`` false); raise
+        ``asyncio.TimeoutError`` after ``timeout`` seconds."""
+        if self._up.is_set():
+            return
+        self.refusal = None
+        self._settled.clear()
+        await asyncio.wait_for(self._settled.wait(), timeout)
 
 
 async def supervise(
@@ -74,12 +93,16 @@ async def supervise(
     errors: tuple[type[BaseException], ...],
     logger: logging.Logger,
     backoff: Backoff | None = None,
+    refused: Callable[[BaseException], bool] | None = None,
 ) -> None:
     """Run ``run_once(ready)`` forever, reconnecting with backoff after each failure.
 
     ``run_once`` must call ``ready()`` once it is subscribed; its connection-level
-    failures should be in ``errors`` (logged as warnings). Anything else is a bug, but
-    it is logged with a traceback and the loop goes on rather than dying silently.
+    failures should be in ``errors`` (logged as warnings). A failure for which
+    ``refused(exc)`` is true means the broker refused our credentials: it is logged as
+    an error and marked on ``state`` (see :meth:`ConnectionState.mark_refused`), and
+    retried too. Anything else is a bug, but it is logged with a traceback and the loop
+    goes on rather than dying silently.
     """
     backoff = backoff or Backoff()
 
@@ -97,10 +120,16 @@ async def supervise(
         except asyncio.CancelledError:
             state.mark_down()
             raise
-        except errors as exc:
-            logger.warning("%s: connection lost (%s: %s), reconnecting", name,
-                           type(exc).__name__, exc)
-        except Exception:
-            logger.exception("%s: unexpected error in the listener, reconnecting", name)
+        except Exception as exc:
+            if refused is not None and refused(exc):
+                logger.error("%s: authentication failed, wrong user or password? (%s: %s);"
+                             " retrying", name, type(exc).__name__, exc)
+                state.mark_refused(exc)
+            elif isinstance(exc, errors):
+                logger.warning("%s: connection lost (%s: %s), reconnecting", name,
+                               type(exc).__name__, exc)
+            else:
+                logger.exception("%s: unexpected error in the listener, reconnecting",
+                                 name)
         state.mark_down()
         await asyncio.sleep(backoff.next())

@@ -18,7 +18,6 @@ from socketio_adapters.cluster.nodes import NodeTable
 from socketio_adapters.cluster.requests import PendingRequest
 from socketio_adapters.errors import PayloadTooLarge
 from socketio_adapters.framing import unpack_frame
-from socketio_adapters.lifecycle import LifespanMiddleware
 from socketio_adapters.protocol import MessageType, decode
 
 # short enough for quick expiry tests, long enough that a busy machine's stall of a
@@ -178,17 +177,46 @@ async def test_outbox_drops_the_oldest_past_max_buffer_and_logs(
     manager = ClusterManager(backend, max_buffer=10, heartbeat_interval=60.0,
                              heartbeat_timeout=120.0)
     await manager.start()
+    await asyncio.wait_for(manager.flush(), DEADLINE)  # the first heartbeat is out
+    sent = manager.stats()["published"]
     backend.down = True
     _Flaky.published.clear()
     with caplog.at_level(logging.ERROR):
         for i in range(25):
             await manager.emit("e", i, namespace="/")
-    assert manager.stats()["publish_dropped"] >= 15
+    assert (manager.stats()["publish_dropped"], manager.stats()["queued"]) == (15, 10)
     assert "outbox full" in caplog.text
     backend.down = False
     await asyncio.wait_for(manager.flush(), DEADLINE)
     # the ten newest were kept and sent in order; the fifteen oldest are gone
     assert _published_broadcasts() == [["e", i] for i in range(15, 25)]
+    assert (manager.stats()["published"], manager.stats()["queued"]) == (sent + 10, 0)
+    backend.down = True
+    for i in range(3):  # still queued when the manager stops: lost, so dropped
+        await manager.emit("late", i, namespace="/")
+    await manager.stop(goodbye=False)
+    assert manager.stats()["published"] == sent + 10
+    assert (manager.stats()["publish_dropped"], manager.stats()["queued"]) == (18, 0)
+
+
+async def test_publish_counters_last_across_stop_and_start() -> None:
+    manager = create_manager("memory://counted", heartbeat_interval=60.0,
+                             heartbeat_timeout=120.0)
+    await manager.start()
+    await asyncio.wait_for(manager.flush(), DEADLINE)
+    at_start = manager.stats()["published"]  # the first heartbeat
+    assert at_start >= 1
+    for i in range(5):
+        await manager.emit("e", i, namespace="/")
+    await asyncio.wait_for(manager.flush(), DEADLINE)
+    assert manager.stats()["published"] == at_start + 5
+    await manager.stop()  # sends its goodbye too
+    stopped = manager.stats()
+    assert (stopped["published"], stopped["publish_dropped"], stopped["queued"]) == (
+        at_start + 6, 0, 0)
+    await manager.start()
+    await asyncio.wait_for(manager.flush(), DEADLINE)
+    assert manager.stats()["published"] == 2 * at_start + 6
     await manager.stop()
 
 
@@ -253,29 +281,6 @@ async def test_pending_request_counts_per_node() -> None:
     assert not request.future.done()
     request.add("n1", ["z"])
     assert sorted(await request.wait(1)) == ["x", "y", "z"]
-
-
-async def test_lifespan_starts_and_stops_the_manager() -> None:
-    manager = create_manager("memory://lifespan")
-    sent: list[dict[str, Any]] = []
-    events = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
-
-    async def receive() -> dict[str, Any]:
-        event = next(events)
-        if event["type"] == "lifespan.shutdown":
-            assert manager.started
-        return event
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        raise AssertionError("lifespan must not reach the wrapped app")
-
-    await LifespanMiddleware(app, manager)({"type": "lifespan"}, receive, send)
-    assert [m["type"] for m in sent] == ["lifespan.startup.complete",
-                                         "lifespan.shutdown.complete"]
-    assert not manager.started
 
 
 async def test_an_emitter_cannot_take_callbacks() -> None:

@@ -41,13 +41,13 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..backoff import ConnectionState
 from ..errors import AdapterError, ConfigurationError
-from ..framing import FRAME, FRAME_CAP, MARKER, Reassembler, pack_frames, unpack_frame
+from ..framing import FRAME_CAP, Reassembler
 from ..options import Option, non_empty_str, positive_float, redact, resolve
 from ..storage import (
     DeliverLog,
@@ -56,13 +56,14 @@ from ..storage import (
     LogSettings,
     OffsetCodec,
     RecordKey,
-    pack_entries,
     read_entries,
 )
 from ..tasks import settle
+from .frames import LOG, Deliver, Frames, Outgoing
 
 __all__ = [
     "LOG",
+    "AuthenticationFailed",
     "Backend",
     "BrokerUnavailable",
     "Capabilities",
@@ -76,20 +77,15 @@ __all__ = [
 
 _STOP_SECONDS = 5.0
 """How long stop() waits for the listener and for closing connections."""
-_MARKER = bytes((MARKER,))
-_FRAME = bytes((FRAME,))
 
-Deliver = Callable[[bytes], Awaitable[None]]
-"""The manager's entry point for bytes that arrived from the broker."""
-
-Outgoing = tuple["str | None", bytes]
-"""A payload and its target: a node uid, :data:`LOG`, or ``None`` for every node."""
-
-LOG = "\x00log"
-"""The target of a payload to append to the durable log (no node uid looks like it)."""
 
 class BrokerUnavailable(AdapterError, ConnectionError):
     """The broker could not be reached when the backend started."""
+
+
+class AuthenticationFailed(BrokerUnavailable):
+    """The broker refused the credentials (wrong user or password) when the backend
+    started: raised at once, not after ``connect_timeout``."""
 
 
 @dataclass(frozen=True)
@@ -118,9 +114,10 @@ COMMON_OPTIONS: tuple[Option, ...] = (
 )
 
 
-class Backend(abc.ABC):
+class Backend(Frames, abc.ABC):
     """Base class of every backend. Subclasses set the class attributes and implement
-    :meth:`_run`, :meth:`publish` and optionally :meth:`_close`.
+    :meth:`_run`, :meth:`publish` and optionally :meth:`_close` (framing: see
+    :class:`~socketio_adapters.backends.frames.Frames`).
     """
 
     name: ClassVar[str]
@@ -134,6 +131,10 @@ class Backend(abc.ABC):
     :mod:`socketio_adapters.framing`); lower it where large messages cost more."""
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError,)
     """Errors that mean "the connection is gone": logged, then reconnect."""
+    auth_errors: ClassVar[tuple[type[BaseException], ...]] = ()
+    """Errors that mean "the broker refused our credentials" (see :meth:`is_auth_error`):
+    :meth:`start` raises :class:`AuthenticationFailed` at once; later they are logged as
+    errors and retried like lost connections."""
     log_key_parts: ClassVar[int] = 1
     """Numbers in a log record's key (see :mod:`socketio_adapters.storage.offsets`)."""
     log_key_max: ClassVar[int] = 2**63 - 1
@@ -182,7 +183,11 @@ class Backend(abc.ABC):
         timeout = self.settings["connect_timeout"]
         try:
             await asyncio.wait_for(self._open(), timeout)
-        except self._open_errors() as exc:
+        except Exception as exc:
+            if self.is_auth_error(exc):
+                raise self._refused(exc) from None
+            if not isinstance(exc, self._open_errors()):
+                raise
             why = f"{type(exc).__name__}: {exc}" if str(exc) else "is the broker running?"
             raise BrokerUnavailable(
                 f"{self.name}: could not connect to {redact(self.url)} within {timeout}s "
@@ -193,12 +198,27 @@ class Backend(abc.ABC):
             return
         self._task = asyncio.create_task(self._supervise(), name=f"{self.name}-listener")
         try:
-            await self.state.wait_up(self.settings["connect_timeout"])
+            await self.state.wait_up(timeout)  # or until the broker refuses us
         except asyncio.TimeoutError:
             await self.stop()
             raise BrokerUnavailable(
                 f"{self.name}: could not subscribe at {redact(self.url)} within "
-                f"{self.settings['connect_timeout']}s (is the broker running?)") from None
+                f"{timeout}s (is the broker running?)") from None
+        refusal = self.state.refusal
+        if refusal is not None and not self.state.connected:
+            await self.stop()
+            raise self._refused(refusal) from None
+
+    def is_auth_error(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the broker refused this client's credentials (by
+        default: it is one of ``auth_errors``); a backend whose client library tells
+        it only by message overrides this."""
+        return isinstance(exc, self.auth_errors)
+
+    def _refused(self, exc: BaseException) -> AuthenticationFailed:
+        return AuthenticationFailed(
+            f"{self.name}: authentication failed at {redact(self.url)}: wrong user or "
+            f"password? ({type(exc).__name__}: {exc})")
 
     def _open_errors(self) -> tuple[type[BaseException], ...]:
         return (asyncio.TimeoutError, *self.connection_errors)
@@ -219,80 +239,13 @@ class Backend(abc.ABC):
         from ..backoff import supervise
 
         await supervise(f"{self.name} {redact(self.url)}", self._run, self.state,
-                        self.connection_errors, self.logger)
+                        self.connection_errors, self.logger, refused=self.is_auth_error)
 
-    async def _open(self) -> None:  # noqa: B027 - optional hook
+    async def _open(self) -> None:
         """Create clients before the listener starts (optional)."""
 
-    async def _close(self) -> None:  # noqa: B027 - optional hook
+    async def _close(self) -> None:
         """Release clients (optional)."""
-
-    async def _dispatch(self, payload: bytes) -> None:
-        """Hand the payloads of one broker message to the manager (unpacking frames
-        and joining chunks; see :mod:`socketio_adapters.framing`)."""
-        deliver = self._deliver
-        if deliver is None:
-            return
-        if payload[:1] == _MARKER:
-            if payload[1:2] == _FRAME:
-                inner = unpack_frame(payload)
-                if inner is not None:
-                    for item in inner:
-                        await deliver(item)
-                    return
-            else:
-                joined = self._reassembler.feed(payload)
-                if joined is None:
-                    return
-                payload = joined
-        await deliver(payload)  # a bad frame reaches the manager, which logs it
-
-    async def send(self, batch: Sequence[Outgoing]) -> None:
-        """Publish ``batch``: small payloads for one target go as one frame, those
-        over ``message_limit`` as chunks. Log entries become records: one each, or
-        packed (``log_packs``)."""
-        if any(target == LOG for target, _ in batch):
-            if self.log is None:
-                raise RuntimeError("a log entry was sent but enable_log() was not called")
-            await self.publish(self._frame_around_log(batch))
-            return
-        if len(batch) > 1 or (self.message_limit is not None
-                              and len(batch[0][1]) > self.message_limit):
-            batch = pack_frames(batch, self.message_limit, self.frame_cap)
-        await self.publish(batch)
-
-    def _frame_around_log(self, batch: Sequence[Outgoing]) -> list[Outgoing]:
-        """Frame the runs of pub/sub payloads, and pack the runs of log entries into
-        records (``log_packs``), keeping order."""
-        out: list[Outgoing] = []
-        run: list[Outgoing] = []
-        entries: list[bytes] = []
-
-        def flush() -> None:
-            if run:
-                out.extend(pack_frames(run, self.message_limit, self.frame_cap))
-                run.clear()
-            if entries:
-                bodies = (pack_entries(entries, self.log_record_cap) if self.log_packs
-                          else entries)
-                out.extend((LOG, body) for body in bodies)
-                entries.clear()
-
-        for item in batch:
-            if (item[0] == LOG) != bool(entries):
-                flush()
-            if item[0] == LOG:
-                entries.append(item[1])
-            else:
-                run.append(item)
-        flush()
-        return out
-
-    @property
-    def log_record_cap(self) -> int:
-        """Largest packed log record (a lone entry may be larger)."""
-        limit = self.message_limit
-        return self.frame_cap if limit is None else min(self.frame_cap, limit)
 
     # ------------------------------------------------------------ durable log, sessions
 

@@ -1,10 +1,10 @@
-"""Counting what a node drops instead of crashing on it."""
+"""Counting what a node publishes, and what it drops instead of crashing on it."""
 
 from __future__ import annotations
 
 import logging
 
-__all__ = ["Drops"]
+__all__ = ["Drops", "PublishCounters"]
 
 
 class Drops:
@@ -20,3 +20,14 @@ class Drops:
         if self.count <= 10 or self.count % 1000 == 0:
             self.logger.warning("dropped a malformed cluster message (%d so far): %s",
                                 self.count, why)
+
+
+class PublishCounters:
+    """Messages this node handed to the broker (``sent``) and lost on the way
+    (``dropped``: the oldest past ``max_buffer``, those the broker refused, and those
+    still queued when the manager stopped). Owned by the publisher, so they count over
+    the manager's whole life, across stop() and start(), not one outbox's."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.dropped = 0

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -183,15 +185,24 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         """Malformed or foreign messages dropped so far."""
         return self.drops.count
 
+    @property
+    def host_id(self) -> str:
+        """This node's name for the Socket.IO Admin UI (``sio.instrument()`` shows each
+        server under its manager's ``host_id``): host, process and node uid, so every
+        node of a host, and every manager of a process, is a server of its own."""
+        return f"{socket.gethostname()}:{os.getpid()}:{self.uid[:6]}"
+
     def stats(self) -> dict[str, Any]:
-        """Counters for monitoring: messages sent, dropped, queued; peer nodes."""
-        outbox, recovery = self.publisher.outbox, self.recovery
+        """Counters for monitoring: messages sent, dropped, queued; peer nodes.
+        ``published`` and ``publish_dropped`` count over the manager's life, across
+        stop() and start(); messages still queued at stop() count as dropped."""
+        outbox, recovery, counters = self.publisher.outbox, self.recovery, self.publisher.counters
         return {
             "uid": self.uid,
             "nodes": len(self.nodes) + 1,
-            "published": outbox.sent if outbox is not None else 0,
+            "published": counters.sent,
             "queued": len(outbox) if outbox is not None else 0,
-            "publish_dropped": outbox.dropped if outbox is not None else 0,
+            "publish_dropped": counters.dropped,
             "malformed_dropped": self.drops.count,
             "pending_requests": len(self.requests),
             "reconnects": self.backend.state.reconnects,

@@ -5,8 +5,10 @@ trip carries many messages) while order is kept. ``put_and_wait`` returns once t
 broker accepted that message (room changes use it, so a later message from any node
 cannot overtake them). While the broker is unreachable the queue keeps up to
 ``max_buffer`` messages and retries with backoff; past that the oldest are dropped and
-every drop is logged and counted. A publish that fails for any other reason than the
-connection (the broker refused that payload) drops that batch with an error log.
+every drop is logged and counted. A publish refused for this client's credentials
+(see :meth:`Backend.is_auth_error`) is retried the same way, logged as an error. A
+publish that fails for any other reason (the broker refused that payload) drops that
+batch with an error log.
 """
 
 from __future__ import annotations
@@ -18,13 +20,15 @@ from collections import deque
 from ..backends.base import Backend, Outgoing
 from ..backoff import Backoff
 from ..tasks import settle
+from .counters import PublishCounters
 
 __all__ = ["Outbox"]
 
 
 class Outbox:
     """An ordered queue of ``(target, payload)`` for the broker, drained in batches by
-    one writer task; bounded while the broker is away (see the module docstring)."""
+    one writer task; bounded while the broker is away (see the module docstring).
+    What it sends and drops is counted in ``counters``, which may outlive it."""
 
     def __init__(
         self,
@@ -33,15 +37,16 @@ class Outbox:
         max_buffer: int = 100_000,
         high_water: int = 5_000,
         batch_size: int = 512,
+        counters: PublishCounters | None = None,
     ) -> None:
         self.backend = backend
         self.logger = logger
         self.max_buffer = max_buffer
         self.high_water = high_water
         self.batch_size = batch_size
-        self.sent = 0
-        self.dropped = 0
+        self.counters = counters if counters is not None else PublishCounters()
         self.failures = 0
+        self._overflows = 0
         self._queue: deque[tuple[Outgoing, asyncio.Future[None] | None]] = deque()
         self._inflight: list[tuple[Outgoing, asyncio.Future[None] | None]] = []
         self._wake = asyncio.Event()
@@ -66,6 +71,7 @@ class Outbox:
         task, self._task = self._task, None
         task.cancel()
         await settle(task, 5.0, self.logger, "the outbox writer")
+        self.counters.dropped += len(self._queue)  # never sent: lost with this outbox
         for _, future in self._queue:
             if future is not None and not future.done():
                 future.set_exception(ConnectionError("manager stopped before sending"))
@@ -73,6 +79,9 @@ class Outbox:
 
     def __len__(self) -> int:
         return len(self._queue) + len(self._inflight)
+
+    def __bool__(self) -> bool:
+        return True  # an empty outbox is still there: test it with ``is None``
 
     def put(self, target: str | None, payload: bytes) -> None:
         """Queue a payload for ``target`` (a node uid, or ``None`` for all)."""
@@ -100,13 +109,14 @@ class Outbox:
     def _append(self, item: Outgoing, future: asyncio.Future[None] | None) -> None:
         if len(self._queue) >= self.max_buffer:
             _, old_future = self._queue.popleft()
-            self.dropped += 1
+            self.counters.dropped += 1
+            self._overflows += 1
             if old_future is not None and not old_future.done():
                 old_future.set_exception(ConnectionError("dropped: outbox full"))
-            if self.dropped == 1 or self.dropped % 1000 == 0:
+            if self._overflows == 1 or self._overflows % 1000 == 0:
                 self.logger.error(
                     "outbox full (%d messages, broker unreachable?): dropped the oldest; "
-                    "%d dropped so far", self.max_buffer, self.dropped)
+                    "%d dropped so far", self.max_buffer, self._overflows)
         self._queue.append((item, future))
         self._wake.set()
 
@@ -126,26 +136,30 @@ class Outbox:
                 self._queue.extendleft(reversed(self._inflight))
                 self._inflight = []
                 raise
-            except self.backend.connection_errors as exc:
+            except Exception as exc:
+                auth = self.backend.is_auth_error(exc)
+                if not auth and not isinstance(exc, self.backend.connection_errors):
+                    self.logger.exception("broker refused %d messages; dropped them", count)
+                    self.counters.dropped += count
+                    self._settle(ConnectionError("broker refused the message"))
+                    continue
                 self._queue.extendleft(reversed(self._inflight))
                 self._inflight = []
                 self.failures += 1
                 if self.failures == 1 or self.failures % 50 == 0:
-                    self.logger.warning("publish failed (%s: %s); %d queued, retrying",
-                                        type(exc).__name__, exc, len(self._queue))
+                    self.logger.log(
+                        logging.ERROR if auth else logging.WARNING,
+                        "publish failed (%s%s: %s); %d queued, retrying",
+                        "authentication failed, wrong user or password? " if auth else "",
+                        type(exc).__name__, exc, len(self._queue))
                 await asyncio.sleep(backoff.next())
-                continue
-            except Exception:
-                self.logger.exception("broker refused %d messages; dropped them", count)
-                self.dropped += count
-                self._settle(ConnectionError("broker refused the message"))
                 continue
             if self.failures:
                 self.logger.warning("publishing again after %d failed attempts",
                                     self.failures)
                 self.failures = 0
             backoff.reset()
-            self.sent += count
+            self.counters.sent += count
             self._settle(None)
 
     def _settle(self, error: BaseException | None) -> None:

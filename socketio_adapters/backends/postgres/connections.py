@@ -37,6 +37,9 @@ class PostgresConnections(Backend):
         ConnectionError,
         OSError,
     )
+    auth_errors: ClassVar[tuple[type[BaseException], ...]] = (
+        # 28000 (no pg_hba.conf entry, unknown role), and 28P01 InvalidPasswordError
+        pg_errors.InvalidAuthorizationSpecificationError,)
 
     def __init__(self, url: str, **options: Any) -> None:
         base, query = split_url(url)

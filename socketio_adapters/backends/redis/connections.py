@@ -35,6 +35,16 @@ class RedisConnections(Backend):
     options: ClassVar[tuple[Option, ...]] = tuple(_redis_option(n) for n in PASS_THROUGH)
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = (
         redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+    auth_errors: ClassVar[tuple[type[BaseException], ...]] = (
+        redis.exceptions.AuthenticationError,)
+
+    def is_auth_error(self, exc: BaseException) -> bool:
+        """redis-py's AuthenticationError when it connects (wrong password, unknown
+        ACL user, no password for a server that wants one), or the server's NOAUTH or
+        WRONGPASS answer to a command on a raw connection."""
+        return super().is_auth_error(exc) or (
+            isinstance(exc, redis.exceptions.ResponseError)
+            and str(exc).startswith(("NOAUTH", "WRONGPASS")))
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
