@@ -45,8 +45,10 @@ def _node_log(caplog: pytest.LogCaptureFixture, uid: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if f"node {uid} " in r.getMessage()]
 
 
-async def test_operations_before_start_raise_a_clear_error() -> None:
+async def test_operations_after_stop_raise_a_clear_error() -> None:
     manager = create_manager("memory://")
+    await manager.start()
+    await manager.stop()
     with pytest.raises(NotStarted, match="start"):
         await manager.emit("x", 1, namespace="/")
     with pytest.raises(NotStarted):

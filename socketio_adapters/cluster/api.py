@@ -38,6 +38,9 @@ class ClusterApi:
     requester: Requester
     server_events: ServerEvents
 
+    async def ensure_started(self) -> None:
+        raise NotImplementedError  # the manager's
+
     async def emit_with_ack(self, event: str, data: Any = None, to: Room = None,
                             namespace: str = "/", timeout: float = 5.0,
                             skip_sid: Any = None) -> list[Any]:
@@ -48,6 +51,7 @@ class ClusterApi:
         :class:`~socketio_adapters.errors.ClusterTimeout` whose ``partial`` holds the
         acks that arrived.
         """
+        await self.ensure_started()
         local = self.local if self.server is not None else None
         return await self.requester.collect_acks(
             self.uid, namespace, [event, *as_args(data)], target(to, skip_sid), local,
@@ -58,6 +62,7 @@ class ClusterApi:
                             skip_sid: Any = None) -> list[RemoteSocket]:
         """Every matching socket on every node. A node that dies while answering is
         left out; on timeout raises ClusterTimeout with the sockets that arrived."""
+        await self.ensure_started()
         selected = target(to, skip_sid)
         me = cast(ClusterOperations, self)
         found = [RemoteSocket(sid, namespace, frozenset(rooms), self.uid, me)
@@ -81,6 +86,7 @@ class ClusterApi:
 
     async def _change_rooms(self, join: bool, rooms: tuple[str, ...], selected: Target,
                             namespace: str, locally: bool = True) -> None:
+        await self.ensure_started()
         kind = MessageType.SOCKETS_JOIN if join else MessageType.SOCKETS_LEAVE
         await self.requester.change(kind, namespace,
                                     lambda rid: RoomChange(selected, rooms, rid))
@@ -90,6 +96,7 @@ class ClusterApi:
     async def disconnect_sockets(self, to: Room = None, namespace: str = "/",
                                  skip_sid: Any = None) -> None:
         """Disconnect every matching socket on every node."""
+        await self.ensure_started()
         selected = target(to, skip_sid)
         await self.requester.change(MessageType.DISCONNECT_SOCKETS, namespace,
                                     lambda rid: Disconnect(selected, rid))
@@ -103,6 +110,7 @@ class ClusterApi:
 
     async def server_side_emit(self, event: str, *args: Any, namespace: str = "/") -> None:
         """Send an event to the other nodes' handlers (not to clients)."""
+        await self.ensure_started()
         self.publisher.publish(MessageType.SERVER_SIDE_EMIT, namespace,
                                ServerEvent([event, *args]))
 
@@ -110,10 +118,12 @@ class ClusterApi:
                                         timeout: float | None = None) -> list[Any]:
         """Send an event to the other nodes and return their handlers' results.
         Nodes with no handler for the event answer nothing and are not waited for."""
+        await self.ensure_started()
         return await self.requester.ask(MessageType.SERVER_SIDE_EMIT, namespace,
                                         lambda rid: ServerEvent([event, *args], rid),
                                         timeout)
 
     async def server_count(self) -> int:
         """Nodes alive in the cluster, this one included (from heartbeats)."""
+        await self.ensure_started()
         return len(self.nodes) + 1

@@ -19,6 +19,7 @@ from typing import Any
 import socketio
 
 from ..backends.base import Backend
+from ..errors import NotStarted
 from ..protocol import (
     Broadcast,
     Disconnect,
@@ -109,6 +110,8 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
                                self.drops, self.tasks, self.log)
         self.recovery: Recovery | None = None
         self._starting: asyncio.Task[None] | None = None
+        self._stopped = False
+        self._told_first_use = False
         options = RecoveryOptions.coerce(connection_state_recovery)
         if options is not None:
             self.enable_recovery(options)
@@ -127,8 +130,14 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         Raises :class:`~socketio_adapters.backends.base.BrokerUnavailable` when the
         broker cannot be reached within the backend's ``connect_timeout``.
         """
+        starting = self._starting
+        if (starting is not None and not starting.done()
+                and asyncio.current_task() is not starting):
+            await asyncio.shield(starting)  # a first-use start is under way
+            return
         if self.publisher.outbox is not None:
             return
+        self._stopped = False
         outbox = self.publisher.open()  # answers to early messages queue here
         try:
             await self.backend.start(
@@ -150,6 +159,7 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         outbox = self.publisher.outbox
         if outbox is None:
             return
+        self._stopped = True
         await self.heartbeats.stop(goodbye=goodbye and not self.write_only)
         await outbox.stop(5.0 if goodbye else 0.0)
         self.publisher.outbox = None
@@ -158,17 +168,37 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         self.log.info("node %s stopped", self.uid)
 
     def initialize(self) -> None:
-        """Called by python-socketio on the first connection. The manager should
-        already be started by the application's startup hook; if it is not, start it
-        now and warn, because until then this node missed what others published."""
+        """Called by python-socketio on the first connection: starts the manager
+        when the application did not (see :meth:`ensure_started`)."""
         super().initialize()
-        if self.publisher.outbox is None and self._starting is None:
-            if self.backend.capabilities.multi_process:  # else nothing could be missed
-                self.log.warning(
-                    "ClusterManager was not started before the first client connected; "
-                    "starting it now. Call `await manager.start()` at application "
-                    "start-up (see socketio_adapters.lifecycle) so no message is missed.")
-            self._starting = asyncio.get_running_loop().create_task(self.start())
+        if not self.started and self._starting is None and not self._stopped:
+            self._start_on_first_use()
+
+    def _start_on_first_use(self) -> asyncio.Task[None]:
+        if not self._told_first_use:
+            self._told_first_use = True
+            self.log.info(
+                "ClusterManager on %s starts on first use. Start it with the application "
+                "(socketio_adapters.LifespanMiddleware or attach_aiohttp) so the node "
+                "hears the others before its first use and says goodbye when it stops.",
+                self.backend.name)
+        self._starting = asyncio.get_running_loop().create_task(self.start())
+        return self._starting
+
+    async def ensure_started(self) -> None:
+        """Start the manager if nothing started it yet, and wait until it is
+        subscribed. Every operation calls it first, so a manager given to
+        ``socketio.AsyncServer(client_manager=...)`` works with python-socketio's
+        API alone; a start that failed is tried again on the next use. Raises
+        :class:`~socketio_adapters.errors.NotStarted` after :meth:`stop`."""
+        starting = self._starting
+        if starting is None or starting.done():
+            if self.started:
+                return
+            if self._stopped:
+                raise NotStarted("the manager was stopped; start() it again to use it")
+            starting = self._start_on_first_use()
+        await asyncio.shield(starting)
 
     async def ready(self) -> None:
         """Wait for a start that :meth:`initialize` began, if any."""
@@ -178,6 +208,7 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
 
     async def flush(self) -> None:
         """Wait until every message published so far has reached the broker."""
+        await self.ensure_started()
         await self.publisher.require().flush()
 
     @property
@@ -251,6 +282,7 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         if kwargs.get("ignore_queue"):
             await self.local.emit(namespace, packet, selected, callback)
             return
+        await self.ensure_started()
         if callback is not None:
             if self.server is None:
                 raise ValueError("an emitter (no server) cannot receive acks: callbacks "
@@ -280,9 +312,14 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         self.publisher.publish(MessageType.BROADCAST, namespace,
                                Broadcast(packet, only, request_id))
 
+    async def pre_connect(self, sid: str, namespace: str) -> Any:
+        await self.ensure_started()  # subscribed before this node has a client
+        return await super().pre_connect(sid, namespace)
+
     async def can_disconnect(self, sid: str, namespace: str) -> bool:
         if self.is_connected(sid, namespace):
             return True
+        await self.ensure_started()
         only = Target((sid,))
         await self.requester.change(MessageType.DISCONNECT_SOCKETS, namespace or "/",
                                     lambda rid: Disconnect(only, rid))
