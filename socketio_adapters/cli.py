@@ -16,11 +16,15 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from .errors import AdapterError
+from .options import positive_float, positive_int
 from .probe import ProbeResult, capability_text, probe
-from .registry import create_backend
+from .registry import URL_VARIABLE, create_backend
+
+_T = TypeVar("_T")
 
 __all__ = ["DEMO_APP", "DEMO_URL", "main"]
 
@@ -28,7 +32,6 @@ PROG = "socketio-adapters"
 DEMO_URL = "local://socketio-adapters-demo"
 """The demo's cluster when no ``--url`` (nor ``SOCKETIO_ADAPTER_URL``) is given."""
 DEMO_APP = "socketio_adapters.demo.app:app"
-URL_VARIABLE = "SOCKETIO_ADAPTER_URL"
 
 
 class _CommandError(Exception):
@@ -92,31 +95,28 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0: {text!r}")
-    return value
+def _checked(parse: Callable[[str], _T], what: str) -> Callable[[str], _T]:
+    """An argparse ``type`` from an option parser: its ValueError says ``what``."""
+
+    def convert(text: str) -> _T:
+        try:
+            return parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}: {text!r}") from None
+
+    return convert
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _positive_int(text)
+def _tcp_port(text: str) -> int:
+    value = positive_int(text)
     if value > 65535:
-        raise argparse.ArgumentTypeError(f"not a TCP port: {text!r}")
+        raise ValueError("not a TCP port")
     return value
+
+
+_positive_float = _checked(positive_float, "a number > 0")
+_positive_int = _checked(positive_int, "a whole number > 0")
+_port = _checked(_tcp_port, "a TCP port (1-65535)")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -13,22 +13,7 @@ from ...storage import MemoryLog, MemorySessions, StoredRecord
 from ..base import LOG, Backend, Capabilities, LogRecord, Outgoing, RecordKey
 from .folder import HubLock, RuntimeFolder
 from .hub import Hub, LogLimits
-from .wire import (
-    APPEND,
-    GONE,
-    HELLO,
-    MESSAGE,
-    PUBLISH,
-    RECORD,
-    REPLY,
-    SAVE,
-    SESSION,
-    TAKE,
-    WELCOME,
-    FrameError,
-    FrameReader,
-    encode,
-)
+from .wire import Frame, FrameError, FrameReader, encode
 
 __all__ = ["LocalBackend"]
 
@@ -86,7 +71,7 @@ class LocalBackend(Backend):
         log = self.log
         replica = log is not None and self._deliver is not None
         last = self._replica.last() if replica else None
-        writer.write(encode(HELLO, self.node_id, self._deliver is not None,
+        writer.write(encode(Frame.HELLO, self.node_id, self._deliver is not None,
                             None if log is None else [log.retention, log.max_length],
                             replica, None if last is None else list(last[0])))
         frames = FrameReader(reader)
@@ -95,7 +80,7 @@ class LocalBackend(Backend):
         except BaseException:
             writer.close()
             raise
-        if first[0][0] != WELCOME:
+        if first[0][0] != Frame.WELCOME:
             writer.close()
             raise FrameError(f"the hub answered {first[0][0]!r} before its welcome")
         self._pending_frames = first[1:]
@@ -171,20 +156,20 @@ class LocalBackend(Backend):
 
     async def _handle(self, frame: list[Any]) -> None:
         kind = frame[0]
-        if kind == MESSAGE:
+        if kind == Frame.MESSAGE:
             await self._dispatch(frame[1])
-        elif kind == RECORD:
+        elif kind == Frame.RECORD:
             record = StoredRecord(tuple(frame[1]), frame[2], frame[3])
             if self._replica.add(record):
                 self._trim()
                 await self.log_reader.feed(record.key, record.body)
-        elif kind == REPLY:
+        elif kind == Frame.REPLY:
             future = self._replies.pop(frame[1], None)
             if future is not None and not future.done():
                 future.set_result(frame[2])
-        elif kind == SESSION:
+        elif kind == Frame.SESSION:
             self._sessions.records[frame[1]] = (float(frame[2]), frame[3])
-        elif kind == GONE:
+        elif kind == Frame.GONE:
             self._sessions.records.pop(frame[1], None)
         else:
             raise FrameError(f"unexpected frame kind {kind!r} from the hub")
@@ -233,8 +218,8 @@ class LocalBackend(Backend):
 
     async def publish(self, batch: Sequence[Outgoing]) -> None:
         writer = await self._connection()
-        writer.write(b"".join(encode(APPEND, payload) if target == LOG
-                              else encode(PUBLISH, target, payload)
+        writer.write(b"".join(encode(Frame.APPEND, payload) if target == LOG
+                              else encode(Frame.PUBLISH, target, payload)
                               for target, payload in batch))
         await writer.drain()
 
@@ -257,8 +242,8 @@ class LocalBackend(Backend):
         return self._replica.fetch(first, last, limit)
 
     async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
-        await self._request(SAVE, pid, data, time.time() + ttl)
+        await self._request(Frame.SAVE, pid, data, time.time() + ttl)
 
     async def take_session(self, pid: str) -> bytes | None:
-        data = await self._request(TAKE, pid)
+        data = await self._request(Frame.TAKE, pid)
         return data if isinstance(data, bytes) else None

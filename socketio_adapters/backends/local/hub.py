@@ -22,22 +22,7 @@ from typing import Any
 
 from ...storage import MemoryLog, MemorySessions, StoredRecord
 from .folder import HubLock, RuntimeFolder
-from .wire import (
-    APPEND,
-    GONE,
-    HELLO,
-    MESSAGE,
-    PUBLISH,
-    RECORD,
-    REPLY,
-    SAVE,
-    SESSION,
-    TAKE,
-    WELCOME,
-    FrameError,
-    FrameReader,
-    encode,
-)
+from .wire import Frame, FrameError, FrameReader, encode
 
 __all__ = ["Hub", "LogLimits"]
 
@@ -69,7 +54,7 @@ class _Peer:
 
 
 def record_frame(record: StoredRecord) -> bytes:
-    return encode(RECORD, list(record.key), record.stamp, record.body)
+    return encode(Frame.RECORD, list(record.key), record.stamp, record.body)
 
 
 class Hub:
@@ -159,15 +144,15 @@ class Hub:
     def _handle(self, peer: _Peer, frame: list[Any]) -> None:
         try:
             kind = frame[0]
-            if kind == PUBLISH:
+            if kind == Frame.PUBLISH:
                 self._publish(peer, frame[1], frame[2])
-            elif kind == APPEND:
+            elif kind == Frame.APPEND:
                 self._append(frame[1])
-            elif kind == SAVE:
+            elif kind == Frame.SAVE:
                 self._save(peer, frame[1], frame[2], frame[3], frame[4])
-            elif kind == TAKE:
+            elif kind == Frame.TAKE:
                 self._take(peer, frame[1], frame[2])
-            elif kind == HELLO:
+            elif kind == Frame.HELLO:
                 self._hello(peer, frame[1], frame[2], frame[3], frame[4], frame[5])
             else:
                 raise FrameError(f"unknown frame kind {kind!r}")
@@ -195,12 +180,12 @@ class Hub:
             self.sessions.purge()
             sessions = [[pid, expires, data]
                         for pid, (expires, data) in self.sessions.records.items()]
-        self._send(peer, encode(WELCOME, self.term, os.getpid(),
+        self._send(peer, encode(Frame.WELCOME, self.term, os.getpid(),
                                 [self.limits.retention, self.limits.max_length],
                                 records, sessions))
 
     def _publish(self, sender: _Peer, target: str | None, payload: bytes) -> None:
-        frame = encode(MESSAGE, payload)
+        frame = encode(Frame.MESSAGE, payload)
         if target is None:
             for peer in self._by_id.values():
                 if peer is not sender:
@@ -222,17 +207,17 @@ class Hub:
     def _save(self, sender: _Peer, rid: int, pid: str, data: bytes,
               expires: float) -> None:
         self.sessions.save(pid, data, float(expires))
-        frame = encode(SESSION, pid, expires, data)
+        frame = encode(Frame.SESSION, pid, expires, data)
         for peer in self._peers:
             if peer.replica:
                 self._send(peer, frame)
-        self._send(sender, encode(REPLY, rid, None))
+        self._send(sender, encode(Frame.REPLY, rid, None))
 
     def _take(self, sender: _Peer, rid: int, pid: str) -> None:
         data = self.sessions.take(pid)
         if data is not None:
-            frame = encode(GONE, pid)
+            frame = encode(Frame.GONE, pid)
             for peer in self._peers:
                 if peer.replica:
                     self._send(peer, frame)
-        self._send(sender, encode(REPLY, rid, data))
+        self._send(sender, encode(Frame.REPLY, rid, data))

@@ -23,15 +23,29 @@ From the hub to a node:
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Iterator
 from typing import Any
 
 import msgpack
 
-__all__ = ["MAX_FRAME", "FrameError", "FrameReader", "encode"]
+__all__ = ["MAX_FRAME", "Frame", "FrameError", "FrameReader", "encode"]
 
-HELLO, PUBLISH, APPEND, SAVE, TAKE = 1, 2, 3, 4, 5
-WELCOME, MESSAGE, RECORD, REPLY, SESSION, GONE = 10, 11, 12, 13, 14, 15
+class Frame(enum.IntEnum):
+    """What a frame is (its first item)."""
+
+    HELLO = 1
+    PUBLISH = 2
+    APPEND = 3
+    SAVE = 4
+    TAKE = 5
+    WELCOME = 10
+    MESSAGE = 11
+    RECORD = 12
+    REPLY = 13
+    SESSION = 14
+    GONE = 15
+
 
 MAX_FRAME = 1 << 30
 """Largest frame either side accepts (1 GiB); a larger one closes the connection."""
