@@ -308,3 +308,33 @@ async def test_an_emitter_on_an_unreachable_broker_fails_start_clearly() -> None
     with pytest.raises(BrokerUnavailable, match="ConnectionRefusedError: nobody home"):
         await emitter.start()
     assert not emitter.started
+
+
+def _memory_in_a_child(queue: Any) -> None:
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logging.getLogger("socketio_adapters").addHandler(Keep())
+    manager = create_manager("memory://in-a-worker")
+
+    async def run() -> None:
+        await manager.start()
+        await manager.stop()
+
+    asyncio.run(run())
+    queue.put(records)
+
+
+def test_memory_in_a_worker_process_says_the_others_are_not_in_its_cluster() -> None:
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")  # as uvicorn --workers starts them
+    queue = context.Queue()
+    child = context.Process(target=_memory_in_a_child, args=(queue,))
+    child.start()
+    said = queue.get(timeout=60)
+    child.join(30)
+    assert any("other workers are not in this cluster" in s for s in said), said

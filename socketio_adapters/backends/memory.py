@@ -18,6 +18,8 @@ Options
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +45,13 @@ class _Hub:
 _HUBS: dict[tuple[str, str], _Hub] = {}
 
 
+def _in_a_worker_process() -> bool:
+    """Started by a process manager with workers: multiprocessing (uvicorn
+    --workers, hypercorn) or gunicorn (which says so in SERVER_SOFTWARE)."""
+    return (multiprocessing.parent_process() is not None
+            or "gunicorn" in os.environ.get("SERVER_SOFTWARE", ""))
+
+
 class MemoryBackend(Backend):
     """Managers of one process exchange messages through in-memory queues."""
 
@@ -54,6 +63,13 @@ class MemoryBackend(Backend):
         super().__init__(url, **options)
         self._hub_key = (urlsplit(url).netloc, self.channel)
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+
+    async def _open(self) -> None:
+        if _in_a_worker_process():
+            self.logger.warning(
+                "memory:// in a worker process (%d): it reaches only the managers of "
+                "this process, so the other workers are not in this cluster; use "
+                "local://NAME for the processes of one machine", os.getpid())
 
     @property
     def _hub(self) -> _Hub:
