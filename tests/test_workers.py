@@ -1,0 +1,243 @@
+"""Real servers with several worker processes on one port form one cluster on
+``local://``, with no broker: ``uvicorn --workers 3``, ``gunicorn -k
+uvicorn_worker.UvicornWorker -w 3``, ``hypercorn --workers 3``, and three processes
+started by hand (each ``uvicorn`` on its own port, the same URL).
+
+For each: every worker counts 3 servers; websocket clients on different workers get
+a broadcast from any worker, and a room change made by one worker for a sid on
+another; a client whose transport dropped comes back (on whichever worker the kernel
+gives it) with its sid and every missed event, in order, once; and the worker that
+hosts the hub, killed with SIGKILL, is dropped within the heartbeat timeout while the
+others keep serving. What the server does next differs, and is asserted:
+gunicorn and uvicorn start a new worker, which joins (3 again); processes started by
+hand stay 2; hypercorn stops every worker once one dies, so there is nothing left
+to serve (the survivors' part is shown by the others).
+
+Clients are websocket-only: long-polling needs every request of a session on one
+worker (sticky-free sessions are the next issue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance.brokers import free_port
+from conformance.cluster import eventually
+from conformance.recovery_clients import PythonClient
+from socketio_adapters.backends.local.folder import RuntimeFolder
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+APP = "tests.workers_app:app"
+WORKERS = 3
+DEADLINE = 30.0
+"""Liveness bound of each wait (heartbeats: 0.5 s, timeout 3 s in the app)."""
+
+
+@dataclass
+class Servers:
+    kind: str
+    url: str
+    ports: list[int]
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def http(self, path: str, body: bytes | None = None, port: int | None = None) -> Any:
+        """One request on a new connection (so the kernel picks the worker); with no
+        ``port``, on the first port that accepts it (processes by hand may be dead)."""
+        for candidate in [port] if port is not None else self.ports:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{candidate}{path}", data=body,
+                headers={"Connection": "close"})
+            try:
+                with urllib.request.urlopen(request, timeout=5) as reply:
+                    return json.loads(reply.read())
+            except urllib.error.URLError as exc:
+                if port is not None or candidate == self.ports[-1]:
+                    raise
+                if not isinstance(exc.reason, ConnectionRefusedError):
+                    raise
+        raise AssertionError("unreachable")
+
+    def start(self, env: dict[str, str], log: Path) -> None:
+        with open(log, "wb") as out:
+            for command in _commands(self.kind, self.ports):
+                self.procs.append(subprocess.Popen(
+                    command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True))
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(proc.pid, sig)
+                    proc.wait(10)
+                    break
+                except (ProcessLookupError, subprocess.TimeoutExpired):
+                    continue
+
+    def answers(self, tries: int = 40) -> dict[int, int]:
+        """pid -> server count, from ``tries`` requests spread over the ports."""
+        seen: dict[int, int] = {}
+        for i in range(tries):
+            try:
+                reply = self.http("/whoami", port=self.ports[i % len(self.ports)])
+            except OSError:
+                continue
+            seen[reply["pid"]] = reply["count"]
+        return seen
+
+
+def _commands(kind: str, ports: list[int]) -> list[list[str]]:
+    bind = f"127.0.0.1:{ports[0]}"
+    if kind == "uvicorn":
+        return [[sys.executable, "-m", "uvicorn", APP, "--host", "127.0.0.1", "--port",
+                 str(ports[0]), "--workers", str(WORKERS), "--log-level", "warning"]]
+    if kind == "gunicorn":
+        return [[sys.executable, "-m", "gunicorn", APP, "-k", "uvicorn_worker.UvicornWorker",
+                 "-w", str(WORKERS), "-b", bind, "--log-level", "warning"]]
+    if kind == "hypercorn":
+        return [[sys.executable, "-m", "hypercorn", APP, "--workers", str(WORKERS), "-b",
+                 bind]]
+    return [[sys.executable, "-m", "uvicorn", APP, "--host", "127.0.0.1", "--port",
+             str(port), "--log-level", "warning"] for port in ports]
+
+
+KINDS = ("uvicorn", "gunicorn", "hypercorn", "by hand")
+AFTER_A_WORKER_DIES = {"uvicorn": "replaced", "gunicorn": "replaced",
+                       "hypercorn": "all stop", "by hand": "the others go on"}
+"""What each server does when one worker dies: uvicorn and gunicorn start a new one;
+hypercorn (0.18, hypercorn/run.py) stops every worker once one exits with an error."""
+
+
+@pytest.fixture(params=KINDS)
+async def servers(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Servers]:
+    kind: str = request.param
+    ports = [free_port() for _ in range(WORKERS if kind == "by hand" else 1)]
+    url = f"local://{tmp_path}/cluster"
+    env = {**os.environ, "SIOA_WORKERS_URL": url, "PYTHONPATH": str(REPO_ROOT)}
+    found = Servers(kind, url, ports)
+    try:
+        await asyncio.to_thread(found.start, env, tmp_path / "servers.log")
+        yield found
+    finally:
+        await asyncio.to_thread(found.stop)
+        # shown when the test fails (pytest prints a failed test's captured output)
+        print((tmp_path / "servers.log").read_text(errors="replace")[-4000:])
+
+
+async def _cluster_of(servers: Servers, count: int, what: str) -> dict[int, int]:
+    """Wait until ``count`` workers answer and each counts ``count`` servers."""
+    last: dict[int, int] = {}
+
+    async def probe() -> bool:
+        nonlocal last
+        last = await asyncio.to_thread(servers.answers)
+        return len(last) == count and set(last.values()) == {count}
+
+    await eventually(probe, True, f"{servers.kind}: {what} (last: pid -> count {last})",
+                     timeout=DEADLINE)
+    return last
+
+
+async def _clients_on_workers(servers: Servers, workers: int,
+                              most: int = 30) -> list[tuple[PythonClient, int]]:
+    """Connect websocket clients until they sit on ``workers`` different workers."""
+    clients: list[tuple[PythonClient, int]] = []
+    for i in range(most):
+        client = PythonClient("websocket")
+        await client.connect(f"http://127.0.0.1:{servers.ports[i % len(servers.ports)]}")
+        clients.append((client, await client.call("whereami")))
+        if len({pid for _, pid in clients}) >= workers:
+            return clients
+    raise AssertionError(f"{most} clients all landed on {len({p for _, p in clients})} "
+                         "workers")
+
+
+async def test_workers_form_one_cluster(servers: Servers) -> None:
+    pids = await _cluster_of(servers, WORKERS, "every worker counts every worker")
+    clients = await _clients_on_workers(servers, WORKERS)
+    try:
+        # a broadcast from whichever worker takes the request reaches every client
+        for n in range(3):
+            await asyncio.to_thread(servers.http, "/emit", f"all-{n}".encode())
+            for client, _ in clients:
+                assert await client.next("news") == f"all-{n}"
+        # a worker puts a sid of another worker in a room
+        (first, first_pid), (other, _) = clients[0], next(
+            c for c in clients if c[1] != clients[0][1])
+        assert await first.call("join", {"sid": other.sid(), "room": "r"}) == first_pid
+        await asyncio.to_thread(servers.http, "/emit?room=r", b"room")
+        await asyncio.to_thread(servers.http, "/emit", b"after")
+        for client, _ in clients:
+            wanted = ["room", "after"] if client is other else ["after"]
+            assert [await client.next("news") for _ in wanted] == wanted
+        await _recovery_across_workers(servers)
+        for client, _ in clients:  # they got the recovery test's broadcasts too
+            assert await client.take("news", len(RECOVERY_NEWS)) == RECOVERY_NEWS
+        await _hub_host_killed(servers, set(pids), clients)
+    finally:
+        for client, _ in clients:
+            await client.close()
+
+
+MISSED = [f"missed-{n}" for n in range(5)]
+RECOVERY_NEWS = ["before", *MISSED, "marker"]
+
+
+async def _recovery_across_workers(servers: Servers) -> None:
+    client = PythonClient("websocket")
+    await client.connect(f"http://127.0.0.1:{servers.ports[0]}")
+    try:
+        sid = client.sid()
+        await asyncio.to_thread(servers.http, "/emit", b"before")
+        assert await client.next("news") == "before"
+        ws = client.sio.eio.ws
+        assert ws is not None
+        await ws.close()  # the transport drops; the server keeps the session
+        await asyncio.wait_for(client.disconnected.wait(), 10)
+        for text in MISSED:
+            await asyncio.to_thread(servers.http, "/emit", text.encode())
+        await client.connect(f"http://127.0.0.1:{servers.ports[-1]}")
+        assert client.recovered() and client.sid() == sid
+        assert await client.take("news", len(MISSED)) == MISSED
+        await asyncio.to_thread(servers.http, "/emit", b"marker")
+        assert await client.next("news") == "marker"  # nothing twice before it
+    finally:
+        await client.close()
+
+
+async def _hub_host_killed(servers: Servers, pids: set[int],
+                           clients: list[tuple[PythonClient, int]]) -> None:
+    host = RuntimeFolder(servers.url).hub_pid()
+    assert host in pids, (host, pids)
+    os.kill(host, signal.SIGKILL)
+    killed_at = time.monotonic()
+    survivors = [(c, p) for c, p in clients if p != host]
+    after = AFTER_A_WORKER_DIES[servers.kind]
+    if after == "all stop":
+        await asyncio.to_thread(servers.procs[0].wait, DEADLINE)
+        return
+    if after == "replaced":
+        answers = await _cluster_of(servers, WORKERS, "a new worker replaces the killed one")
+    else:
+        answers = await _cluster_of(servers, WORKERS - 1, "the survivors drop the killed one")
+    assert host not in answers
+    new_host = RuntimeFolder(servers.url).hub_pid()
+    assert new_host in answers and new_host != host
+    assert time.monotonic() - killed_at < DEADLINE
+    await asyncio.to_thread(servers.http, "/emit", b"after the kill")
+    for client, _ in survivors:
+        assert await client.next("news") == "after the kill"
