@@ -132,7 +132,13 @@ class LocalBackend(Backend):
             for frame in pending:
                 await self._handle(frame)
             while True:
-                for frame in await frames.frames():
+                try:
+                    batch = await frames.frames()
+                except ConnectionResetError:
+                    raise ConnectionResetError(
+                        "the process that hosted the hub stopped; one of the others "
+                        "takes it over") from None
+                for frame in batch:
                     await self._handle(frame)
         finally:
             self._lost(writer)
