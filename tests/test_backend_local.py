@@ -178,3 +178,29 @@ def test_the_hub_socket_is_private(tmp_path: Path) -> None:
     assert asyncio.run(main()) == 0o600
     with socket.socket(socket.AF_UNIX) as sock, pytest.raises(OSError):
         sock.connect(str(tmp_path / "c" / "hub.sock"))  # gone with its host
+
+
+async def test_a_hub_that_is_still_starting_is_waited_for_quietly(
+        url: str, caplog: pytest.LogCaptureFixture) -> None:
+    from socketio_adapters.backends.local.folder import HubLock
+    from socketio_adapters.backends.local.hub import Hub, LogLimits
+    from socketio_adapters.storage import MemoryLog, MemorySessions
+
+    folder = RuntimeFolder(url)
+    folder.create()
+    lock = HubLock(folder)
+    assert lock.try_acquire()  # another process took the lock, not listening yet
+    hub = Hub(folder, lock, MemoryLog(), MemorySessions(), LogLimits(),
+              logging.getLogger("test"))
+    with caplog.at_level(logging.WARNING, logger="socketio_adapters"):
+        node = asyncio.create_task(_node(url, log=False))
+        await asyncio.sleep(0.3)
+        assert not node.done()
+        await hub.start()
+        backend, _ = await asyncio.wait_for(node, 10)
+    try:
+        assert backend.hub is None and backend.state.connected
+        assert "connection lost" not in caplog.text
+    finally:
+        await backend.stop()
+        await hub.stop()

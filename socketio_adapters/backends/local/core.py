@@ -18,7 +18,9 @@ from .wire import Frame, FrameError, FrameReader, encode
 __all__ = ["LocalBackend"]
 
 _RETRY_SECONDS = 0.05
-"""Between attempts of an emitter to reach a hub that is not there yet."""
+"""Between attempts to reach a hub that is not there yet."""
+_HUB_STARTING_SECONDS = 2.0
+"""How long a node waits for a hub that is starting before it reports the failure."""
 
 
 class LocalBackend(Backend):
@@ -111,7 +113,7 @@ class LocalBackend(Backend):
             if not future.done():
                 future.set_exception(ConnectionResetError("lost the local:// hub"))
 
-    async def _run(self, ready: Callable[[], None]) -> None:
+    async def _host_if_free(self) -> None:
         if self.hub is None and self._lock.try_acquire():
             hub = Hub(self.folder, self._lock, self._copy_of_log(),
                       self._copy_of_sessions(), LogLimits(self._limits.retention,
@@ -123,7 +125,23 @@ class LocalBackend(Backend):
                 self._lock.release()
                 raise
             self.hub = hub
-        frames, writer, welcome = await self._connect()
+
+    async def _reach_hub(self) -> tuple[FrameReader, asyncio.StreamWriter, list[Any]]:
+        """Host the hub if no process does, and connect to it. A hub that another
+        process is starting (it took the lock, it does not listen yet) is waited for
+        briefly, so that this ordinary race is not reported as a lost connection."""
+        deadline = time.monotonic() + _HUB_STARTING_SECONDS
+        while True:
+            await self._host_if_free()
+            try:
+                return await self._connect()
+            except (ConnectionRefusedError, FileNotFoundError):
+                if time.monotonic() >= deadline:
+                    raise
+            await asyncio.sleep(_RETRY_SECONDS)
+
+    async def _run(self, ready: Callable[[], None]) -> None:
+        frames, writer, welcome = await self._reach_hub()
         try:
             await self._welcome(welcome)
             self._writer = writer
