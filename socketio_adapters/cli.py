@@ -41,7 +41,8 @@ class _CommandError(Exception):
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Tools for socketio-adapters: check a broker URL, run the demo.",
+        description="Tools for socketio-adapters: check a broker URL, run the demo, "
+                    "host a local:// hub.",
         epilog=f"Run '{PROG} COMMAND --help' for a command's options.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-v", "--verbose", action="store_true",
@@ -92,6 +93,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--url", default=os.environ.get(URL_VARIABLE) or DEMO_URL,
                       help=f"the cluster's broker URL (default: ${URL_VARIABLE} if set, "
                            f"else the embedded {DEMO_URL}: no broker)")
+    hub = commands.add_parser(
+        "hub", parents=[common],
+        help="host the hub of a local:// cluster outside the workers",
+        description=(
+            "Host the hub of the local:// cluster at URL whenever no server of it "
+            "does (servers host it themselves otherwise): run it beside the workers, "
+            "e.g. under a service manager, so the hub never shares a worker's event "
+            "loop. Waits while another process hosts the hub, takes over when it "
+            "stops; prints 'HUB <folder>' once it hosts it; stops on SIGTERM/SIGINT."),
+        epilog=f"example: {PROG} hub local://myapp")
+    hub.add_argument("url", metavar="URL", help="local://NAME or local:///folder")
     return parser
 
 
@@ -168,11 +180,28 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hub(args: argparse.Namespace) -> int:
+    from .backends.local.standalone import serve
+
+    if not args.url.startswith("local://"):
+        raise _CommandError(f"a hub is for local:// URLs, not {args.url!r}")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve(args.url))
+    except AdapterError as exc:
+        raise _CommandError(_one_line(exc)) from exc
+    return 0
+
+
+_COMMANDS = {"check": _check, "demo": _demo, "hub": _hub}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: ``sys.argv[1:]``); the exit status."""
     args = _parser().parse_args(argv)
     try:
-        status: int = _check(args) if args.command == "check" else _demo(args)
+        status: int = _COMMANDS[args.command](args)
     except _CommandError as exc:
         print(f"{PROG} {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -194,3 +194,39 @@ def test_demo_serves_the_vendored_socket_io_client_of_the_version_it_names() -> 
     assert f"({version})" in (STATIC / "index.html").read_text()
     assert "MIT License" in (STATIC / "socket.io-client.LICENSE").read_text()
     assert 'src="/static/socket.io.min.js"' in (STATIC / "index.html").read_text()
+
+
+# ---------------------------------------------------------------- hub
+
+
+def test_hub_help_and_a_url_that_is_not_local() -> None:
+    helped = _run("hub", "--help")
+    assert helped.returncode == 0 and "local://" in helped.stdout
+    assert "a hub is for local:// URLs" in _error_line(_run("hub", "redis://h:1/0"), "hub")
+
+
+async def test_hub_hosts_the_cluster_until_sigterm(tmp_path: Path) -> None:
+    import asyncio
+    import signal
+
+    url = f"local://{tmp_path}/c"
+    code = "import runpy\nrunpy.run_module('socketio_adapters', run_name='__main__')"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, "hub", url, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert line == f"HUB {tmp_path / 'c'}\n"
+        nodes = [create_manager(url) for _ in range(2)]
+        for node in nodes:
+            await node.start()
+            assert getattr(node.backend, "hub", "?") is None  # the hub process hosts it
+        for node in nodes:
+            await node.stop()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
