@@ -153,22 +153,28 @@ async def _cluster_of(servers: Servers, count: int, what: str) -> dict[int, int]
 
 
 async def _clients_on_workers(servers: Servers, workers: int,
-                              most: int = 30) -> list[tuple[PythonClient, int]]:
-    """Connect websocket clients until they sit on ``workers`` different workers."""
+                              most: int = 60) -> list[tuple[PythonClient, int]]:
+    """Connect websocket clients, ten at once (so that several workers accept at the
+    same time: an idle worker may win every accept otherwise), until they sit on
+    ``workers`` different workers."""
     clients: list[tuple[PythonClient, int]] = []
-    for i in range(most):
+
+    async def one(i: int) -> tuple[PythonClient, int]:
         client = PythonClient("websocket")
         await client.connect(f"http://127.0.0.1:{servers.ports[i % len(servers.ports)]}")
-        clients.append((client, await client.call("whereami")))
+        return client, await client.call("whereami")
+
+    while len(clients) < most:
+        clients += await asyncio.gather(*(one(len(clients) + i) for i in range(10)))
         if len({pid for _, pid in clients}) >= workers:
             return clients
-    raise AssertionError(f"{most} clients all landed on {len({p for _, p in clients})} "
-                         "workers")
+    raise AssertionError(f"{len(clients)} clients all landed on "
+                         f"{len({p for _, p in clients})} workers")
 
 
 async def test_workers_form_one_cluster(servers: Servers) -> None:
     pids = await _cluster_of(servers, WORKERS, "every worker counts every worker")
-    clients = await _clients_on_workers(servers, WORKERS)
+    clients = await _clients_on_workers(servers, 2)
     try:
         # a broadcast from whichever worker takes the request reaches every client
         for n in range(3):
