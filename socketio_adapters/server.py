@@ -23,6 +23,7 @@ from socketio import packet as sio_packet
 
 from .cluster import ClusterManager, RemoteSocket, Room
 from .errors import ConfigurationError
+from .forwarding import ForwardingEngine
 from .recovery import (
     Recovery,
     RecoveryOptions,
@@ -74,9 +75,15 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
         self.recovery_options = options
         super().__init__(client_manager=client_manager, **kwargs)
         self.cluster: ClusterManager = client_manager
+        if isinstance(self.eio, ForwardingEngine):  # sessions need no sticky routing
+            self.eio.cluster = client_manager
+            client_manager.inbound.engine_requests = self.eio.serve_forwarded
         self._pids: dict[tuple[str, str], str] = {}
         self._recovered: set[tuple[str, str]] = set()
         self._shutting_down = False
+
+    def _engineio_server_class(self) -> type[ForwardingEngine]:
+        return ForwardingEngine
 
     # ------------------------------------------------------------ recovery
 

@@ -9,6 +9,7 @@ from typing import Any, cast
 
 from ..protocol import (
     Disconnect,
+    EngineRequest,
     FetchSockets,
     MessageType,
     RoomChange,
@@ -122,6 +123,18 @@ class ClusterApi:
         return await self.requester.ask(MessageType.SERVER_SIDE_EMIT, namespace,
                                         lambda rid: ServerEvent([event, *args], rid),
                                         timeout)
+
+    async def forward_engine_request(self, node: str, method: str, query: str,
+                                     body: bytes, headers: dict[str, str],
+                                     timeout: float) -> Any:
+        """Have ``node`` serve an engine.io request for a session it owns; its
+        ``[status, headers, body]``, or None when it could not (it died, or it
+        serves no forwarded requests)."""
+        await self.ensure_started()
+        answers = await self.requester.ask_node(
+            MessageType.ENGINE_REQUEST, "/", node,
+            lambda rid: EngineRequest(rid, method, query, body, headers), timeout)
+        return answers[0] if answers else None
 
     async def server_count(self) -> int:
         """Nodes alive in the cluster, this one included (from heartbeats)."""

@@ -17,12 +17,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from ..errors import MalformedMessage
+from ..errors import MalformedMessage, NotStarted
 from ..protocol import (
     Ack,
     Broadcast,
     ClientCount,
     Disconnect,
+    EngineRequest,
     FetchSockets,
     Message,
     MessageType,
@@ -46,6 +47,8 @@ from .server_events import ServerEvents
 __all__ = ["Inbound", "LogObserver"]
 
 Handler = Callable[[Message, Any], Awaitable[None]]
+EngineHandler = Callable[[EngineRequest], Awaitable[Any]]
+"""Serves a forwarded engine.io request; returns ``[status, headers, body]``."""
 
 
 class LogObserver(Protocol):
@@ -89,7 +92,11 @@ class Inbound:
             MessageType.SERVER_SIDE_EMIT_RESPONSE: self._on_response,
             MessageType.BROADCAST_CLIENT_COUNT: self._on_client_count,
             MessageType.BROADCAST_ACK: self._on_ack,
+            MessageType.ENGINE_REQUEST: self._on_engine_request,
         }
+        self.engine_requests: EngineHandler | None = None
+        """Serves the engine.io requests other nodes forward here (set by
+        :class:`socketio_adapters.AsyncServer`); without it they are refused."""
 
     async def on_payload(self, payload: bytes) -> None:
         """The backend's entry point for pub/sub payloads."""
@@ -207,6 +214,21 @@ class Inbound:
         request = self.requests.get(response.request_id)
         if request is not None:
             request.add(message.uid, [response.value] if response.handled else [])
+
+    async def _on_engine_request(self, message: Message, request: EngineRequest) -> None:
+        serve = self.engine_requests
+        origin, nsp, publish = message.uid, message.nsp, self.publisher.publish
+
+        async def answer() -> None:
+            value = None if serve is None else await serve(request)
+            try:
+                publish(MessageType.SERVER_SIDE_EMIT_RESPONSE, nsp,
+                        Response(request.request_id, value, handled=value is not None),
+                        target=origin)
+            except NotStarted:
+                pass  # this node stopped meanwhile: its goodbye ends the wait there
+
+        self.tasks.spawn(answer())  # a long-poll waits for packets: never block here
 
     async def _on_client_count(self, message: Message, count: ClientCount) -> None:
         request = self.requests.get(count.request_id)

@@ -132,6 +132,19 @@ class Requester:
         finally:
             self.table.close(request_id)
 
+    async def ask_node(self, kind: MessageType, nsp: str, node: str,
+                       payload: Callable[[str], Wire], timeout: float) -> list[Any]:
+        """Send ``payload(request_id)`` to one node and return its answer (an empty
+        list when that node dies first); raises ClusterTimeout."""
+        self.publisher.require()
+        request_id = secrets.token_hex(8)
+        request = self.table.open(request_id, PendingRequest(kind.name.lower(), {node}, 1))
+        try:
+            self.publisher.publish(kind, nsp, payload(request_id), target=node)
+            return await request.wait(timeout)
+        finally:
+            self.table.close(request_id)
+
     async def collect_acks(self, uid: str, nsp: str, packet: list[Any], target: Target,
                            local: LocalDelivery | None, timeout: float) -> list[Any]:
         """Broadcast ``packet`` with acks and return every client's ack, this node's

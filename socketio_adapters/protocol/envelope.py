@@ -45,6 +45,9 @@ class MessageType(enum.IntEnum):
     """A lost socket's session, on backends without a session store."""
     SESSION_CLAIM = 102
     """A node restoring that session; the first claim after the save wins."""
+    ENGINE_REQUEST = 103
+    """An engine.io HTTP request for a session another node owns, for that node to
+    serve (sessions with no sticky routing); answered with a RESPONSE."""
 
 
 _TYPES = {t.value: t for t in MessageType}

@@ -15,7 +15,8 @@ from typing import Any
 from ..errors import MalformedMessage
 from .envelope import MessageType
 
-__all__ = ["Ack", "Broadcast", "ClientCount", "Disconnect", "FetchSockets", "Payload",
+__all__ = ["Ack", "Broadcast", "ClientCount", "Disconnect", "EngineRequest", "FetchSockets",
+           "Payload",
            "Response", "RoomChange", "ServerEvent", "SessionClaim", "SocketInfo",
            "SocketsFound", "Target", "parse_payload"]
 
@@ -301,8 +302,37 @@ class SessionClaim:
         return cls(pid, nonce)
 
 
+@dataclass(frozen=True, slots=True)
+class EngineRequest:
+    """ENGINE_REQUEST: an engine.io long-polling request (method, query string,
+    body and the headers engine.io reads) for the node that owns its session."""
+
+    request_id: str
+    method: str
+    query: str
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"requestId": self.request_id, "method": self.method, "query": self.query,
+                "body": self.body, "headers": self.headers}
+
+    @classmethod
+    def from_wire(cls, data: Any) -> EngineRequest:
+        d = _map(data)
+        method, query, body, headers = (d.get("method"), d.get("query"), d.get("body"),
+                                        d.get("headers", {}))
+        if method not in ("GET", "POST") or not isinstance(query, str):
+            raise MalformedMessage("engine request without method or query")
+        if not isinstance(body, bytes) or not isinstance(headers, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+            raise MalformedMessage("engine request with a bad body or headers")
+        return cls(str(_request_id(d, required=True)), method, query, body, dict(headers))
+
+
 Payload = (Broadcast | RoomChange | Disconnect | FetchSockets | SocketsFound
-           | ServerEvent | Response | ClientCount | Ack | SessionClaim | None)
+           | ServerEvent | Response | ClientCount | Ack | SessionClaim | EngineRequest
+           | None)
 
 _PARSERS: dict[MessageType, Callable[[Any], Any]] = {
     MessageType.BROADCAST: Broadcast.from_wire,
@@ -316,6 +346,7 @@ _PARSERS: dict[MessageType, Callable[[Any], Any]] = {
     MessageType.BROADCAST_CLIENT_COUNT: ClientCount.from_wire,
     MessageType.BROADCAST_ACK: Ack.from_wire,
     MessageType.SESSION_CLAIM: SessionClaim.from_wire,
+    MessageType.ENGINE_REQUEST: EngineRequest.from_wire,
 }
 
 
