@@ -4,13 +4,16 @@ does not own its engine.io session is served by the owner, over the cluster.
 Each session id starts with its owner's node uid, so any node tells at once whose it
 is. A GET or POST of the long-polling transport for another node's session is sent
 to that node (``ENGINE_REQUEST``), which runs it against its engine.io socket and
-answers with the HTTP response to give. A session no live node owns gets
+answers with the HTTP response to give. The websocket that upgrades such a session
+stays on the node it reached and is relayed to the owner (:mod:`.relay`), where
+engine.io's own upgrade runs against it. A session no live node owns gets
 engine.io's own error, as on one node; a node's own sessions cost nothing more.
 This is the only module that touches python-engineio's internals.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import urllib.parse
 from collections.abc import Mapping
@@ -18,9 +21,12 @@ from typing import Any
 
 import engineio
 from engineio import exceptions as eio_exceptions
+from engineio import packet as eio_packet
 
 from .cluster import ClusterManager
-from .protocol import EngineRequest
+from .errors import ClusterTimeout, NotStarted
+from .protocol import EngineFrame, EngineRequest, FrameKind
+from .relay import RelayEnd, pump
 
 __all__ = ["ForwardingEngine", "owner_of"]
 
@@ -45,7 +51,7 @@ def _peek(args: tuple[Any, ...]) -> tuple[str, str] | None:
     """The method and query string of an aiohttp or ASGI request, read without
     consuming it (None for other frameworks: no forwarding)."""
     first = args[0] if args else None
-    if isinstance(first, Mapping) and first.get("type") == "http":  # ASGI scope
+    if isinstance(first, Mapping) and first.get("type") in ("http", "websocket"):  # ASGI
         query = first.get("query_string", b"")
         return str(first.get("method", "GET")), (
             query.decode("latin-1") if isinstance(query, bytes) else str(query))
@@ -71,7 +77,21 @@ class ForwardingEngine(engineio.AsyncServer):  # type: ignore[misc]
     other nodes own through them (see the module doc)."""
 
     cluster: ClusterManager | None = None
-    """Set by :class:`socketio_adapters.AsyncServer` once its manager exists."""
+    """Set by :meth:`join_cluster` (:class:`socketio_adapters.AsyncServer` calls it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.relays: dict[str, RelayEnd] = {}
+        """This node's ends of relayed websockets, by session id (as edge or owner)."""
+        self._relay_tasks: set[asyncio.Task[None]] = set()
+
+    def join_cluster(self, cluster: ClusterManager) -> None:
+        """Serve and forward through ``cluster``: its other nodes' requests and
+        relayed websockets reach this engine."""
+        self.cluster = cluster
+        cluster.inbound.engine_requests = self.serve_forwarded
+        cluster.inbound.engine_frames = self.take_frame
+        cluster.on_node_gone(self._node_gone)
 
     def generate_id(self) -> str:
         sid: str = super().generate_id()
@@ -87,14 +107,17 @@ class ForwardingEngine(engineio.AsyncServer):  # type: ignore[misc]
         query = urllib.parse.parse_qs(query_string)
         sid = query.get("sid", [None])[0]
         owner = None if sid is None or sid in self.sockets else owner_of(sid)
+        transport = query.get("transport", ["polling"])[0]
         if (owner is None or owner == cluster.uid or method not in ("GET", "POST")
-                or query.get("transport", ["polling"])[0] != "polling" or "j" in query
+                or transport not in self.transports or "j" in query
                 or owner not in cluster.nodes.alive()):
             return await super().handle_request(*args, **kwargs)
         translate = self._async["translate_request"]
         environ = translate(*args, **kwargs)
         if hasattr(environ, "__await__"):
             environ = await environ
+        if transport == "websocket":
+            return await self._relay(owner, str(sid), environ)
         body = b""
         if method == "POST":
             length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -114,6 +137,85 @@ class ForwardingEngine(engineio.AsyncServer):  # type: ignore[misc]
             response = {"status": status, "response": response_body,
                         "headers": [tuple(h) for h in response_headers]}
         return await self._make_response(response, environ)
+
+    async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        if (event == "disconnect" and len(args) > 1
+                and args[1] == self.reason.CLIENT_DISCONNECT):
+            # a client closed a long-polling session: answer its pending poll with
+            # CLOSE, as socket.io's server does (python-engineio leaves it hanging
+            # for ping_interval + ping_timeout, and python-socketio's client waits
+            # for it on disconnect)
+            socket = self.sockets.get(args[0])
+            if socket is not None and not socket.upgraded:
+                socket.queue.put_nowait(eio_packet.Packet(eio_packet.CLOSE))
+        return await super()._trigger_event(event, *args, **kwargs)
+
+    async def _relay(self, owner: str, sid: str, environ: dict[str, Any]) -> Any:
+        """Hold the websocket that upgrades ``owner``'s session ``sid`` here and relay
+        it to the owner; a refused or failed relay closes it (the client stays on
+        long-polling, as after any failed upgrade)."""
+        cluster = self.cluster
+        assert cluster is not None
+        if sid in self.relays or self._async.get("websocket") is None:
+            return await self._make_response(self._bad_request(), environ)
+
+        async def relay(ws: Any) -> None:
+            end = RelayEnd(cluster, owner, sid)
+            self.relays[sid] = end
+            try:
+                if await cluster.open_engine_relay(owner, sid, self.ping_timeout):
+                    await pump(ws, end)
+            except (ClusterTimeout, NotStarted) as exc:
+                _log.info("session %s: its owner %s did not take the websocket: %s",
+                          sid, owner, exc)
+            finally:
+                if self.relays.get(sid) is end:
+                    del self.relays[sid]
+                await end.close()
+                try:
+                    await ws.close()
+                except Exception:  # already closed by the client
+                    pass
+
+        return await self._async["websocket"](relay, self)(environ)
+
+    def take_frame(self, node: str, frame: EngineFrame) -> bool:
+        """A relayed websocket frame from ``node``; for an OPEN, whether this node
+        owns that session and takes its websocket."""
+        end = self.relays.get(frame.sid)
+        if frame.kind is not FrameKind.OPEN:
+            if end is None or end.node != node:
+                return False  # a relay that ended here: its last frames are moot
+            end.feed(frame)
+            return True
+        socket = self.sockets.get(frame.sid)
+        cluster = self.cluster
+        if (end is not None or socket is None or cluster is None or not socket.connected
+                or socket.upgraded or socket.upgrading or socket.closed):
+            return False
+        end = self.relays[frame.sid] = RelayEnd(cluster, node, frame.sid)
+        task = asyncio.ensure_future(self._serve_relay(socket, end))
+        self._relay_tasks.add(task)
+        task.add_done_callback(self._relay_tasks.discard)
+        return True
+
+    async def _serve_relay(self, socket: Any, end: RelayEnd) -> None:
+        """Run engine.io's websocket upgrade and loop against a relayed websocket."""
+        try:
+            await socket._websocket_handler(end)
+        except Exception:
+            _log.exception("session %s: the relayed websocket failed", end.sid)
+        finally:
+            if self.relays.get(end.sid) is end:
+                del self.relays[end.sid]
+            await end.close()
+            if end.sid in self.sockets and self.sockets[end.sid].closed:
+                del self.sockets[end.sid]
+
+    def _node_gone(self, node: str) -> None:
+        for end in list(self.relays.values()):
+            if end.node == node:
+                end.end()
 
     async def serve_forwarded(self, request: EngineRequest) -> list[Any]:
         """Serve a request another node forwarded for one of this node's sessions;

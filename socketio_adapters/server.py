@@ -76,8 +76,7 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
         super().__init__(client_manager=client_manager, **kwargs)
         self.cluster: ClusterManager = client_manager
         if isinstance(self.eio, ForwardingEngine):  # sessions need no sticky routing
-            self.eio.cluster = client_manager
-            client_manager.inbound.engine_requests = self.eio.serve_forwarded
+            self.eio.join_cluster(client_manager)
         self._pids: dict[tuple[str, str], str] = {}
         self._recovered: set[tuple[str, str]] = set()
         self._shutting_down = False

@@ -25,9 +25,7 @@ FAST: dict[str, Any] = {"heartbeat_interval": 0.5, "heartbeat_timeout": 3.0}
 class Node:
     def __init__(self, url: str) -> None:
         self.manager = create_manager(url, **FAST)
-        # a short ping interval: python-socketio's client waits for its pending
-        # long-poll (up to the interval) when it disconnects
-        self.sio = AsyncServer(self.manager, async_mode="aiohttp", ping_interval=2)
+        self.sio = AsyncServer(self.manager, async_mode="aiohttp")
         self.app = web.Application()
         self.sio.attach(self.app)
         self.runner = web.AppRunner(self.app)
@@ -63,10 +61,12 @@ class RoundRobin:
         self.port = 0
         self.sent: list[int] = []
 
-    async def relay(self, request: web.Request) -> web.Response:
+    async def relay(self, request: web.Request) -> web.StreamResponse:
         port = next(self.ports)
         self.sent.append(port)
         assert self.session is not None
+        if request.headers.get("upgrade", "").lower() == "websocket":
+            return await self.relay_websocket(request, port)
         headers = {k: v for k, v in request.headers.items()
                    if k.lower() not in ("host", "content-length", "connection")}
         async with self.session.request(
@@ -74,6 +74,25 @@ class RoundRobin:
                 data=await request.read(), headers=headers) as reply:
             return web.Response(status=reply.status, body=await reply.read(),
                                 content_type=reply.content_type)
+
+    async def relay_websocket(self, request: web.Request, port: int
+                              ) -> web.WebSocketResponse:
+        assert self.session is not None
+        client = web.WebSocketResponse()
+        await client.prepare(request)
+        async with self.session.ws_connect(
+                f"ws://127.0.0.1:{port}{request.path_qs}") as node:
+
+            async def copy(source: Any, sink: Any) -> None:
+                async for msg in source:
+                    if msg.type == aiohttp.WSMsgType.TEXT:
+                        await sink.send_str(msg.data)
+                    elif msg.type == aiohttp.WSMsgType.BINARY:
+                        await sink.send_bytes(msg.data)
+                await sink.close()
+
+            await asyncio.gather(copy(client, node), copy(node, client))
+        return client
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))
@@ -130,7 +149,41 @@ async def test_long_polling_clients_work_through_round_robin(
             for _, got in clients:
                 assert await asyncio.wait_for(got.get(), 10) == i
     finally:
+        # python-socketio's client waits for its pending long-poll when it
+        # disconnects: the owner answers it with CLOSE at once, as socket.io's
+        # server does, not after ping_interval + ping_timeout (45 s)
+        await asyncio.wait_for(asyncio.gather(
+            *(client.disconnect() for client, _ in clients)), 10)
+
+
+async def test_clients_upgrade_to_websocket_through_round_robin(
+        nodes: tuple[list[Node], RoundRobin]) -> None:
+    """The websocket of a session lands on any node; one that is not the owner
+    relays it, and everything works as on one node."""
+    cluster, proxy = nodes
+    clients = []
+    for _ in range(10):
+        client = socketio.AsyncClient(reconnection=False)
+        got: asyncio.Queue[Any] = asyncio.Queue()
+        client.on("news", got.put)
+        await client.connect(f"http://127.0.0.1:{proxy.port}", wait_timeout=10)
+        clients.append((client, got))
+    try:
+        await eventually(lambda: [c.eio.current_transport for c, _ in clients],
+                         ["websocket"] * 10, "every client upgraded")
+        relayed = sum(len(n.sio.eio.relays) for n in cluster)
+        assert relayed >= 2  # each relayed websocket has an end on two nodes
+        for n, (client, _) in enumerate(clients):
+            assert await client.call("echo", n, timeout=10) == n
+            assert await client.call("echo", b"\x00" * n, timeout=10) == b"\x00" * n
+        for i, node in enumerate(cluster):
+            await node.sio.emit("news", i)
+            for _, got in clients:
+                assert await asyncio.wait_for(got.get(), 10) == i
+    finally:
         await asyncio.gather(*(client.disconnect() for client, _ in clients))
+    await eventually(lambda: sum(len(n.sio.eio.relays) for n in cluster), 0,
+                     "every relay ends with its websocket")
 
 
 async def test_a_session_no_node_owns_gets_engineio_s_own_error(

@@ -4,13 +4,15 @@ events and the server count. Mixed into :class:`~.manager.ClusterManager`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from ..protocol import (
     Disconnect,
+    EngineFrame,
     EngineRequest,
     FetchSockets,
+    FrameKind,
     MessageType,
     RoomChange,
     ServerEvent,
@@ -18,6 +20,7 @@ from ..protocol import (
     Target,
 )
 from .arguments import Room, as_args, as_rooms, target
+from .heartbeats import Heartbeats
 from .local import LocalDelivery
 from .nodes import NodeTable
 from .publisher import Publisher
@@ -37,6 +40,7 @@ class ClusterApi:
     local: LocalDelivery
     publisher: Publisher
     requester: Requester
+    heartbeats: Heartbeats
     server_events: ServerEvents
 
     async def ensure_started(self) -> None:
@@ -135,6 +139,26 @@ class ClusterApi:
             MessageType.ENGINE_REQUEST, "/", node,
             lambda rid: EngineRequest(rid, method, query, body, headers), timeout)
         return answers[0] if answers else None
+
+    async def open_engine_relay(self, node: str, sid: str, timeout: float) -> bool:
+        """Ask ``node`` to take the websocket of its session ``sid``, which this node
+        holds and relays (:meth:`send_engine_frame`); whether it did."""
+        await self.ensure_started()
+        answers = await self.requester.ask_node(
+            MessageType.ENGINE_FRAME, "/", node,
+            lambda rid: EngineFrame(sid, FrameKind.OPEN, request_id=rid), timeout)
+        return bool(answers and answers[0] is True)
+
+    def send_engine_frame(self, node: str, sid: str, kind: FrameKind,
+                          data: str | bytes | None = None) -> None:
+        """Relay one websocket message (or its close) of session ``sid`` to ``node``;
+        raises PayloadTooLarge or NotStarted."""
+        self.publisher.publish(MessageType.ENGINE_FRAME, "/", EngineFrame(sid, kind, data),
+                               target=node)
+
+    def on_node_gone(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(uid)`` whenever a node leaves or falls silent."""
+        self.heartbeats.gone_callbacks.append(callback)
 
     async def server_count(self) -> int:
         """Nodes alive in the cluster, this one included (from heartbeats)."""

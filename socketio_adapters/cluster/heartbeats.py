@@ -35,6 +35,8 @@ class Heartbeats:
         self.logger = logger
         self.on_tick = on_tick
         """Also called every interval (other periodic upkeep)."""
+        self.gone_callbacks: list[Callable[[str], None]] = []
+        """Called with the uid of each node that leaves or falls silent."""
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -71,6 +73,11 @@ class Heartbeats:
         self.nodes.remove(uid)
         self.logger.info("node %s %s", uid, why)
         self.requests.drop_node(uid)
+        for callback in self.gone_callbacks:
+            try:
+                callback(uid)
+            except Exception:
+                self.logger.exception("a node-gone callback failed")
 
     async def _loop(self) -> None:
         while True:

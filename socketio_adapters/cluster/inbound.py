@@ -23,6 +23,7 @@ from ..protocol import (
     Broadcast,
     ClientCount,
     Disconnect,
+    EngineFrame,
     EngineRequest,
     FetchSockets,
     Message,
@@ -49,6 +50,8 @@ __all__ = ["Inbound", "LogObserver"]
 Handler = Callable[[Message, Any], Awaitable[None]]
 EngineHandler = Callable[[EngineRequest], Awaitable[Any]]
 """Serves a forwarded engine.io request; returns ``[status, headers, body]``."""
+FrameHandler = Callable[[str, EngineFrame], bool]
+"""Takes a relayed websocket frame from a node; for an OPEN, whether it is taken."""
 
 
 class LogObserver(Protocol):
@@ -93,10 +96,14 @@ class Inbound:
             MessageType.BROADCAST_CLIENT_COUNT: self._on_client_count,
             MessageType.BROADCAST_ACK: self._on_ack,
             MessageType.ENGINE_REQUEST: self._on_engine_request,
+            MessageType.ENGINE_FRAME: self._on_engine_frame,
         }
         self.engine_requests: EngineHandler | None = None
         """Serves the engine.io requests other nodes forward here (set by
         :class:`socketio_adapters.AsyncServer`); without it they are refused."""
+        self.engine_frames: FrameHandler | None = None
+        """Takes the websocket frames relayed between this node and another (set
+        with :attr:`engine_requests`); without it an OPEN is refused."""
 
     async def on_payload(self, payload: bytes) -> None:
         """The backend's entry point for pub/sub payloads."""
@@ -229,6 +236,13 @@ class Inbound:
                 pass  # this node stopped meanwhile: its goodbye ends the wait there
 
         self.tasks.spawn(answer())  # a long-poll waits for packets: never block here
+
+    async def _on_engine_frame(self, message: Message, frame: EngineFrame) -> None:
+        take = self.engine_frames
+        taken = take is not None and take(message.uid, frame)
+        if frame.request_id is not None:
+            self.publisher.publish(MessageType.SERVER_SIDE_EMIT_RESPONSE, message.nsp,
+                                   Response(frame.request_id, taken), target=message.uid)
 
     async def _on_client_count(self, message: Message, count: ClientCount) -> None:
         request = self.requests.get(count.request_id)

@@ -48,6 +48,9 @@ class MessageType(enum.IntEnum):
     ENGINE_REQUEST = 103
     """An engine.io HTTP request for a session another node owns, for that node to
     serve (sessions with no sticky routing); answered with a RESPONSE."""
+    ENGINE_FRAME = 104
+    """A websocket frame of a session whose websocket reached another node than its
+    owner, relayed between the two (opened with a RESPONSE, then one way)."""
 
 
 _TYPES = {t.value: t for t in MessageType}

@@ -8,6 +8,7 @@ Every payload reads itself from wire data with :meth:`from_wire`, which raises
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -330,8 +331,54 @@ class EngineRequest:
         return cls(str(_request_id(d, required=True)), method, query, body, dict(headers))
 
 
+class FrameKind(enum.IntEnum):
+    """What an :class:`EngineFrame` carries."""
+
+    OPEN = 0
+    """The edge node asks the owner to take the session's websocket (answered)."""
+    DATA = 1
+    """One websocket message, either way."""
+    CLOSE = 2
+    """The websocket closed, on either side."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineFrame:
+    """ENGINE_FRAME: one step of a websocket relayed between the node that holds it
+    and the node that owns its engine.io session."""
+
+    sid: str
+    kind: FrameKind
+    data: str | bytes | None = None
+    request_id: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"sid": self.sid, "kind": int(self.kind)}
+        if self.data is not None:
+            wire["data"] = self.data
+        if self.request_id is not None:
+            wire["requestId"] = self.request_id
+        return wire
+
+    @classmethod
+    def from_wire(cls, data: Any) -> EngineFrame:
+        d = _map(data)
+        sid, kind, body = d.get("sid"), d.get("kind"), d.get("data")
+        if not isinstance(sid, str) or not isinstance(kind, int) or not (
+                0 <= kind < len(FrameKind)):
+            raise MalformedMessage("engine frame without sid or kind")
+        if body is not None and not isinstance(body, (str, bytes)):
+            raise MalformedMessage("engine frame with bad data")
+        frame_kind = FrameKind(kind)
+        if frame_kind is FrameKind.DATA and body is None:
+            raise MalformedMessage("engine data frame without data")
+        return cls(sid, frame_kind, body,
+                   _request_id(d, required=frame_kind is FrameKind.OPEN))
+
+
 Payload = (Broadcast | RoomChange | Disconnect | FetchSockets | SocketsFound
            | ServerEvent | Response | ClientCount | Ack | SessionClaim | EngineRequest
+           | EngineFrame
            | None)
 
 _PARSERS: dict[MessageType, Callable[[Any], Any]] = {
@@ -347,6 +394,7 @@ _PARSERS: dict[MessageType, Callable[[Any], Any]] = {
     MessageType.BROADCAST_ACK: Ack.from_wire,
     MessageType.SESSION_CLAIM: SessionClaim.from_wire,
     MessageType.ENGINE_REQUEST: EngineRequest.from_wire,
+    MessageType.ENGINE_FRAME: EngineFrame.from_wire,
 }
 
 
