@@ -17,6 +17,7 @@ import asyncio
 import logging
 import urllib.parse
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import engineio
@@ -28,7 +29,7 @@ from .errors import ClusterTimeout, NotStarted
 from .protocol import EngineFrame, EngineRequest, FrameKind
 from .relay import RelayEnd, pump
 
-__all__ = ["ForwardingEngine", "owner_of"]
+__all__ = ["ForwardCounts", "ForwardingEngine", "owner_of"]
 
 _log = logging.getLogger("socketio_adapters.forwarding")
 _UID_LENGTH = 16
@@ -37,6 +38,20 @@ _HEADERS = ("content-type", "user-agent", "origin")
 """Request headers engine.io reads that travel with a forwarded request."""
 _MARGIN = 10.0
 """Seconds a forwarded long-poll may take beyond engine.io's ping interval."""
+
+
+@dataclass
+class ForwardCounts:
+    """What one node forwarded and served for the others since it started."""
+
+    forwarded: int = 0
+    """Long-polling requests this node sent to the session's owner."""
+    served: int = 0
+    """Long-polling requests this node served for sessions it owns, from others."""
+    relayed: int = 0
+    """Websockets this node held and relayed to their session's owner."""
+    taken: int = 0
+    """Websockets of this node's sessions that another node relayed here."""
 
 
 def owner_of(sid: str) -> str | None:
@@ -84,6 +99,7 @@ class ForwardingEngine(engineio.AsyncServer):  # type: ignore[misc]
         self.relays: dict[str, RelayEnd] = {}
         """This node's ends of relayed websockets, by session id (as edge or owner)."""
         self._relay_tasks: set[asyncio.Task[None]] = set()
+        self.counts = ForwardCounts()
 
     def join_cluster(self, cluster: ClusterManager) -> None:
         """Serve and forward through ``cluster``: its other nodes' requests and
@@ -128,6 +144,7 @@ class ForwardingEngine(engineio.AsyncServer):  # type: ignore[misc]
                    if (key := "HTTP_" + name.upper().replace("-", "_")) in environ}
         if "CONTENT_TYPE" in environ:
             headers["content-type"] = environ["CONTENT_TYPE"]
+        self.counts.forwarded += 1
         answer = await cluster.forward_engine_request(
             owner, method, query_string, body, headers, self.ping_interval + _MARGIN)
         if answer is None:
@@ -164,6 +181,7 @@ class ForwardingEngine(engineio.AsyncServer):  # type: ignore[misc]
             self.relays[sid] = end
             try:
                 if await cluster.open_engine_relay(owner, sid, self.ping_timeout):
+                    self.counts.relayed += 1
                     await pump(ws, end)
             except (ClusterTimeout, NotStarted) as exc:
                 _log.info("session %s: its owner %s did not take the websocket: %s",
@@ -194,6 +212,7 @@ class ForwardingEngine(engineio.AsyncServer):  # type: ignore[misc]
                 or socket.upgraded or socket.upgrading or socket.closed):
             return False
         end = self.relays[frame.sid] = RelayEnd(cluster, node, frame.sid)
+        self.counts.taken += 1
         task = asyncio.ensure_future(self._serve_relay(socket, end))
         self._relay_tasks.add(task)
         task.add_done_callback(self._relay_tasks.discard)
@@ -222,6 +241,7 @@ class ForwardingEngine(engineio.AsyncServer):  # type: ignore[misc]
         returns ``[status, headers, body]``."""
         query = urllib.parse.parse_qs(request.query)
         sid = query.get("sid", [""])[0]
+        self.counts.served += 1
         environ: dict[str, Any] = {
             "REQUEST_METHOD": request.method, "QUERY_STRING": request.query,
             "CONTENT_LENGTH": str(len(request.body)), "wsgi.input": _Body(request.body),

@@ -13,107 +13,26 @@ gunicorn and uvicorn start a new worker, which joins (3 again); processes starte
 hand stay 2; hypercorn stops every worker once one dies, so there is nothing left
 to serve (the survivors' part is shown by the others).
 
-Clients are websocket-only: long-polling needs every request of a session on one
-worker (sticky-free sessions are the next issue).
+Clients are websocket-only here; long-polling clients, which need no sticky routing
+either, are tests/test_no_sticky.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from conformance.brokers import free_port
 from conformance.cluster import eventually
 from conformance.recovery_clients import PythonClient
 from socketio_adapters.backends.local.folder import RuntimeFolder
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-APP = "tests.workers_app:app"
-WORKERS = 3
-DEADLINE = 30.0
-"""Liveness bound of each wait (heartbeats: 0.5 s, timeout 3 s in the app)."""
-
-
-@dataclass
-class Servers:
-    kind: str
-    url: str
-    ports: list[int]
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def http(self, path: str, body: bytes | None = None, port: int | None = None) -> Any:
-        """One request on a new connection (so the kernel picks the worker); with no
-        ``port``, on the first port that accepts it (processes by hand may be dead)."""
-        for candidate in [port] if port is not None else self.ports:
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{candidate}{path}", data=body,
-                headers={"Connection": "close"})
-            try:
-                with urllib.request.urlopen(request, timeout=5) as reply:
-                    return json.loads(reply.read())
-            except urllib.error.URLError as exc:
-                if port is not None or candidate == self.ports[-1]:
-                    raise
-                if not isinstance(exc.reason, ConnectionRefusedError):
-                    raise
-        raise AssertionError("unreachable")
-
-    def start(self, env: dict[str, str], log: Path) -> None:
-        with open(log, "wb") as out:
-            for command in _commands(self.kind, self.ports):
-                self.procs.append(subprocess.Popen(
-                    command, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                    start_new_session=True))
-
-    def stop(self) -> None:
-        for proc in self.procs:
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                try:
-                    os.killpg(proc.pid, sig)
-                    proc.wait(10)
-                    break
-                except (ProcessLookupError, subprocess.TimeoutExpired):
-                    continue
-
-    def answers(self, tries: int = 40) -> dict[int, int]:
-        """pid -> server count, from ``tries`` requests spread over the ports."""
-        seen: dict[int, int] = {}
-        for i in range(tries):
-            try:
-                reply = self.http("/whoami", port=self.ports[i % len(self.ports)])
-            except OSError:
-                continue
-            seen[reply["pid"]] = reply["count"]
-        return seen
-
-
-def _commands(kind: str, ports: list[int]) -> list[list[str]]:
-    bind = f"127.0.0.1:{ports[0]}"
-    if kind == "uvicorn":
-        return [[sys.executable, "-m", "uvicorn", APP, "--host", "127.0.0.1", "--port",
-                 str(ports[0]), "--workers", str(WORKERS), "--log-level", "warning"]]
-    if kind == "gunicorn":
-        return [[sys.executable, "-m", "gunicorn", APP, "-k", "uvicorn_worker.UvicornWorker",
-                 "-w", str(WORKERS), "-b", bind, "--log-level", "warning"]]
-    if kind == "hypercorn":
-        return [[sys.executable, "-m", "hypercorn", APP, "--workers", str(WORKERS), "-b",
-                 bind]]
-    return [[sys.executable, "-m", "uvicorn", APP, "--host", "127.0.0.1", "--port",
-             str(port), "--log-level", "warning"] for port in ports]
-
+from .servers import DEADLINE, REPO_ROOT, WORKERS, Servers
 
 KINDS = ("uvicorn", "gunicorn", "hypercorn", "by hand")
 AFTER_A_WORKER_DIES = {"uvicorn": "replaced", "gunicorn": "replaced",
@@ -124,11 +43,9 @@ hypercorn (0.18, hypercorn/run.py) stops every worker once one exits with an err
 
 @pytest.fixture(params=KINDS)
 async def servers(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Servers]:
-    kind: str = request.param
-    ports = [free_port() for _ in range(WORKERS if kind == "by hand" else 1)]
     url = f"local://{tmp_path}/cluster"
     env = {**os.environ, "SIOA_WORKERS_URL": url, "PYTHONPATH": str(REPO_ROOT)}
-    found = Servers(kind, url, ports)
+    found = Servers.on_free_ports(request.param, url)
     try:
         await asyncio.to_thread(found.start, env, tmp_path / "servers.log")
         yield found

@@ -3,12 +3,19 @@ socket.io on the cluster of ``$SIOA_WORKERS_URL`` (recovery on), and a small HTT
 
 - ``GET /whoami``: this worker's pid and the cluster's server count;
 - ``POST /emit?room=R``: emits the body's text as ``news`` (to room R if given);
+- ``GET /ask?value=N``: asks every client of the cluster ``question`` N, replies
+  with their acks;
+- ``GET /forwarding``: every worker's forwarding counts (pid -> counts);
 - socket.io events: ``whereami`` (acks the pid), ``join`` ``{"sid", "room"}`` (puts
-  any sid, on any worker, in a room).
+  any sid, on any worker, in a room), ``shout`` (every worker broadcasts its pid as
+  ``news``), ``drop`` (the worker that owns the session closes its transport once
+  it acked, as a network drop would).
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -40,6 +47,39 @@ async def join(sid: str, data: dict[str, str]) -> int:
     return os.getpid()
 
 
+@sio.on("shout")  # type: ignore[untyped-decorator]
+async def shout(sid: str, data: Any = None) -> int:
+    await sio.cluster.server_side_emit("shout")
+    await sio.emit("news", os.getpid())
+    return os.getpid()
+
+
+async def shout_here() -> None:
+    await sio.emit("news", os.getpid())
+
+
+async def forwarding_here() -> list[Any]:
+    return forwarding_here_now()
+
+
+sio.cluster.on("shout", shout_here)
+sio.cluster.on("forwarding", forwarding_here)
+
+
+@sio.on("drop")  # type: ignore[untyped-decorator]
+async def drop(sid: str, data: Any = None) -> int:
+    eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
+    socket = sio.eio.sockets[eio_sid]
+
+    async def later() -> None:
+        await asyncio.sleep(0.2)  # once the ack went out
+        await socket.close(wait=False, abort=True, reason=sio.reason.TRANSPORT_CLOSE)
+        socket.queue.put_nowait(None)  # ends the websocket, or the long-poll, now
+
+    sio.start_background_task(later)
+    return os.getpid()
+
+
 async def _body(receive: Receive) -> bytes:
     body = b""
     while True:
@@ -52,8 +92,15 @@ async def _body(receive: Receive) -> bytes:
 async def http(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] != "http":
         return
+    reply: dict[str, Any]
     if scope["path"] == "/whoami":
         reply = {"pid": os.getpid(), "count": await manager.server_count()}
+    elif scope["path"] == "/ask":
+        value = int(parse_qs(scope["query_string"].decode())["value"][0])
+        reply = {"acks": await sio.emit_with_ack("question", value, timeout=20)}
+    elif scope["path"] == "/forwarding":
+        others = await sio.cluster.server_side_emit_with_ack("forwarding")
+        reply = dict([forwarding_here_now(), *others])
     elif scope["path"] == "/emit":
         room = parse_qs(scope["query_string"].decode()).get("room", [None])[0]
         await sio.emit("news", (await _body(receive)).decode(), room=room)
@@ -65,6 +112,10 @@ async def http(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": json.dumps(reply).encode()})
+
+
+def forwarding_here_now() -> list[Any]:
+    return [os.getpid(), dataclasses.asdict(sio.eio.counts)]
 
 
 app = LifespanMiddleware(socketio.ASGIApp(sio, other_asgi_app=http), manager)

@@ -1,0 +1,67 @@
+// Many official socket.io-client sockets in one Node.js process (each with its own
+// engine.io connection), for the no-sticky-sessions tests.
+// stdin: one JSON command per line ({id, cmd, ...}); stdout: one JSON reply per line.
+//   connect {url, count, transports}  -> {connected, errors}
+//   news                              -> for each socket, the "news" it received
+//   transports                        -> for each socket, its engine's transport now
+//   close                             -> disconnects every socket
+// Every socket answers "question" (v, ack) with ack(v + 1).
+import readline from "node:readline";
+import { io } from "socket.io-client";
+
+const sockets = [];
+const news = [];
+
+function connectOne(url, transports) {
+  return new Promise((resolve) => {
+    const index = sockets.length;
+    const socket = io(url, { transports, forceNew: true, reconnection: false, timeout: 20000 });
+    sockets.push(socket);
+    news.push([]);
+    socket.on("news", (value) => news[index].push(value));
+    socket.on("question", (value, ack) => ack(value + 1));
+    socket.once("connect", () => resolve(null));
+    socket.once("connect_error", (err) => resolve(String((err && err.message) || err)));
+  });
+}
+
+async function handle(command) {
+  switch (command.cmd) {
+    case "connect": {
+      const results = await Promise.all(
+        Array.from({ length: command.count }, () => connectOne(command.url, command.transports)));
+      const errors = results.filter((r) => r !== null);
+      return { connected: results.length - errors.length, errors };
+    }
+    case "news":
+      return news;
+    case "transports":
+      return sockets.map((s) => (s.io.engine && s.connected ? s.io.engine.transport.name : null));
+    case "close":
+      for (const socket of sockets) socket.disconnect();
+      return true;
+    default:
+      throw new Error(`unknown command ${command.cmd}`);
+  }
+}
+
+const input = readline.createInterface({ input: process.stdin });
+input.on("line", async (line) => {
+  let command;
+  try {
+    command = JSON.parse(line);
+  } catch (err) {
+    process.stderr.write(`bad command line: ${line}\n`);
+    return;
+  }
+  try {
+    const value = await handle(command);
+    process.stdout.write(JSON.stringify({ id: command.id, value: value ?? null }) + "\n");
+  } catch (err) {
+    process.stdout.write(JSON.stringify({ id: command.id, error: String(err) }) + "\n");
+  }
+});
+input.on("close", () => {
+  for (const socket of sockets) socket.disconnect();
+  process.exit(0);
+});
