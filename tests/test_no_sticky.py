@@ -108,6 +108,13 @@ async def test_clients_need_no_sticky_routing(deployment: Servers) -> None:
         assert relayed > 0 and sum(c["taken"] for c in counts) == relayed
     finally:
         await asyncio.gather(py.close(), js.close())
+
+    # clients that leave leave nothing behind: no session, no relay, on any node
+    async def left() -> list[int]:
+        counts = (await asyncio.to_thread(deployment.http, "/forwarding")).values()
+        return [sum(c["sessions"] for c in counts), sum(c["relays"] for c in counts)]
+
+    await eventually(left, [0, 0], "every session and relay ends with its client")
     for kind in (PythonClient, JsClient):
         await _recovery_through(deployment, kind("polling"))
 

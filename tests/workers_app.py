@@ -5,7 +5,8 @@ socket.io on the cluster of ``$SIOA_WORKERS_URL`` (recovery on), and a small HTT
 - ``POST /emit?room=R``: emits the body's text as ``news`` (to room R if given);
 - ``GET /ask?value=N``: asks every client of the cluster ``question`` N, replies
   with their acks;
-- ``GET /forwarding``: every worker's forwarding counts (pid -> counts);
+- ``GET /forwarding``: every worker's forwarding counts, engine.io sessions and
+  relayed websockets (pid -> counts);
 - socket.io events: ``whereami`` (acks the pid), ``join`` ``{"sid", "room"}`` (puts
   any sid, on any worker, in a room), ``shout`` (every worker broadcasts its pid as
   ``news``), ``drop`` (the worker that owns the session closes its transport once
@@ -115,7 +116,8 @@ async def http(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def forwarding_here_now() -> list[Any]:
-    return [os.getpid(), dataclasses.asdict(sio.eio.counts)]
+    return [os.getpid(), {**dataclasses.asdict(sio.eio.counts),
+                          "sessions": len(sio.eio.sockets), "relays": len(sio.eio.relays)}]
 
 
 app = LifespanMiddleware(socketio.ASGIApp(sio, other_asgi_app=http), manager)

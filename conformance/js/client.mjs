@@ -3,6 +3,7 @@
 // (replies to commands, and connect / disconnect / event reports).
 import readline from "node:readline";
 import { Manager } from "socket.io-client";
+import { disconnectAndFlush } from "./closing.mjs";
 
 let manager = null;
 const sockets = new Map();
@@ -74,7 +75,7 @@ async function handle(command) {
       return true;
     }
     case "disconnect":
-      for (const socket of sockets.values()) socket.disconnect();
+      await Promise.all([...sockets.values()].map(disconnectAndFlush));
       return true;
     case "call": {
       const socket = sockets.get(command.nsp);
@@ -101,7 +102,7 @@ input.on("line", async (line) => {
     report({ type: "reply", id: command.id, error: String((err && err.message) || err) });
   }
 });
-input.on("close", () => {
-  for (const socket of sockets.values()) socket.disconnect();
+input.on("close", async () => {
+  await Promise.all([...sockets.values()].map(disconnectAndFlush));
   process.exit(0);
 });

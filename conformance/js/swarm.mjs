@@ -8,6 +8,7 @@
 // Every socket answers "question" (v, ack) with ack(v + 1).
 import readline from "node:readline";
 import { io } from "socket.io-client";
+import { disconnectAndFlush } from "./closing.mjs";
 
 const sockets = [];
 const news = [];
@@ -38,7 +39,7 @@ async function handle(command) {
     case "transports":
       return sockets.map((s) => (s.io.engine && s.connected ? s.io.engine.transport.name : null));
     case "close":
-      for (const socket of sockets) socket.disconnect();
+      await Promise.all(sockets.map(disconnectAndFlush));
       return true;
     default:
       throw new Error(`unknown command ${command.cmd}`);
