@@ -48,12 +48,16 @@ async def eventually(probe: Callable[[], Any], expected: object, what: str,
 class Node:
     """One server node. Clients may send ``join``/``leave`` with a room name, and
     ``echo`` (acked with its argument); connecting with ``auth={"rooms": [...]}``
-    joins those rooms inside the connect handler (a pre-connected sid)."""
+    joins those rooms inside the connect handler (a pre-connected sid).
+
+    The server is python-socketio's own ``AsyncServer``, or ours (with ``recovery``,
+    or ``forwarding``: sessions that need no sticky routing)."""
 
     def __init__(self, url: str, recovery: dict[str, Any] | None = None,
-                 server_options: dict[str, Any] | None = None, **options: Any) -> None:
+                 server_options: dict[str, Any] | None = None, forwarding: bool = False,
+                 **options: Any) -> None:
         self.manager: ClusterManager = create_manager(url, **options)
-        if recovery is None:
+        if recovery is None and not forwarding:
             self.sio = socketio.AsyncServer(client_manager=self.manager,
                                             async_mode="aiohttp", namespaces="*",
                                             **(server_options or {}))

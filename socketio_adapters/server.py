@@ -187,6 +187,16 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
             pkt.data = {**pkt.data, "pid": pid}
         await super()._send_packet(eio_sid, pkt)
 
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: str) -> None:
+        # An engine.io CLOSE packet closes the transport, not the socket.io session:
+        # socket.io's server calls it "transport close" and keeps the session for
+        # recovery (a client that leaves sends socket.io DISCONNECT packets first,
+        # which end its sockets before this). python-engineio says "client
+        # disconnect", the same words as that explicit DISCONNECT: tell them apart.
+        if reason == self.reason.CLIENT_DISCONNECT:
+            reason = self.reason.TRANSPORT_CLOSE
+        await super()._handle_eio_disconnect(eio_sid, reason)
+
     async def _handle_disconnect(self, eio_sid: str, namespace: str | None,
                                  reason: str | None = None) -> None:
         namespace = namespace or "/"

@@ -147,6 +147,11 @@ def _scenario(browser: BrowserContext, demo: Demo, tmp_path: Path) -> None:
     assert len(tabs) == 2, f"{MAX_PAGES} tabs all landed on worker {list(tabs)}"
     (pid_a, a), (pid_b, b) = tabs.items()
     name_a, name_b = (p.locator("#me").inner_text() for p in (a, b))
+    # the client keeps its defaults: long-polling, then the upgrade to websocket,
+    # whichever workers its requests and its websocket reach
+    for page in (a, b):
+        expect(page.locator("#transport")).to_have_attribute("data-transport",
+                                                              "websocket")
     for page in (a, b):  # who is online, on both workers
         for name, pid in ((name_a, pid_a), (name_b, pid_b)):
             expect(page.locator(f'#online li[data-name="{name}"]')).to_have_attribute(
@@ -178,6 +183,7 @@ def _scenario(browser: BrowserContext, demo: Demo, tmp_path: Path) -> None:
 
     # B comes back (on either worker): every missed message, in order, once
     b.locator("#drop").click()
+    expect(b.locator("#transport")).to_have_attribute("data-transport", "websocket")
     expect(b.locator("#recovery")).to_have_attribute("data-state", "recovered")
     expect(b.locator("#recovery")).to_have_text("recovered 3 missed messages")
     marked = re.compile(r"\brecovered\b")  # the page marks what it recovered

@@ -7,10 +7,10 @@
   sessionStorage.setItem("demo-name", name);
   $("me").textContent = name;
 
-  // Websocket only: the workers share one port with no sticky routing, and a
-  // long-polling session must reach the worker that owns it (until sticky-free
-  // sessions land in the next release).
-  const socket = io({ transports: ["websocket"], auth: { name } });
+  // The client's defaults: long-polling first, then the upgrade to websocket. The
+  // workers share one port with no sticky routing: a request or websocket that
+  // reaches another worker than the session's owner is served through the owner.
+  const socket = io({ auth: { name } });
   let worker = null;        // {pid, node} of the worker this tab is connected to
   let received = 0;         // chat messages received so far
   let receivedAtConnect = 0;
@@ -27,6 +27,18 @@
     $("recovery").dataset.missed = String(missed);
     $("recovery").textContent = text;
   }
+
+  function showTransport() {
+    const engine = socket.io.engine;
+    const transport = engine && engine.transport ? engine.transport.name : "none";
+    $("transport").textContent = transport;
+    $("transport").dataset.transport = transport;
+  }
+  socket.io.on("open", () => {
+    showTransport();
+    socket.io.engine.on("upgrade", showTransport);
+  });
+  socket.io.on("close", showTransport);
 
   socket.on("connect", () => {
     connections += 1;
