@@ -25,7 +25,7 @@ from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 
 from .cluster import ClusterManager
-from .errors import ClusterTimeout, NotStarted
+from .errors import ClusterTimeout, NotStarted, PayloadTooLarge
 from .protocol import EngineFrame, EngineRequest, FrameKind
 from .relay import RelayEnd, pump
 
@@ -145,8 +145,17 @@ class ForwardingEngine(engineio.AsyncServer):  # type: ignore[misc]
         if "CONTENT_TYPE" in environ:
             headers["content-type"] = environ["CONTENT_TYPE"]
         self.counts.forwarded += 1
-        answer = await cluster.forward_engine_request(
-            owner, method, query_string, body, headers, self.ping_interval + _MARGIN)
+        try:
+            answer = await cluster.forward_engine_request(
+                owner, method, query_string, body, headers, self.ping_interval + _MARGIN)
+        except (PayloadTooLarge, ClusterTimeout, NotStarted) as exc:
+            # over the backend's message limit, an owner that does not answer, or
+            # this node stopping: the client gets an error (and reconnects), the
+            # operator a line
+            _log.warning("session %s: a %s for its owner %s failed: %s", sid, method,
+                         owner, exc)
+            response = self._bad_request(f"Could not reach the owner of session {sid}")
+            return await self._make_response(response, environ)
         if answer is None:
             response = self._bad_request(f"Invalid session {sid}")
         else:

@@ -131,3 +131,24 @@ async def test_a_failed_first_use_raises_and_the_next_one_tries_again() -> None:
         with pytest.raises(BrokerUnavailable):
             await asyncio.wait_for(manager.emit("x", 1), 10)
         assert not manager.started
+
+
+async def test_a_plain_server_is_told_long_polling_needs_sticky_routing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """With python-socketio's own AsyncServer a long-polling request must reach the
+    session's owner; the manager says so (once), and names the server that does not
+    need it. socketio_adapters.AsyncServer gets no such notice."""
+    from socketio_adapters import AsyncServer
+
+    plain = socketio.AsyncServer(client_manager=create_manager("memory://plain", **FAST))
+    ours = AsyncServer(create_manager("memory://ours", **FAST))
+    with caplog.at_level(logging.INFO, "socketio_adapters"):
+        for sio in (plain, ours):
+            sio.manager.initialize()
+            await sio.manager.ensure_started()
+    notices = [r.getMessage() for r in caplog.records if "sticky routing" in r.getMessage()]
+    assert len(notices) == 1 and notices[0].startswith(
+        "socketio.async_server.AsyncServer serves this node")
+    assert "socketio_adapters.AsyncServer forwards" in notices[0]
+    for sio in (plain, ours):
+        await sio.manager.stop()

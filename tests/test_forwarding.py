@@ -6,12 +6,17 @@ real servers and nginx are tests/test_no_sticky.py."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
-from socketio_adapters import AsyncServer
+from conformance.cluster import eventually
+from socketio_adapters import AsyncServer, create_manager
 from socketio_adapters.errors import MalformedMessage
 from socketio_adapters.forwarding import owner_of
 from socketio_adapters.protocol import EngineFrame, FrameKind, MessageType, parse_payload
@@ -104,3 +109,42 @@ async def test_frames_for_no_relay_and_opens_for_no_session_are_refused() -> Non
     finally:
         await sio.cluster.stop()
         await asyncio.sleep(0)
+
+
+async def test_a_request_over_the_backend_s_limit_gets_an_error_not_a_crash(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A long-polling POST forwarded to the owner is one cluster message: over the
+    backend's limit, the node that took it answers 400 and logs why; the session
+    and the node go on."""
+    nodes = []
+    for _ in range(2):
+        sio = AsyncServer(create_manager("memory://limits", heartbeat_interval=0.2),
+                          async_mode="aiohttp")
+        app = web.Application()
+        sio.attach(app)
+        runner = web.AppRunner(app)
+        await sio.cluster.start()
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        nodes.append((sio, runner, runner.addresses[0][1]))
+    (owner, _, owner_port), (edge, _, edge_port) = nodes
+    backend: Any = edge.cluster.backend
+    backend.capabilities = dataclasses.replace(backend.capabilities, max_payload=2_000)
+    try:
+        await eventually(lambda: len(edge.cluster.nodes), 1, "the nodes see each other")
+        path = "/socket.io/?EIO=4&transport=polling"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{owner_port}{path}") as reply:
+                sid = json.loads((await reply.text())[1:])["sid"]
+            url = f"http://127.0.0.1:{edge_port}{path}&sid={sid}"
+            with caplog.at_level(logging.WARNING, "socketio_adapters.forwarding"):
+                async with http.post(url, data="4" + "x" * 5_000) as reply:
+                    assert reply.status == 400
+            assert "over the memory backend's limit" in caplog.text
+            async with http.post(url, data="40") as reply:  # socket.io CONNECT
+                assert reply.status == 200 and await reply.text() == "OK"
+            assert sid in owner.eio.sockets
+    finally:
+        for sio, runner, _ in nodes:
+            await runner.cleanup()
+            await sio.cluster.stop()

@@ -171,6 +171,13 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         """Called by python-socketio on the first connection: starts the manager
         when the application did not (see :meth:`ensure_started`)."""
         super().initialize()
+        if not hasattr(getattr(self.server, "eio", None), "join_cluster"):
+            self.log.info(
+                "%s serves this node: a long-polling request that reaches another node "
+                "than the one that owns its session fails there (400 Invalid session), "
+                "so long-polling clients need sticky routing. "
+                "socketio_adapters.AsyncServer forwards such requests to the owner.",
+                f"{type(self.server).__module__}.{type(self.server).__qualname__}")
         if not self.started and self._starting is None and not self._stopped:
             self._start_on_first_use()
 
