@@ -80,9 +80,9 @@ def _parser() -> argparse.ArgumentParser:
             "form one cluster through --url. Open http://HOST:PORT in two tabs: each "
             "shows its worker, who is online on every worker, messages labelled with "
             "the worker they came from, and the events it missed while its connection "
-            "was dropped (button 'drop connection'). The page's socket.io client is "
-            "websocket-only: several workers need that until sticky-free sessions "
-            "land. Needs the demo extra: pip install \"socketio-adapters[demo]\"."),
+            "was dropped (button 'drop connection'). The page's socket.io client keeps "
+            "its default transports (long-polling, then websocket): no sticky routing "
+            "is needed. Needs the demo extra: pip install \"socketio-adapters[demo]\"."),
         epilog="The page is served by the package itself (socketio_adapters/demo).")
     demo.add_argument("--workers", type=_positive_int, default=2, metavar="N",
                       help="uvicorn worker processes (default: 2)")

@@ -8,7 +8,7 @@ answers with the HTTP response to give. The websocket that upgrades such a sessi
 stays on the node it reached and is relayed to the owner (:mod:`.relay`), where
 engine.io's own upgrade runs against it. A session no live node owns gets
 engine.io's own error, as on one node; a node's own sessions cost nothing more.
-This is the only module that touches python-engineio's internals.
+With cluster/local.py, this is the only module that touches python-engineio's internals.
 """
 
 from __future__ import annotations

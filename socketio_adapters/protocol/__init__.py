@@ -1,16 +1,14 @@
 """The wire format between nodes: the message envelope, its msgpack codec, and the
 typed payload of each message type (see :mod:`.envelope` and :mod:`.payloads`)."""
 
+from .engine import EngineFrame, EngineRequest, FrameKind
 from .envelope import Message, MessageType, decode, encode, sender_prefix
 from .payloads import (
     Ack,
     Broadcast,
     ClientCount,
     Disconnect,
-    EngineFrame,
-    EngineRequest,
     FetchSockets,
-    FrameKind,
     Payload,
     Response,
     RoomChange,

@@ -8,24 +8,19 @@ Every payload reads itself from wire data with :meth:`from_wire`, which raises
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import MalformedMessage
+from .engine import EngineFrame, EngineRequest
 from .envelope import MessageType
+from .fields import as_map, request_id_of
 
-__all__ = ["Ack", "Broadcast", "ClientCount", "Disconnect", "EngineRequest", "FetchSockets",
+__all__ = ["Ack", "Broadcast", "ClientCount", "Disconnect", "FetchSockets",
            "Payload",
            "Response", "RoomChange", "ServerEvent", "SessionClaim", "SocketInfo",
            "SocketsFound", "Target", "parse_payload"]
-
-
-def _map(data: Any) -> Mapping[str, Any]:
-    if not isinstance(data, dict):
-        raise MalformedMessage("payload is not a map")
-    return data
 
 
 def _rooms(value: Any) -> tuple[str, ...]:
@@ -34,15 +29,6 @@ def _rooms(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or not all(isinstance(r, str) for r in value):
         raise MalformedMessage("rooms are not a list of strings")
     return tuple(value)
-
-
-def _request_id(data: Mapping[str, Any], required: bool = False) -> str | None:
-    value = data.get("requestId")
-    if value is None and not required:
-        return None
-    if not isinstance(value, str):
-        raise MalformedMessage("bad requestId")
-    return value
 
 
 def _packet(value: Any) -> list[Any]:
@@ -64,7 +50,7 @@ class Target:
 
     @classmethod
     def from_wire(cls, data: Any) -> Target:
-        opts = _map(data)
+        opts = as_map(data)
         return cls(_rooms(opts.get("rooms")), _rooms(opts.get("except")))
 
     def matches(self, rooms: set[str]) -> bool:
@@ -95,9 +81,9 @@ class Broadcast:
 
     @classmethod
     def from_wire(cls, data: Any) -> Broadcast:
-        d = _map(data)
+        d = as_map(data)
         return cls(_packet(d.get("packet")), Target.from_wire(d.get("opts")),
-                   _request_id(d), bool(d.get("all")))
+                   request_id_of(d), bool(d.get("all")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,8 +103,8 @@ class RoomChange:
 
     @classmethod
     def from_wire(cls, data: Any) -> RoomChange:
-        d = _map(data)
-        return cls(Target.from_wire(d.get("opts")), _rooms(d.get("rooms")), _request_id(d))
+        d = as_map(data)
+        return cls(Target.from_wire(d.get("opts")), _rooms(d.get("rooms")), request_id_of(d))
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +123,8 @@ class Disconnect:
 
     @classmethod
     def from_wire(cls, data: Any) -> Disconnect:
-        d = _map(data)
-        return cls(Target.from_wire(d.get("opts")), _request_id(d))
+        d = as_map(data)
+        return cls(Target.from_wire(d.get("opts")), request_id_of(d))
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +139,8 @@ class FetchSockets:
 
     @classmethod
     def from_wire(cls, data: Any) -> FetchSockets:
-        d = _map(data)
-        return cls(Target.from_wire(d.get("opts")), str(_request_id(d, required=True)))
+        d = as_map(data)
+        return cls(Target.from_wire(d.get("opts")), str(request_id_of(d, required=True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +156,7 @@ class SocketInfo:
 
     @classmethod
     def from_wire(cls, data: Any) -> SocketInfo:
-        d = _map(data)
+        d = as_map(data)
         sid, node = d.get("id"), d.get("node")
         if not isinstance(sid, str) or not isinstance(node, str):
             raise MalformedMessage("socket without id or node")
@@ -192,7 +178,7 @@ class SocketsFound:
 
     @classmethod
     def from_wire(cls, data: Any) -> SocketsFound:
-        d = _map(data)
+        d = as_map(data)
         items = d.get("sockets")
         if not isinstance(items, list):
             raise MalformedMessage("sockets is not a list")
@@ -202,7 +188,7 @@ class SocketsFound:
                 sockets.append(SocketInfo.from_wire(item))
             except MalformedMessage:
                 continue
-        return cls(str(_request_id(d, required=True)), sockets, len(items) - len(sockets))
+        return cls(str(request_id_of(d, required=True)), sockets, len(items) - len(sockets))
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,11 +207,11 @@ class ServerEvent:
 
     @classmethod
     def from_wire(cls, data: Any) -> ServerEvent:
-        d = _map(data)
+        d = as_map(data)
         packet = _packet(d.get("packet"))
         if not packet or not isinstance(packet[0], str):
             raise MalformedMessage("server-side event without a name")
-        return cls(packet, _request_id(d))
+        return cls(packet, request_id_of(d))
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,8 +230,8 @@ class Response:
 
     @classmethod
     def from_wire(cls, data: Any) -> Response:
-        d = _map(data)
-        return cls(str(_request_id(d, required=True)), d.get("packet"),
+        d = as_map(data)
+        return cls(str(request_id_of(d, required=True)), d.get("packet"),
                    bool(d.get("handled", True)))
 
 
@@ -261,11 +247,11 @@ class ClientCount:
 
     @classmethod
     def from_wire(cls, data: Any) -> ClientCount:
-        d = _map(data)
+        d = as_map(data)
         count = d.get("clientCount")
         if not isinstance(count, int) or isinstance(count, bool) or count < 0:
             raise MalformedMessage("bad clientCount")
-        return cls(str(_request_id(d, required=True)), count)
+        return cls(str(request_id_of(d, required=True)), count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,8 +266,8 @@ class Ack:
 
     @classmethod
     def from_wire(cls, data: Any) -> Ack:
-        d = _map(data)
-        return cls(str(_request_id(d, required=True)), _packet(d.get("packet")))
+        d = as_map(data)
+        return cls(str(request_id_of(d, required=True)), _packet(d.get("packet")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,84 +282,11 @@ class SessionClaim:
 
     @classmethod
     def from_wire(cls, data: Any) -> SessionClaim:
-        d = _map(data)
+        d = as_map(data)
         pid, nonce = d.get("pid"), d.get("nonce")
         if not isinstance(pid, str) or not isinstance(nonce, str):
             raise MalformedMessage("session claim without pid or nonce")
         return cls(pid, nonce)
-
-
-@dataclass(frozen=True, slots=True)
-class EngineRequest:
-    """ENGINE_REQUEST: an engine.io long-polling request (method, query string,
-    body and the headers engine.io reads) for the node that owns its session."""
-
-    request_id: str
-    method: str
-    query: str
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def to_wire(self) -> dict[str, Any]:
-        return {"requestId": self.request_id, "method": self.method, "query": self.query,
-                "body": self.body, "headers": self.headers}
-
-    @classmethod
-    def from_wire(cls, data: Any) -> EngineRequest:
-        d = _map(data)
-        method, query, body, headers = (d.get("method"), d.get("query"), d.get("body"),
-                                        d.get("headers", {}))
-        if method not in ("GET", "POST") or not isinstance(query, str):
-            raise MalformedMessage("engine request without method or query")
-        if not isinstance(body, bytes) or not isinstance(headers, dict) or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
-            raise MalformedMessage("engine request with a bad body or headers")
-        return cls(str(_request_id(d, required=True)), method, query, body, dict(headers))
-
-
-class FrameKind(enum.IntEnum):
-    """What an :class:`EngineFrame` carries."""
-
-    OPEN = 0
-    """The edge node asks the owner to take the session's websocket (answered)."""
-    DATA = 1
-    """One websocket message, either way."""
-    CLOSE = 2
-    """The websocket closed, on either side."""
-
-
-@dataclass(frozen=True, slots=True)
-class EngineFrame:
-    """ENGINE_FRAME: one step of a websocket relayed between the node that holds it
-    and the node that owns its engine.io session."""
-
-    sid: str
-    kind: FrameKind
-    data: str | bytes | None = None
-    request_id: str | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        wire: dict[str, Any] = {"sid": self.sid, "kind": int(self.kind)}
-        if self.data is not None:
-            wire["data"] = self.data
-        if self.request_id is not None:
-            wire["requestId"] = self.request_id
-        return wire
-
-    @classmethod
-    def from_wire(cls, data: Any) -> EngineFrame:
-        d = _map(data)
-        sid, kind, body = d.get("sid"), d.get("kind"), d.get("data")
-        if not isinstance(sid, str) or not isinstance(kind, int) or not (
-                0 <= kind < len(FrameKind)):
-            raise MalformedMessage("engine frame without sid or kind")
-        if body is not None and not isinstance(body, (str, bytes)):
-            raise MalformedMessage("engine frame with bad data")
-        frame_kind = FrameKind(kind)
-        if frame_kind is FrameKind.DATA and body is None:
-            raise MalformedMessage("engine data frame without data")
-        return cls(sid, frame_kind, body,
-                   _request_id(d, required=frame_kind is FrameKind.OPEN))
 
 
 Payload = (Broadcast | RoomChange | Disconnect | FetchSockets | SocketsFound
