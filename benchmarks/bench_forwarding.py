@@ -41,6 +41,7 @@ import socketio
 from aiohttp import web
 
 from conformance.brokers import broker_for
+from conformance.proxy import splice
 
 from .environment import REPO_ROOT, environment
 
@@ -121,19 +122,7 @@ class Router:
     async def _websocket(self, request: web.Request, url: str) -> web.WebSocketResponse:
         assert self.http is not None
         async with self.http.ws_connect(url) as node:
-            client = web.WebSocketResponse()
-            await client.prepare(request)
-
-            async def copy(source: Any, sink: Any) -> None:
-                async for msg in source:
-                    if msg.type == aiohttp.WSMsgType.TEXT:
-                        await sink.send_str(msg.data)
-                    elif msg.type == aiohttp.WSMsgType.BINARY:
-                        await sink.send_bytes(msg.data)
-                await sink.close()
-
-            await asyncio.gather(copy(client, node), copy(node, client))
-        return client
+            return await splice(request, node)
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession(

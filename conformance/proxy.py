@@ -12,7 +12,25 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-__all__ = ["RoundRobin"]
+__all__ = ["RoundRobin", "splice"]
+
+
+async def splice(request: web.Request, node: Any) -> web.WebSocketResponse:
+    """Accept the client's websocket and copy messages both ways with ``node`` (an
+    open aiohttp client websocket) until either side closes."""
+    client = web.WebSocketResponse()
+    await client.prepare(request)
+
+    async def copy(source: Any, sink: Any) -> None:
+        async for msg in source:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                await sink.send_str(msg.data)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                await sink.send_bytes(msg.data)
+        await sink.close()
+
+    await asyncio.gather(copy(client, node), copy(node, client))
+    return client
 
 
 class RoundRobin:
@@ -70,19 +88,7 @@ class RoundRobin:
             sid = request.query.get("sid")
             if sid is not None:
                 self.edges[sid] = port
-            client = web.WebSocketResponse()
-            await client.prepare(request)
-
-            async def copy(source: Any, sink: Any) -> None:
-                async for msg in source:
-                    if msg.type == aiohttp.WSMsgType.TEXT:
-                        await sink.send_str(msg.data)
-                    elif msg.type == aiohttp.WSMsgType.BINARY:
-                        await sink.send_bytes(msg.data)
-                await sink.close()
-
-            await asyncio.gather(copy(client, node), copy(node, client))
-        return client
+            return await splice(request, node)
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60))

@@ -6,6 +6,8 @@ cookie: each request goes to the next node), all on free loopback ports."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -14,14 +16,15 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from conformance.brokers import free_port
 
-__all__ = ["APP", "DEADLINE", "REPO_ROOT", "WORKERS", "Servers", "nginx_binary",
-           "nginx_config"]
+__all__ = ["APP", "DEADLINE", "REPO_ROOT", "WORKERS", "Servers", "deployed",
+           "nginx_binary", "nginx_config"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 APP = "tests.workers_app:app"
@@ -158,3 +161,18 @@ http {{
     }}
 }}
 """
+
+
+@contextlib.asynccontextmanager
+async def deployed(kind: str, folder: Path) -> AsyncIterator[Servers]:
+    """``kind``'s servers on one ``local://`` cluster in ``folder``, stopped after;
+    their log is printed (pytest shows a failed test's output)."""
+    url = f"local://{folder}/cluster"
+    env = {**os.environ, "SIOA_WORKERS_URL": url, "PYTHONPATH": str(REPO_ROOT)}
+    found = Servers.on_free_ports(kind, url)
+    try:
+        await asyncio.to_thread(found.start, env, folder / "servers.log")
+        yield found
+    finally:
+        await asyncio.to_thread(found.stop)
+        print((folder / "servers.log").read_text(errors="replace")[-4000:])

@@ -17,7 +17,6 @@ its sid and every event it missed, in order, once.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import pytest
 from conformance.cluster import eventually
 from conformance.recovery_clients import JsClient, PythonClient, RecoveringClient
 
-from .servers import DEADLINE, REPO_ROOT, WORKERS, Servers
+from .servers import DEADLINE, WORKERS, Servers, deployed
 from .swarm import JsSwarm, PySwarm
 
 POLLING = 50
@@ -39,15 +38,8 @@ TOTAL = 2 * (POLLING + UPGRADING)
 @pytest.fixture(params=("uvicorn", "gunicorn", "nginx"))
 async def deployment(request: pytest.FixtureRequest, tmp_path: Path
                      ) -> AsyncIterator[Servers]:
-    url = f"local://{tmp_path}/cluster"
-    env = {**os.environ, "SIOA_WORKERS_URL": url, "PYTHONPATH": str(REPO_ROOT)}
-    found = Servers.on_free_ports(request.param, url)
-    try:
-        await asyncio.to_thread(found.start, env, tmp_path / "servers.log")
+    async with deployed(request.param, tmp_path) as found:
         yield found
-    finally:
-        await asyncio.to_thread(found.stop)
-        print((tmp_path / "servers.log").read_text(errors="replace")[-4000:])
 
 
 async def _workers(servers: Servers) -> set[int]:

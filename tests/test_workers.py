@@ -32,7 +32,7 @@ from conformance.cluster import eventually
 from conformance.recovery_clients import PythonClient
 from socketio_adapters.backends.local.folder import RuntimeFolder
 
-from .servers import DEADLINE, REPO_ROOT, WORKERS, Servers
+from .servers import DEADLINE, WORKERS, Servers, deployed
 
 KINDS = ("uvicorn", "gunicorn", "hypercorn", "by hand")
 AFTER_A_WORKER_DIES = {"uvicorn": "replaced", "gunicorn": "replaced",
@@ -43,16 +43,8 @@ hypercorn (0.18, hypercorn/run.py) stops every worker once one exits with an err
 
 @pytest.fixture(params=KINDS)
 async def servers(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Servers]:
-    url = f"local://{tmp_path}/cluster"
-    env = {**os.environ, "SIOA_WORKERS_URL": url, "PYTHONPATH": str(REPO_ROOT)}
-    found = Servers.on_free_ports(request.param, url)
-    try:
-        await asyncio.to_thread(found.start, env, tmp_path / "servers.log")
+    async with deployed(request.param, tmp_path) as found:
         yield found
-    finally:
-        await asyncio.to_thread(found.stop)
-        # shown when the test fails (pytest prints a failed test's captured output)
-        print((tmp_path / "servers.log").read_text(errors="replace")[-4000:])
 
 
 async def _cluster_of(servers: Servers, count: int, what: str) -> dict[int, int]:
