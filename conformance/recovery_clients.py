@@ -132,6 +132,23 @@ class PythonClient(RecoveringClient):
             await asyncio.wait_for(self.sio.disconnect(), 5)
 
 
+async def end_driver(proc: asyncio.subprocess.Process, reader: asyncio.Task[None] | None,
+                     timeout: float) -> None:
+    """End a Node.js driver (js/driver.mjs): close its stdin, so it disconnects its
+    sockets and exits; killed after ``timeout`` seconds; then stop ``reader``."""
+    with contextlib.suppress(Exception):
+        if proc.stdin is not None:
+            proc.stdin.close()
+    try:
+        await asyncio.wait_for(proc.wait(), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+    if reader is not None:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+
+
 def node_binary() -> str | None:
     return shutil.which("node")
 
@@ -264,16 +281,5 @@ class JsClient(RecoveringClient):
 
     async def close(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        with contextlib.suppress(Exception):
-            if proc.stdin is not None:
-                proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), 3)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        if proc is not None:
+            await end_driver(proc, self._reader, 3)

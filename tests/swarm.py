@@ -16,7 +16,7 @@ from typing import Any
 
 import socketio
 
-from conformance.recovery_clients import JS_DIR, node_binary
+from conformance.recovery_clients import JS_DIR, end_driver, node_binary
 
 __all__ = ["JsSwarm", "PySwarm"]
 
@@ -107,14 +107,4 @@ class JsSwarm:
         with contextlib.suppress(Exception):
             await self.command("close", timeout=5)
         proc, self.proc = self.proc, None
-        with contextlib.suppress(Exception):
-            if proc.stdin is not None:
-                proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), 5)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
+        await end_driver(proc, self._reader, 5)

@@ -52,6 +52,7 @@ def test_engine_frames_survive_the_wire(frame: EngineFrame) -> None:
 @pytest.mark.parametrize("wire", [
     None, [], {"kind": 1, "data": "x"}, {"sid": 3, "kind": 1, "data": "x"},
     {"sid": "s", "kind": 9}, {"sid": "s", "kind": "1", "data": "x"},
+    {"sid": "s", "kind": True, "data": "x"},
     {"sid": "s", "kind": 1}, {"sid": "s", "kind": 1, "data": 5},
     {"sid": "s", "kind": 0}, {"sid": "s", "kind": 0, "requestId": 7},
 ])

@@ -1,9 +1,8 @@
 // Drives the official socket.io-client for the recovery conformance suite.
 // stdin: one JSON command per line ({id, cmd, ...}); stdout: one JSON report per line
 // (replies to commands, and connect / disconnect / event reports).
-import readline from "node:readline";
 import { Manager } from "socket.io-client";
-import { disconnectAndFlush } from "./closing.mjs";
+import { disconnectAndFlush, serveCommands } from "./driver.mjs";
 
 let manager = null;
 const sockets = new Map();
@@ -86,23 +85,4 @@ async function handle(command) {
   }
 }
 
-const input = readline.createInterface({ input: process.stdin });
-input.on("line", async (line) => {
-  let command;
-  try {
-    command = JSON.parse(line);
-  } catch (err) {
-    process.stderr.write(`bad command line: ${line}\n`);
-    return;
-  }
-  try {
-    const value = await handle(command);
-    report({ type: "reply", id: command.id, value: value ?? null });
-  } catch (err) {
-    report({ type: "reply", id: command.id, error: String((err && err.message) || err) });
-  }
-});
-input.on("close", async () => {
-  await Promise.all([...sockets.values()].map(disconnectAndFlush));
-  process.exit(0);
-});
+serveCommands(handle, () => Promise.all([...sockets.values()].map(disconnectAndFlush)));

@@ -6,9 +6,8 @@
 //   transports                        -> for each socket, its engine's transport now
 //   close                             -> disconnects every socket
 // Every socket answers "question" (v, ack) with ack(v + 1).
-import readline from "node:readline";
 import { io } from "socket.io-client";
-import { disconnectAndFlush } from "./closing.mjs";
+import { disconnectAndFlush, serveCommands } from "./driver.mjs";
 
 const sockets = [];
 const news = [];
@@ -46,23 +45,4 @@ async function handle(command) {
   }
 }
 
-const input = readline.createInterface({ input: process.stdin });
-input.on("line", async (line) => {
-  let command;
-  try {
-    command = JSON.parse(line);
-  } catch (err) {
-    process.stderr.write(`bad command line: ${line}\n`);
-    return;
-  }
-  try {
-    const value = await handle(command);
-    process.stdout.write(JSON.stringify({ id: command.id, value: value ?? null }) + "\n");
-  } catch (err) {
-    process.stdout.write(JSON.stringify({ id: command.id, error: String(err) }) + "\n");
-  }
-});
-input.on("close", () => {
-  for (const socket of sockets) socket.disconnect();
-  process.exit(0);
-});
+serveCommands(handle, () => Promise.all(sockets.map(disconnectAndFlush)));

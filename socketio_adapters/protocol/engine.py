@@ -75,8 +75,8 @@ class EngineFrame:
     def from_wire(cls, data: Any) -> EngineFrame:
         d = as_map(data)
         sid, kind, body = d.get("sid"), d.get("kind"), d.get("data")
-        if not isinstance(sid, str) or not isinstance(kind, int) or not (
-                0 <= kind < len(FrameKind)):
+        if (not isinstance(sid, str) or not isinstance(kind, int)
+                or isinstance(kind, bool) or not 0 <= kind < len(FrameKind)):
             raise MalformedMessage("engine frame without sid or kind")
         if body is not None and not isinstance(body, (str, bytes)):
             raise MalformedMessage("engine frame with bad data")
