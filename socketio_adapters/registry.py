@@ -76,6 +76,10 @@ MANAGER_OPTIONS: tuple[Option, ...] = (
            "messages buffered while the broker is unreachable"),
     Option("callback_ttl", positive_float, 300.0,
            "seconds a callback for a remote client waits for its ack"),
+    Option("ordered", parse_bool, True,
+           "with connection state recovery, an emit returns once the broker's log "
+           "accepted it, so emits of several nodes reach clients in the order they "
+           "returned (false: once queued)"),
     Option("connection_state_recovery", _recovery, None,
            "recovery settings (a dict, or true for the defaults); servers usually set "
            "it through socketio_adapters.AsyncServer, an emitter through this option"),

@@ -40,7 +40,7 @@ from .heartbeats import Heartbeats
 from .inbound import Inbound
 from .local import LocalDelivery
 from .nodes import NodeTable
-from .publisher import Publisher
+from .publisher import Publisher, accepted
 from .requests import Requester, RequestTable
 from .server_events import ServerEvents
 
@@ -62,6 +62,12 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         oldest are dropped (logged and counted in ``stats()``).
     :param callback_ttl: seconds a callback for a client on another node is kept when
         that client never answers.
+    :param ordered: with connection state recovery on, an emit returns once the
+        broker's durable log accepted it, so an emit that starts afterwards on any
+        node is delivered after it, at every client (default). False: it returns
+        once queued (faster), and emits of two nodes may then reach a client in
+        either order. (Without recovery, ordering across nodes is not yet
+        guaranteed.)
     :param connection_state_recovery: turn on connection state recovery (see
         :class:`~socketio_adapters.recovery.RecoveryOptions`; usually set through
         :class:`socketio_adapters.AsyncServer`). An emitter of a cluster whose servers
@@ -80,6 +86,7 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         write_only: bool = False,
         max_buffer: int = 100_000,
         callback_ttl: float = 300.0,
+        ordered: bool = True,
         connection_state_recovery: RecoverySetting = None,
         logger: logging.Logger | None = None,
     ) -> None:
@@ -91,6 +98,7 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         self.heartbeat_interval = heartbeat_interval
         self.request_timeout = request_timeout
         self.write_only = write_only
+        self.ordered = ordered
         self.log = logger or logging.getLogger("socketio_adapters.manager")
         self.nodes = NodeTable(heartbeat_timeout)
         self.drops = Drops(self.log)
@@ -280,8 +288,9 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         node. ``skip_sid`` takes sids or rooms to leave out (socket.io's ``except``).
         With ``callback``, ``to`` must be one sid, which may be on any node.
 
-        Returns once the message is queued for the broker, in order; see
-        :meth:`flush` to wait for the broker.
+        Returns once the message is queued for the broker, in order (:meth:`flush`
+        waits for the broker); with connection state recovery and ``ordered`` (the
+        default), once the broker's log accepted it.
         """
         namespace = namespace or "/"
         selected = target(to if to is not None else room, skip_sid)
@@ -302,8 +311,15 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         publisher = self.publisher
         await publisher.require().wait_writable()
         if self.recovery is not None:
-            # every node, this one too, delivers it from the log, with its offset
-            publisher.append(MessageType.BROADCAST, namespace, Broadcast(packet, selected))
+            # every node, this one too, delivers it from the log, with its offset, in
+            # log order: waiting for the log to accept it orders it before any emit
+            # that starts afterwards, on any node
+            broadcast = Broadcast(packet, selected)
+            if self.ordered and self.backend.state.connected:
+                await accepted(self.request_timeout, publisher.append_and_wait(
+                    MessageType.BROADCAST, namespace, broadcast))
+            else:  # while the broker is away: buffered, sent in order on its return
+                publisher.append(MessageType.BROADCAST, namespace, broadcast)
             return
         publisher.publish(MessageType.BROADCAST, namespace, Broadcast(packet, selected))
         if self.server is not None:

@@ -3,7 +3,9 @@ queued in order on the outbox, to every node, to one node, or to the durable log
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from ..backends.base import LOG, Backend
@@ -12,7 +14,7 @@ from ..protocol import Message, MessageType, encode
 from .counters import PublishCounters
 from .outbox import Outbox
 
-__all__ = ["Publisher", "Wire"]
+__all__ = ["Publisher", "Wire", "accepted"]
 
 
 class Wire(Protocol):
@@ -78,3 +80,22 @@ class Publisher:
                               payload: Wire | dict[str, Any] | None) -> None:
         """Append to the durable log and wait until the broker accepted it."""
         await self.require().put_and_wait(LOG, self.encode(kind, nsp, payload))
+
+
+async def accepted(timeout: float, sending: Awaitable[None]) -> bool:
+    """Wait until the broker accepted a message (an ordered publish); False when it
+    did not within ``timeout``: the message stays queued, sent in order once the
+    broker answers."""
+    task = asyncio.ensure_future(sending)
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout)
+    except asyncio.TimeoutError:
+        task.add_done_callback(_retrieve)
+        return False
+    return True
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """Consume the outcome of a send nobody waits for any more."""
+    if not task.cancelled():
+        task.exception()

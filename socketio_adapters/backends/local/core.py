@@ -245,7 +245,10 @@ class LocalBackend(Backend):
         writer.write(b"".join(encode(Frame.APPEND, payload) if target == LOG
                               else encode(Frame.PUBLISH, target, payload)
                               for target, payload in batch))
-        await writer.drain()
+        # the hub handles a connection's frames in order: once it answers, it has
+        # handled the batch (forwarded or appended it), so nothing another node
+        # publishes from now on can overtake it
+        await self._request(Frame.SYNC)
 
     async def _request(self, *frame: Any) -> Any:
         writer = await self._connection()

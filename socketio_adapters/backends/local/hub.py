@@ -152,6 +152,8 @@ class Hub:
                 self._save(peer, frame[1], frame[2], frame[3], frame[4])
             elif kind == Frame.TAKE:
                 self._take(peer, frame[1], frame[2])
+            elif kind == Frame.SYNC:
+                self._send(peer, encode(Frame.REPLY, frame[1], None))
             elif kind == Frame.HELLO:
                 self._hello(peer, frame[1], frame[2], frame[3], frame[4], frame[5])
             else:

@@ -39,6 +39,8 @@ class Frame(enum.IntEnum):
     APPEND = 3
     SAVE = 4
     TAKE = 5
+    SYNC = 6
+    """Answered (REPLY) once the hub handled every frame sent before it."""
     WELCOME = 10
     MESSAGE = 11
     RECORD = 12
