@@ -23,6 +23,7 @@ from .errors import (
     MalformedMessage,
     MissingDependency,
     NotStarted,
+    OutboxFull,
     PayloadTooLarge,
 )
 from .lifecycle import LifespanMiddleware, attach_aiohttp
@@ -49,6 +50,7 @@ __all__ = [
     "MalformedMessage",
     "MissingDependency",
     "NotStarted",
+    "OutboxFull",
     "PayloadTooLarge",
     "RecoveryOptions",
     "RemoteSocket",

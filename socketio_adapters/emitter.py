@@ -65,9 +65,15 @@ class Emitter:
         """Emit to every client, a room, several rooms (union) or one sid, on every
         node; ``skip_sid`` takes sids or rooms to leave out. ``data`` is one argument,
         a tuple of several, or None for none; bytes stay bytes. Returns once the
-        message is queued, in order (see :meth:`flush`)."""
-        await self.manager.emit(event, data, namespace=namespace, room=room,
-                                skip_sid=skip_sid, to=to)
+        broker accepted the message (``ordered``, the default; while the broker is
+        unreachable, once it is buffered) or, with ``ordered=False``, once it is
+        queued, in order (see :meth:`flush`)."""
+        try:
+            await self.manager.emit(event, data, namespace=namespace, room=room,
+                                    skip_sid=skip_sid, to=to)
+        except EmitFailed:  # reported here, not again by the next flush
+            self._checked = max(self._checked, self._dropped())
+            raise
 
     async def emit_and_wait(self, event: str, data: Any = None, to: Room = None,
                             room: Room = None, skip_sid: Room = None,

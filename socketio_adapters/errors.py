@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -30,16 +31,27 @@ class NotStarted(AdapterError, RuntimeError):
 
 
 class ClusterTimeout(AdapterError, TimeoutError):
-    """A cluster request timed out; ``partial`` holds what arrived before the deadline."""
+    """A cluster request timed out; ``partial`` holds what the nodes that answered
+    sent before the deadline, ``silent`` the uids of the nodes that did not answer in
+    full (unreachable, partitioned from the broker, or too slow)."""
 
-    def __init__(self, message: str, partial: list[Any]) -> None:
+    def __init__(self, message: str, partial: list[Any],
+                 silent: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.partial = partial
+        self.silent = list(silent)
 
 
 class EmitFailed(AdapterError, ConnectionError):
     """An emitter's messages did not reach the broker: it refused them, or they were
     dropped from the buffer while it was unreachable."""
+
+
+class OutboxFull(EmitFailed):
+    """An emit found the outbox over its bounds (``max_buffer`` messages or
+    ``max_buffer_bytes`` bytes waiting for the broker) for longer than
+    ``buffer_timeout``: it was not queued. The broker is unreachable, or slower than
+    the emitters."""
 
 
 class EmitTimeout(EmitFailed, TimeoutError):

@@ -73,13 +73,16 @@ MANAGER_OPTIONS: tuple[Option, ...] = (
     Option("request_timeout", positive_float, 5.0, "default timeout of cluster requests"),
     Option("write_only", parse_bool, False, "emitter only: publish, never subscribe"),
     Option("max_buffer", positive_int, 100_000,
-           "messages buffered while the broker is unreachable"),
+           "messages the outbox holds for the broker; past that an emit waits for room"),
+    Option("max_buffer_bytes", positive_int, 64 * 2**20,
+           "bytes the outbox holds for the broker; past that an emit waits for room"),
+    Option("buffer_timeout", positive_float, 10.0,
+           "seconds an emit waits for room in a full outbox before raising OutboxFull"),
     Option("callback_ttl", positive_float, 300.0,
            "seconds a callback for a remote client waits for its ack"),
     Option("ordered", parse_bool, True,
-           "with connection state recovery, an emit returns once the broker's log "
-           "accepted it, so emits of several nodes reach clients in the order they "
-           "returned (false: once queued)"),
+           "an emit returns once the broker accepted it, so emits of several nodes "
+           "reach clients in the order they returned (false: once queued)"),
     Option("connection_state_recovery", _recovery, None,
            "recovery settings (a dict, or true for the defaults); servers usually set "
            "it through socketio_adapters.AsyncServer, an emitter through this option"),
@@ -161,7 +164,8 @@ def create_manager(url: str | None = None, **options: Any) -> ClusterManager:
     >>> sio = socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")
 
     Manager options (``heartbeat_interval``, ``heartbeat_timeout``,
-    ``request_timeout``, ``write_only``, ``max_buffer``, ``callback_ttl``) may be
+    ``request_timeout``, ``write_only``, ``max_buffer``, ``max_buffer_bytes``,
+    ``buffer_timeout``, ``callback_ttl``, ``ordered``) may be
     given as keyword arguments or query parameters; every other option goes to the
     backend, which rejects names it does not know.
     """

@@ -68,17 +68,26 @@ class _Recording(MemoryBackend):
                 for m in sent if m.type is MessageType.BROADCAST]
 
 
-def _emitter(name: str, **options: Any) -> tuple[Emitter, _Recording]:
+def _emitter(name: str, ordered: bool = True, **options: Any
+             ) -> tuple[Emitter, _Recording]:
     backend = _Recording(f"memory://{name}")
-    return Emitter(ClusterManager(backend, write_only=True), **options), backend
+    manager = ClusterManager(backend, write_only=True, ordered=ordered)
+    return Emitter(manager, **options), backend
+
+
+async def test_an_ordered_emit_returns_once_the_broker_has_it() -> None:
+    emitter, backend = _emitter("ordered")
+    async with emitter as sender:
+        await sender.emit("job", 1)
+        assert backend.broadcasts() == [(["job", 1], [], [])]
 
 
 async def test_async_with_flushes_on_exit() -> None:
-    emitter, backend = _emitter("exit")
+    emitter, backend = _emitter("exit", ordered=False)
     async with emitter as sender:
         await sender.emit("job", {"id": 1}, to="room", namespace="/")
         await sender.emit("job", (b"\x00\xff", 2), skip_sid=["sid-1"])
-        assert backend.broadcasts() == []  # queued: emit does not wait for the broker
+        assert backend.broadcasts() == []  # fire and forget: queued, not yet sent
     assert backend.broadcasts() == [
         (["job", {"id": 1}], ["room"], []),
         (["job", b"\x00\xff", 2], [], ["sid-1"]),
@@ -109,11 +118,15 @@ async def test_flush_timeout_raises_and_close_still_disconnects() -> None:
     await emitter.close()  # twice is fine
 
 
-async def test_a_refused_message_raises_emit_failed() -> None:
-    emitter, backend = _emitter("refused")
+@pytest.mark.parametrize(("ordered", "error"), [
+    (True, "refused the message .*broker says no"),  # raised by the emit itself
+    (False, "1 messages were dropped"),  # by the flush of emit_and_wait
+])
+async def test_a_refused_message_raises_emit_failed(ordered: bool, error: str) -> None:
+    emitter, backend = _emitter(f"refused-{ordered}", ordered=ordered)
     async with emitter:
         backend.refuse = True
-        with pytest.raises(EmitFailed, match="1 messages were dropped"):
+        with pytest.raises(EmitFailed, match=error):
             await emitter.emit_and_wait("no", 1)
         backend.refuse = False
         await emitter.emit_and_wait("yes", 2)  # reported once, not again

@@ -10,7 +10,13 @@ from typing import Any, ClassVar
 import pytest
 
 from conformance.cluster import eventually
-from socketio_adapters import ClusterManager, ClusterTimeout, NotStarted, create_manager
+from socketio_adapters import (
+    ClusterManager,
+    ClusterTimeout,
+    NotStarted,
+    OutboxFull,
+    create_manager,
+)
 from socketio_adapters.backends.base import Backend, BrokerUnavailable, Outgoing
 from socketio_adapters.backends.memory import MemoryBackend
 from socketio_adapters.backoff import Backoff
@@ -125,6 +131,7 @@ async def test_timeout_carries_partial_answers() -> None:
     with pytest.raises(ClusterTimeout) as caught:  # b answers well within the timeout
         await a.server_side_emit_with_ack("q", timeout=2.0)
     assert caught.value.partial == ["from-b"]
+    assert caught.value.silent == [c.uid]  # named, so the caller knows who is missing
     for m in (a, b, c):
         await m.stop()
 
@@ -172,33 +179,81 @@ async def test_outbox_buffers_while_the_broker_is_down_then_sends_in_order() -> 
     await manager.stop()
 
 
-async def test_outbox_drops_the_oldest_past_max_buffer_and_logs(
-        caplog: pytest.LogCaptureFixture) -> None:
-    backend = _Flaky("memory://drop")
+async def test_a_full_outbox_makes_emits_wait_then_raise_not_drop() -> None:
+    backend = _Flaky("memory://full")
     # no periodic heartbeat during the test: only the emits below fill the buffer
-    manager = ClusterManager(backend, max_buffer=10, heartbeat_interval=60.0,
-                             heartbeat_timeout=120.0)
+    manager = ClusterManager(backend, max_buffer=10, buffer_timeout=0.3,
+                             heartbeat_interval=60.0, heartbeat_timeout=120.0)
     await manager.start()
     await asyncio.wait_for(manager.flush(), DEADLINE)  # the first heartbeat is out
     sent = manager.stats()["published"]
     backend.down = True
     _Flaky.published.clear()
-    with caplog.at_level(logging.ERROR):
-        for i in range(25):
-            await manager.emit("e", i, namespace="/")
-    assert (manager.stats()["publish_dropped"], manager.stats()["queued"]) == (15, 10)
-    assert "outbox full" in caplog.text
+    for i in range(10):
+        await manager.emit("e", i, namespace="/")
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    with pytest.raises(OutboxFull, match=r"10 messages .*max_buffer=10.*within 0\.3s "
+                                         r"\(the broker is unreachable\)"):
+        await manager.emit("e", 10, namespace="/")
+    assert loop.time() - began >= 0.3  # it waited for room first
+    assert (manager.stats()["publish_dropped"], manager.stats()["queued"]) == (0, 10)
+    # room that frees up while an emit waits lets it through
+    waiting = asyncio.create_task(manager.emit("e", 11, namespace="/"))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
     backend.down = False
+    await asyncio.wait_for(waiting, DEADLINE)
     await asyncio.wait_for(manager.flush(), DEADLINE)
-    # the ten newest were kept and sent in order; the fifteen oldest are gone
-    assert _published_broadcasts() == [["e", i] for i in range(15, 25)]
-    assert (manager.stats()["published"], manager.stats()["queued"]) == (sent + 10, 0)
+    # nothing dropped: the ten buffered, then the one that waited, in order
+    assert _published_broadcasts() == [["e", i] for i in (*range(10), 11)]
+    assert manager.stats()["published"] >= sent + 11
+    assert manager.stats()["publish_dropped"] == 0
     backend.down = True
     for i in range(3):  # still queued when the manager stops: lost, so dropped
         await manager.emit("late", i, namespace="/")
     await manager.stop(goodbye=False)
-    assert manager.stats()["published"] == sent + 10
-    assert (manager.stats()["publish_dropped"], manager.stats()["queued"]) == (18, 0)
+    assert (manager.stats()["publish_dropped"], manager.stats()["queued"]) == (3, 0)
+
+
+async def test_the_outbox_is_bounded_in_bytes_too() -> None:
+    backend = _Flaky("memory://bytes")
+    manager = ClusterManager(backend, max_buffer_bytes=3000, buffer_timeout=0.2,
+                             heartbeat_interval=60.0, heartbeat_timeout=120.0)
+    await manager.start()
+    await asyncio.wait_for(manager.flush(), DEADLINE)
+    backend.down = True
+    _Flaky.published.clear()
+    blob = b"x" * 1000
+    for i in range(2):
+        await manager.emit("b", (i, blob), namespace="/")
+    with pytest.raises(OutboxFull, match="max_buffer_bytes=3000"):
+        await manager.emit("b", (2, blob), namespace="/")
+    backend.down = False
+    await asyncio.wait_for(manager.flush(), DEADLINE)
+    assert [p[1] for p in _published_broadcasts()] == [0, 1]
+    await manager.stop()
+
+
+async def test_a_slow_broker_slows_the_emitters_down_instead_of_queueing() -> None:
+    class Slow(_Flaky):
+        async def publish(self, batch: Sequence[Outgoing]) -> None:
+            await asyncio.sleep(0.01)
+            await super().publish(batch)
+
+    manager = ClusterManager(Slow("memory://slow"), ordered=False, max_buffer=100,
+                             heartbeat_interval=60.0, heartbeat_timeout=120.0)
+    await manager.start()
+    outbox = manager.publisher.require()
+    outbox.high_water = 20
+    deepest = 0
+    for i in range(300):  # fire and forget: each returns once queued
+        await manager.emit("s", i, namespace="/")
+        deepest = max(deepest, len(outbox))
+    assert deepest <= 21 + outbox.batch_size
+    await asyncio.wait_for(manager.flush(), DEADLINE)
+    assert manager.stats()["publish_dropped"] == 0
+    await manager.stop()
 
 
 async def test_publish_counters_last_across_stop_and_start() -> None:

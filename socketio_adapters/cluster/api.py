@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
+from ..backends.base import Backend
 from ..protocol import (
     Disconnect,
     EngineFrame,
@@ -41,6 +42,9 @@ class ClusterApi:
     publisher: Publisher
     requester: Requester
     heartbeats: Heartbeats
+    backend: Backend
+    ordered: bool
+    request_timeout: float
     server_events: ServerEvents
 
     async def ensure_started(self) -> None:
@@ -116,8 +120,9 @@ class ClusterApi:
     async def server_side_emit(self, event: str, *args: Any, namespace: str = "/") -> None:
         """Send an event to the other nodes' handlers (not to clients)."""
         await self.ensure_started()
-        self.publisher.publish(MessageType.SERVER_SIDE_EMIT, namespace,
-                               ServerEvent([event, *args]))
+        await self.publisher.send(MessageType.SERVER_SIDE_EMIT, namespace,
+                                  ServerEvent([event, *args]), ordered=self.ordered,
+                                  timeout=self.request_timeout)
 
     async def server_side_emit_with_ack(self, event: str, *args: Any, namespace: str = "/",
                                         timeout: float | None = None) -> list[Any]:

@@ -41,6 +41,7 @@ from .callbacks import RemoteCallbacks, ack_value
 from .counters import Drops
 from .heartbeats import Heartbeats
 from .local import LocalDelivery
+from .ordering import SelfSync
 from .publisher import Publisher
 from .requests import RequestTable
 from .server_events import ServerEvents
@@ -101,6 +102,8 @@ class Inbound:
         self.engine_requests: EngineHandler | None = None
         """Serves the engine.io requests other nodes forward here (set by
         :class:`socketio_adapters.AsyncServer`); without it they are refused."""
+        self.self_sync: SelfSync | None = None
+        """Ordered emits' markers (set by the manager)."""
         self.engine_frames: FrameHandler | None = None
         """Takes the websocket frames relayed between this node and another (set
         with :attr:`engine_requests`); without it an OPEN is refused."""
@@ -108,13 +111,25 @@ class Inbound:
     async def on_payload(self, payload: bytes) -> None:
         """The backend's entry point for pub/sub payloads."""
         if payload.startswith(self._own):
-            return  # our own message, echoed by the broker
+            # our own message, echoed by the broker, or a marker of ordered emits
+            sync = self.self_sync
+            if sync is not None and sync.waiting:
+                self._own_marker(payload, sync)
+            return
         try:
             message = decode(payload)
         except MalformedMessage as exc:
             self.drops.drop(str(exc))
             return
         await self.dispatch(message)
+
+    def _own_marker(self, payload: bytes, sync: SelfSync) -> None:
+        try:
+            message = decode(payload)
+            if message.type is MessageType.SYNC:
+                sync.arrived(parse_payload(MessageType.SYNC, message.data).marker)
+        except MalformedMessage as exc:
+            self.drops.drop(f"own message: {exc}")
 
     async def on_entry(self, offset: str, payload: bytes) -> None:
         """The backend's entry point for log entries, in log order."""

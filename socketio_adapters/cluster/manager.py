@@ -18,7 +18,7 @@ from typing import Any
 
 import socketio
 
-from ..backends.base import Backend
+from ..backends.base import LOG, Backend
 from ..errors import NotStarted
 from ..protocol import (
     Broadcast,
@@ -40,7 +40,8 @@ from .heartbeats import Heartbeats
 from .inbound import Inbound
 from .local import LocalDelivery
 from .nodes import NodeTable
-from .publisher import Publisher, accepted
+from .ordering import SelfSync
+from .publisher import Publisher
 from .requests import Requester, RequestTable
 from .server_events import ServerEvents
 
@@ -58,16 +59,18 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
     :param request_timeout: default timeout of cluster requests (fetch_sockets,
         server-side emits with acks).
     :param write_only: an emitter: publishes only, never subscribes, is not a node.
-    :param max_buffer: messages kept while the broker is unreachable; past that the
-        oldest are dropped (logged and counted in ``stats()``).
+    :param max_buffer: messages the outbox holds for the broker (while it is
+        unreachable, or slower than the emitters); past that, or past
+        ``max_buffer_bytes``, an emit waits for room (backpressure).
+    :param max_buffer_bytes: bytes the outbox holds for the broker.
+    :param buffer_timeout: seconds an emit waits for room in a full outbox before it
+        raises :class:`~socketio_adapters.errors.OutboxFull` (nothing is dropped).
     :param callback_ttl: seconds a callback for a client on another node is kept when
         that client never answers.
-    :param ordered: with connection state recovery on, an emit returns once the
-        broker's durable log accepted it, so an emit that starts afterwards on any
-        node is delivered after it, at every client (default). False: it returns
-        once queued (faster), and emits of two nodes may then reach a client in
-        either order. (Without recovery, ordering across nodes is not yet
-        guaranteed.)
+    :param ordered: an emit returns once the broker accepted it, so an emit that
+        starts afterwards on any node is delivered after it, at every client
+        (default). False: it returns once queued (faster, Node's adapters' way), and
+        emits of two nodes may then reach a client in either order.
     :param connection_state_recovery: turn on connection state recovery (see
         :class:`~socketio_adapters.recovery.RecoveryOptions`; usually set through
         :class:`socketio_adapters.AsyncServer`). An emitter of a cluster whose servers
@@ -85,6 +88,8 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         request_timeout: float = 5.0,
         write_only: bool = False,
         max_buffer: int = 100_000,
+        max_buffer_bytes: int = 64 * 2**20,
+        buffer_timeout: float = 10.0,
         callback_ttl: float = 300.0,
         ordered: bool = True,
         connection_state_recovery: RecoverySetting = None,
@@ -103,7 +108,8 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         self.nodes = NodeTable(heartbeat_timeout)
         self.drops = Drops(self.log)
         self.tasks = BackgroundTasks(self.log)
-        self.publisher = Publisher(self.uid, backend, self.log, max_buffer)
+        self.publisher = Publisher(self.uid, backend, self.log, max_buffer,
+                                   max_buffer_bytes, buffer_timeout)
         self.requests = RequestTable()
         self.requester = Requester(self.publisher, self.nodes, self.requests,
                                    request_timeout, self.log)
@@ -116,6 +122,8 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         self.inbound = Inbound(self.uid, self.local, self.publisher, self.heartbeats,
                                self.requests, self.remote_callbacks, self.server_events,
                                self.drops, self.tasks, self.log)
+        self.self_sync = SelfSync(self.uid, self.publisher, request_timeout, self.log)
+        self.inbound.self_sync = self.self_sync
         self.recovery: Recovery | None = None
         self._starting: asyncio.Task[None] | None = None
         self._stopped = False
@@ -288,9 +296,10 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         node. ``skip_sid`` takes sids or rooms to leave out (socket.io's ``except``).
         With ``callback``, ``to`` must be one sid, which may be on any node.
 
-        Returns once the message is queued for the broker, in order (:meth:`flush`
-        waits for the broker); with connection state recovery and ``ordered`` (the
-        default), once the broker's log accepted it.
+        Returns once the broker accepted the message (``ordered``, the default),
+        or once it is queued (``ordered=False``; :meth:`flush` waits for the
+        broker). While the broker is unreachable it returns once the message is
+        buffered, to be sent in order on its return.
         """
         namespace = namespace or "/"
         selected = target(to if to is not None else room, skip_sid)
@@ -308,22 +317,18 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
                                  "emit_with_ack() to collect acks from a room")
             await self._emit_with_callback(packet, namespace, selected.rooms[0], callback)
             return
-        publisher = self.publisher
-        await publisher.require().wait_writable()
-        if self.recovery is not None:
-            # every node, this one too, delivers it from the log, with its offset, in
-            # log order: waiting for the log to accept it orders it before any emit
-            # that starts afterwards, on any node
-            broadcast = Broadcast(packet, selected)
-            if self.ordered and self.backend.state.connected:
-                await accepted(self.request_timeout, publisher.append_and_wait(
-                    MessageType.BROADCAST, namespace, broadcast))
-            else:  # while the broker is away: buffered, sent in order on its return
-                publisher.append(MessageType.BROADCAST, namespace, broadcast)
+        # with recovery every node, this one too, delivers it from the log, with its
+        # offset, in log order
+        log = self.recovery is not None
+        accepted = await self.publisher.send(
+            MessageType.BROADCAST, namespace, Broadcast(packet, selected),
+            target=LOG if log else None, ordered=self.ordered,
+            timeout=self.request_timeout)
+        if log or self.server is None:
             return
-        publisher.publish(MessageType.BROADCAST, namespace, Broadcast(packet, selected))
-        if self.server is not None:
-            await self.local.emit(namespace, packet, selected)
+        if accepted:
+            await self.self_sync.caught_up()  # what others got accepted first, first
+        await self.local.emit(namespace, packet, selected)
 
     async def _emit_with_callback(self, packet: list[Any], namespace: str, sid: str,
                                   callback: Callable[..., Any]) -> None:
@@ -332,8 +337,9 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
             await self.local.emit(namespace, packet, only, callback)
             return
         request_id = self.remote_callbacks.add(callback)
-        self.publisher.publish(MessageType.BROADCAST, namespace,
-                               Broadcast(packet, only, request_id))
+        await self.publisher.send(MessageType.BROADCAST, namespace,
+                                  Broadcast(packet, only, request_id),
+                                  ordered=self.ordered, timeout=self.request_timeout)
 
     async def pre_connect(self, sid: str, namespace: str) -> Any:
         await self.ensure_started()  # subscribed before this node has a client

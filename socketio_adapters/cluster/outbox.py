@@ -1,14 +1,26 @@
 """The publish side of a node: an ordered queue drained by one writer task.
 
-``put`` never waits for the broker, so a burst of emits is sent in batches (one round
-trip carries many messages) while order is kept. ``put_and_wait`` returns once the
-broker accepted that message (room changes use it, so a later message from any node
-cannot overtake them). While the broker is unreachable the queue keeps up to
-``max_buffer`` messages and retries with backoff; past that the oldest are dropped and
-every drop is logged and counted. A publish refused for this client's credentials
-(see :meth:`Backend.is_auth_error`) is retried the same way, logged as an error. A
-publish that fails for any other reason (the broker refused that payload) drops that
-batch with an error log.
+``put`` never waits for the broker, so a burst of messages is sent in batches (one
+round trip carries many: a group commit) while order is kept. ``put_and_wait``
+returns once the broker accepted that message; ``put_ordered`` does too, but gives
+up waiting (the message stays queued) when the broker stops answering, so an emit
+during an outage returns once buffered.
+
+The queue is bounded in messages (``max_buffer``) and bytes (``max_bytes``).
+:meth:`Outbox.wait_writable` is the backpressure of emits: past the bounds, or past
+``high_water`` messages while the broker is reachable (it is slower than the
+emitters), it waits for room up to ``timeout`` and then raises
+:class:`~socketio_adapters.errors.OutboxFull`; nothing queued is dropped for room.
+A message queued with ``put`` past the bounds (the node's own heartbeats and
+answers, which cannot wait) is dropped instead, logged and counted.
+
+While the broker is unreachable the writer retries with backoff. Before it sends
+again after a failure it passes the ``gate`` (set by the manager: the other nodes
+are subscribed again, see :mod:`socketio_adapters.cluster.resume`), so what was
+buffered is not published into an outage's gap. A publish refused for this client's
+credentials (see :meth:`Backend.is_auth_error`) is retried the same way, logged as an
+error. A publish that fails for any other reason (the broker refused that payload)
+drops that batch with an error log, and its waiters get the error.
 """
 
 from __future__ import annotations
@@ -16,19 +28,33 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from ..backends.base import Backend, Outgoing
 from ..backoff import Backoff
+from ..errors import EmitFailed, OutboxFull
 from ..tasks import settle
 from .counters import PublishCounters
 
 __all__ = ["Outbox"]
 
+Gate = Callable[[], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Entry:
+    item: Outgoing
+    future: asyncio.Future[bool] | None
+    """Resolved True once the broker accepted the message."""
+    releasable: bool
+    """An ordered emit's waiter: released (False) when the broker stops answering."""
+
 
 class Outbox:
     """An ordered queue of ``(target, payload)`` for the broker, drained in batches by
-    one writer task; bounded while the broker is away (see the module docstring).
-    What it sends and drops is counted in ``counters``, which may outlive it."""
+    one writer task; bounded (see the module docstring). What it sends and drops is
+    counted in ``counters``, which may outlive it."""
 
     def __init__(
         self,
@@ -38,17 +64,23 @@ class Outbox:
         high_water: int = 5_000,
         batch_size: int = 512,
         counters: PublishCounters | None = None,
+        max_bytes: int = 64 * 2**20,
+        timeout: float = 10.0,
     ) -> None:
         self.backend = backend
         self.logger = logger
         self.max_buffer = max_buffer
-        self.high_water = high_water
+        self.max_bytes = max_bytes
+        self.high_water = min(high_water, max_buffer)
+        self.timeout = timeout
         self.batch_size = batch_size
         self.counters = counters if counters is not None else PublishCounters()
+        self.gate: Gate | None = None
         self.failures = 0
         self._overflows = 0
-        self._queue: deque[tuple[Outgoing, asyncio.Future[None] | None]] = deque()
-        self._inflight: list[tuple[Outgoing, asyncio.Future[None] | None]] = []
+        self._bytes = 0
+        self._queue: deque[_Entry] = deque()
+        self._inflight: list[_Entry] = []
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()  # set whenever the queue shrank; waiters re-check
         self._task: asyncio.Task[None] | None = None
@@ -62,7 +94,7 @@ class Outbox:
         then stop."""
         if self._task is None:
             return
-        if not self.backend.state.connected:
+        if not self.reachable:
             timeout = min(timeout, 0.5)  # the broker is away: do not hold up shutdown
         try:
             await asyncio.wait_for(self.flush(), timeout)
@@ -72,10 +104,11 @@ class Outbox:
         task.cancel()
         await settle(task, 5.0, self.logger, "the outbox writer")
         self.counters.dropped += len(self._queue)  # never sent: lost with this outbox
-        for _, future in self._queue:
-            if future is not None and not future.done():
-                future.set_exception(ConnectionError("manager stopped before sending"))
+        for entry in self._queue:
+            if entry.future is not None and not entry.future.done():
+                entry.future.set_exception(ConnectionError("manager stopped before sending"))
         self._queue.clear()
+        self._bytes = 0
 
     def __len__(self) -> int:
         return len(self._queue) + len(self._inflight)
@@ -83,22 +116,64 @@ class Outbox:
     def __bool__(self) -> bool:
         return True  # an empty outbox is still there: test it with ``is None``
 
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def reachable(self) -> bool:
+        """The broker is subscribed to and took the last batch."""
+        return self.backend.state.connected and self.failures == 0
+
     def put(self, target: str | None, payload: bytes) -> None:
-        """Queue a payload for ``target`` (a node uid, or ``None`` for all)."""
-        self._append((target, payload), None)
+        """Queue a payload for ``target`` (a node uid, or ``None`` for all); past the
+        bounds it is dropped, logged and counted."""
+        if self._full():
+            self._overflow()
+            return
+        self._append(_Entry((target, payload), None, False))
 
     async def put_and_wait(self, target: str | None, payload: bytes) -> None:
         """Queue a payload and wait until the broker accepted it."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._append((target, payload), future)
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._append(_Entry((target, payload), future, False))
         await future
 
-    async def wait_writable(self) -> None:
-        """Backpressure: wait while more than ``high_water`` messages are queued and
-        the broker is reachable (while it is not, the buffer absorbs the burst)."""
-        while len(self._queue) > self.high_water and self.backend.state.connected:
+    async def put_ordered(self, target: str | None, payload: bytes, timeout: float) -> bool:
+        """Queue a payload; True once the broker accepted it, False when it did not
+        within ``timeout`` or a send failed first (it stays queued, sent in order
+        once the broker answers). Raises when the broker refused it."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._append(_Entry((target, payload), future, True))
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except asyncio.TimeoutError:
+            future.add_done_callback(_retrieve)
+            return False
+
+    async def wait_writable(self, size: int = 0) -> None:
+        """Backpressure: wait while the queue is over its bounds, or over
+        ``high_water`` messages while the broker is reachable; raise
+        :class:`OutboxFull` after ``timeout`` seconds."""
+        if not self._blocked(size):
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while self._blocked(size):
+            left = deadline - loop.time()
             self._progress.clear()
-            await self._progress.wait()
+            try:
+                if left <= 0:
+                    raise asyncio.TimeoutError
+                await asyncio.wait_for(self._progress.wait(), left)
+            except asyncio.TimeoutError:
+                why = ("the broker is slower than the emitters" if self.reachable
+                       else "the broker is unreachable")
+                raise OutboxFull(
+                    f"{self.backend.name}: {len(self)} messages ({self._bytes} bytes) wait "
+                    f"for the broker (bounds: max_buffer={self.max_buffer}, "
+                    f"max_buffer_bytes={self.max_bytes}); no room within {self.timeout}s "
+                    f"({why})") from None
 
     async def flush(self) -> None:
         """Wait until everything queued so far was sent (or dropped)."""
@@ -106,18 +181,25 @@ class Outbox:
             self._progress.clear()
             await self._progress.wait()
 
-    def _append(self, item: Outgoing, future: asyncio.Future[None] | None) -> None:
-        if len(self._queue) >= self.max_buffer:
-            _, old_future = self._queue.popleft()
-            self.counters.dropped += 1
-            self._overflows += 1
-            if old_future is not None and not old_future.done():
-                old_future.set_exception(ConnectionError("dropped: outbox full"))
-            if self._overflows == 1 or self._overflows % 1000 == 0:
-                self.logger.error(
-                    "outbox full (%d messages, broker unreachable?): dropped the oldest; "
-                    "%d dropped so far", self.max_buffer, self._overflows)
-        self._queue.append((item, future))
+    def _full(self, size: int = 0) -> bool:
+        return (len(self) >= self.max_buffer
+                or (self._bytes > 0 and self._bytes + size > self.max_bytes))
+
+    def _blocked(self, size: int) -> bool:
+        return self._full(size) or (len(self._queue) > self.high_water and self.reachable)
+
+    def _overflow(self) -> None:
+        self.counters.dropped += 1
+        self._overflows += 1
+        if self._overflows == 1 or self._overflows % 1000 == 0:
+            self.logger.error(
+                "outbox full (%d messages, %d bytes; broker unreachable?): dropped this "
+                "node's own message; %d dropped so far", len(self), self._bytes,
+                self._overflows)
+
+    def _append(self, entry: _Entry) -> None:
+        self._bytes += len(entry.item[1])
+        self._queue.append(entry)
         self._wake.set()
 
     async def _writer(self) -> None:
@@ -128,10 +210,12 @@ class Outbox:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            if self.failures and self.gate is not None:
+                await self.gate()
             count = min(len(self._queue), self.batch_size)
             self._inflight = [self._queue.popleft() for _ in range(count)]
             try:
-                await self.backend.send([item for item, _ in self._inflight])
+                await self.backend.send([entry.item for entry in self._inflight])
             except asyncio.CancelledError:
                 self._queue.extendleft(reversed(self._inflight))
                 self._inflight = []
@@ -141,8 +225,11 @@ class Outbox:
                 if not auth and not isinstance(exc, self.backend.connection_errors):
                     self.logger.exception("broker refused %d messages; dropped them", count)
                     self.counters.dropped += count
-                    self._settle(ConnectionError("broker refused the message"))
+                    self._settle(EmitFailed(
+                        f"{self.backend.name}: the broker refused the message "
+                        f"({type(exc).__name__}: {exc}); dropped"))
                     continue
+                self._release()
                 self._queue.extendleft(reversed(self._inflight))
                 self._inflight = []
                 self.failures += 1
@@ -162,12 +249,27 @@ class Outbox:
             self.counters.sent += count
             self._settle(None)
 
+    def _release(self) -> None:
+        """A send failed: ordered emits waiting for it return (their messages stay
+        queued)."""
+        for entry in (*self._inflight, *self._queue):
+            if entry.releasable and entry.future is not None and not entry.future.done():
+                entry.future.set_result(False)
+
     def _settle(self, error: BaseException | None) -> None:
-        for _, future in self._inflight:
+        for entry in self._inflight:
+            self._bytes -= len(entry.item[1])
+            future = entry.future
             if future is not None and not future.done():
                 if error is None:
-                    future.set_result(None)
+                    future.set_result(True)
                 else:
                     future.set_exception(error)
         self._inflight = []
         self._progress.set()
+
+
+def _retrieve(future: asyncio.Future[bool]) -> None:
+    """Consume the outcome of a send nobody waits for any more."""
+    if not future.cancelled():
+        future.exception()

@@ -3,9 +3,7 @@ queued in order on the outbox, to every node, to one node, or to the durable log
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from ..backends.base import LOG, Backend
@@ -14,7 +12,7 @@ from ..protocol import Message, MessageType, encode
 from .counters import PublishCounters
 from .outbox import Outbox
 
-__all__ = ["Publisher", "Wire", "accepted"]
+__all__ = ["Publisher", "Wire"]
 
 
 class Wire(Protocol):
@@ -28,11 +26,14 @@ class Publisher:
     that last as long as the manager."""
 
     def __init__(self, uid: str, backend: Backend, logger: logging.Logger,
-                 max_buffer: int) -> None:
+                 max_buffer: int, max_bytes: int = 64 * 2**20,
+                 buffer_timeout: float = 10.0) -> None:
         self.uid = uid
         self.backend = backend
         self.logger = logger
         self.max_buffer = max_buffer
+        self.max_bytes = max_bytes
+        self.buffer_timeout = buffer_timeout
         self.outbox: Outbox | None = None
         self.counters = PublishCounters()
 
@@ -40,7 +41,8 @@ class Publisher:
         """Create the outbox (answers to early messages queue there until the backend
         is up); :meth:`Outbox.start` starts sending."""
         self.outbox = Outbox(self.backend, self.logger, max_buffer=self.max_buffer,
-                             counters=self.counters)
+                             counters=self.counters, max_bytes=self.max_bytes,
+                             timeout=self.buffer_timeout)
         return self.outbox
 
     def require(self) -> Outbox:
@@ -71,6 +73,22 @@ class Publisher:
         """Queue for every node and wait until the broker accepted it."""
         await self.require().put_and_wait(None, self.encode(kind, nsp, payload))
 
+    async def send(self, kind: MessageType, nsp: str, payload: Wire | None, *,
+                   target: str | None = None, ordered: bool, timeout: float) -> bool:
+        """An application's message (an emit): wait for room in the outbox
+        (backpressure, :meth:`Outbox.wait_writable`), queue it for ``target`` (None:
+        every node; :data:`LOG`: the durable log), and, when ``ordered`` and the
+        broker is reachable, wait until the broker accepted it: True then, False
+        when it returned earlier (fire and forget, or the broker is away: the
+        message is buffered and sent in order on its return)."""
+        outbox = self.require()
+        encoded = self.encode(kind, nsp, payload)
+        await outbox.wait_writable(len(encoded))
+        if ordered and outbox.reachable:
+            return await outbox.put_ordered(target, encoded, timeout)
+        outbox.put(target, encoded)
+        return False
+
     def append(self, kind: MessageType, nsp: str,
                payload: Wire | dict[str, Any] | None) -> None:
         """Queue for the durable log."""
@@ -80,22 +98,3 @@ class Publisher:
                               payload: Wire | dict[str, Any] | None) -> None:
         """Append to the durable log and wait until the broker accepted it."""
         await self.require().put_and_wait(LOG, self.encode(kind, nsp, payload))
-
-
-async def accepted(timeout: float, sending: Awaitable[None]) -> bool:
-    """Wait until the broker accepted a message (an ordered publish); False when it
-    did not within ``timeout``: the message stays queued, sent in order once the
-    broker answers."""
-    task = asyncio.ensure_future(sending)
-    try:
-        await asyncio.wait_for(asyncio.shield(task), timeout)
-    except asyncio.TimeoutError:
-        task.add_done_callback(_retrieve)
-        return False
-    return True
-
-
-def _retrieve(task: asyncio.Future[None]) -> None:
-    """Consume the outcome of a send nobody waits for any more."""
-    if not task.cancelled():
-        task.exception()

@@ -76,7 +76,7 @@ class PendingRequest:
             raise ClusterTimeout(
                 f"{self.kind}: timed out after {timeout}s waiting for "
                 f"{', '.join(missing) or 'answers'}; {len(self.responses)} answers arrived",
-                list(self.responses)) from None
+                list(self.responses), missing) from None
 
 
 class RequestTable:

@@ -16,6 +16,7 @@ from .payloads import (
     SessionClaim,
     SocketInfo,
     SocketsFound,
+    Sync,
     Target,
     parse_payload,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "SessionClaim",
     "SocketInfo",
     "SocketsFound",
+    "Sync",
     "Target",
     "decode",
     "encode",

@@ -49,6 +49,9 @@ class MessageType(enum.IntEnum):
     """An engine.io HTTP request for a session another node owns, for that node to
     serve (sessions with no sticky routing); answered with a RESPONSE."""
     ENGINE_FRAME = 104
+    SYNC = 105
+    """A marker a node sends to itself: once it comes back, the node has read every
+    message the broker accepted before it (ordered emits)."""
     """A websocket frame of a session whose websocket reached another node than its
     owner, relayed between the two (opened with a RESPONSE, then one way)."""
 

@@ -20,7 +20,7 @@ from .fields import as_map, request_id_of
 __all__ = ["Ack", "Broadcast", "ClientCount", "Disconnect", "FetchSockets",
            "Payload",
            "Response", "RoomChange", "ServerEvent", "SessionClaim", "SocketInfo",
-           "SocketsFound", "Target", "parse_payload"]
+           "SocketsFound", "Sync", "Target", "parse_payload"]
 
 
 def _rooms(value: Any) -> tuple[str, ...]:
@@ -289,9 +289,26 @@ class SessionClaim:
         return cls(pid, nonce)
 
 
+@dataclass(frozen=True, slots=True)
+class Sync:
+    """SYNC: marker ``marker``, from a node to itself."""
+
+    marker: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"marker": self.marker}
+
+    @classmethod
+    def from_wire(cls, data: Any) -> Sync:
+        marker = as_map(data).get("marker")
+        if not isinstance(marker, int) or isinstance(marker, bool):
+            raise MalformedMessage("sync without a marker")
+        return cls(marker)
+
+
 Payload = (Broadcast | RoomChange | Disconnect | FetchSockets | SocketsFound
            | ServerEvent | Response | ClientCount | Ack | SessionClaim | EngineRequest
-           | EngineFrame
+           | EngineFrame | Sync
            | None)
 
 _PARSERS: dict[MessageType, Callable[[Any], Any]] = {
@@ -308,6 +325,7 @@ _PARSERS: dict[MessageType, Callable[[Any], Any]] = {
     MessageType.SESSION_CLAIM: SessionClaim.from_wire,
     MessageType.ENGINE_REQUEST: EngineRequest.from_wire,
     MessageType.ENGINE_FRAME: EngineFrame.from_wire,
+    MessageType.SYNC: Sync.from_wire,
 }
 
 

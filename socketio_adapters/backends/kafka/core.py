@@ -157,11 +157,9 @@ class KafkaBackend(KafkaLog):
             fetched = await consumer.getmany(timeout_ms=poll_ms)
             entries = fetched.pop(self._log_tp, None) if reads_log else None
             for record in in_time_order(fetched.values()):
-                if record.key == own:
-                    continue  # our own message
                 to = target_of(record.headers)
-                if to is not None and to != own:
-                    continue  # addressed to another node
+                if to != own and (to is not None or record.key == own):
+                    continue  # for another node, or our own broadcast
                 value = record.value
                 await dispatch(b"" if value is None else value)
             if lost.is_set():  # log records fetched now may come from a log that

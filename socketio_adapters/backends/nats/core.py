@@ -126,7 +126,9 @@ class NatsBackend(NatsLog, NatsSessions):
         options: dict[str, Any] = {
             "servers": list(self.target.servers),
             "name": s["name"],
-            "no_echo": True,  # the manager delivers a node's own messages locally
+            # a node's own messages come back (the manager drops them): an ordered
+            # emit's marker (cluster/ordering.py) must reach the node that sent it
+            "no_echo": False,
             "allow_reconnect": True,
             "reconnect_time_wait": s["reconnect_time_wait"],
             "max_reconnect_attempts": s["max_reconnect_attempts"],

@@ -1,0 +1,89 @@
+"""Ordered emits: an emit whose ``await`` returned is delivered, at every client,
+before any emit that starts afterwards on any node.
+
+Publishing waits until the broker accepted the message (the outbox's group commit:
+concurrent emits share one round trip). That orders what other nodes receive, but a
+node delivers its own emits to its own clients at once, while a message another node
+got accepted just before may still be on its way here. So before its local delivery
+a node makes sure its subscription caught up: it sends a marker (``SYNC``) to itself
+through the broker, after its own message was accepted, and waits for the marker to
+come back; the broker hands this node everything it accepted before the marker
+first. Emits waiting in the same event-loop turn share one marker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+
+from ..errors import AdapterError
+from ..protocol import MessageType, Sync
+from .publisher import Publisher
+
+__all__ = ["SelfSync"]
+
+
+class SelfSync:
+    """Waits until this node's subscription has read what the broker accepted so far
+    (see the module doc). A marker that does not come back within ``timeout`` is
+    logged and the wait ends: the caller delivers anyway, out of order at worst."""
+
+    def __init__(self, uid: str, publisher: Publisher, timeout: float,
+                 logger: logging.Logger) -> None:
+        self.uid = uid
+        self.publisher = publisher
+        self.timeout = timeout
+        self.logger = logger
+        self._next: asyncio.Future[None] | None = None
+        self._waiting: dict[int, asyncio.Future[None]] = {}
+        self._markers = itertools.count(1)
+        self.late = 0
+        """Markers that did not come back in time."""
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self._waiting)
+
+    async def caught_up(self) -> None:
+        """Return once a marker sent from now on came back (or its timeout)."""
+        future = self._next
+        if future is None:
+            future = self._next = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_soon(self._send)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self.timeout)
+        except asyncio.TimeoutError:
+            self.late += 1
+            if self.late == 1 or self.late % 100 == 0:
+                self.logger.warning(
+                    "ordered emit: this node's marker did not come back through the "
+                    "broker within %ss (%d times so far); delivering to this node's "
+                    "clients anyway", self.timeout, self.late)
+        except (AdapterError, ConnectionError):
+            pass  # not sent (the manager stops, the outbox is full): deliver anyway
+
+    def _send(self) -> None:
+        future, self._next = self._next, None
+        if future is None:
+            return
+        marker = next(self._markers)
+        try:
+            self.publisher.publish(MessageType.SYNC, "/", Sync(marker), target=self.uid)
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: each waiter handles it above
+            return
+        self._waiting[marker] = future
+        if len(self._waiting) > 1000:  # markers lost (an outage): forget the oldest
+            for old in list(self._waiting)[:500]:
+                forgotten = self._waiting.pop(old)
+                if not forgotten.done():
+                    forgotten.set_result(None)
+
+    def arrived(self, marker: int) -> None:
+        """Marker ``marker`` came back: everything accepted before it was read."""
+        for old in [m for m in self._waiting if m <= marker]:
+            future = self._waiting.pop(old)
+            if not future.done():
+                future.set_result(None)
