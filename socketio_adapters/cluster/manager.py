@@ -43,6 +43,7 @@ from .nodes import NodeTable
 from .ordering import SelfSync
 from .publisher import Publisher
 from .requests import Requester, RequestTable
+from .resume import ResumeGate
 from .server_events import ServerEvents
 
 __all__ = ["ClusterManager", "Room"]
@@ -124,6 +125,9 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
                                self.drops, self.tasks, self.log)
         self.self_sync = SelfSync(self.uid, self.publisher, request_timeout, self.log)
         self.inbound.self_sync = self.self_sync
+        self.resume_gate = ResumeGate(self.publisher, self.nodes, backend.state,
+                                      heartbeat_timeout, self.log)
+        self.inbound.resume_gate = self.resume_gate
         self.recovery: Recovery | None = None
         self._starting: asyncio.Task[None] | None = None
         self._stopped = False
@@ -155,6 +159,8 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
             return
         self._stopped = False
         outbox = self.publisher.open()  # answers to early messages queue here
+        if not self.write_only:  # an emitter hears no answers: it cannot hold
+            outbox.gate = self.resume_gate
         try:
             await self.backend.start(
                 self.uid, None if self.write_only else self.inbound.on_payload)

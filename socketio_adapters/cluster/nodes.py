@@ -26,6 +26,13 @@ class NodeTable:
         if uid in self._seen:
             self._seen[uid] = time.monotonic()
 
+    def refresh_all(self) -> None:
+        """This node could hear nobody for a while (its own connection was down):
+        give every known node a full timeout from now."""
+        now = time.monotonic()
+        for uid in self._seen:
+            self._seen[uid] = now
+
     def remove(self, uid: str) -> bool:
         return self._seen.pop(uid, None) is not None
 

@@ -76,11 +76,18 @@ class Outbox:
         self.batch_size = batch_size
         self.counters = counters if counters is not None else PublishCounters()
         self.gate: Gate | None = None
+        """Passed before sending again after an outage (see the module docstring)."""
         self.failures = 0
+        self.stalled = False
+        """An ordered emit waited ``timeout`` in vain: until the broker answers again,
+        emits return once queued."""
         self._overflows = 0
         self._bytes = 0
         self._queue: deque[_Entry] = deque()
         self._inflight: list[_Entry] = []
+        self._urgent: deque[_Entry] = deque()
+        self._held = False
+        self._gate_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()  # set whenever the queue shrank; waiters re-check
         self._task: asyncio.Task[None] | None = None
@@ -103,6 +110,10 @@ class Outbox:
         task, self._task = self._task, None
         task.cancel()
         await settle(task, 5.0, self.logger, "the outbox writer")
+        gate, self._gate_task = self._gate_task, None
+        if gate is not None:
+            gate.cancel()
+            await settle(gate, 5.0, self.logger, "the outbox's resume gate")
         self.counters.dropped += len(self._queue)  # never sent: lost with this outbox
         for entry in self._queue:
             if entry.future is not None and not entry.future.done():
@@ -122,8 +133,8 @@ class Outbox:
 
     @property
     def reachable(self) -> bool:
-        """The broker is subscribed to and took the last batch."""
-        return self.backend.state.connected and self.failures == 0
+        """The broker is subscribed to, took the last batch, and answers in time."""
+        return self.backend.state.connected and self.failures == 0 and not self.stalled
 
     def put(self, target: str | None, payload: bytes) -> None:
         """Queue a payload for ``target`` (a node uid, or ``None`` for all); past the
@@ -132,6 +143,17 @@ class Outbox:
             self._overflow()
             return
         self._append(_Entry((target, payload), None, False))
+
+    def put_urgent(self, target: str | None, payload: bytes) -> None:
+        """Queue a payload sent before anything else queued, even while the outbox
+        waits at its gate (the gate's own handshake)."""
+        self._urgent.append(_Entry((target, payload), None, False))
+        self._wake.set()
+
+    @property
+    def held(self) -> bool:
+        """Waiting at the gate after an outage: only urgent payloads are sent."""
+        return self._held
 
     async def put_and_wait(self, target: str | None, payload: bytes) -> None:
         """Queue a payload and wait until the broker accepted it."""
@@ -149,6 +171,12 @@ class Outbox:
             return await asyncio.wait_for(asyncio.shield(future), timeout)
         except asyncio.TimeoutError:
             future.add_done_callback(_retrieve)
+            if not self.stalled:
+                self.stalled = True
+                self.logger.warning(
+                    "the broker did not accept a message within %ss: emits return once "
+                    "queued until it answers again", timeout)
+                self._release()
             return False
 
     async def wait_writable(self, size: int = 0) -> None:
@@ -205,33 +233,42 @@ class Outbox:
     async def _writer(self) -> None:
         backoff = Backoff(base=0.05, cap=2.0)
         while True:
-            if not self._queue:
-                self._progress.set()
+            if self._urgent:
+                batch, urgent = list(self._urgent), True
+                self._urgent.clear()
+            elif self._queue and not self._held:
+                if self.gate is not None and not self.backend.state.connected:
+                    self._hold()  # our subscription is down: an outage is under way
+                    continue
+                count = min(len(self._queue), self.batch_size)
+                self._inflight = batch = [self._queue.popleft() for _ in range(count)]
+                urgent = False
+            else:
+                if not self._queue:
+                    self._progress.set()
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if self.failures and self.gate is not None:
-                await self.gate()
-            count = min(len(self._queue), self.batch_size)
-            self._inflight = [self._queue.popleft() for _ in range(count)]
             try:
-                await self.backend.send([entry.item for entry in self._inflight])
+                await self.backend.send([entry.item for entry in batch])
             except asyncio.CancelledError:
-                self._queue.extendleft(reversed(self._inflight))
-                self._inflight = []
+                self._put_back(batch, urgent)
                 raise
             except Exception as exc:
                 auth = self.backend.is_auth_error(exc)
                 if not auth and not isinstance(exc, self.backend.connection_errors):
-                    self.logger.exception("broker refused %d messages; dropped them", count)
-                    self.counters.dropped += count
+                    self.logger.exception("broker refused %d messages; dropped them",
+                                          len(batch))
+                    if urgent:
+                        continue
+                    self.counters.dropped += len(batch)
                     self._settle(EmitFailed(
                         f"{self.backend.name}: the broker refused the message "
                         f"({type(exc).__name__}: {exc}); dropped"))
                     continue
                 self._release()
-                self._queue.extendleft(reversed(self._inflight))
-                self._inflight = []
+                self._put_back(batch, urgent)
+                self._hold()
                 self.failures += 1
                 if self.failures == 1 or self.failures % 50 == 0:
                     self.logger.log(
@@ -245,9 +282,36 @@ class Outbox:
                 self.logger.warning("publishing again after %d failed attempts",
                                     self.failures)
                 self.failures = 0
+            self.stalled = False
             backoff.reset()
-            self.counters.sent += count
-            self._settle(None)
+            if not urgent:
+                self.counters.sent += len(batch)
+                self._settle(None)
+
+    def _put_back(self, batch: list[_Entry], urgent: bool) -> None:
+        if urgent:
+            self._urgent.extendleft(reversed(batch))
+        else:
+            self._queue.extendleft(reversed(batch))
+            self._inflight = []
+
+    def _hold(self) -> None:
+        """An outage: send nothing but urgent payloads until the gate is passed."""
+        if self.gate is None or self._held:
+            return
+        self._held = True
+        self._gate_task = asyncio.create_task(self._pass_gate(self.gate),
+                                              name="outbox-resume-gate")
+
+    async def _pass_gate(self, gate: Gate) -> None:
+        try:
+            await gate()
+        except Exception:
+            self.logger.exception("the outbox's resume gate failed; sending anyway")
+        finally:
+            self._held = False
+            self._gate_task = None
+            self._wake.set()
 
     def _release(self) -> None:
         """A send failed: ordered emits waiting for it return (their messages stay

@@ -68,6 +68,12 @@ class Publisher:
         """Queue for every node (``target`` None) or one node."""
         self.require().put(target, self.encode(kind, nsp, payload))
 
+    def publish_urgent(self, kind: MessageType, payload: Wire,
+                       target: str | None = None) -> None:
+        """Send before anything queued, even while the outbox is held after an outage
+        (see :mod:`socketio_adapters.cluster.resume`)."""
+        self.require().put_urgent(target, self.encode(kind, "/", payload))
+
     async def publish_and_wait(self, kind: MessageType, nsp: str,
                                payload: Wire | None = None) -> None:
         """Queue for every node and wait until the broker accepted it."""

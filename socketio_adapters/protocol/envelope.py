@@ -49,11 +49,15 @@ class MessageType(enum.IntEnum):
     """An engine.io HTTP request for a session another node owns, for that node to
     serve (sessions with no sticky routing); answered with a RESPONSE."""
     ENGINE_FRAME = 104
+    """A websocket frame of a session whose websocket reached another node than its
+    owner, relayed between the two (opened with a RESPONSE, then one way)."""
     SYNC = 105
     """A marker a node sends to itself: once it comes back, the node has read every
     message the broker accepted before it (ordered emits)."""
-    """A websocket frame of a session whose websocket reached another node than its
-    owner, relayed between the two (opened with a RESPONSE, then one way)."""
+    RESUME_PROBE = 106
+    """After an outage, a node holding its buffer asks who is subscribed again."""
+    RESUME_READY = 107
+    """The answer to RESUME_PROBE, to the asker: this node is subscribed."""
 
 
 _TYPES = {t.value: t for t in MessageType}

@@ -291,7 +291,8 @@ class SessionClaim:
 
 @dataclass(frozen=True, slots=True)
 class Sync:
-    """SYNC: marker ``marker``, from a node to itself."""
+    """SYNC: marker ``marker``, from a node to itself; RESUME_PROBE and RESUME_READY:
+    the probe's number."""
 
     marker: int
 
@@ -326,6 +327,8 @@ _PARSERS: dict[MessageType, Callable[[Any], Any]] = {
     MessageType.ENGINE_REQUEST: EngineRequest.from_wire,
     MessageType.ENGINE_FRAME: EngineFrame.from_wire,
     MessageType.SYNC: Sync.from_wire,
+    MessageType.RESUME_PROBE: Sync.from_wire,
+    MessageType.RESUME_READY: Sync.from_wire,
 }
 
 

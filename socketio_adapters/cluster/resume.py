@@ -1,0 +1,98 @@
+"""After an outage, publish what was buffered only once the other nodes can hear it.
+
+A broker that restarts forgets its subscriptions: each node subscribes again when it
+reconnects, some sooner than others. Pub/sub hands a message only to the nodes
+subscribed at that moment, so a node that sent its buffer the moment its own
+connection came back would send it past the nodes still reconnecting. So the outbox
+holds its buffer (:attr:`Outbox.gate`) until this node is subscribed again and every
+other live node has answered a probe (RESUME_PROBE, answered by RESUME_READY: a node
+that answers received the probe, so it is subscribed). Probes are repeated until
+every node answered, for at most ``timeout`` seconds (the heartbeat timeout: a node
+silent that long is dropped anyway); then the buffer goes out and the nodes that did
+not answer are logged. Probes and answers jump the queue (:meth:`Outbox.put_urgent`),
+so two nodes holding their buffers answer each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+
+from ..backoff import ConnectionState
+from ..protocol import MessageType, Sync
+from .nodes import NodeTable
+from .publisher import Publisher
+
+__all__ = ["ResumeGate"]
+
+PROBE_EVERY = 0.2
+"""Seconds between probes while some node has not answered."""
+
+
+class ResumeGate:
+    """The outbox's gate (see the module docstring); :meth:`ready` takes the
+    answers."""
+
+    def __init__(self, publisher: Publisher, nodes: NodeTable, state: ConnectionState,
+                 timeout: float, logger: logging.Logger) -> None:
+        self.publisher = publisher
+        self.nodes = nodes
+        self.state = state
+        self.timeout = timeout
+        self.logger = logger
+        self._probes = itertools.count(1)
+        self._answered: set[str] = set()
+        self._answer = asyncio.Event()
+        self.passes = 0
+        """Outages after which the buffer was sent with every node subscribed."""
+        self.unanswered = 0
+        """Outages after which some node did not answer in time."""
+
+    async def __call__(self) -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        deadline = began + self.timeout
+        while not self.state.connected:  # our own subscription first, to hear answers
+            if loop.time() >= deadline:
+                self.logger.warning(
+                    "still not subscribed %ss after an outage: sending %d buffered "
+                    "messages anyway", self.timeout, self._buffered())
+                self.unanswered += 1
+                return
+            await asyncio.sleep(0.05)
+        waiting = self.nodes.alive()
+        self._answered.clear()
+        while True:
+            waiting -= self._answered
+            left = deadline - loop.time()
+            if not waiting or left <= 0:
+                break
+            self._answer.clear()
+            self.publisher.publish_urgent(MessageType.RESUME_PROBE,
+                                          Sync(next(self._probes)))
+            try:
+                await asyncio.wait_for(self._answer.wait(), min(PROBE_EVERY, left))
+                await asyncio.sleep(0)  # let the answers that came together arrive
+            except asyncio.TimeoutError:
+                pass
+        took = loop.time() - began
+        if waiting:
+            self.unanswered += 1
+            self.logger.warning(
+                "after an outage, nodes %s did not answer within %ss: sending %d "
+                "buffered messages anyway (those nodes may miss them)",
+                ", ".join(sorted(waiting)), self.timeout, self._buffered())
+            return
+        self.passes += 1
+        self.logger.info("after an outage, every node is subscribed again (%.2fs): "
+                         "sending %d buffered messages", took, self._buffered())
+
+    def ready(self, uid: str) -> None:
+        """Node ``uid`` answered a probe."""
+        self._answered.add(uid)
+        self._answer.set()
+
+    def _buffered(self) -> int:
+        outbox = self.publisher.outbox
+        return 0 if outbox is None else len(outbox)
