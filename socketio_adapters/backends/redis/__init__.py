@@ -17,7 +17,10 @@ Connection string
 
 Options
     ``channel`` and ``connect_timeout`` (see the base backend), ``sharded`` (default
-    ``false``), and redis-py's own connection options: ``db``, ``socket_timeout``,
+    ``false``), ``ping_interval`` (default ``5`` seconds: a subscriber connection
+    silent that long is sent a PING, and one silent twice that long is dropped and
+    reconnected: a half-open connection is noticed within 10 s), and redis-py's own
+    connection options: ``db``, ``socket_timeout``,
     ``socket_connect_timeout``, ``socket_keepalive``, ``health_check_interval``,
     ``max_connections``, ``retry_on_timeout``, ``ssl_cert_reqs``, ``ssl_ca_certs``,
     ``ssl_certfile``, ``ssl_keyfile``, ``ssl_check_hostname``, ``timeout``.

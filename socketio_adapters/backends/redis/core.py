@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import hiredis
 import redis.exceptions
 
-from ...options import Option, parse_bool
+from ...options import Option, parse_bool, positive_float
 from ..base import LOG, Capabilities, Outgoing
 from .connections import RedisConnections
 from .log import RedisLog
@@ -44,6 +44,9 @@ class RedisBackend(RedisLog, RedisSessions):
         session_store=True)
     options: ClassVar[tuple[Option, ...]] = (
         Option("sharded", parse_bool, False, "use SPUBLISH/SSUBSCRIBE (Redis 7+)"),
+        Option("ping_interval", positive_float, 5.0,
+               "seconds of silence on the subscriber connection before a PING; no "
+               "answer within as long again: the connection is dead, reconnect"),
         *RedisConnections.options,
     )
 
@@ -90,8 +93,24 @@ class RedisBackend(RedisLog, RedisSessions):
             await raw.drain()
             pending = len(channels)  # confirmations prove the subscription is live
             dispatch = self._dispatch
+            interval = self.settings["ping_interval"]
+            pinged = False
             while True:
-                for reply in await raw.replies():
+                try:
+                    replies = await asyncio.wait_for(raw.replies(), interval)
+                except asyncio.TimeoutError:
+                    # a half-open connection (a NAT or balancer that dropped it) stays
+                    # silent forever: ask, and give up when no answer comes
+                    if pinged:
+                        raise redis.exceptions.ConnectionError(
+                            f"no answer to PING within {interval}s: the subscriber "
+                            "connection is silent") from None
+                    raw.write(command(b"PING"))
+                    await asyncio.wait_for(raw.drain(), interval)
+                    pinged = True
+                    continue
+                pinged = False
+                for reply in replies:
                     if isinstance(reply, hiredis.ReplyError):
                         raise redis.exceptions.ResponseError(str(reply))
                     kind = reply[0]

@@ -1,0 +1,159 @@
+"""Half-open connections: the path between a node and its broker goes silent for
+PARTITION seconds without closing (conformance/tcp_proxy.py, one proxy per node).
+
+Every backend's own keepalive (Redis PING on the subscriber connection, AMQP
+heartbeats, NATS pings, Postgres's probe; set short here, as an application that
+wants a quick failover would) must notice within the partition: the node marks its
+subscription down, stops announcing itself, reconnects once the path heals, and
+broadcasts flow again. A node partitioned alone is dropped by the others, who go
+on undisturbed; a cluster request then names it among the silent."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from socketio_adapters import ClusterTimeout
+
+from .cluster import DEADLINE, Client, Cluster, Node, eventually
+from .conftest import MEASUREMENTS, BackendUnderTest
+from .tcp_proxy import SilentProxy
+
+PARTITION = 20.0
+"""Seconds without a byte passing."""
+NOTICE_WITHIN = 15.0
+"""A node must notice a silent broker connection within this (the keepalives below)."""
+
+KEEPALIVE: dict[str, dict[str, Any]] = {
+    "redis": {"ping_interval": 2},
+    "rabbitmq": {"heartbeat": 2},
+    "nats": {"ping_interval": 2, "max_outstanding_pings": 2},
+    "postgres": {"ping_interval": 2},
+}
+"""Each backend's keepalive option, short (its default and bound: docs/faults.md)."""
+
+
+def _through(url: str, broker_port: int, proxy_port: int) -> str:
+    return url.replace(f":{broker_port}", f":{proxy_port}", 1)
+
+
+async def _proxied_cluster(backend: BackendUnderTest) -> tuple[Cluster, list[SilentProxy]]:
+    broker = backend.broker
+    if broker is None or backend.name not in KEEPALIVE:
+        why = ("no broker process this suite starts" if broker is None else
+               "its client connects to the addresses the broker advertises (tansu's "
+               "listener), so a proxy in front of the bootstrap address is bypassed")
+        pytest.skip(f"{backend.name}: {why}")
+    cluster = Cluster(backend.url, "websocket")
+    proxies = [await SilentProxy(broker.port).start() for _ in cluster.nodes]
+    options = {**cluster.options, **KEEPALIVE[backend.name]}
+    cluster.nodes = [Node(_through(cluster.node_url, broker.port, proxy.port), **options)
+                     for proxy in proxies]
+    await cluster.start()
+    return cluster, proxies
+
+
+async def _flowing(cluster: Cluster, clients: list[Client], event: str,
+                   timeout: float) -> float:
+    """Emit ``event`` from node 0 until every client got one; the seconds it took."""
+    began = time.monotonic()
+    got: set[int] = set()
+    while len(got) < len(clients):
+        assert time.monotonic() - began < timeout, (
+            f"broadcasts reached only clients {sorted(got)} within {timeout}s")
+        await cluster.nodes[0].sio.emit(event, 1)
+        for i, client in enumerate(clients):
+            try:
+                await asyncio.wait_for(client.received[("/", event)].get(), 0.1)
+                got.add(i)
+            except asyncio.TimeoutError:
+                pass
+    return time.monotonic() - began
+
+
+async def test_every_node_notices_a_silent_broker_and_resumes(
+        backend: BackendUnderTest) -> None:
+    cluster, proxies = await _proxied_cluster(backend)
+    try:
+        clients = await cluster.connect_all()
+        began = time.monotonic()
+        for proxy in proxies:
+            proxy.partition()
+        noticed: dict[int, float] = {}
+        while len(noticed) < len(cluster.nodes) and time.monotonic() - began < PARTITION:
+            for i, node in enumerate(cluster.nodes):
+                if i not in noticed and not node.manager.backend.state.connected:
+                    noticed[i] = time.monotonic() - began
+            await asyncio.sleep(0.05)
+        assert len(noticed) == len(cluster.nodes), (
+            f"nodes {sorted(set(range(3)) - set(noticed))} never noticed the silence "
+            f"in {PARTITION}s")
+        await asyncio.sleep(max(0.0, PARTITION - (time.monotonic() - began)))
+        for proxy in proxies:
+            proxy.heal()
+        resumed = await _flowing(cluster, clients, "after", DEADLINE + 10)
+        await cluster.wait_for_count(3, DEADLINE + 10)
+        slowest = max(noticed.values())
+        MEASUREMENTS[f"{backend.name}: silent broker connection noticed / broadcasts "
+                     f"again after it heals"] = f"{slowest:.1f}s / {resumed:.1f}s"
+        assert slowest <= NOTICE_WITHIN, f"noticed after {noticed}"
+    finally:
+        await cluster.close()
+        for proxy in proxies:
+            await proxy.close()
+
+
+async def test_a_node_partitioned_alone_is_dropped_and_comes_back(
+        backend: BackendUnderTest) -> None:
+    cluster, proxies = await _proxied_cluster(backend)
+    try:
+        clients = await cluster.connect_all()
+        alone = cluster.nodes[2]
+        proxies[2].partition()
+        timeout = cluster.options["heartbeat_timeout"] + NOTICE_WITHIN
+        # the others drop it (it cannot receive, so it must stop counting itself in)
+        await eventually(lambda: _counts(cluster.nodes[:2]), [2, 2],
+                         "the others drop the silent node", timeout)
+        # they go on undisturbed
+        await _flowing(cluster, clients[:2], "during", DEADLINE)
+        # a request now answers with what the reachable nodes sent
+        sockets = await cluster.nodes[0].manager.fetch_sockets(namespace="/")
+        assert {s.sid for s in sockets} >= {clients[0].sid(), clients[1].sid()}
+        await eventually(lambda: _connected(alone), False, "the silent node notices",
+                         NOTICE_WITHIN)
+        proxies[2].heal()
+        await cluster.wait_for_count(3, DEADLINE + 10)
+        await _flowing(cluster, clients, "after", DEADLINE + 10)
+    finally:
+        await cluster.close()
+        for proxy in proxies:
+            await proxy.close()
+
+
+async def test_a_request_names_the_nodes_that_did_not_answer(
+        backend: BackendUnderTest) -> None:
+    """Before the others drop a silent node, a request times out with the answers
+    that arrived and the silent node's uid."""
+    cluster, proxies = await _proxied_cluster(backend)
+    try:
+        await cluster.connect_all()
+        proxies[2].partition()
+        with pytest.raises(ClusterTimeout) as caught:
+            await cluster.nodes[0].manager.server_side_emit_with_ack("echo", timeout=1.0)
+        assert caught.value.silent == [cluster.nodes[2].uid]
+        proxies[2].heal()
+    finally:
+        await cluster.close()
+        for proxy in proxies:
+            await proxy.close()
+
+
+async def _counts(nodes: list[Node]) -> list[int]:
+    return [await node.manager.server_count() for node in nodes]
+
+
+async def _connected(node: Node) -> bool:
+    return node.manager.backend.state.connected
