@@ -110,7 +110,7 @@ class PostgresBackend(PostgresLog, PostgresSessions):
                     try:
                         text = await asyncio.wait_for(inbox.get(), interval)
                     except asyncio.TimeoutError:
-                        await conn.fetchval("SELECT 1", timeout=interval)
+                        await _probe(conn, interval)
                         continue
                 else:
                     text = inbox.get_nowait()
@@ -218,3 +218,16 @@ class PostgresBackend(PostgresLog, PostgresSessions):
         return (f"CREATE TABLE IF NOT EXISTS {self._table_sql} ("
                 "id bigserial PRIMARY KEY, payload bytea NOT NULL, "
                 "created_at timestamptz NOT NULL DEFAULT now())")
+
+
+async def _probe(conn: Any, timeout: float) -> None:
+    """Check a connection that was silent: a half-open one (a NAT or balancer dropped
+    it) never answers, and asyncpg's own query timeout then waits for a cancel request
+    that cannot get through either: bound it here and drop the socket."""
+    try:
+        await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout)
+    except asyncio.TimeoutError:
+        conn.terminate()
+        raise pg_errors.ConnectionDoesNotExistError(
+            f"no answer to a probe within {timeout}s: the listening connection is "
+            "silent") from None
