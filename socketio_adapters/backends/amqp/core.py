@@ -159,6 +159,26 @@ class AmqpBackend(AmqpLog, AmqpSessions):
     async def publish(self, batch: Sequence[Outgoing]) -> None:
         if not batch:
             return
+        try:  # opening the channel is bounded too: a connect can hang on a dead path
+            await asyncio.wait_for(self._publish(batch),
+                                   2 * self.settings["connect_timeout"])
+        except asyncio.TimeoutError:
+            # no answer in time: the publishing connection may be half-open (a NAT or
+            # balancer dropped it), and would stay so: drop it, the retry opens anew
+            self._drop_publisher()
+            raise ConnectionLost(
+                f"the broker did not answer within {self.settings['connect_timeout']}s: "
+                "publishing connection dropped") from None
+
+    def _drop_publisher(self) -> None:
+        connection, self._publisher = self._publisher, None
+        self._publish_channel = None
+        transport = getattr(connection, "transport", None) if connection else None
+        writer = getattr(transport, "writer", None)
+        if writer is not None:
+            writer.transport.abort()
+
+    async def _publish(self, batch: Sequence[Outgoing]) -> None:
         raw = await self._publishing_channel()
         # a dead socket leaves aiormq's bounded write queue full: bound every wait, the
         # timeout is a connection error and the outbox retries
