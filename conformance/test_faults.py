@@ -1,21 +1,18 @@
-"""Faults: the broker restarts, a node dies without a goodbye, garbage on the channel."""
+"""Faults: the broker restarts, a node dies without a goodbye (foreign messages on
+the broker: test_foreign.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import signal
 import sys
 import time
 
-import msgpack
 import pytest
 
-from socketio_adapters import create_backend
-
-from .cluster import DEADLINE, Client, Cluster, eventually
+from .cluster import DEADLINE, Client, Cluster
 from .conftest import MEASUREMENTS, BackendUnderTest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -82,38 +79,6 @@ async def test_node_killed_without_goodbye(backend: BackendUnderTest, cluster: C
     # the survivors keep working
     await cluster.nodes[1].sio.emit("alive", 1, to="room")
     assert await a.next("alive") == 1
-
-
-async def test_garbage_on_the_channel_is_dropped_and_logged(
-        cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
-    clients = await cluster.connect_all()
-    raw = create_backend(cluster.node_url)
-    await raw.start("garbage-sender", None)
-    garbage = [
-        b"",
-        b"\xc1\xc1\xc1",  # never valid msgpack
-        b'{"method": "emit", "event": "x"}',  # python-socketio's own JSON format
-        msgpack.packb([1, 2, 3]),
-        msgpack.packb({"uid": "intruder", "nsp": "/", "type": 99, "data": None}),
-        msgpack.packb({"uid": "intruder", "nsp": "/", "type": 3, "data": "no opts"}),
-        msgpack.packb({"uid": "intruder", "nsp": "/", "type": 7, "data": {"x": 1}}),
-    ]
-    with caplog.at_level(logging.WARNING, logger="socketio_adapters"):
-        try:
-            await raw.publish([(None, g) for g in garbage])
-        finally:
-            await raw.stop()
-        await cluster.nodes[0].sio.emit("fine", 1)
-        for client in clients:
-            assert await client.next("fine") == 1
-        # order holds per publisher only (Kafka spreads publishers over partitions),
-        # so "fine" arriving does not mean the garbage was read: wait for it
-        await eventually(lambda: [n.manager.dropped_messages for n in cluster.nodes],
-                         [len(garbage)] * len(cluster.nodes),
-                         "every node dropped every malformed message")
-    for node in cluster.nodes:
-        assert await node.manager.server_count() == 3  # the intruder is no node
-    assert "malformed" in caplog.text
 
 
 async def test_node_process_killed_with_sigkill(backend: BackendUnderTest,

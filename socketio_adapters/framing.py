@@ -137,7 +137,10 @@ class Reassembler:
         self.dropped = 0
 
     def feed(self, payload: bytes) -> bytes | None:
-        """The whole payload when ``payload`` completes one (or is not a chunk)."""
+        """The whole payload when ``payload`` completes one (or is not a chunk); None
+        while one is incomplete. A chunk out of sequence, or with a malformed header,
+        comes back as itself (logged here): it is no envelope, so the manager counts
+        it as malformed."""
         if not payload or payload[0] != MARKER or len(payload) < _HEADER.size:
             return payload
         _, kind, ident, index, count = _HEADER.unpack_from(payload)
@@ -147,14 +150,14 @@ class Reassembler:
         started, _, parts = self._parts.get(ident, (time.monotonic(), count, []))
         if index != len(parts) or count == 0 or index >= count:
             # out of order or a malformed header: not ours to guess; the manager
-            # logs and drops what it cannot decode
+            # counts and drops what it cannot decode
             self._forget(ident)
             self._drop(f"chunk {index}/{count} out of sequence")
-            return None
+            return payload
         parts.append(body)
         self._pending += len(body)
         if len(parts) == count:
-            del self._parts[ident]
+            self._parts.pop(ident, None)  # absent when the payload was one chunk
             self._pending -= sum(len(p) for p in parts)
             return b"".join(parts)
         self._parts[ident] = (started, count, parts)

@@ -154,8 +154,8 @@ def test_chunks_split_and_join() -> None:
     assert results[-1] == payload and all(r is None for r in results[:-1])
     assert split(b"small", 1000) == [b"small"]
     assert joiner.feed(b"\x84plain") == b"\x84plain"
-    # a chunk out of sequence is dropped, not guessed at
-    assert joiner.feed(parts[3]) is None and joiner.dropped == 1
+    # a chunk out of sequence is not guessed at: it goes on, for the manager to drop
+    assert joiner.feed(parts[3]) == parts[3] and joiner.dropped == 1
 
 
 

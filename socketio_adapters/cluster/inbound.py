@@ -4,9 +4,12 @@ with its ``offset``), and that is where it is decided, once, who receives it.
 
 A log entry is delivered to the local clients it targets with its offset appended
 as the event's last argument, skipping the sockets a restore holds (their catch-up
-carries on from the log); recovery observes every entry first (its restores' tails,
-its own session claims). Anything that does not parse is counted and dropped, never
-fatal; a handler that fails is logged and the subscription goes on.
+carries on from the log); recovery observes every well-formed entry first (its
+restores' tails, its own session claims). Anything that does not parse is counted and
+dropped, never fatal: bytes that are no envelope, a payload wrong for its type, a
+message in this node's name that it did not write, a type of the log (a session save
+or claim) over pub/sub, and in the log anything but events, session saves and claims.
+A handler that fails otherwise is logged and the subscription goes on.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from ..protocol import (
     MessageType,
     Response,
     RoomChange,
+    SessionClaim,
     SocketInfo,
     SocketsFound,
     Sync,
@@ -37,6 +41,7 @@ from ..protocol import (
     parse_payload,
     sender_prefix,
 )
+from ..recovery import SessionRecord
 from ..tasks import BackgroundTasks
 from .callbacks import RemoteCallbacks, ack_value
 from .counters import Drops
@@ -55,6 +60,30 @@ EngineHandler = Callable[[EngineRequest], Awaitable[Any]]
 """Serves a forwarded engine.io request; returns ``[status, headers, body]``."""
 FrameHandler = Callable[[str, EngineFrame], bool]
 """Takes a relayed websocket frame from a node; for an OPEN, whether it is taken."""
+
+_UNHANDLED = frozenset({MessageType.INITIAL_HEARTBEAT, MessageType.HEARTBEAT,
+                        MessageType.ADAPTER_CLOSE})
+"""The pub/sub types without a payload: only the node table sees them."""
+_FAILURES = (MalformedMessage, KeyError, TypeError, ValueError, AttributeError,
+             IndexError, RecursionError)
+"""What handling a message that is wrong in content raises (an event clients cannot
+be sent, too deeply nested to encode, included): counted as malformed."""
+
+
+def logged_event(message: Message) -> Broadcast | None:
+    """The event of a log entry, None for a session save or claim (recovery's);
+    raises :class:`MalformedMessage` for a malformed one or one of another type."""
+    kind = message.type
+    if kind is MessageType.BROADCAST:
+        event: Broadcast = parse_payload(kind, message.data)
+        return event
+    if kind is MessageType.SESSION_CLAIM:
+        SessionClaim.from_wire(message.data)
+    elif kind is MessageType.SESSION_SAVE:
+        SessionRecord.from_data(message.nsp, message.data)
+    else:
+        raise MalformedMessage(f"{kind.name} does not belong in the durable log")
+    return None
 
 
 class LogObserver(Protocol):
@@ -102,6 +131,7 @@ class Inbound:
             MessageType.ENGINE_FRAME: self._on_engine_frame,
             MessageType.RESUME_PROBE: self._on_resume_probe,
             MessageType.RESUME_READY: self._on_resume_ready,
+            MessageType.SYNC: self._on_sync,
         }
         self.engine_requests: EngineHandler | None = None
         """Serves the engine.io requests other nodes forward here (set by
@@ -125,6 +155,8 @@ class Inbound:
             return
         try:
             message = decode(payload)
+            if message.uid == self.uid:  # ours start with our prefix
+                raise MalformedMessage("a message in this node's name it did not write")
         except MalformedMessage as exc:
             self.drops.drop(str(exc))
             return
@@ -151,34 +183,28 @@ class Inbound:
         """Handle one message: from pub/sub (``offset`` None; a node ignores its
         own), or an entry of the durable log (every node, the sender too)."""
         if offset is not None:
-            observer = self.log_observer
-            if observer is not None:
-                observer.observe(offset, message)
-            if message.type is not MessageType.BROADCAST:
-                return  # sessions and claims: recovery's, seen above
-        elif message.uid == self.uid:
+            await self._on_logged(message, offset)
+            return
+        if message.uid == self.uid:
             return
         try:
             handler = self._handlers.get(message.type)
             if handler is not None:
-                payload = parse_payload(message.type, message.data)
-                if offset is not None:
-                    await self._deliver_entry(message, payload, offset)
-                else:
-                    await handler(message, payload)
-            if offset is None:
-                self.heartbeats.seen(message)
-        except (MalformedMessage, KeyError, TypeError, ValueError, AttributeError,
-                IndexError) as exc:
-            where = f" at {offset}" if offset is not None else ""
-            self.drops.drop(f"{message.type.name} from {message.uid}{where}: "
-                            f"{type(exc).__name__}: {exc}")
+                await handler(message, parse_payload(message.type, message.data))
+            elif message.type not in _UNHANDLED:
+                raise MalformedMessage("a type of the durable log, over pub/sub")
+            self.heartbeats.seen(message)
+        except _FAILURES as exc:
+            self._drop(message, None, exc)
         except asyncio.CancelledError:
             raise
         except Exception:
             # never let one message break the subscription
             self.logger.exception("error handling %s from %s", message.type.name,
                                   message.uid)
+
+    async def _on_sync(self, message: Message, marker: Sync) -> None:
+        """Another node's marker (they go to their sender only): nothing to do."""
 
     async def _on_resume_probe(self, message: Message, probe: Sync) -> None:
         self.publisher.publish_urgent(MessageType.RESUME_READY, probe, target=message.uid)
@@ -187,6 +213,26 @@ class Inbound:
         gate = self.resume_gate
         if gate is not None:
             gate.ready(message.uid)
+
+    async def _on_logged(self, message: Message, offset: str) -> None:
+        try:
+            event = logged_event(message)
+            observer = self.log_observer
+            if observer is not None:
+                observer.observe(offset, message)
+            if event is not None:
+                await self._deliver_entry(message, event, offset)
+        except _FAILURES as exc:
+            self._drop(message, offset, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.logger.exception("error delivering log entry %s", offset)
+
+    def _drop(self, message: Message, offset: str | None, exc: BaseException) -> None:
+        where = f" at {offset}" if offset is not None else ""
+        self.drops.drop(f"{message.type.name} from {message.uid}{where}: "
+                        f"{type(exc).__name__}: {exc}")
 
     async def _deliver_entry(self, message: Message, event: Broadcast, offset: str) -> None:
         if self.local.server is None:

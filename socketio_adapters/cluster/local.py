@@ -79,11 +79,12 @@ class LocalDelivery:
         if not recipients:
             return 0
         server = self.server
+        # encoded once for every recipient, as python-socketio's manager does; with a
+        # callback each recipient's packet has its ack id, and this encoding proves
+        # first that the event can be sent (raising before any ack is awaited)
+        encoded = server.packet_class(sio_packet.EVENT, namespace=namespace,
+                                      data=packet_data).encode()
         if callback is None:
-            # encoded once for every recipient, as python-socketio's manager does
-            pkt = server.packet_class(sio_packet.EVENT, namespace=namespace,
-                                      data=packet_data)
-            encoded = pkt.encode()
             parts = encoded if isinstance(encoded, list) else [encoded]
             eio_pkts = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in parts]
             for eio_sid in recipients.values():

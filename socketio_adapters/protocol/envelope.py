@@ -115,6 +115,6 @@ def decode(payload: bytes) -> Message:
         raise MalformedMessage("envelope has no sender uid")
     if not isinstance(nsp, str):
         raise MalformedMessage("envelope has no namespace")
-    if not isinstance(kind, int) or kind not in _TYPES:
+    if not isinstance(kind, int) or isinstance(kind, bool) or kind not in _TYPES:
         raise MalformedMessage(f"unknown message type {kind!r}")
     return Message(uid=uid, nsp=nsp, type=_TYPES[kind], data=raw.get("data"))

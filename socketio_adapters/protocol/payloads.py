@@ -32,9 +32,27 @@ def _rooms(value: Any) -> tuple[str, ...]:
 
 
 def _packet(value: Any) -> list[Any]:
-    if not isinstance(value, list | tuple):
+    # a msgpack array decodes as a list; a tuple here is an extension type
+    if not isinstance(value, list):
         raise MalformedMessage("packet is not a list")
-    return list(value)
+    return value
+
+
+def _event(value: Any) -> list[Any]:
+    """An event's packet: its name (a string), then its arguments."""
+    packet = _packet(value)
+    if not packet or not isinstance(packet[0], str):
+        raise MalformedMessage("event without a name")
+    return packet
+
+
+def _flag(value: Any, default: bool) -> bool:
+    """A boolean field (``default`` when absent)."""
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise MalformedMessage(f"flag is not a boolean: {value!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +100,8 @@ class Broadcast:
     @classmethod
     def from_wire(cls, data: Any) -> Broadcast:
         d = as_map(data)
-        return cls(_packet(d.get("packet")), Target.from_wire(d.get("opts")),
-                   request_id_of(d), bool(d.get("all")))
+        return cls(_event(d.get("packet")), Target.from_wire(d.get("opts")),
+                   request_id_of(d), _flag(d.get("all"), False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,10 +226,7 @@ class ServerEvent:
     @classmethod
     def from_wire(cls, data: Any) -> ServerEvent:
         d = as_map(data)
-        packet = _packet(d.get("packet"))
-        if not packet or not isinstance(packet[0], str):
-            raise MalformedMessage("server-side event without a name")
-        return cls(packet, request_id_of(d))
+        return cls(_event(d.get("packet")), request_id_of(d))
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,7 +247,7 @@ class Response:
     def from_wire(cls, data: Any) -> Response:
         d = as_map(data)
         return cls(str(request_id_of(d, required=True)), d.get("packet"),
-                   bool(d.get("handled", True)))
+                   _flag(d.get("handled"), True))
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,6 +187,8 @@ class Hub:
                                 records, sessions))
 
     def _publish(self, sender: _Peer, target: str | None, payload: bytes) -> None:
+        if not isinstance(payload, bytes) or not isinstance(target, str | None):
+            raise FrameError("a message must be bytes, for every node or one uid")
         frame = encode(Frame.MESSAGE, payload)
         if target is None:
             for peer in self._by_id.values():
@@ -208,6 +210,8 @@ class Hub:
 
     def _save(self, sender: _Peer, rid: int, pid: str, data: bytes,
               expires: float) -> None:
+        if not isinstance(pid, str) or not isinstance(data, bytes):
+            raise FrameError("a session is bytes under a string id")
         self.sessions.save(pid, data, float(expires))
         frame = encode(Frame.SESSION, pid, expires, data)
         for peer in self._peers:

@@ -123,10 +123,9 @@ class PostgresBackend(PostgresLog, PostgresSessions):
                     continue
                 payload = decode_notification(text)
                 if isinstance(payload, int):
-                    fetched = await self._fetch_row(conn, payload)
-                    if fetched is None:
-                        continue
-                    payload = fetched
+                    # a reference to no row: the text goes on, for the manager to
+                    # count as malformed
+                    payload = await self._fetch_row(conn, payload) or text.encode()
                 await self._dispatch(payload)
         finally:
             await close_quietly(conn)

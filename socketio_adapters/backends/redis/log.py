@@ -14,7 +14,7 @@ from .connections import RedisConnections
 from .resp import RawConnection, command
 
 __all__ = ["FIELD", "ID_MAX", "RedisLog", "entry_key", "keep_length", "previous_id",
-           "xadd", "xadd_head"]
+           "record_body", "xadd", "xadd_head"]
 
 ID_MAX = 2**64 - 1
 """The largest number in a stream entry ID."""
@@ -33,6 +33,16 @@ def entry_key(entry_id: bytes) -> RecordKey:
     """The record key of a stream entry ID (``b"ms-seq"``)."""
     ms, _, seq = entry_id.partition(b"-")
     return int(ms), int(seq)
+
+
+def record_body(fields: Any) -> bytes:
+    """The payload of a stream entry (its fields as a flat list, or a map): field
+    ``p``. An entry another client wrote without it reads as empty, which every node
+    then drops as malformed, live and read back alike."""
+    if isinstance(fields, list):
+        fields = dict(zip(fields[::2], fields[1::2], strict=False))
+    body = fields.get(FIELD) if isinstance(fields, dict) else None
+    return body if isinstance(body, bytes) else b""
 
 
 def format_id(key: RecordKey) -> bytes:
@@ -100,7 +110,7 @@ class RedisLog(RedisConnections):
         record = None
         if last:
             entry_id, fields = last[0]
-            record = (entry_key(entry_id), fields[1])
+            record = (entry_key(entry_id), record_body(fields))
         return self.log_reader.restart(record)
 
     async def _follow_log(self, stream: RawConnection, start: RecordKey | None) -> None:
@@ -130,7 +140,7 @@ class RedisLog(RedisConnections):
             entries = reply[key] if isinstance(reply, dict) else reply[0][1]
             for entry_id, fields in entries:
                 cursor = entry_id
-                await reader.feed(entry_key(entry_id), fields[1])
+                await reader.feed(entry_key(entry_id), record_body(fields))
 
     def _warn_trimmed(self, position: RecordKey) -> None:
         """Warn that records were trimmed before this node read them, unless
@@ -184,10 +194,9 @@ class RedisLog(RedisConnections):
                                                       count=limit)
         records: list[LogRecord] = []
         for entry_id, fields in entries or ():
-            body = None if fields is None else fields.get(FIELD)
-            if not isinstance(entry_id, bytes) or not isinstance(body, bytes):
+            if not isinstance(entry_id, bytes):
                 raise redis.exceptions.DataError(
-                    f"{self.log_key} holds an entry that is not a log record: {entry_id!r}")
+                    f"{self.log_key} answered an entry without an ID: {entry_id!r}")
             key = entry_key(entry_id)
-            records.append(LogRecord(key, body, key[0]))
+            records.append(LogRecord(key, record_body(fields), key[0]))
         return records
