@@ -198,7 +198,9 @@ async def test_a_full_outbox_makes_emits_wait_then_raise_not_drop() -> None:
         await manager.emit("e", 10, namespace="/")
     assert loop.time() - began >= 0.3  # it waited for room first
     assert (manager.stats()["publish_dropped"], manager.stats()["queued"]) == (0, 10)
-    # room that frees up while an emit waits lets it through
+    # room that frees up while an emit waits lets it through (once the writer's
+    # backoff, which grew while the broker was down, lets it try again)
+    manager.publisher.require().timeout = DEADLINE
     waiting = asyncio.create_task(manager.emit("e", 11, namespace="/"))
     await asyncio.sleep(0.05)
     assert not waiting.done()
