@@ -5,8 +5,9 @@ trip carries many messages) while order is kept. ``put_and_wait`` returns once t
 broker accepted that message (room changes use it, so a later message from any node
 cannot overtake them). While the broker is unreachable the queue keeps up to
 ``max_buffer`` messages and retries with backoff; past that the oldest are dropped and
-every drop is logged and counted. A publish refused for this client's credentials
-(see :meth:`Backend.is_auth_error`) is retried the same way, logged as an error. A
+every drop is logged and counted. A publish refused for this client's credentials or
+the broker's certificate (see :meth:`Backend.refusal`) is retried the same way, logged
+as an error. A
 publish that fails for any other reason (the broker refused that payload) drops that
 batch with an error log.
 """
@@ -137,8 +138,8 @@ class Outbox:
                 self._inflight = []
                 raise
             except Exception as exc:
-                auth = self.backend.is_auth_error(exc)
-                if not auth and not isinstance(exc, self.backend.connection_errors):
+                refusal = self.backend.refusal(exc)
+                if refusal is None and not isinstance(exc, self.backend.connection_errors):
                     self.logger.exception("broker refused %d messages; dropped them", count)
                     self.counters.dropped += count
                     self._settle(ConnectionError("broker refused the message"))
@@ -148,9 +149,9 @@ class Outbox:
                 self.failures += 1
                 if self.failures == 1 or self.failures % 50 == 0:
                     self.logger.log(
-                        logging.ERROR if auth else logging.WARNING,
+                        logging.WARNING if refusal is None else logging.ERROR,
                         "publish failed (%s%s: %s); %d queued, retrying",
-                        "authentication failed, wrong user or password? " if auth else "",
+                        "" if refusal is None else refusal + " ",
                         type(exc).__name__, exc, len(self._queue))
                 await asyncio.sleep(backoff.next())
                 continue
