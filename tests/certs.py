@@ -1,5 +1,5 @@
 """Throwaway certificates for the TLS tests, made with the ``openssl`` command line
-(Debian's ``openssl`` package; scripts/install-brokers.sh installs it if missing).
+(Debian's ``openssl`` package; scripts/test.sh installs it if missing).
 
 :func:`make_authority` makes a CA; :meth:`Authority.issue` a certificate it signs,
 for a server (SAN ``127.0.0.1`` and ``localhost``) or a client. Keys are ECDSA P-256,

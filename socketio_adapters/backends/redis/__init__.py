@@ -19,8 +19,10 @@ Options
     ``channel`` and ``connect_timeout`` (see the base backend), ``sharded`` (default
     ``false``), and redis-py's own connection options: ``db``, ``socket_timeout``,
     ``socket_connect_timeout``, ``socket_keepalive``, ``health_check_interval``,
-    ``max_connections``, ``retry_on_timeout``, ``ssl_cert_reqs``, ``ssl_ca_certs``,
-    ``ssl_certfile``, ``ssl_keyfile``, ``ssl_check_hostname``, ``timeout``.
+    ``max_connections``, ``retry_on_timeout``, ``ssl_cert_reqs``,
+    ``ssl_check_hostname``, ``timeout``; for ``rediss``, ``tls_ca_file``,
+    ``tls_cert_file``, ``tls_key_file`` (:mod:`socketio_adapters.tls`; redis-py's
+    ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile`` are aliases).
 """
 
 from .core import RedisBackend
