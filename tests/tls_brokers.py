@@ -26,18 +26,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 from conformance.brokers import HOST, KafkaBroker, free_port
-from tests.auth_brokers import AuthNats, AuthPostgres, AuthRabbitMQ, AuthRedis
+from tests.auth_brokers import AuthNats, AuthPostgres, AuthRabbitMQ, AuthRedis, userinfo
 from tests.certs import Issued
 
 __all__ = ["TlsKafka", "TlsNats", "TlsPostgres", "TlsRabbitMQ", "TlsRedis",
            "TlsTerminator", "tls_exchange"]
-
-
-def _userinfo(user: str | None, password: str | None) -> str:
-    if user is None and password is None:
-        return ""
-    secret = "" if password is None else ":" + quote(password, safe="")
-    return f"{quote(user or '', safe='')}{secret}@"
 
 
 def tls_exchange(port: int, ca: Path, payload: bytes, timeout: float,
@@ -82,7 +75,7 @@ class TlsRedis(AuthRedis):
             raise ConnectionError(f"AUTH and PING answered {reply!r}")
 
     def tls_url(self, user: str | None, password: str | None, ca: Path) -> str:
-        return (f"rediss://{_userinfo(user, password)}{HOST}:{self.port}/0"
+        return (f"rediss://{userinfo(user, password)}{HOST}:{self.port}/0"
                 f"?tls_ca_file={quote(str(ca))}")
 
 
@@ -117,7 +110,7 @@ class TlsRabbitMQ(AuthRabbitMQ):
             raise ConnectionError(f"no Connection.Start over TLS: {reply[:16]!r}")
 
     def tls_url(self, user: str | None, password: str | None, ca: Path) -> str:
-        return (f"amqps://{_userinfo(user, password)}{HOST}:{self.port}/"
+        return (f"amqps://{userinfo(user, password)}{HOST}:{self.port}/"
                 f"?tls_ca_file={quote(str(ca))}")
 
 
@@ -146,7 +139,7 @@ class TlsNats(AuthNats):
             raise ConnectionError(f"no auth_required and tls_required in {info[:300]!r}")
 
     def tls_url(self, user: str | None, password: str | None, ca: Path) -> str:
-        return (f"tls://{_userinfo(user, password)}{HOST}:{self.port}"
+        return (f"tls://{userinfo(user, password)}{HOST}:{self.port}"
                 f"?tls_ca_file={quote(str(ca))}")
 
 
@@ -177,7 +170,7 @@ class TlsPostgres(AuthPostgres):
             f"hostssl all all {HOST}/32 scram-sha-256\n")
 
     def tls_url(self, user: str | None, password: str | None, ca: Path) -> str:
-        return (f"postgresql://{_userinfo(user, password)}{HOST}:{self.port}/postgres"
+        return (f"postgresql://{userinfo(user, password)}{HOST}:{self.port}/postgres"
                 f"?sslmode=verify-full&tls_ca_file={quote(str(ca))}")
 
 
