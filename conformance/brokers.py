@@ -400,10 +400,16 @@ class KafkaBroker(LocalBroker):
     def bootstrap_servers(self) -> str:
         return f"{HOST}:{self.port}"
 
+    @property
+    def advertised_listener(self) -> str:
+        """Where tansu tells clients the broker is (by default: where it listens)."""
+        return f"tcp://{HOST}:{self.port}"
+
     def _launch(self, deadline: float) -> None:
         listener = f"tcp://{HOST}:{self.port}"
         cmd = [str(self.binary), "broker", "--listener-url", listener,
-               "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/",
+               "--advertised-listener-url", self.advertised_listener,
+               "--storage-engine", "memory://tansu/",
                "--cluster-id", f"sioa_{self.port}"]
         env = {k: v for k, v in os.environ.items() if k not in self._TANSU_ENV}
         self._proc = _spawn(cmd, self.log_path, env)
@@ -427,6 +433,8 @@ class RabbitMQBroker(LocalBroker):
         super().__init__(workdir)
         self.dist_port = free_port()
         self.epmd_port = free_port()
+        self.tcp_port = self.port
+        """Where the plain AMQP listener is (a TLS launcher moves it off ``port``)."""
         self.nodename = f"rabbit_{self.port}@localhost"
         self._epmd: subprocess.Popen[bytes] | None = None
 
@@ -465,7 +473,7 @@ class RabbitMQBroker(LocalBroker):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))}
         env.update(  # HOME: the Erlang cookie goes there
             HOME=str(d), ERL_EPMD_PORT=str(self.epmd_port), RABBITMQ_NODENAME=self.nodename,
-            RABBITMQ_NODE_IP_ADDRESS=HOST, RABBITMQ_NODE_PORT=str(self.port),
+            RABBITMQ_NODE_IP_ADDRESS=HOST, RABBITMQ_NODE_PORT=str(self.tcp_port),
             RABBITMQ_DIST_PORT=str(self.dist_port),
             RABBITMQ_CONF_ENV_FILE=str(d / "rabbitmq-env.conf"),
             RABBITMQ_CONFIG_FILE=str(d / "rabbitmq.conf"),

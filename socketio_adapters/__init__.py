@@ -10,7 +10,13 @@ Start the manager with the application (``await manager.start()``, or
 its first client arrives.
 """
 
-from .backends.base import AuthenticationFailed, Backend, BrokerUnavailable, Capabilities
+from .backends.base import (
+    AuthenticationFailed,
+    Backend,
+    BrokerUnavailable,
+    Capabilities,
+    TLSVerificationFailed,
+)
 from .client import AsyncClient
 from .cluster import ClusterManager, RemoteSocket
 from .emitter import Emitter, create_emitter
@@ -55,6 +61,7 @@ __all__ = [
     "RecoveryOptions",
     "RemoteSocket",
     "SyncEmitter",
+    "TLSVerificationFailed",
     "attach_aiohttp",
     "create_backend",
     "create_emitter",

@@ -40,7 +40,8 @@ class Backoff:
 
 class ConnectionState:
     """Whether a backend is subscribed now, how often it reconnected, and whether the
-    broker refused its credentials."""
+    broker refused it (its credentials, or the broker's certificate failed
+    verification)."""
 
     def __init__(self) -> None:
         self._up = asyncio.Event()
@@ -49,8 +50,7 @@ class ConnectionState:
         self.down_since: float | None = None
         self.last_outage: float | None = None
         self.refusal: BaseException | None = None
-        """The error of the broker's last refusal of our credentials, until the next
-        subscription."""
+        """The error of the broker's last refusal, until the next subscription."""
 
     @property
     def connected(self) -> bool:
@@ -66,7 +66,7 @@ class ConnectionState:
         self._settled.set()
 
     def mark_refused(self, exc: BaseException) -> None:
-        """The broker refused our credentials (the listener goes on retrying)."""
+        """The broker refused us (the listener goes on retrying)."""
         self.refusal = exc
         self._settled.set()
 
@@ -76,7 +76,7 @@ class ConnectionState:
         self._up.clear()
 
     async def wait_up(self, timeout: float | None = None) -> None:
-        """Wait until subscribed, or until the broker refuses our credentials from now
+        """Wait until subscribed, or until the broker refuses us from now
         on (then ``refusal`` is set and ``connected`` false); raise
         ``asyncio.TimeoutError`` after ``timeout`` seconds."""
         if self._up.is_set():
@@ -93,15 +93,16 @@ async def supervise(
     errors: tuple[type[BaseException], ...],
     logger: logging.Logger,
     backoff: Backoff | None = None,
-    refused: Callable[[BaseException], bool] | None = None,
+    refused: Callable[[BaseException], str | None] | None = None,
 ) -> None:
     """Run ``run_once(ready)`` forever, reconnecting with backoff after each failure.
 
     ``run_once`` must call ``ready()`` once it is subscribed; its connection-level
     failures should be in ``errors`` (logged as warnings). A failure for which
-    ``refused(exc)`` is true means the broker refused our credentials: it is logged as
-    an error and marked on ``state`` (see :meth:`ConnectionState.mark_refused`), and
-    retried too. Anything else is a bug, but it is logged with a traceback and the loop
+    ``refused(exc)`` says what is wrong means the broker refused us (our credentials,
+    or its certificate failed verification): it is logged as an error with that text
+    and marked on ``state`` (see :meth:`ConnectionState.mark_refused`), and retried
+    too. Anything else is a bug, but it is logged with a traceback and the loop
     goes on rather than dying silently.
     """
     backoff = backoff or Backoff()
@@ -121,9 +122,10 @@ async def supervise(
             state.mark_down()
             raise
         except Exception as exc:
-            if refused is not None and refused(exc):
-                logger.error("%s: authentication failed, wrong user or password? (%s: %s);"
-                             " retrying", name, type(exc).__name__, exc)
+            reason = refused(exc) if refused is not None else None
+            if reason is not None:
+                logger.error("%s: %s (%s: %s); retrying", name, reason,
+                             type(exc).__name__, exc)
                 state.mark_refused(exc)
             elif isinstance(exc, errors):
                 logger.warning("%s: connection lost (%s: %s), reconnecting", name,

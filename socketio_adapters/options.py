@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .errors import ConfigurationError
 
@@ -126,16 +126,27 @@ def resolve(
     return result
 
 
+_TOKEN_SCHEMES = frozenset({"nats", "tls"})
+"""Schemes whose user part alone (``nats://TOKEN@host``) is a secret: a token."""
+_SECRET_PARAMETERS = frozenset({"password", "sslpassword", "token"})
+"""Query parameters that hold secrets."""
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced by ``***``, for logs and errors."""
+    """The URL with any password (or token, or secret query parameter) replaced by
+    ``***``, for logs and errors."""
     try:
         parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
     except ValueError:
         return "<unparsable url>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    safe = SplitResult(parts.scheme, f"{user}:***@{netloc}", parts.path, parts.query,
-                       parts.fragment)
-    return urlunsplit(safe)
+    userinfo, at, hosts = parts.netloc.rpartition("@")
+    if parts.password is not None:
+        userinfo = f"{parts.username or ''}:***"
+    elif at and parts.scheme.lower() in _TOKEN_SCHEMES:
+        userinfo = "***"
+    if any(name in _SECRET_PARAMETERS for name, _ in query):
+        parts = parts._replace(query=urlencode(
+            [(name, "***" if name in _SECRET_PARAMETERS else value)
+             for name, value in query], safe="*/"))
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{hosts}"))

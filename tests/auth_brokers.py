@@ -19,7 +19,8 @@ from conformance.brokers import (
     RedisBroker,
 )
 
-__all__ = ["AuthKafka", "AuthNats", "AuthPostgres", "AuthRabbitMQ", "AuthRedis"]
+__all__ = ["AuthKafka", "AuthNats", "AuthPostgres", "AuthRabbitMQ", "AuthRedis",
+           "userinfo"]
 
 
 def _first_line(port: int, payload: bytes, timeout: float) -> bytes:
@@ -35,7 +36,8 @@ def _first_line(port: int, payload: bytes, timeout: float) -> bytes:
         return data
 
 
-def _userinfo(user: str | None, password: str | None) -> str:
+def userinfo(user: str | None, password: str | None) -> str:
+    """``user:password@``, percent-encoded, or nothing."""
     if user is None and password is None:
         return ""
     secret = "" if password is None else ":" + quote(password, safe="")
@@ -60,7 +62,7 @@ class AuthRedis(RedisBroker):
             raise ConnectionError(f"AUTH and PING answered {reply!r}")
 
     def url_as(self, user: str | None, password: str | None) -> str:
-        return f"redis://{_userinfo(user, password)}{HOST}:{self.port}/0"
+        return f"redis://{userinfo(user, password)}{HOST}:{self.port}/0"
 
 
 class AuthRabbitMQ(RabbitMQBroker):
@@ -69,7 +71,7 @@ class AuthRabbitMQ(RabbitMQBroker):
     user, password = "guest", "guest"
 
     def url_as(self, user: str | None, password: str | None) -> str:
-        return f"amqp://{_userinfo(user, password)}{HOST}:{self.port}/"
+        return f"amqp://{userinfo(user, password)}{HOST}:{self.port}/"
 
 
 class AuthNats(NatsBroker):
@@ -86,7 +88,7 @@ class AuthNats(NatsBroker):
             raise ConnectionError(f"no auth_required in {info[:200]!r}")
 
     def url_as(self, user: str | None, password: str | None) -> str:
-        return f"nats://{_userinfo(user, password)}{HOST}:{self.port}"
+        return f"nats://{userinfo(user, password)}{HOST}:{self.port}"
 
 
 class AuthPostgres(PostgresBroker):
@@ -116,7 +118,7 @@ class AuthPostgres(PostgresBroker):
             f"host all all {HOST}/32 scram-sha-256\n")
 
     def url_as(self, user: str | None, password: str | None) -> str:
-        return f"postgresql://{_userinfo(user, password)}{HOST}:{self.port}/postgres"
+        return f"postgresql://{userinfo(user, password)}{HOST}:{self.port}/postgres"
 
 
 class AuthKafka(KafkaBroker):
@@ -135,5 +137,5 @@ class AuthKafka(KafkaBroker):
                 cwd=self.log_path.parent, start_new_session=True)
 
     def url_as(self, user: str | None, password: str | None) -> str:
-        return (f"kafka://{_userinfo(user, password)}{HOST}:{self.port}"
+        return (f"kafka://{userinfo(user, password)}{HOST}:{self.port}"
                 "?security_protocol=SASL_PLAINTEXT&sasl_mechanism=SCRAM-SHA-256")

@@ -4,6 +4,7 @@ conformance suite runs it against a real RabbitMQ."""
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Sequence
 
@@ -54,10 +55,11 @@ def test_query_options_and_keywords() -> None:
 
 
 def test_options_go_to_the_broker_url_but_the_password_stays_out_of_names() -> None:
-    backend = _backend("amqps://user:secret@broker:5671/vhost?cafile=/ca.pem")
+    backend = _backend("amqps://user:secret@broker:5671/vhost?name=n1")
     url = backend.connect_url
     assert (url.scheme, url.host, url.port, url.path) == ("amqps", "broker", 5671, "/vhost")
-    assert url.query["cafile"] == "/ca.pem"
+    assert url.query["name"] == "n1"
+    assert backend.tls is not None and backend.tls.verify_mode == ssl.CERT_REQUIRED
     names = backend.names
     assert "secret" not in names.broadcast_exchange + names.direct_exchange
 
@@ -72,6 +74,21 @@ def test_bad_values_name_the_option(option: str, value: object) -> None:
         create_backend("amqp://127.0.0.1/", **{option: value})
     with pytest.raises(ConfigurationError, match=repr(option)):
         create_manager(f"amqp://127.0.0.1/?{option}={value}")
+
+
+@pytest.mark.parametrize("query", ["cafile=/nonexistent/ca.pem",
+                                   "tls_ca_file=/nonexistent/ca.pem"])
+def test_tls_files_are_checked_when_the_backend_is_made(query: str) -> None:
+    with pytest.raises(ConfigurationError, match="amqp backend: bad TLS files"):
+        create_backend(f"amqps://127.0.0.1/?{query}")
+
+
+def test_tls_options_need_amqps() -> None:
+    with pytest.raises(ConfigurationError, match="amqps://"):
+        create_backend("amqp://127.0.0.1/?no_verify_ssl=1")
+    assert _backend("amqp://127.0.0.1/").tls is None
+    unverified = _backend("amqps://127.0.0.1/?no_verify_ssl=1").tls
+    assert unverified is not None and unverified.verify_mode == ssl.CERT_NONE
 
 
 def test_unknown_option_is_refused() -> None:

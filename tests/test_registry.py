@@ -92,6 +92,11 @@ def test_missing_client_library_names_the_extra() -> None:
 def test_redact_hides_passwords() -> None:
     assert redact("redis://user:secret@h:1/0") == "redis://user:***@h:1/0"
     assert redact("redis://h:1/0") == "redis://h:1/0"
+    assert redact("postgresql://bob@h/db") == "postgresql://bob@h/db"
+    assert redact("nats://s3cret-token@h1:1,h2:2") == "nats://***@h1:1,h2:2"
+    assert redact("tls://u:pw@h:1") == "tls://u:***@h:1"
+    assert redact("postgresql://h/db?sslmode=require&password=pw&sslpassword=x") == (
+        "postgresql://h/db?sslmode=require&password=***&sslpassword=***")
 
 
 def test_no_url_means_the_environment_then_the_embedded_backend(

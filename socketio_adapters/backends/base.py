@@ -59,6 +59,7 @@ from ..storage import (
     read_entries,
 )
 from ..tasks import settle
+from ..tls import verification_failure
 from .frames import LOG, Deliver, Frames, Outgoing
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "LogSettings",
     "Outgoing",
     "RecordKey",
+    "TLSVerificationFailed",
 ]
 
 _STOP_SECONDS = 5.0
@@ -86,6 +88,12 @@ class BrokerUnavailable(AdapterError, ConnectionError):
 class AuthenticationFailed(BrokerUnavailable):
     """The broker refused the credentials (wrong user or password) when the backend
     started: raised at once, not after ``connect_timeout``."""
+
+
+class TLSVerificationFailed(BrokerUnavailable):
+    """The broker's TLS certificate failed verification (signed by a CA the client
+    does not trust, or issued for another host name) when the backend started: raised
+    at once, not after ``connect_timeout``."""
 
 
 @dataclass(frozen=True)
@@ -174,7 +182,10 @@ class Backend(Frames, abc.ABC):
 
     async def start(self, node_id: str, deliver: Deliver | None) -> None:
         """Connect and subscribe; return once subscribed, or raise
-        :class:`BrokerUnavailable` after ``connect_timeout``. With ``deliver`` set to
+        :class:`BrokerUnavailable` after ``connect_timeout`` (at once its subclass
+        :class:`AuthenticationFailed` or :class:`TLSVerificationFailed` when the broker
+        refuses the credentials or its certificate fails verification; see
+        :meth:`refusal`). With ``deliver`` set to
         ``None`` the backend only publishes (an emitter) and subscribes to nothing."""
         if self._opened:
             raise RuntimeError(f"{self.name} backend already started")
@@ -184,7 +195,7 @@ class Backend(Frames, abc.ABC):
         try:
             await asyncio.wait_for(self._open(), timeout)
         except Exception as exc:
-            if self.is_auth_error(exc):
+            if self.refusal(exc) is not None:
                 raise self._refused(exc) from None
             if not isinstance(exc, self._open_errors()):
                 raise
@@ -215,7 +226,27 @@ class Backend(Frames, abc.ABC):
         it only by message overrides this."""
         return isinstance(exc, self.auth_errors)
 
-    def _refused(self, exc: BaseException) -> AuthenticationFailed:
+    def is_tls_error(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the broker's certificate failed verification (see
+        :func:`socketio_adapters.tls.verification_failure`)."""
+        return verification_failure(exc) is not None
+
+    def refusal(self, exc: BaseException) -> str | None:
+        """What is wrong when ``exc`` says the broker cannot be used as configured,
+        however often we try (refused credentials, an untrusted certificate);
+        ``None`` for any other error."""
+        if self.is_auth_error(exc):
+            return "authentication failed, wrong user or password?"
+        if self.is_tls_error(exc):
+            return "TLS certificate verification failed, wrong CA (option tls_ca_file)?"
+        return None
+
+    def _refused(self, exc: BaseException) -> BrokerUnavailable:
+        if not self.is_auth_error(exc) and self.is_tls_error(exc):
+            return TLSVerificationFailed(
+                f"{self.name}: TLS certificate verification failed at "
+                f"{redact(self.url)}: is the broker's certificate signed by the CA of "
+                f"option tls_ca_file, for this host? ({verification_failure(exc)})")
         return AuthenticationFailed(
             f"{self.name}: authentication failed at {redact(self.url)}: wrong user or "
             f"password? ({type(exc).__name__}: {exc})")
@@ -239,7 +270,7 @@ class Backend(Frames, abc.ABC):
         from ..backoff import supervise
 
         await supervise(f"{self.name} {redact(self.url)}", self._run, self.state,
-                        self.connection_errors, self.logger, refused=self.is_auth_error)
+                        self.connection_errors, self.logger, refused=self.refusal)
 
     async def _open(self) -> None:
         """Create clients before the listener starts (optional)."""

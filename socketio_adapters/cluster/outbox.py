@@ -18,9 +18,10 @@ While the broker is unreachable the writer retries with backoff. Before it sends
 again after a failure it passes the ``gate`` (set by the manager: the other nodes
 are subscribed again, see :mod:`socketio_adapters.cluster.resume`), so what was
 buffered is not published into an outage's gap. A publish refused for this client's
-credentials (see :meth:`Backend.is_auth_error`) is retried the same way, logged as an
-error. A publish that fails for any other reason (the broker refused that payload)
-drops that batch with an error log, and its waiters get the error.
+credentials or the broker's certificate (see :meth:`Backend.refusal`) is retried the
+same way, logged as an error. A publish that fails for any other reason (the broker
+refused that payload) drops that batch with an error log, and its waiters get the
+error.
 """
 
 from __future__ import annotations
@@ -255,8 +256,8 @@ class Outbox:
                 self._put_back(batch, urgent)
                 raise
             except Exception as exc:
-                auth = self.backend.is_auth_error(exc)
-                if not auth and not isinstance(exc, self.backend.connection_errors):
+                refusal = self.backend.refusal(exc)
+                if refusal is None and not isinstance(exc, self.backend.connection_errors):
                     self.logger.exception("broker refused %d messages; dropped them",
                                           len(batch))
                     if urgent:
@@ -272,9 +273,9 @@ class Outbox:
                 self.failures += 1
                 if self.failures == 1 or self.failures % 50 == 0:
                     self.logger.log(
-                        logging.ERROR if auth else logging.WARNING,
+                        logging.WARNING if refusal is None else logging.ERROR,
                         "publish failed (%s%s: %s); %d queued, retrying",
-                        "authentication failed, wrong user or password? " if auth else "",
+                        "" if refusal is None else refusal + " ",
                         type(exc).__name__, exc, len(self._queue))
                 await asyncio.sleep(backoff.next())
                 continue

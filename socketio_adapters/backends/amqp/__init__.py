@@ -24,9 +24,11 @@ Options
     confirms; ``heartbeat`` (default ``20`` seconds, ``0`` disables it), which also
     bounds how long the broker keeps the queue of a node whose host vanished without
     closing its socket; ``log_max_bytes`` (default 1 GiB) size cap of the log stream,
-    for recovery; and, passed to aiormq, ``name`` (the connection name RabbitMQ
-    shows), ``cafile``, ``capath``, ``certfile``, ``keyfile`` and ``no_verify_ssl``
-    (for ``amqps``).
+    for recovery; ``name`` (the connection name RabbitMQ shows, passed to aiormq);
+    and for ``amqps``, ``tls_ca_file``, ``tls_cert_file``, ``tls_key_file``
+    (:mod:`socketio_adapters.tls`; aiormq's ``cafile``, ``certfile``, ``keyfile`` are
+    aliases), ``capath`` and ``no_verify_ssl``, from which the backend builds the
+    ``SSLContext`` it gives aio-pika.
 """
 
 from .connection import ConnectionLost, PublishRefused

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
@@ -14,10 +15,11 @@ import aiormq
 import aiormq.exceptions
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-from ...errors import AdapterError
-from ...options import Option, int_in_range, text
+from ...errors import AdapterError, ConfigurationError
+from ...options import Option, int_in_range, non_empty_str, parse_bool, text
+from ...tls import TLS_OPTIONS, alias_options, client_context, tls_files
 from ..base import Backend
-from .naming import PASS_THROUGH, AmqpNames, connect_url
+from .naming import PASS_THROUGH, TLS_ALIASES, AmqpNames, connect_url
 
 __all__ = ["CLOSE_TIMEOUT", "CONNECTION_OPTIONS", "AmqpConnection", "ConnectionLost",
            "PublishRefused", "alive", "now_ms"]
@@ -29,6 +31,11 @@ CONNECTION_OPTIONS: tuple[Option, ...] = (
     Option("heartbeat", int_in_range(0, 65535, "whole seconds"), 20,
            "AMQP heartbeat in seconds, 0 disables it"),
     *(Option(name, text, None, "passed to aiormq") for name in PASS_THROUGH),
+    *TLS_OPTIONS,
+    *alias_options(TLS_ALIASES),
+    Option("capath", non_empty_str, None, "directory of CA certificates (amqps)"),
+    Option("no_verify_ssl", parse_bool, False,
+           "do not verify the broker's certificate (amqps; unsafe)"),
 )
 
 
@@ -77,12 +84,24 @@ class AmqpConnection(Backend):
             url, self.settings["heartbeat"],
             {name: self.settings[name] for name in PASS_THROUGH})
         """The URL aiormq connects to, with the options it takes in its query."""
+        self.tls = self._tls_context(url)
+        """The TLS context of an ``amqps`` URL (None: plain AMQP)."""
         self._publisher: AbstractConnection | None = None
         self._publish_channel: AbstractChannel | None = None
         self._publish_lock = asyncio.Lock()
 
+    def _tls_context(self, url: str) -> ssl.SSLContext | None:
+        s = self.settings
+        files = tls_files(s, "amqp backend", TLS_ALIASES)
+        if not url.lower().startswith("amqps://"):
+            if files.given or s["capath"] or s["no_verify_ssl"]:
+                raise ConfigurationError("amqp backend: TLS options need an amqps:// URL")
+            return None
+        return client_context("amqp backend", files.ca_file, files.cert_file,
+                              files.key_file, s["capath"], not s["no_verify_ssl"])
+
     async def _connect(self) -> AbstractConnection:
-        return await aio_pika.connect(self.connect_url,
+        return await aio_pika.connect(self.connect_url, ssl_context=self.tls,
                                       timeout=self.settings["connect_timeout"])
 
     async def _publisher_connection(self) -> AbstractConnection:

@@ -12,7 +12,7 @@ from yarl import URL
 from ...errors import ConfigurationError
 
 __all__ = ["MARKER_HEADER", "MAX_MESSAGE_SIZE", "OFFSET_HEADER", "PASS_THROUGH",
-           "QUEUE_NAME_LIMIT", "TIME_HEADER", "AmqpNames", "connect_url"]
+           "QUEUE_NAME_LIMIT", "TIME_HEADER", "TLS_ALIASES", "AmqpNames", "connect_url"]
 
 MAX_MESSAGE_SIZE = 128 * 1024 * 1024
 """RabbitMQ's default ``max_message_size`` (134217728 bytes since 3.8)."""
@@ -28,8 +28,10 @@ MARKER_HEADER = "sio-marker"
 """Set on the marker a listener appends to find the end of the log: a marker takes a
 stream offset but is no record of the log."""
 
-PASS_THROUGH = ("name", "cafile", "capath", "certfile", "keyfile", "no_verify_ssl")
+PASS_THROUGH = ("name",)
 """Options passed to aiormq in the URL's query."""
+TLS_ALIASES = ("cafile", "certfile", "keyfile")
+"""aiormq's names of the TLS files (see :mod:`socketio_adapters.tls`)."""
 
 
 @dataclass(frozen=True)

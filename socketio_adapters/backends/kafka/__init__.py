@@ -23,8 +23,9 @@ Options
     ``replication_factor`` (when the topic is created), ``linger_ms``,
     ``max_message_size``, ``health_interval``, ``request_timeout_ms``,
     ``fetch_max_wait_ms``, ``client_id``, ``security_protocol``, ``sasl_mechanism``,
-    ``ssl_cafile``, ``ssl_certfile``, ``ssl_keyfile``, ``log_topic`` (default: the
-    channel followed by ``.log``).
+    ``tls_ca_file``, ``tls_cert_file``, ``tls_key_file`` (:mod:`socketio_adapters.tls`;
+    aiokafka's ``ssl_cafile``, ``ssl_certfile``, ``ssl_keyfile`` are aliases),
+    ``log_topic`` (default: the channel followed by ``.log``).
 """
 
 from .core import TARGET_HEADER, KafkaBackend, in_time_order, target_of

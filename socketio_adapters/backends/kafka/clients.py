@@ -19,7 +19,7 @@ from ...options import (
     positive_int,
 )
 from ...tasks import settle
-from ...tls import client_context
+from ...tls import TLS_OPTIONS, alias_options, tls_files
 from ..base import Backend
 from .topics import valid_topic
 from .url import parse_servers
@@ -30,6 +30,8 @@ FRAMING = 64 * 1024
 """Room for record and batch headers on top of the largest payload."""
 _STOP_SECONDS = 5.0
 _LOG_SUFFIX = ".log"
+_TLS_ALIASES = ("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+"""aiokafka's names of the TLS files (see :mod:`socketio_adapters.tls`)."""
 
 
 def retriable_errors() -> tuple[type[BaseException], ...]:
@@ -62,9 +64,8 @@ class KafkaClients(Backend):
         Option("sasl_mechanism",
                choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", fold=str.upper), "PLAIN",
                "SASL mechanism (credentials come from the URL)"),
-        Option("ssl_cafile", optional_str, None, "CA bundle for SSL"),
-        Option("ssl_certfile", optional_str, None, "client certificate for SSL"),
-        Option("ssl_keyfile", optional_str, None, "client key for SSL"),
+        *TLS_OPTIONS,
+        *alias_options(_TLS_ALIASES),
         Option("log_topic", optional_str, None,
                "topic of the durable log (default: the channel + '.log')"),
     )
@@ -113,9 +114,9 @@ class KafkaClients(Backend):
             "bootstrap_servers": self.servers, "client_id": s["client_id"],
             "request_timeout_ms": s["request_timeout_ms"], "security_protocol": protocol,
         }
+        files = tls_files(s, "kafka backend", _TLS_ALIASES)
         if protocol in ("SSL", "SASL_SSL"):
-            self._client_settings["ssl_context"] = client_context(
-                "kafka backend", s["ssl_cafile"], s["ssl_certfile"], s["ssl_keyfile"])
+            self._client_settings["ssl_context"] = files.context("kafka backend")
         if credentials is not None:
             self._client_settings.update(
                 sasl_mechanism=s["sasl_mechanism"],

@@ -13,7 +13,6 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 
-from ...errors import ConfigurationError
 from ...options import (
     Option,
     choice,
@@ -22,7 +21,7 @@ from ...options import (
     positive_float,
     positive_int,
 )
-from ...tls import client_context
+from ...tls import TLS_OPTIONS, tls_files
 from ..base import LOG, Capabilities, Outgoing
 from .follower import Follower
 from .link import Acks, Link, connect
@@ -71,9 +70,7 @@ class NatsBackend(NatsLog, NatsSessions):
         Option("publish_timeout", positive_float, 5.0,
                "seconds a publish waits for the server to confirm a batch"),
         Option("dont_randomize", parse_bool, False, "try the servers in URL order"),
-        Option("tls_ca_file", non_empty_str, None, "CA bundle to verify the server"),
-        Option("tls_cert_file", non_empty_str, None, "client certificate (PEM)"),
-        Option("tls_key_file", non_empty_str, None, "client certificate's key (PEM)"),
+        *TLS_OPTIONS,
         Option("tls_hostname", non_empty_str, None, "server name to verify"),
         Option("tls_handshake_first", parse_bool, False,
                "TLS before the server's INFO (server option handshake_first)"),
@@ -97,16 +94,13 @@ class NatsBackend(NatsLog, NatsSessions):
         super().__init__(url, **options)
         self.target = parse_url(url)
         s = self.settings
-        if s["tls_key_file"] and not s["tls_cert_file"]:
-            raise ConfigurationError("option 'tls_key_file' needs 'tls_cert_file' too")
-        wanted = self.target.tls or any(
-            s[k] for k in ("tls_ca_file", "tls_cert_file", "tls_hostname",
-                           "tls_handshake_first"))
+        files = tls_files(s, "nats backend")
+        wanted = self.target.tls or files.given or bool(
+            s["tls_hostname"] or s["tls_handshake_first"])
         self.tls: ssl.SSLContext | None = None
         """The TLS context given to nats-py (None: plain unless the server asks)."""
         if wanted:
-            self.tls = client_context("nats backend", s["tls_ca_file"],
-                                      s["tls_cert_file"], s["tls_key_file"])
+            self.tls = files.context("nats backend")
 
     def node_subject(self, uid: str) -> str:
         return self.names.node_subject(uid)
@@ -176,10 +170,10 @@ class NatsBackend(NatsLog, NatsSessions):
             and any(refusal in str(exc).lower() for refusal in _REFUSALS))
 
     def link_error(self, exc: Exception) -> None:
-        if self.is_auth_error(exc):  # while nats-py reconnects by itself
-            self.logger.error("nats %s: authentication failed, wrong user, password or "
-                              "token? (%s: %s); nats-py retrying", self.where,
-                              type(exc).__name__, exc)
+        reason = self.refusal(exc)
+        if reason is not None:  # while nats-py reconnects by itself
+            self.logger.error("nats %s: %s (%s: %s); nats-py retrying", self.where,
+                              reason, type(exc).__name__, exc)
         elif isinstance(exc, self.connection_errors):
             self.logger.debug("nats %s: %s: %s", self.where, type(exc).__name__, exc)
         else:

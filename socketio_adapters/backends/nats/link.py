@@ -154,15 +154,16 @@ class LinkEvents(Protocol):
     def link_down(self, link: Link) -> None: ...
     def link_up(self, link: Link) -> None: ...
     def link_error(self, exc: Exception) -> None: ...
-    def is_auth_error(self, exc: BaseException) -> bool: ...
+    def refusal(self, exc: BaseException) -> str | None: ...
 
 
 async def connect(options: Mapping[str, Any], events: LinkEvents,
                   on_closed: Callable[[], None] | None) -> Link:
     """A client connected with nats-py's ``options``; nats-py then keeps it
     connected on its own, telling ``events``; ``on_closed`` is called when it closes
-    for good. If the server refuses the credentials while connecting, that error is
-    raised at once (nats-py would retry them until its attempts run out)."""
+    for good. If the server refuses the credentials, or its certificate fails
+    verification, while connecting, that error is raised at once (nats-py would retry
+    until its attempts run out)."""
     nc = NatsClient()
     link = Link(nc, asyncio.get_running_loop().create_future())
     refused: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
@@ -182,7 +183,7 @@ async def connect(options: Mapping[str, Any], events: LinkEvents,
             on_closed()
 
     async def error(exc: Exception) -> None:
-        if connecting and events.is_auth_error(exc):
+        if connecting and events.refusal(exc) is not None:
             if not refused.done():
                 refused.set_result(exc)
             return

@@ -29,7 +29,9 @@ Options
     ``dbname``/``database``, ``passfile``, ``service``, ``sslmode``, ``sslcert``,
     ``sslkey``, ``sslrootcert``, ``sslcrl``, ``sslpassword``, ``sslnegotiation``,
     ``ssl_min_protocol_version``, ``ssl_max_protocol_version``,
-    ``target_session_attrs``, ``krbsrvname``, ``gsslib``.
+    ``target_session_attrs``, ``krbsrvname``, ``gsslib``; and ``tls_ca_file``,
+    ``tls_cert_file``, ``tls_key_file`` (:mod:`socketio_adapters.tls`), passed to
+    asyncpg as ``sslrootcert``, ``sslcert``, ``sslkey``.
 """
 
 from .core import PostgresBackend

@@ -13,18 +13,21 @@ import asyncpg.exceptions as pg_errors  # type: ignore[import-untyped]
 
 from ...errors import ConfigurationError
 from ...options import Option
+from ...tls import TLS_OPTIONS, client_context, tls_files
 from ..base import Backend
 from .url import LIBPQ_OPTIONS, libpq_dsn, split_url
 
 __all__ = ["PostgresConnections", "close_quietly", "create_table"]
 
 _T = TypeVar("_T")
+_TLS_ALIASES = ("sslrootcert", "sslcert", "sslkey")
+"""libpq's names of the TLS files (see :mod:`socketio_adapters.tls`)."""
 
 
 class PostgresConnections(Backend):
     """The DSN and the publishing connection of a Postgres backend."""
 
-    options: ClassVar[tuple[Option, ...]] = LIBPQ_OPTIONS
+    options: ClassVar[tuple[Option, ...]] = (*LIBPQ_OPTIONS, *TLS_OPTIONS)
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = (
         pg_errors.PostgresConnectionError,  # incl. ConnectionDoesNotExistError
         pg_errors.InterfaceError,  # "connection is closed"
@@ -48,10 +51,21 @@ class PostgresConnections(Backend):
             raise ConfigurationError(
                 "bad value for option 'channel' of postgres backend: NUL is not allowed "
                 "in a Postgres identifier")
-        self.dsn = libpq_dsn(base, self.settings)
+        self.dsn = libpq_dsn(base, self._with_tls_files(self.settings))
         """What asyncpg connects with: the URL and the libpq parameters."""
         self._publisher: Any = None  # asyncpg.Connection
         self._publish_lock = asyncio.Lock()
+
+    @staticmethod
+    def _with_tls_files(settings: dict[str, Any]) -> dict[str, Any]:
+        """The settings with the TLS files under their libpq names (``sslrootcert``,
+        ``sslcert``, ``sslkey``), which asyncpg reads; the files checked now."""
+        files = tls_files(settings, "postgres backend", _TLS_ALIASES)
+        if files.ca_file:
+            client_context("postgres backend", files.ca_file)
+        if files.cert_file and settings["sslpassword"] is None:
+            client_context("postgres backend", None, files.cert_file, files.key_file)
+        return {**settings, **files.named(_TLS_ALIASES)}
 
     async def _connect(self) -> Any:
         return await asyncpg.connect(self.dsn, timeout=self.settings["connect_timeout"])

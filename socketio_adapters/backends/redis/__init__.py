@@ -22,8 +22,10 @@ Options
     reconnected: a half-open connection is noticed within 10 s), and redis-py's own
     connection options: ``db``, ``socket_timeout``,
     ``socket_connect_timeout``, ``socket_keepalive``, ``health_check_interval``,
-    ``max_connections``, ``retry_on_timeout``, ``ssl_cert_reqs``, ``ssl_ca_certs``,
-    ``ssl_certfile``, ``ssl_keyfile``, ``ssl_check_hostname``, ``timeout``.
+    ``max_connections``, ``retry_on_timeout``, ``ssl_cert_reqs``,
+    ``ssl_check_hostname``, ``timeout``; for ``rediss``, ``tls_ca_file``,
+    ``tls_cert_file``, ``tls_key_file`` (:mod:`socketio_adapters.tls`; redis-py's
+    ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile`` are aliases).
 """
 
 from .core import RedisBackend

@@ -10,7 +10,9 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS
 
+from ...errors import ConfigurationError
 from ...options import Option
+from ...tls import TLS_OPTIONS, tls_files
 from ..base import Backend
 
 __all__ = ["PASS_THROUGH", "RedisConnections"]
@@ -20,6 +22,8 @@ PASS_THROUGH = ("db", "socket_timeout", "socket_connect_timeout", "socket_keepal
                 "ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
                 "ssl_check_hostname", "timeout")
 """redis-py's connection options, accepted as they are."""
+_TLS_ALIASES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+"""redis-py's names of the TLS files (see :mod:`socketio_adapters.tls`)."""
 
 
 def _redis_option(name: str) -> Option:
@@ -32,7 +36,8 @@ class RedisConnections(Backend):
     """The connection pool (for the raw connections) and the redis-py client (for
     the odd command) of a Redis backend."""
 
-    options: ClassVar[tuple[Option, ...]] = tuple(_redis_option(n) for n in PASS_THROUGH)
+    options: ClassVar[tuple[Option, ...]] = (
+        *(_redis_option(n) for n in PASS_THROUGH), *TLS_OPTIONS)
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = (
         redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
     auth_errors: ClassVar[tuple[type[BaseException], ...]] = (
@@ -48,9 +53,17 @@ class RedisConnections(Backend):
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
-        self._client_options: Mapping[str, Any] = {
-            name: self.settings[name] for name in PASS_THROUGH
-            if self.settings[name] is not None}
+        client_options = {name: self.settings[name] for name in PASS_THROUGH
+                          if self.settings[name] is not None}
+        files = tls_files(self.settings, "redis backend", _TLS_ALIASES)
+        if files.given or any(name.startswith("ssl_") for name in client_options):
+            if not url.lower().startswith("rediss://"):
+                raise ConfigurationError(
+                    "redis backend: TLS options need a rediss:// URL")
+            files.context("redis backend")  # bad files fail here, not on connect
+            # redis-py takes no SSLContext: it builds its own from the same files
+            client_options.update(files.named(_TLS_ALIASES))
+        self._client_options: Mapping[str, Any] = client_options
         self._pool: aioredis.ConnectionPool | None = None
         self._client: aioredis.Redis | None = None
 
