@@ -326,14 +326,25 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         # with recovery every node, this one too, delivers it from the log, with its
         # offset, in log order
         log = self.recovery is not None
-        accepted = await self.publisher.send(
-            MessageType.BROADCAST, namespace, Broadcast(packet, selected),
-            target=LOG if log else None, ordered=self.ordered,
-            timeout=self.request_timeout)
+        publisher = self.publisher
+        # before delivering to its own clients a node reads on past a marker sent
+        # now: every emit another node got accepted before this one started is then
+        # delivered here first (the marker travels with the message: one round trip)
+        sync = (asyncio.ensure_future(self.self_sync.caught_up())
+                if self.ordered and not log and self.server is not None
+                and publisher.require().reachable else None)
+        try:
+            accepted = await publisher.send(
+                MessageType.BROADCAST, namespace, Broadcast(packet, selected),
+                target=LOG if log else None, ordered=self.ordered,
+                timeout=self.request_timeout)
+            if sync is not None and accepted:
+                await sync
+        finally:
+            if sync is not None and not sync.done():
+                sync.cancel()  # the broker is away: deliver at once
         if log or self.server is None:
             return
-        if accepted:
-            await self.self_sync.caught_up()  # what others got accepted first, first
         await self.local.emit(namespace, packet, selected)
 
     async def _emit_with_callback(self, packet: list[Any], namespace: str, sid: str,

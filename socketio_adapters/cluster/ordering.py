@@ -3,12 +3,13 @@ before any emit that starts afterwards on any node.
 
 Publishing waits until the broker accepted the message (the outbox's group commit:
 concurrent emits share one round trip). That orders what other nodes receive, but a
-node delivers its own emits to its own clients at once, while a message another node
+node delivers its own emits to its own clients itself, while a message another node
 got accepted just before may still be on its way here. So before its local delivery
-a node makes sure its subscription caught up: it sends a marker (``SYNC``) to itself
-through the broker, after its own message was accepted, and waits for the marker to
-come back; the broker hands this node everything it accepted before the marker
-first. Emits waiting in the same event-loop turn share one marker.
+a node makes sure its subscription caught up: when the emit starts it sends a marker
+(``SYNC``) to itself through the broker, in the same batch as the message, and waits
+for the marker to come back; the broker hands this node everything it accepted
+before the marker first, so every emit that returned before this one started.
+Emits waiting in the same event-loop turn share one marker.
 """
 
 from __future__ import annotations
