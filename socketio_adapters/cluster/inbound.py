@@ -198,6 +198,8 @@ class Inbound:
             self._drop(message, None, exc)
         except asyncio.CancelledError:
             raise
+        except NotStarted:
+            pass  # this node is stopping: it answers nobody any more
         except Exception:
             # never let one message break the subscription
             self.logger.exception("error handling %s from %s", message.type.name,

@@ -330,19 +330,15 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         # before delivering to its own clients a node reads on past a marker sent
         # now: every emit another node got accepted before this one started is then
         # delivered here first (the marker travels with the message: one round trip)
-        sync = (asyncio.ensure_future(self.self_sync.caught_up())
-                if self.ordered and not log and self.server is not None
-                and publisher.require().reachable else None)
-        try:
-            accepted = await publisher.send(
-                MessageType.BROADCAST, namespace, Broadcast(packet, selected),
-                target=LOG if log else None, ordered=self.ordered,
-                timeout=self.request_timeout)
-            if sync is not None and accepted:
-                await sync
-        finally:
-            if sync is not None and not sync.done():
-                sync.cancel()  # the broker is away: deliver at once
+        marker = (self.self_sync.mark() if self.ordered and not log
+                  and self.server is not None and publisher.require().reachable
+                  else None)
+        accepted = await publisher.send(
+            MessageType.BROADCAST, namespace, Broadcast(packet, selected),
+            target=LOG if log else None, ordered=self.ordered,
+            timeout=self.request_timeout)
+        if marker is not None and accepted:  # else the broker is away: deliver at once
+            await self.self_sync.caught_up(marker)
         if log or self.server is None:
             return
         await self.local.emit(namespace, packet, selected)

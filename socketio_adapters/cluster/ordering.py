@@ -46,12 +46,33 @@ class SelfSync:
     def waiting(self) -> bool:
         return bool(self._waiting)
 
-    async def caught_up(self) -> None:
-        """Return once a marker sent from now on came back (or its timeout)."""
+    def mark(self) -> asyncio.Future[None]:
+        """Queue a marker now (emits of one event-loop turn share it); its future
+        completes when it comes back. Queued before the caller's message, in the same
+        batch: one round trip for both."""
         future = self._next
-        if future is None:
-            future = self._next = asyncio.get_running_loop().create_future()
-            asyncio.get_running_loop().call_soon(self._send)
+        if future is not None:
+            return future
+        loop = asyncio.get_running_loop()
+        future = self._next = loop.create_future()
+        loop.call_soon(self._turn_ended)
+        marker = next(self._markers)
+        try:
+            self.publisher.publish(MessageType.SYNC, "/", Sync(marker), target=self.uid)
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: each waiter handles it in caught_up
+            return future
+        self._waiting[marker] = future
+        if len(self._waiting) > 1000:  # markers lost (an outage): forget the oldest
+            for old in list(self._waiting)[:500]:
+                forgotten = self._waiting.pop(old)
+                if not forgotten.done():
+                    forgotten.set_result(None)
+        return future
+
+    async def caught_up(self, future: asyncio.Future[None]) -> None:
+        """Return once the marker of :meth:`mark` came back (or its timeout)."""
         try:
             await asyncio.wait_for(asyncio.shield(future), self.timeout)
         except asyncio.TimeoutError:
@@ -64,23 +85,8 @@ class SelfSync:
         except (AdapterError, ConnectionError):
             pass  # not sent (the manager stops, the outbox is full): deliver anyway
 
-    def _send(self) -> None:
-        future, self._next = self._next, None
-        if future is None:
-            return
-        marker = next(self._markers)
-        try:
-            self.publisher.publish(MessageType.SYNC, "/", Sync(marker), target=self.uid)
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: each waiter handles it above
-            return
-        self._waiting[marker] = future
-        if len(self._waiting) > 1000:  # markers lost (an outage): forget the oldest
-            for old in list(self._waiting)[:500]:
-                forgotten = self._waiting.pop(old)
-                if not forgotten.done():
-                    forgotten.set_result(None)
+    def _turn_ended(self) -> None:
+        self._next = None
 
     def arrived(self, marker: int) -> None:
         """Marker ``marker`` came back: everything accepted before it was read."""
