@@ -40,17 +40,6 @@ def _through(url: str, broker_port: int, proxy_port: int) -> str:
     return url.replace(f":{broker_port}", f":{proxy_port}", 1)
 
 
-STUCK_AFTER_HEALING = {"rabbitmq"}
-"""Known wrong (issue 11, left open): after the path heals, RabbitMQ nodes subscribe
-again but their outboxes do not send again within the test's bound."""
-
-
-def _known_wrong(backend: BackendUnderTest) -> None:
-    if backend.name in STUCK_AFTER_HEALING:
-        pytest.xfail(f"{backend.name}: publishing does not resume after a half-open "
-                     "publishing connection (issue 11, open)")
-
-
 async def _proxied_cluster(backend: BackendUnderTest) -> tuple[Cluster, list[SilentProxy]]:
     broker = backend.broker
     if broker is None or backend.name not in KEEPALIVE:
@@ -87,7 +76,6 @@ async def _flowing(cluster: Cluster, clients: list[Client], event: str,
 
 async def test_every_node_notices_a_silent_broker_and_resumes(
         backend: BackendUnderTest) -> None:
-    _known_wrong(backend)
     cluster, proxies = await _proxied_cluster(backend)
     try:
         clients = await cluster.connect_all()
@@ -120,7 +108,6 @@ async def test_every_node_notices_a_silent_broker_and_resumes(
 
 async def test_a_node_partitioned_alone_is_dropped_and_comes_back(
         backend: BackendUnderTest) -> None:
-    _known_wrong(backend)
     cluster, proxies = await _proxied_cluster(backend)
     try:
         clients = await cluster.connect_all()

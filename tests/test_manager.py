@@ -179,6 +179,32 @@ async def test_outbox_buffers_while_the_broker_is_down_then_sends_in_order() -> 
     await manager.stop()
 
 
+async def test_a_writer_killed_by_a_client_library_is_started_again(
+        caplog: pytest.LogCaptureFixture) -> None:
+    class Cancelling(_Flaky):
+        """aiormq cancels what waits on a connection it closed: the writer's send
+        ends with CancelledError though nobody cancelled the writer."""
+
+        cancels = 1
+
+        async def publish(self, batch: Sequence[Outgoing]) -> None:
+            if self.cancels:
+                self.cancels -= 1
+                raise asyncio.CancelledError
+            await super().publish(batch)
+
+    manager = ClusterManager(Cancelling("memory://cancelled"), ordered=False,
+                             heartbeat_interval=60.0, heartbeat_timeout=120.0)
+    _Flaky.published.clear()
+    with caplog.at_level(logging.ERROR):
+        await manager.start()
+        await manager.emit("e", 1, namespace="/")
+        await asyncio.wait_for(manager.flush(), DEADLINE)
+    assert _published_broadcasts() == [["e", 1]]
+    assert "the outbox writer stopped" in caplog.text
+    await manager.stop()
+
+
 async def test_a_full_outbox_makes_emits_wait_then_raise_not_drop() -> None:
     backend = _Flaky("memory://full")
     # no periodic heartbeat during the test: only the emits below fill the buffer

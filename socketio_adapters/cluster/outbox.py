@@ -96,6 +96,19 @@ class Outbox:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._writer(), name="outbox-writer")
+            self._task.add_done_callback(self._writer_ended)
+
+    def _writer_ended(self, task: asyncio.Task[None]) -> None:
+        """A writer that died (a client library's bug) would leave every later emit
+        queued for ever: log it and start another."""
+        if task is not self._task:
+            return  # stopped by stop()
+        error = None if task.cancelled() else task.exception()
+        self.logger.error("the outbox writer stopped (%r); starting it again", error)
+        self._task = None
+        if self._inflight:
+            self._put_back(self._inflight, False)
+        self.start()
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Send what is queued (for at most ``timeout`` seconds; 0: nothing more),

@@ -159,9 +159,19 @@ class AmqpBackend(AmqpLog, AmqpSessions):
     async def publish(self, batch: Sequence[Outgoing]) -> None:
         if not batch:
             return
-        try:  # opening the channel is bounded too: a connect can hang on a dead path
-            await asyncio.wait_for(self._publish(batch),
-                                   2 * self.settings["connect_timeout"])
+        # opening the channel is bounded too: a connect can hang on a dead path, and
+        # aiormq may not give up on cancellation, so the attempt is abandoned, not
+        # awaited, at the bound
+        task = asyncio.ensure_future(self._publish(batch))
+        done, _ = await asyncio.wait({task}, timeout=2 * self.settings["connect_timeout"])
+        try:
+            if not done:
+                task.cancel()
+                task.add_done_callback(_consume)
+                raise asyncio.TimeoutError
+            if task.cancelled():  # aiormq cancels what waits on a connection it closed
+                raise ConnectionLost("the publishing connection closed")
+            await task
         except asyncio.TimeoutError:
             # no answer in time: the publishing connection may be half-open (a NAT or
             # balancer dropped it), and would stay so: drop it, the retry opens anew
@@ -237,3 +247,9 @@ async def _watch_consumers(channels: Sequence[aiormq.abc.AbstractChannel],
         if not all(cast(aiormq.Channel, c).consumers for c in channels):
             inbox.put_nowait(ConnectionLost("the broker cancelled a consumer"))
             return
+
+
+def _consume(task: asyncio.Future[None]) -> None:
+    """Retrieve the outcome of an abandoned publish."""
+    if not task.cancelled():
+        task.exception()
