@@ -205,3 +205,8 @@ async def test_the_log_survives_a_broker_restart(backend: BackendUnderTest,
     assert [p for _, p in seen] == [f"before{i}".encode() for i in range(10)] + [
         f"after{i}".encode() for i in range(10)], "entries lost or repeated"
     assert len({o for o, _ in seen}) == 20
+    if not backend.broker.keeps_log:
+        return  # tansu (memory storage) lost the first ten with its restart
+    # the broker kept them: a node started after the restart reads them back from it
+    b = await spawn()
+    assert await b.backend.read_log(seen[0][0], b.backend.log_position) == seen[1:]

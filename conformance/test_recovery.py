@@ -73,16 +73,17 @@ class Scenario:
             assert client.offset(nsp) is not None, "the event carried no offset"
         return client
 
-    async def drop(self, client: RecoveringClient) -> None:
+    async def drop(self, client: RecoveringClient, reason: str | None = None) -> None:
         """Lose the client's transport (the server sees it close, as when a network
-        drops) and wait until the server kept the session."""
+        drops, or with ``reason``) and wait until the server kept the session."""
         eio_sid = client.eio_sid
         node = next(n for n in self.nodes if eio_sid in n.sio.eio.sockets)
         recovery = node.manager.recovery
         assert recovery is not None
         saved = recovery.saved
         sock = node.sio.eio.sockets[eio_sid]
-        await sock.close(wait=False, abort=True, reason=node.sio.reason.TRANSPORT_CLOSE)
+        await sock.close(wait=False, abort=True,
+                         reason=reason or node.sio.reason.TRANSPORT_CLOSE)
         sock.queue.put_nowait(None)  # ends the websocket, or the long-poll, now
         await asyncio.wait_for(client.disconnected.wait(), 10)
         deadline = time.monotonic() + 10
