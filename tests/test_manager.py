@@ -205,6 +205,43 @@ async def test_a_writer_killed_by_a_client_library_is_started_again(
     await manager.stop()
 
 
+async def test_a_deaf_subscription_is_noticed_and_opened_again(
+        caplog: pytest.LogCaptureFixture) -> None:
+    class Deaf(MemoryBackend):
+        """Its connection looks alive, but nothing reaches the manager (a client
+        library's read loop that died) until it subscribes again."""
+
+        name: ClassVar[str] = "deaf"
+        deaf = False
+
+        async def _dispatch(self, payload: bytes) -> None:
+            if not self.deaf:
+                await super()._dispatch(payload)
+
+        async def resubscribe(self, why: str) -> None:
+            self.deaf = False
+            await super().resubscribe(why)
+
+    backend = Deaf("memory://deaf")
+    manager = ClusterManager(backend, heartbeat_interval=0.1, heartbeat_timeout=1.0)
+    peer = create_manager("memory://deaf", **FAST)
+    await manager.start()
+    await peer.start()
+    await eventually(lambda: _counts(manager, peer), [2, 2], "two nodes")
+    backend.deaf = True
+    with caplog.at_level(logging.ERROR):
+        await eventually(lambda: manager.stats()["deaf_resubscribes"], 1,
+                         "the deaf node notices", DEADLINE)
+        # it hears again: the peer's heartbeats arrive, and it counts the peer
+        await eventually(lambda: manager.stats()["reconnects"], 1, "it subscribed again")
+        await eventually(lambda: _counts(manager, peer), [2, 2], "it hears again")
+    assert "have not come back through the broker" in caplog.text
+    assert "subscribing again" in caplog.text
+    assert manager.stats()["deaf_resubscribes"] == 1
+    await peer.stop()
+    await manager.stop()
+
+
 async def test_a_full_outbox_makes_emits_wait_then_raise_not_drop() -> None:
     backend = _Flaky("memory://full")
     # no periodic heartbeat during the test: only the emits below fill the buffer

@@ -266,6 +266,22 @@ class Backend(Frames, abc.ABC):
             await settle(self._close(), _STOP_SECONDS, self.logger,
                          f"closing the {self.name} connections")
 
+    async def resubscribe(self, why: str) -> None:
+        """Drop the listener's connections and subscribe anew: for a subscription
+        that went deaf while its connection looks alive (a client library's read
+        loop that died, say). Logged as an error, with ``why``."""
+        task = self._task
+        if task is None or self._deliver is None:
+            return
+        self.logger.error("%s %s: %s; subscribing again", self.name, redact(self.url), why)
+        self.state.mark_down()
+        self._task = None
+        task.cancel()
+        await settle(task, _STOP_SECONDS, self.logger, f"{self.name} listener")
+        if self._opened:
+            self._task = asyncio.create_task(self._supervise(),
+                                             name=f"{self.name}-listener")
+
     async def _supervise(self) -> None:
         from ..backoff import supervise
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from ..protocol import Message, MessageType
 from ..tasks import settle
 from .nodes import NodeTable
+from .ordering import SelfSync
 from .publisher import Publisher
 from .requests import RequestTable
 
@@ -38,6 +40,14 @@ class Heartbeats:
         self.logger = logger
         self.on_tick = on_tick
         """Also called every interval (other periodic upkeep)."""
+        self.self_sync: SelfSync | None = None
+        """This node's markers through the broker (set by the manager): a node whose
+        own markers stop coming back hears nothing, whatever its connection says."""
+        self.deaf = 0
+        """Times this node found its subscription deaf and subscribed again."""
+        self._marker: asyncio.Future[None] | None = None
+        self._heard = time.monotonic()
+        self._resubscribing: asyncio.Future[None] | None = None
         self.gone_callbacks: list[Callable[[str], None]] = []
         """Called with the uid of each node that leaves or falls silent."""
         self._task: asyncio.Task[None] | None = None
@@ -53,9 +63,10 @@ class Heartbeats:
     async def stop(self, goodbye: bool) -> None:
         """Stop sending; with ``goodbye`` tell the others at once (ADAPTER_CLOSE)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await settle(task, 5.0, self.logger, "the heartbeat task")
+        for running in (task, self._resubscribing):
+            if running is not None:
+                running.cancel()
+                await settle(running, 5.0, self.logger, "the heartbeat task")
         if goodbye:
             self.publisher.publish(MessageType.ADAPTER_CLOSE, "/")
 
@@ -82,6 +93,32 @@ class Heartbeats:
             except Exception:
                 self.logger.exception("a node-gone callback failed")
 
+    def _still_deaf(self) -> bool:
+        """Send this node a marker through the broker each interval; when none came
+        back for the node table's timeout, subscribe again (and skip this beat)."""
+        sync = self.self_sync
+        if sync is None:
+            return False
+        now, marker = time.monotonic(), self._marker
+        outbox = self.publisher.outbox
+        if outbox is None or outbox.held or not outbox.reachable:
+            self._heard = now  # its marker may be waiting to be sent: no judgement
+        if marker is not None and marker.done():
+            if not marker.cancelled():
+                marker.exception()  # retrieved: not sent counts as not heard
+            self._heard, marker = now, None
+        if marker is None:
+            self._marker = sync.mark()
+        if now - self._heard <= self.nodes.timeout:
+            return False
+        self.deaf += 1
+        self._heard, self._marker = now, None
+        backend = self.publisher.backend
+        self._resubscribing = asyncio.ensure_future(backend.resubscribe(
+            f"this node's own messages have not come back through the broker for "
+            f"{self.nodes.timeout}s (a deaf subscription)"))
+        return True
+
     async def _loop(self) -> None:
         state = self.publisher.backend.state
         deaf = False
@@ -95,6 +132,9 @@ class Heartbeats:
             if deaf:
                 deaf = False
                 self.nodes.refresh_all()
+                self._heard, self._marker = time.monotonic(), None
+            if self._still_deaf():
+                continue
             try:
                 self.publisher.publish(MessageType.HEARTBEAT, "/")
             except Exception:

@@ -125,6 +125,7 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
                                self.drops, self.tasks, self.log)
         self.self_sync = SelfSync(self.uid, self.publisher, request_timeout, self.log)
         self.inbound.self_sync = self.self_sync
+        self.heartbeats.self_sync = self.self_sync
         self.resume_gate = ResumeGate(self.publisher, self.nodes, backend.state,
                                       heartbeat_timeout, self.log)
         self.inbound.resume_gate = self.resume_gate
@@ -269,6 +270,8 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
             "sessions_saved": recovery.saved if recovery is not None else 0,
             "sessions_restored": recovery.restored if recovery is not None else 0,
             "connected": self.backend.state.connected,
+            "deaf_resubscribes": self.heartbeats.deaf,
+            "resumed_after_outage": self.resume_gate.passes,
         }
 
     # ---------------------------------------------------------------- recovery

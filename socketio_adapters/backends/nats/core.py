@@ -61,8 +61,9 @@ class NatsBackend(NatsLog, NatsSessions):
                "seconds between nats-py's reconnect attempts to one server"),
         Option("max_reconnect_attempts", reconnect_attempts, 60,
                "reconnect attempts per server before nats-py gives up (-1: for ever)"),
-        Option("ping_interval", positive_float, 20.0,
-               "seconds between client PINGs (detects a silently dead server)"),
+        Option("ping_interval", positive_float, 5.0,
+               "seconds between client PINGs (detects a silent connection within "
+               "(max_outstanding_pings + 1) x ping_interval)"),
         Option("max_outstanding_pings", positive_int, 2,
                "unanswered PINGs after which the connection counts as lost"),
         Option("pending_size", positive_int, 2 * 1024 * 1024,
