@@ -140,6 +140,8 @@ def redact(url: str) -> str:
         query = parse_qsl(parts.query, keep_blank_values=True)
     except ValueError:
         return "<unparsable url>"
+    if not parts.netloc and not query:
+        return url  # nothing secret in it (memory://, local:///folder): as written
     userinfo, at, hosts = parts.netloc.rpartition("@")
     if parts.password is not None:
         userinfo = f"{parts.username or ''}:***"

@@ -6,8 +6,8 @@ to it alone, so it knows the cluster at once), then a HEARTBEAT every
 goodbye (ADAPTER_CLOSE), is gone, and the requests waiting on it complete with what
 arrived. An emitter sends none, so it is never counted as a node. While its own
 subscription is down a node sends none either (it cannot receive, so it must not be
-counted), and expires nobody (it cannot hear them); once back, it gives every known
-node a full timeout.
+counted), and expires nobody (it cannot hear them); once back, the time it was deaf
+does not count against the others.
 """
 
 from __future__ import annotations
@@ -121,17 +121,18 @@ class Heartbeats:
 
     async def _loop(self) -> None:
         state = self.publisher.backend.state
-        deaf = False
+        deaf_since: float | None = None
         while True:
             await asyncio.sleep(self.interval)
             if not state.connected:
                 # this node cannot receive: it does not announce itself as alive, and
                 # does not judge the others silent, since it cannot hear them
-                deaf = True
+                if deaf_since is None:
+                    deaf_since = state.down_since or time.monotonic()
                 continue
-            if deaf:
-                deaf = False
-                self.nodes.refresh_all()
+            if deaf_since is not None:
+                self.nodes.pause(time.monotonic() - deaf_since)
+                deaf_since = None
                 self._heard, self._marker = time.monotonic(), None
             if self._still_deaf():
                 continue

@@ -26,12 +26,12 @@ class NodeTable:
         if uid in self._seen:
             self._seen[uid] = time.monotonic()
 
-    def refresh_all(self) -> None:
-        """This node could hear nobody for a while (its own connection was down):
-        give every known node a full timeout from now."""
+    def pause(self, seconds: float) -> None:
+        """This node could hear nobody for ``seconds`` (its own connection was down):
+        that time does not count against the others' silence."""
         now = time.monotonic()
-        for uid in self._seen:
-            self._seen[uid] = now
+        for uid, seen in self._seen.items():
+            self._seen[uid] = min(now, seen + seconds)
 
     def remove(self, uid: str) -> bool:
         return self._seen.pop(uid, None) is not None

@@ -165,6 +165,11 @@ class Outbox:
         self._wake.set()
 
     @property
+    def urgent_pending(self) -> int:
+        """Urgent payloads not sent yet."""
+        return len(self._urgent)
+
+    @property
     def held(self) -> bool:
         """Waiting at the gate after an outage: only urgent payloads are sent."""
         return self._held

@@ -4,13 +4,14 @@ A broker that restarts forgets its subscriptions: each node subscribes again whe
 reconnects, some sooner than others. Pub/sub hands a message only to the nodes
 subscribed at that moment, so a node that sent its buffer the moment its own
 connection came back would send it past the nodes still reconnecting. So the outbox
-holds its buffer (:attr:`Outbox.gate`) until this node is subscribed again and every
-other live node has answered a probe (RESUME_PROBE, answered by RESUME_READY: a node
-that answers received the probe, so it is subscribed). Probes are repeated until
-every node answered, for at most ``timeout`` seconds (the heartbeat timeout: a node
-silent that long is dropped anyway); then the buffer goes out and the nodes that did
-not answer are logged. Probes and answers jump the queue (:meth:`Outbox.put_urgent`),
-so two nodes holding their buffers answer each other.
+holds its buffer (:attr:`Outbox.gate`) until this node is subscribed again (however
+long that takes: the broker is away for it meanwhile) and every other live node has
+answered a probe (RESUME_PROBE, answered by RESUME_READY: a node that answers
+received the probe, so it is subscribed). Probes are repeated until every node
+answered, for at most ``timeout`` seconds from this node's return (the heartbeat
+timeout: a node silent that long is dropped anyway); then the buffer goes out and
+the nodes that did not answer are logged. Probes and answers jump the queue
+(:meth:`Outbox.put_urgent`), so two nodes holding their buffers answer each other.
 """
 
 from __future__ import annotations
@@ -51,31 +52,44 @@ class ResumeGate:
 
     async def __call__(self) -> None:
         loop = asyncio.get_running_loop()
-        began = loop.time()
-        deadline = began + self.timeout
-        while not self.state.connected:  # our own subscription first, to hear answers
-            if loop.time() >= deadline:
-                self.logger.warning(
-                    "still not subscribed %ss after an outage: sending %d buffered "
-                    "messages anyway", self.timeout, self._buffered())
-                self.unanswered += 1
-                return
-            await asyncio.sleep(0.05)
-        waiting = self.nodes.alive()
+        waited, told = loop.time(), False
+        deadline: float | None = None
+        began = waiting = None
         self._answered.clear()
         while True:
+            outbox = self.publisher.outbox
+            if outbox is None:
+                return
+            if not self.state.connected or outbox.failures:
+                # the broker is still away for this node (its subscription, or its
+                # publishing): what it buffers waits (bounded by the outbox), and the
+                # others' time starts once it is back; one probe tests the way
+                deadline = None
+                if not told and loop.time() - waited >= self.timeout:
+                    told = True
+                    self.logger.warning("the broker is still away %ss after an outage: "
+                                        "%d messages wait", self.timeout, self._buffered())
+                if not outbox.urgent_pending:
+                    self._probe()
+                await asyncio.sleep(PROBE_EVERY)
+                continue
+            if deadline is None:  # back: the others get the heartbeat timeout from now
+                began = loop.time()
+                deadline = began + self.timeout
+                waiting = self.nodes.alive()
+            assert waiting is not None
             waiting -= self._answered
             left = deadline - loop.time()
             if not waiting or left <= 0:
                 break
             self._answer.clear()
-            self.publisher.publish_urgent(MessageType.RESUME_PROBE,
-                                          Sync(next(self._probes)))
+            self._probe()
             try:
                 await asyncio.wait_for(self._answer.wait(), min(PROBE_EVERY, left))
                 await asyncio.sleep(0)  # let the answers that came together arrive
             except asyncio.TimeoutError:
                 pass
+        assert began is not None
         took = loop.time() - began
         if waiting:
             self.unanswered += 1
@@ -87,6 +101,9 @@ class ResumeGate:
         self.passes += 1
         self.logger.info("after an outage, every node is subscribed again (%.2fs): "
                          "sending %d buffered messages", took, self._buffered())
+
+    def _probe(self) -> None:
+        self.publisher.publish_urgent(MessageType.RESUME_PROBE, Sync(next(self._probes)))
 
     def ready(self, uid: str) -> None:
         """Node ``uid`` answered a probe."""

@@ -31,6 +31,9 @@ class PostgresConnections(Backend):
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = (
         pg_errors.PostgresConnectionError,  # incl. ConnectionDoesNotExistError
         pg_errors.InterfaceError,  # "connection is closed"
+        # "another operation is in progress": an operation cancelled half-way (a
+        # timeout) left the connection in a state it cannot leave: open a new one
+        pg_errors.InternalClientError,
         pg_errors.CannotConnectNowError,  # the server is starting or stopping
         pg_errors.AdminShutdownError,
         pg_errors.CrashShutdownError,
