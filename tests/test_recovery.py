@@ -412,3 +412,24 @@ async def test_a_node_behind_the_client_does_not_resend_what_it_saw(
         await until(lambda: got[-1:] == ["after"])
         assert got == ["first", "seen", "missed", "after"]
         await client.disconnect()
+
+
+def test_an_entry_appended_twice_is_a_repeat() -> None:
+    from socketio_adapters.errors import MalformedMessage
+    from socketio_adapters.protocol import Broadcast
+    from socketio_adapters.recovery import Repeats
+
+    event = Broadcast(["ev", 1], seq=7)
+    assert Broadcast.from_wire(event.to_wire()) == event
+    assert "seq" not in Broadcast(["ev"]).to_wire()  # pub/sub broadcasts carry none
+    for bad in (True, "7", 1.5):
+        with pytest.raises(MalformedMessage):
+            Broadcast.from_wire({**event.to_wire(), "seq": bad})
+    repeats = Repeats()
+    assert not repeats.repeated("a", event)
+    assert repeats.repeated("a", event)  # the same sender's number again
+    assert not repeats.repeated("b", event)  # another sender's numbers are its own
+    assert not repeats.repeated("a", Broadcast(["ev", 2], seq=8))
+    assert repeats.repeated("a", Broadcast(["ev", 1], seq=7))  # an older one, late
+    assert not repeats.repeated("a", Broadcast(["ev"]))  # unnumbered: never a repeat
+    assert repeats.count == 2

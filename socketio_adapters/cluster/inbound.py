@@ -41,7 +41,7 @@ from ..protocol import (
     parse_payload,
     sender_prefix,
 )
-from ..recovery import SessionRecord
+from ..recovery import Repeats, SessionRecord
 from ..tasks import BackgroundTasks
 from .callbacks import RemoteCallbacks, ack_value
 from .counters import Drops
@@ -138,6 +138,8 @@ class Inbound:
         :class:`socketio_adapters.AsyncServer`); without it they are refused."""
         self.self_sync: SelfSync | None = None
         """Ordered emits' markers (set by the manager)."""
+        self.repeats = Repeats()
+        """Log entries appended twice, delivered once."""
         self.resume_gate: ResumeGate | None = None
         """Takes the answers to this node's probes after an outage (set by the
         manager)."""
@@ -222,7 +224,7 @@ class Inbound:
             observer = self.log_observer
             if observer is not None:
                 observer.observe(offset, message)
-            if event is not None:
+            if event is not None and not self.repeats.repeated(message.uid, event):
                 await self._deliver_entry(message, event, offset)
         except _FAILURES as exc:
             self._drop(message, offset, exc)

@@ -9,6 +9,7 @@ publish (logged by the outbox) still reaches the local clients.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import secrets
@@ -130,6 +131,7 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
                                       heartbeat_timeout, self.log)
         self.inbound.resume_gate = self.resume_gate
         self.recovery: Recovery | None = None
+        self._log_seq = itertools.count(1)
         self._starting: asyncio.Task[None] | None = None
         self._stopped = False
         self._told_first_use = False
@@ -337,7 +339,8 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
                   and self.server is not None and publisher.require().reachable
                   else None)
         accepted = await publisher.send(
-            MessageType.BROADCAST, namespace, Broadcast(packet, selected),
+            MessageType.BROADCAST, namespace,
+            Broadcast(packet, selected, seq=next(self._log_seq) if log else None),
             target=LOG if log else None, ordered=self.ordered,
             timeout=self.request_timeout)
         if marker is not None and accepted:  # else the broker is away: deliver at once

@@ -88,6 +88,9 @@ class Broadcast:
     target: Target = field(default_factory=Target)
     request_id: str | None = None
     count: bool = False
+    seq: int | None = None
+    """In the durable log: the sender's number for it, so that an entry appended
+    twice (a publish retried after the broker took it) is delivered once."""
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"packet": self.packet, "opts": self.target.to_wire()}
@@ -95,13 +98,18 @@ class Broadcast:
             out["requestId"] = self.request_id
             if self.count:
                 out["all"] = True
+        if self.seq is not None:
+            out["seq"] = self.seq
         return out
 
     @classmethod
     def from_wire(cls, data: Any) -> Broadcast:
         d = as_map(data)
+        seq = d.get("seq")
+        if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
+            raise MalformedMessage("a broadcast's seq is not an integer")
         return cls(_event(d.get("packet")), Target.from_wire(d.get("opts")),
-                   request_id_of(d), _flag(d.get("all"), False))
+                   request_id_of(d), _flag(d.get("all"), False), seq)
 
 
 @dataclass(frozen=True, slots=True)

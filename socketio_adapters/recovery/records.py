@@ -66,14 +66,42 @@ class SessionRecord:
         return time.time() >= self.expires
 
 
-def matches(message: Message, nsp: str, rooms: set[str]) -> bool:
+def matches(message: Message, nsp: str, rooms: set[str],
+            repeats: Repeats | None = None) -> bool:
     """Whether a logged broadcast would have reached a socket of ``nsp`` in ``rooms``
-    (its own sid included); False for anything else, malformed included."""
+    (its own sid included), and is no repeat; False for anything else, malformed
+    included."""
     if message.type is not MessageType.BROADCAST or message.nsp != nsp:
         return False
     try:
-        return Broadcast.from_wire(message.data).target.matches(rooms)
+        event = Broadcast.from_wire(message.data)
     except MalformedMessage:
+        return False
+    if repeats is not None and repeats.repeated(message.uid, event):
+        return False
+    return event.target.matches(rooms)
+
+
+class Repeats:
+    """Log entries appended twice: a publish the broker took but whose answer was
+    lost is sent again. Each sender numbers its events (:attr:`Broadcast.seq`) in
+    the order it appends them, so a number not above the last one seen from that
+    sender is a repeat."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, int] = {}
+        self.count = 0
+        """Repeats seen."""
+
+    def repeated(self, uid: str, event: Broadcast) -> bool:
+        seq = event.seq
+        if seq is None:
+            return False
+        last = self._last.get(uid)
+        if last is not None and seq <= last:
+            self.count += 1
+            return True
+        self._last[uid] = seq
         return False
 
 

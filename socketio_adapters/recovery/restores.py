@@ -30,7 +30,7 @@ from ..storage import SessionStore
 from .log_sessions import LogSessions
 from .options import RecoveryOptions
 from .ports import DurableLog, LocalSockets, LogAppender
-from .records import SessionRecord, matches
+from .records import Repeats, SessionRecord, matches
 from .sessions import SessionSource, StoreSessions, Taken
 from .tails import Restore, Tail, Tails
 
@@ -116,7 +116,8 @@ class Recovery:
         if record is None:
             return None
         rooms = {record.sid, *record.rooms}
-        missed = [(o, m) for o, m in decoded if matches(m, nsp, rooms)]
+        repeats = Repeats()
+        missed = [(o, m) for o, m in decoded if matches(m, nsp, rooms, repeats)]
         # the client's offset is in the log but beyond this node's position: it saw
         # entries this node has yet to read, which will arrive in the tail
         ahead = offset if not entries and offset != taken.boundary else None
