@@ -30,7 +30,6 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,10 +39,9 @@ import engineio
 import socketio
 from aiohttp import web
 
-from conformance.brokers import broker_for
 from conformance.proxy import splice
 
-from .environment import REPO_ROOT, environment
+from .environment import REPO_ROOT, each_backend, environment
 
 WAIT = 60.0
 """Bound of every wait (seconds)."""
@@ -308,26 +306,14 @@ async def main() -> int:
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--json", default="benchmarks/results/forwarding.json")
     args = parser.parse_args()
-    report: dict[str, Any] = {"environment": environment(), "backends": {}}
-    failed = False
-    for name in args.backend.split(","):
-        broker = None
-        try:
-            if name == "local":
-                url = f"local://{tempfile.mkdtemp(prefix='sioa-bench-fwd-')}/cluster"
-            else:
-                broker = broker_for(name)
-                await asyncio.to_thread(broker.start)
-                url = broker.url
-            report["backends"][name] = await run_backend(name, url, args)
-            _print(name, report["backends"][name])
-        except Exception as exc:
-            failed = True
-            report["backends"][name] = {"error": f"{type(exc).__name__}: {exc}"}
-            print(f"{name}: FAILED: {exc!r}", flush=True)
-        finally:
-            if broker is not None:
-                await asyncio.to_thread(broker.stop)
+
+    async def run(name: str, url: str) -> dict[str, Any]:
+        result = await run_backend(name, url, args)
+        _print(name, result)
+        return result
+
+    backends, failed = await each_backend(args.backend, run)
+    report: dict[str, Any] = {"environment": environment(), "backends": backends}
     if args.json != "-":
         await asyncio.to_thread(Path(args.json).write_text,
                                 json.dumps(report, indent=1, sort_keys=True) + "\n")

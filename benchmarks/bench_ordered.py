@@ -26,17 +26,15 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import socketio
 
-from conformance.brokers import broker_for
 from socketio_adapters import ClusterManager, create_manager
 
-from .environment import environment
+from .environment import each_backend, environment
 
 WAIT = 120.0
 """Bound of every wait (seconds)."""
@@ -95,27 +93,14 @@ async def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default="benchmarks/results/ordered.json")
     args = parser.parse_args()
-    report: dict[str, Any] = {"environment": environment(), "emits": args.emits,
-                              "backends": {}}
-    failed = False
-    for name in args.backend.split(","):
-        broker = None
+
+    async def run(name: str, url: str) -> dict[str, Any]:
         print(f"{name}:", flush=True)
-        try:
-            if name == "local":
-                url = f"local://{tempfile.mkdtemp(prefix='sioa-bench-ord-')}/cluster"
-            else:
-                broker = broker_for(name)
-                await asyncio.to_thread(broker.start)
-                url = broker.url
-            report["backends"][name] = await run_backend(url, args)
-        except Exception as exc:
-            failed = True
-            report["backends"][name] = {"error": f"{type(exc).__name__}: {exc}"}
-            print(f"{name}: FAILED: {exc!r}", flush=True)
-        finally:
-            if broker is not None:
-                await asyncio.to_thread(broker.stop)
+        return await run_backend(url, args)
+
+    backends, failed = await each_backend(args.backend, run)
+    report: dict[str, Any] = {"environment": environment(), "emits": args.emits,
+                              "backends": backends}
     if args.json != "-":
         await asyncio.to_thread(Path(args.json).write_text,
                                 json.dumps(report, indent=1, sort_keys=True) + "\n")

@@ -3,15 +3,18 @@ machine, the packages and the source tree's commit."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.metadata
 import os
 import platform
 import subprocess
+import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REPO_ROOT", "environment"]
+__all__ = ["REPO_ROOT", "each_backend", "environment"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("python-socketio", "python-engineio", "socketio-adapters", "redis", "hiredis",
@@ -60,3 +63,33 @@ def environment() -> dict[str, Any]:
         "git_dirty": bool(_git("status", "--porcelain")),
         "event_loop": "asyncio (default)",
     }
+
+
+async def each_backend(names: str, run: Callable[[str, str], Awaitable[dict[str, Any]]]
+                       ) -> tuple[dict[str, Any], bool]:
+    """``run(name, url)`` for each backend of the comma-separated ``names``, on a
+    broker started from local binaries for the run (``local://`` in a fresh folder).
+    A failure is reported in the results, not raised; returns the results by name
+    and whether any failed."""
+    from conformance.brokers import broker_for
+
+    results: dict[str, Any] = {}
+    failed = False
+    for name in names.split(","):
+        broker = None
+        try:
+            if name == "local":
+                url = f"local://{tempfile.mkdtemp(prefix='sioa-bench-')}/cluster"
+            else:
+                broker = broker_for(name)
+                await asyncio.to_thread(broker.start)
+                url = broker.url
+            results[name] = await run(name, url)
+        except Exception as exc:
+            failed = True
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            print(f"{name}: FAILED: {exc!r}", flush=True)
+        finally:
+            if broker is not None:
+                await asyncio.to_thread(broker.stop)
+    return results, failed
