@@ -181,9 +181,12 @@ class KafkaBackend(KafkaLog):
         if len(found) != len(assigned):
             raise TopicChanged(f"topic {self.topic!r} now has {len(found)} partitions, "
                                f"not {len(assigned)}")
+        # positions first: records fetched while the end offsets are asked for move
+        # the position on, past an end that was read before them
+        positions = {tp: await consumer.position(tp) for tp in assigned}
         ends = await consumer.end_offsets(assigned)
         for tp in assigned:
-            position = await consumer.position(tp)
+            position = positions[tp]
             if ends[tp] < position:
                 raise TopicChanged(f"partition {tp.partition} of topic {self.topic!r} "
                                    f"ends at {ends[tp]}, before our position {position}")
