@@ -135,7 +135,7 @@ async def test_every_node_notices_a_silent_broker_and_resumes(
         resumed = await _flowing(cluster, clients, "after", DEADLINE + 10)
         await cluster.wait_for_count(3, DEADLINE + 10)
         slowest = max(noticed.values())
-        MEASUREMENTS[f"{backend.name}: silent broker connection noticed / broadcasts "
+        MEASUREMENTS[f"{backend.name}/websocket: silent broker connection noticed / broadcasts "
                      f"again after it heals"] = f"{slowest:.1f}s / {resumed:.1f}s"
         assert slowest <= NOTICE_WITHIN, f"noticed after {noticed}"
 

@@ -129,7 +129,7 @@ async def test_a_broker_outage_loses_nothing(backend: BackendUnderTest) -> None:
             report[mode] = (lost, dup, disorder, sent)
             failed[mode] = stream.failed
             during[mode] = stream.during
-            MEASUREMENTS[f"{backend.name}: lost/duplicated across a {OUTAGE:g}s broker "
+            MEASUREMENTS[f"{backend.name}/websocket: lost/duplicated across a {OUTAGE:g}s broker "
                          f"outage, {mode}"] = (
                 f"{lost}/{dup} of {sent} events x {len(clients)} clients "
                 f"(unreachable {down:.1f}s)")
