@@ -8,15 +8,22 @@ import json
 import os
 import socket
 import subprocess
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
+
+import pytest
 
 from conformance.brokers import (
     HOST,
+    BrokerStartError,
     KafkaBroker,
+    LocalBroker,
     NatsBroker,
     PostgresBroker,
     RabbitMQBroker,
     RedisBroker,
+    available,
 )
 
 __all__ = ["AuthKafka", "AuthNats", "AuthPostgres", "AuthRabbitMQ", "AuthRedis",
@@ -139,3 +146,30 @@ class AuthKafka(KafkaBroker):
     def url_as(self, user: str | None, password: str | None) -> str:
         return (f"kafka://{userinfo(user, password)}{HOST}:{self.port}"
                 "?security_protocol=SASL_PLAINTEXT&sasl_mechanism=SCRAM-SHA-256")
+
+
+class OnFirstUse:
+    """Brokers started on first use (``get(kind)``), by ``make(kind)``; a broker
+    whose binary (the part of ``kind`` before ``-``) is missing skips the test, one
+    that does not start fails it. ``stop()`` stops them all."""
+
+    def __init__(self, make: Callable[[str], LocalBroker]) -> None:
+        self.make = make
+        self.started: dict[str, LocalBroker] = {}
+
+    def get(self, kind: str) -> Any:
+        if kind not in self.started:
+            binary = kind.partition("-")[0]
+            if not available(binary):
+                pytest.skip(f"{binary} is not installed (scripts/install-brokers.sh {binary})")
+            broker = self.make(kind)
+            try:
+                broker.start()
+            except BrokerStartError as exc:
+                pytest.fail(str(exc))
+            self.started[kind] = broker
+        return self.started[kind]
+
+    def stop(self) -> None:
+        for broker in self.started.values():
+            broker.stop()

@@ -14,12 +14,19 @@ import aiokafka.errors  # type: ignore[import-untyped]
 import pytest
 import redis.asyncio as aioredis
 
-from conformance.brokers import BrokerStartError, LocalBroker, available
+from conformance.brokers import LocalBroker
 from conformance.cluster import eventually
 from socketio_adapters import AuthenticationFailed, BrokerUnavailable, create_manager
 from socketio_adapters.backends.kafka import KafkaBackend
 from socketio_adapters.backends.kafka.topics import scram_refusal
-from tests.auth_brokers import AuthKafka, AuthNats, AuthPostgres, AuthRabbitMQ, AuthRedis
+from tests.auth_brokers import (
+    AuthKafka,
+    AuthNats,
+    AuthPostgres,
+    AuthRabbitMQ,
+    AuthRedis,
+    OnFirstUse,
+)
 
 FAILS_WITHIN = 5.0
 """start() must fail within this, far below CONNECT_TIMEOUT: a refusal is not retried."""
@@ -36,23 +43,9 @@ _KINDS: dict[str, Callable[[], LocalBroker]] = {
 @pytest.fixture(scope="module")
 def brokers() -> Iterator[dict[str, Any]]:
     """Each kind of broker started on first use, stopped after the module."""
-    started: dict[str, Any] = {}
-
-    def get(kind: str) -> Any:
-        if kind not in started:
-            if not available(kind):
-                pytest.skip(f"{kind} is not installed (scripts/install-brokers.sh {kind})")
-            broker: LocalBroker = _KINDS[kind]()
-            try:
-                broker.start()
-            except BrokerStartError as exc:
-                pytest.fail(str(exc))
-            started[kind] = broker
-        return started[kind]
-
-    yield {"get": get}
-    for broker in started.values():
-        broker.stop()
+    on_first_use = OnFirstUse(lambda kind: _KINDS[kind]())
+    yield {"get": on_first_use.get}
+    on_first_use.stop()
 
 
 Case = tuple[str, Callable[[Any], str]]

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from conformance.brokers import BrokerStartError, LocalBroker, available
+from conformance.brokers import LocalBroker
 from conformance.cluster import eventually
 from socketio_adapters import (
     AuthenticationFailed,
@@ -30,6 +30,7 @@ from socketio_adapters import (
     create_backend,
 )
 from socketio_adapters.backends.base import Backend
+from tests.auth_brokers import OnFirstUse
 from tests.certs import Authority, Issued, make_authority, openssl_available
 from tests.tls_brokers import TlsKafka, TlsNats, TlsPostgres, TlsRabbitMQ, TlsRedis
 
@@ -75,25 +76,9 @@ _KINDS: dict[str, Callable[[Pki], LocalBroker]] = {
 @pytest.fixture(scope="module")
 def brokers(pki: Pki) -> Iterator[Callable[[str], Any]]:
     """Each kind of broker started on first use, stopped after the module."""
-    started: dict[str, Any] = {}
-
-    def get(kind: str) -> Any:
-        if kind not in started:
-            binary_kind = kind.partition("-")[0]
-            if not available(binary_kind):
-                pytest.skip(f"{binary_kind} is not installed "
-                            f"(scripts/install-brokers.sh {binary_kind})")
-            broker = _KINDS[kind](pki)
-            try:
-                broker.start()
-            except BrokerStartError as exc:
-                pytest.fail(str(exc))
-            started[kind] = broker
-        return started[kind]
-
-    yield get
-    for broker in started.values():
-        broker.stop()
+    on_first_use = OnFirstUse(lambda kind: _KINDS[kind](pki))
+    yield on_first_use.get
+    on_first_use.stop()
 
 
 Url = Callable[[Any, Path], str]
