@@ -9,7 +9,7 @@ Run from the repository root:
         [--json benchmarks/results/{backend}.json]
 
 Without ``--url`` the broker is started from its local binary (see
-conformance/brokers.py) and stopped at the end. ``--backend all`` runs every backend in
+conformance/brokers/) and stopped at the end. ``--backend all`` runs every backend in
 turn, each on its own broker, and ends with one summary table. ``--recovery`` adds the
 ``recovery`` scenario: the ``cluster`` scenario with connection state recovery on
 (``socketio_adapters.AsyncServer`` and ``AsyncClient``). Every server node is its

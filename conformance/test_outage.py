@@ -2,7 +2,7 @@
 
 A cluster with connection state recovery, then one without: in each, two nodes
 emit numbered events, each awaited, ten a second, while the broker is stopped for
-OUTAGE seconds and started again (with its data: see conformance/brokers.py).
+OUTAGE seconds and started again (with its data: see conformance/brokers/).
 Every client, one per node, must get every sender's events in that sender's order
 and none twice. With recovery every node resumes the log where it left it, so none
 may be lost where the broker keeps its log; without recovery the nodes hold what

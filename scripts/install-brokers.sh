@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the message brokers that the test suite and the benchmarks start
-# from local binaries (see conformance/brokers.py).
+# from local binaries (see conformance/brokers/).
 #
 #   scripts/install-brokers.sh [redis] [rabbitmq] [nats] [postgres] [kafka]
 #

@@ -1,5 +1,5 @@
 """Brokers that require credentials, for tests/test_auth.py: the launchers of
-conformance/brokers.py with authentication turned on. Each knows its one good login
+conformance/brokers/ with authentication turned on. Each knows its one good login
 (``user``, ``password``) and builds URLs with any other (``url_as``)."""
 
 from __future__ import annotations

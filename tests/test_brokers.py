@@ -1,4 +1,4 @@
-"""The broker launchers of conformance/brokers.py, against the real brokers.
+"""The broker launchers of conformance/brokers/, against the real brokers.
 
 Each kind whose binary is installed (scripts/install-brokers.sh) is started, answers a
 protocol round trip over raw sockets (or its own CLI for Postgres), is restarted on the
@@ -379,7 +379,7 @@ class _Stubborn(LocalBroker):
 
 
 def test_stop_kills_the_whole_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("conformance.brokers.STOP_GRACE_SECONDS", 0.5)
+    monkeypatch.setattr("conformance.brokers.process.STOP_GRACE_SECONDS", 0.5)
     broker = _Stubborn()
     broker.start(timeout=20)
     server_pid = int((broker.data_dir / "server.pid").read_text())
