@@ -40,6 +40,8 @@ class Entry:
 
 
 _REDIS = Entry("backends.redis:RedisBackend", ("redis", "hiredis"), "redis")
+_REDIS_CLUSTER = Entry("backends.redis.cluster:RedisClusterBackend", ("redis", "hiredis"),
+                       "redis")
 _AMQP = Entry("backends.amqp:AmqpBackend", ("aio_pika", "aiormq"), "amqp")
 _NATS = Entry("backends.nats:NatsBackend", ("nats",), "nats")
 _KAFKA = Entry("backends.kafka:KafkaBackend", ("aiokafka",), "kafka")
@@ -51,6 +53,8 @@ BACKENDS: dict[str, Entry] = {
     "redis": _REDIS,
     "rediss": _REDIS,
     "unix": _REDIS,
+    "redis+cluster": _REDIS_CLUSTER,
+    "rediss+cluster": _REDIS_CLUSTER,
     "amqp": _AMQP,
     "amqps": _AMQP,
     "nats": _NATS,

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS
 
 from ...errors import ConfigurationError
 from ...options import Option
 from ...tls import TLS_OPTIONS, tls_files
 from ..base import Backend
+from .resp import RawConnection
 
 __all__ = ["PASS_THROUGH", "RedisConnections"]
 
@@ -51,23 +54,38 @@ class RedisConnections(Backend):
             isinstance(exc, redis.exceptions.ResponseError)
             and str(exc).startswith(("NOAUTH", "WRONGPASS")))
 
+    tls_schemes: ClassVar[tuple[str, ...]] = ("rediss",)
+    """The URL schemes that mean TLS."""
+
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
+        self.prefix = self.key_prefix()
+        """What every channel and key name of this backend starts with."""
         client_options = {name: self.settings[name] for name in PASS_THROUGH
-                          if self.settings[name] is not None}
-        files = tls_files(self.settings, "redis backend", _TLS_ALIASES)
+                          if self.settings.get(name) is not None}
+        what = f"{self.name} backend"
+        files = tls_files(self.settings, what, _TLS_ALIASES)
+        self.tls = urlsplit(url).scheme.lower() in self.tls_schemes
         if files.given or any(name.startswith("ssl_") for name in client_options):
-            if not url.lower().startswith("rediss://"):
+            if not self.tls:
                 raise ConfigurationError(
-                    "redis backend: TLS options need a rediss:// URL")
-            files.context("redis backend")  # bad files fail here, not on connect
+                    f"{what}: TLS options need a {' or '.join(self.tls_schemes)}:// URL")
+            files.context(what)  # bad files fail here, not on connect
             # redis-py takes no SSLContext: it builds its own from the same files
             client_options.update(files.named(_TLS_ALIASES))
         self._client_options: Mapping[str, Any] = client_options
         self._pool: aioredis.ConnectionPool | None = None
-        self._client: aioredis.Redis | None = None
+        self._client: aioredis.Redis | RedisCluster | None = None
+
+    def key_prefix(self) -> str:
+        """The prefix of every name: the ``channel`` option."""
+        return self.channel
 
     async def _open(self) -> None:
+        await self._connect()
+
+    async def _connect(self) -> None:
+        """Open the client (and the pool raw connections come from)."""
         self._pool = aioredis.ConnectionPool.from_url(self.url, **self._client_options)
         self._client = aioredis.Redis(connection_pool=self._pool)
 
@@ -81,7 +99,11 @@ class RedisConnections(Backend):
             raise redis.exceptions.ConnectionError("redis backend is not open")
         return self._pool
 
-    def _require_client(self) -> aioredis.Redis:
+    async def _raw_connection(self) -> RawConnection:
+        """A new raw connection to where this backend's channels and keys live."""
+        return await RawConnection.open(self._require_pool())
+
+    def _require_client(self) -> aioredis.Redis | RedisCluster:
         if self._client is None:
             raise redis.exceptions.ConnectionError("redis backend is not open")
         return self._client

@@ -55,12 +55,12 @@ class RedisBackend(RedisLog, RedisSessions):
         self.sharded: bool = self.settings["sharded"]
         self._publisher: RawConnection | None = None
         self._publishing = asyncio.Lock()
-        self.broadcast_channel = self.channel
+        self.broadcast_channel = self.prefix
         self._publish_cmd = b"SPUBLISH" if self.sharded else b"PUBLISH"
         self._broadcast_key = self.broadcast_channel.encode()
 
     def node_channel(self, uid: str) -> str:
-        return f"{self.channel}#{uid}"
+        return f"{self.prefix}#{uid}"
 
     async def _close(self) -> None:
         publisher, self._publisher = self._publisher, None
@@ -69,14 +69,13 @@ class RedisBackend(RedisLog, RedisSessions):
         await super()._close()
 
     async def _run(self, ready: Callable[[], None]) -> None:
-        pool = self._require_pool()
         if self.log is None or self.log.deliver is None:
-            await self._listen(await RawConnection.open(pool), ready)
+            await self._listen(await self._raw_connection(), ready)
             return
-        stream = await RawConnection.open(pool)
+        stream = await self._raw_connection()
         try:
             start = await self._log_start(stream)
-            raw = await RawConnection.open(pool)
+            raw = await self._raw_connection()
         except BaseException:
             await stream.close()
             raise
@@ -120,6 +119,12 @@ class RedisBackend(RedisLog, RedisSessions):
                         pending -= 1
                         if not pending:
                             ready()
+                    elif kind in (b"unsubscribe", b"sunsubscribe"):
+                        # not asked for: Redis Cluster drops a sharded subscription
+                        # whose slot moved to another node (a reshard, a failover)
+                        raise redis.exceptions.ConnectionError(
+                            f"redis unsubscribed this node from {reply[1]!r} (its slot "
+                            "moved?)")
         finally:
             await raw.close()
 
@@ -143,7 +148,7 @@ class RedisBackend(RedisLog, RedisSessions):
     async def _round_trip(self, commands: list[bytes]) -> list[Any]:
         publisher = self._publisher
         if publisher is None:
-            publisher = self._publisher = await RawConnection.open(self._require_pool())
+            publisher = self._publisher = await self._raw_connection()
         try:
             return await publisher.pipeline(*commands)
         except BaseException:

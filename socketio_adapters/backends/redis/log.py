@@ -87,7 +87,7 @@ class RedisLog(RedisConnections):
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
-        self.log_key = f"{self.channel}#log"
+        self.log_key = f"{self.prefix}#log"
         self._log_key = self.log_key.encode()
         self._xadd = b""
         """XADD with its trimming, in RESP, up to the payload (set in ``_open``)."""

@@ -33,8 +33,12 @@ class RawConnection:
 
     @classmethod
     async def open(cls, pool: aioredis.ConnectionPool) -> RawConnection:
-        connection = pool.make_connection()  # type: ignore[no-untyped-call]
-        await connection.connect()
+        return await cls.connect(pool.make_connection())  # type: ignore[no-untyped-call]
+
+    @classmethod
+    async def connect(cls, connection: AbstractConnection) -> RawConnection:
+        """Connect a new, unconnected connection of redis-py's and wrap it."""
+        await connection.connect()  # type: ignore[no-untyped-call]
         return cls(connection)
 
     def write(self, data: bytes) -> None:

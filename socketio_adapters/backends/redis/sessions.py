@@ -12,7 +12,7 @@ class RedisSessions(RedisConnections):
     """Session records as Redis keys that expire."""
 
     def session_key(self, pid: str) -> str:
-        return f"{self.channel}#session#{pid}"
+        return f"{self.prefix}#session#{pid}"
 
     async def save_session(self, pid: str, data: bytes, ttl: float) -> None:
         await self._require_client().set(self.session_key(pid), data,
