@@ -23,7 +23,7 @@ from socketio_adapters.registry import backend_class
 from .brokers import LocalBroker, broker_for
 from .cluster import Cluster
 
-DEFAULT_BACKENDS = "memory,local,redis,rabbitmq,nats,kafka,postgres"
+DEFAULT_BACKENDS = "memory,local,redis,redis-cluster,rabbitmq,nats,kafka,postgres"
 TRANSPORTS = ("websocket", "polling")
 
 
@@ -114,8 +114,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         name = "?"
         if "[" in report.nodeid:
-            parts = report.nodeid.rsplit("[", 1)[1].rstrip("]").split("-")
-            name = next((p for p in parts if p in _backend_ids), parts[0])
+            # the backend's id among the parameters' (it may hold a dash itself:
+            # redis-cluster), the longest that matches (not redis in redis-cluster)
+            params = report.nodeid.rsplit("[", 1)[1].rstrip("]")
+            found = [b for b in _backend_ids if f"-{b}-" in f"-{params}-"]
+            name = max(found, key=len) if found else params.split("-")[0]
         _outcomes[(name, report.outcome)] += 1
         area = report.nodeid.split("::")[0].rsplit("/", 1)[-1]
         area = area.removeprefix("test_").removesuffix(".py")

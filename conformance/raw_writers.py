@@ -142,7 +142,8 @@ class RedisWriter(RawWriter):
     async def open(self) -> None:
         import redis.asyncio
 
-        self.client = redis.asyncio.from_url(self.broker_url)
+        self.client: redis.asyncio.Redis | redis.asyncio.RedisCluster = (
+            redis.asyncio.from_url(self.broker_url))
 
     async def broadcast(self, payloads: Sequence[bytes]) -> int:
         for payload in payloads:
@@ -164,6 +165,36 @@ class RedisWriter(RawWriter):
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+class RedisClusterWriter(RedisWriter):
+    """redis-py's cluster client: (S)PUBLISH on the node that owns the channel's slot
+    (PUBLISH where the nodes SUBSCRIBE, with ``sharded=false``), XADD routed by key."""
+
+    async def open(self) -> None:
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        from socketio_adapters.backends.redis.cluster import parse_cluster_url
+
+        seeds, username, password = parse_cluster_url(self.broker_url.split("?", 1)[0])
+        self.cluster = RedisCluster(
+            startup_nodes=[ClusterNode(seed.host, seed.port) for seed in seeds],
+            username=username, password=password)
+        await self.cluster.initialize()
+        self.client = self.cluster  # XADD: RedisWriter.log, routed by the cluster client
+
+    async def _publish(self, channel: str, payloads: Sequence[bytes]) -> int:
+        node = self.cluster.get_node_from_key(channel)
+        verb = "SPUBLISH" if self.names.sharded else "PUBLISH"
+        for payload in payloads:
+            await self.cluster.execute_command(verb, channel, payload, target_nodes=node)
+        return 0
+
+    async def broadcast(self, payloads: Sequence[bytes]) -> int:
+        return await self._publish(self.names.broadcast_channel, payloads)
+
+    async def direct(self, uid: str, payloads: Sequence[bytes]) -> int:
+        return await self._publish(self.names.node_channel(uid), payloads)
 
 
 class AmqpWriter(RawWriter):
@@ -316,6 +347,7 @@ WRITERS: dict[str, Callable[[str, str], RawWriter]] = {
     "memory": MemoryWriter,
     "local": LocalWriter,
     "redis": RedisWriter,
+    "redis-cluster": RedisClusterWriter,
     "amqp": AmqpWriter,
     "nats": NatsWriter,
     "kafka": KafkaWriter,

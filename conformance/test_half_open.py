@@ -6,7 +6,13 @@ heartbeats, NATS pings, Postgres's probe; set short here, as an application that
 wants a quick failover would) must notice within the partition: the node marks its
 subscription down, stops announcing itself, reconnects once the path heals, and
 broadcasts flow again. A node partitioned alone is dropped by the others, who go
-on undisturbed; a cluster request then names it among the silent."""
+on undisturbed; a cluster request then names it among the silent.
+
+A Redis Cluster's clients connect where its masters say they are (CLUSTER SLOTS,
+MOVED), not to the URL's seeds, so a proxy per server node in front of one seed would
+be bypassed: as with Kafka, the suite starts a cluster of its own whose masters
+announce proxies (one per master, shared by every node); all nodes are cut off
+together, and the tests that cut off one node alone do not apply."""
 
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ import pytest
 
 from socketio_adapters import ClusterTimeout
 
-from .brokers import HOST, KafkaBroker
+from .brokers import HOST, KafkaBroker, RedisClusterBroker
 from .cluster import DEADLINE, Client, Cluster, Node, eventually
 from .conftest import MEASUREMENTS, BackendUnderTest
 from .tcp_proxy import SilentProxy
@@ -32,6 +38,7 @@ NOTICE_WITHIN = 15.0
 
 KEEPALIVE: dict[str, dict[str, Any]] = {
     "redis": {"ping_interval": 2},
+    "redis-cluster": {"ping_interval": 2},
     "rabbitmq": {"heartbeat": 2},
     "nats": {"ping_interval": 2, "max_outstanding_pings": 2},
     "postgres": {"ping_interval": 2},
@@ -53,6 +60,24 @@ class _ProxiedKafka(KafkaBroker):
         return f"tcp://{HOST}:{self.proxy_port}"
 
 
+class _ProxiedRedisCluster(RedisClusterBroker):
+    """Three masters that announce proxies as their addresses (``cluster-announce-
+    port``): every client of the cluster reaches each master through its proxy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proxy_ports: list[int] = []
+
+    def _node_command(self, index: int) -> list[str]:
+        return [*super()._node_command(index), "--cluster-announce-port",
+                str(self.proxy_ports[index]), "--cluster-announce-bus-port",
+                str(self.bus_ports[index])]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"{HOST}:{p}" for p in self.proxy_ports)
+
+
 def _through(url: str, broker_port: int, proxy_port: int) -> str:
     return url.replace(f":{broker_port}", f":{proxy_port}", 1)
 
@@ -68,7 +93,12 @@ async def _proxied_cluster(backend: BackendUnderTest, alone: bool = False
     if backend.name == "kafka" and alone:
         pytest.skip("kafka: tansu advertises one address, so every node reaches it "
                     "through one proxy and no node can be cut off alone")
+    if backend.name == "redis-cluster" and alone:
+        pytest.skip("redis-cluster: clients reach each master at the address it "
+                    "announces, so every node goes through the same proxies and no "
+                    "node can be cut off alone")
     kafka: _ProxiedKafka | None = None
+    redis_cluster: _ProxiedRedisCluster | None = None
     proxies: list[SilentProxy] = []
     cluster: Cluster | None = None
     try:
@@ -78,6 +108,13 @@ async def _proxied_cluster(backend: BackendUnderTest, alone: bool = False
             kafka.proxy_port = proxies[0].port
             await asyncio.to_thread(kafka.start)
             cluster = Cluster(_through(kafka.url, kafka.port, proxies[0].port), "websocket")
+        elif backend.name == "redis-cluster":
+            redis_cluster = _ProxiedRedisCluster()
+            proxies = [await SilentProxy(port).start() for port in redis_cluster.ports]
+            redis_cluster.proxy_ports = [proxy.port for proxy in proxies]
+            await asyncio.to_thread(redis_cluster.start)
+            cluster = Cluster(redis_cluster.url, "websocket",
+                              **KEEPALIVE[backend.name])
         else:
             cluster = Cluster(backend.url, "websocket")
             proxies = [await SilentProxy(broker.port).start() for _ in cluster.nodes]
@@ -93,6 +130,8 @@ async def _proxied_cluster(backend: BackendUnderTest, alone: bool = False
             await proxy.close()
         if kafka is not None:
             await asyncio.to_thread(kafka.stop)
+        if redis_cluster is not None:
+            await asyncio.to_thread(redis_cluster.stop)
 
 
 async def _flowing(cluster: Cluster, clients: list[Client], event: str,

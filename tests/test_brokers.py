@@ -74,6 +74,20 @@ def _redis(broker: LocalBroker) -> None:
     assert reply == b"+OK\r\n$5\r\nhello\r\n"
 
 
+def _redis_cluster(broker: LocalBroker) -> None:
+    # the key's slot is on one master: it answers, the others redirect to it
+    replies = {port: _talk(port, b"SET sioa:k hello\r\n", lambda b: b"\r\n" in b)
+               for port in getattr(broker, "ports", [])}
+    assert len(replies) == 3, replies
+    owner = [port for port, reply in replies.items() if reply == b"+OK\r\n"]
+    assert len(owner) == 1, replies
+    slot = 11304  # CLUSTER KEYSLOT sioa:k
+    assert all(reply == b"-MOVED %d %s:%d\r\n" % (slot, HOST.encode(), owner[0])
+               for port, reply in replies.items() if port != owner[0]), replies
+    info = _talk(owner[0], b"CLUSTER INFO\r\n", lambda b: b"cluster_known_nodes" in b)
+    assert b"cluster_state:ok" in info and b"cluster_size:3" in info
+
+
 def _nats(broker: LocalBroker) -> None:
     reply = _talk(broker.port, b'CONNECT {"verbose":false}\r\nSUB sioa.t 1\r\n'
                   b"PUB sioa.t 5\r\nhello\r\nPING\r\n", lambda b: b"hello\r\n" in b)
@@ -170,8 +184,8 @@ def _serves(broker: LocalBroker, port: int) -> bool:
 
 
 RAW_ROUND_TRIPS: dict[str, Callable[[LocalBroker], None]] = {
-    "redis": _redis, "nats": _nats, "kafka": _kafka, "rabbitmq": _rabbitmq,
-    "postgres": _postgres, "local": _local,
+    "redis": _redis, "redis-cluster": _redis_cluster, "nats": _nats, "kafka": _kafka,
+    "rabbitmq": _rabbitmq, "postgres": _postgres, "local": _local,
 }
 
 
@@ -212,6 +226,33 @@ async def _with_redis(broker: LocalBroker, restarted: bool) -> None:
         message = None
         while message is None:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+        assert message["data"] == b"hello"
+        await pubsub.aclose()
+    finally:
+        await client.aclose()
+
+
+async def _with_redis_cluster(broker: LocalBroker, restarted: bool) -> None:
+    cluster = pytest.importorskip("redis.asyncio.cluster")
+    ports: list[int] = getattr(broker, "ports", [])
+    client = cluster.RedisCluster(
+        startup_nodes=[cluster.ClusterNode(HOST, port) for port in ports])
+    try:
+        await client.initialize()
+        keys = [f"sioa:{i}" for i in range(30)]  # spread over the three masters
+        assert len({client.get_node_from_key(k).port for k in keys}) == 3
+        if not restarted:
+            for key in keys:
+                await client.set(key, key)
+        for key in keys:  # every master kept its keys (its AOF) across the restart
+            assert await client.get(key) == key.encode()
+        channel = "sioa-shard"
+        pubsub = client.pubsub()
+        await pubsub.ssubscribe(channel)
+        await client.spublish(channel, b"hello")
+        message = None
+        while message is None or message["type"] != "smessage":
+            message = await pubsub.get_sharded_message(timeout=5)
         assert message["data"] == b"hello"
         await pubsub.aclose()
     finally:
@@ -318,11 +359,12 @@ async def _with_local(broker: LocalBroker, restarted: bool) -> None:
 
 
 LIBRARY_ROUND_TRIPS: dict[str, Callable[[LocalBroker, bool], Coroutine[Any, Any, None]]] = {
-    "redis": _with_redis, "nats": _with_nats, "kafka": _with_kafka,
+    "redis": _with_redis, "redis-cluster": _with_redis_cluster, "nats": _with_nats,
+    "kafka": _with_kafka,
     "rabbitmq": _with_rabbitmq, "postgres": _with_postgres, "local": _with_local,
 }
-LIBRARIES = {"redis": "redis", "nats": "nats", "kafka": "aiokafka", "rabbitmq": "aio_pika",
-             "postgres": "asyncpg", "local": "msgpack"}
+LIBRARIES = {"redis": "redis", "redis-cluster": "redis", "nats": "nats", "kafka": "aiokafka",
+             "rabbitmq": "aio_pika", "postgres": "asyncpg", "local": "msgpack"}
 
 
 @pytest.mark.parametrize("kind", _kinds())
