@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import unquote, urlsplit
 
+import hiredis
 import redis.exceptions
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
@@ -43,7 +44,7 @@ from ...errors import ConfigurationError
 from ...hosts import HostPort, parse_hosts
 from ...options import Option, parse_bool, redact
 from .core import RedisBackend
-from .resp import RawConnection
+from .resp import PipelineError, RawConnection
 
 __all__ = ["ClusterUnreachable", "RedisClusterBackend", "SlotMoved", "parse_cluster_url"]
 
@@ -84,6 +85,13 @@ def parse_cluster_url(url: str) -> tuple[list[HostPort], str | None, str | None]
         username = unquote(user) or None
         password = unquote(secret) if sep else None
     return seeds, username, password
+
+
+def _all_moved(exc: BaseException) -> bool:
+    """Whether every reply of a pipeline was MOVED (so no command of it ran)."""
+    return isinstance(exc, PipelineError) and all(
+        isinstance(reply, hiredis.ReplyError) and str(reply).startswith("MOVED ")
+        for reply in exc.replies)
 
 
 def _redirected(exc: BaseException) -> bool:
@@ -197,12 +205,21 @@ class RedisClusterBackend(RedisBackend):
             raise self._moved(exc) from exc
 
     async def _round_trip(self, commands: list[bytes]) -> list[Any]:
-        try:
-            return await super()._round_trip(commands)
-        except redis.exceptions.ResponseError as exc:
-            if not _redirected(exc):
+        """A pipeline on the slot's owner. When every command of it was redirected
+        (MOVED: none ran), it is sent once more at once to the owner a fresh slot map
+        names, so a reshard does not hold publishing up; otherwise (ASK, CLUSTERDOWN,
+        some commands ran) the outbox sends the batch again after a backoff."""
+        for attempt in range(2):
+            try:
+                return await super()._round_trip(commands)
+            except redis.exceptions.ResponseError as exc:
+                if not _redirected(exc):
+                    raise
+                moved = self._moved(exc)
+                if attempt or not _all_moved(exc):
+                    raise moved from exc
+                await self._refresh()
+            except self.connection_errors:
+                self._stale = True  # the owner may be gone: ask the cluster next time
                 raise
-            raise self._moved(exc) from exc
-        except self.connection_errors:
-            self._stale = True  # the owner may be gone: ask the cluster next time
-            raise
+        raise AssertionError("unreachable")  # pragma: no cover

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.connection import AbstractConnection
 
-__all__ = ["RawConnection", "command"]
+__all__ = ["PipelineError", "RawConnection", "command"]
 
 _READ_SIZE = 256 * 1024
 
@@ -21,6 +21,15 @@ def command(*parts: bytes) -> bytes:
     for part in parts:
         out.append(b"$%d\r\n%b\r\n" % (len(part), part))
     return b"".join(out)
+
+
+class PipelineError(redis.exceptions.ResponseError):
+    """An error reply to a command of a pipeline (the first one's text), with every
+    reply of the pipeline (errors as :class:`hiredis.ReplyError`)."""
+
+    def __init__(self, message: str, replies: list[Any]) -> None:
+        super().__init__(message)
+        self.replies = replies
 
 
 class RawConnection:
@@ -81,7 +90,7 @@ class RawConnection:
             out.extend(await self.replies())
         for reply in out:
             if isinstance(reply, hiredis.ReplyError):
-                raise redis.exceptions.ResponseError(str(reply))
+                raise PipelineError(str(reply), out)
         return out
 
     async def call(self, *parts: bytes) -> Any:
