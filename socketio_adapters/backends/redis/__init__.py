@@ -13,7 +13,8 @@ Features
 
 Connection string
     ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS) or
-    ``unix:///path/to/redis.sock[?db=N]``.
+    ``unix:///path/to/redis.sock[?db=N]``; for a Redis Cluster
+    ``redis+cluster://host:port,host:port[/0]`` (:mod:`.cluster`).
 
 Options
     ``channel`` and ``connect_timeout`` (see the base backend), ``sharded`` (default
