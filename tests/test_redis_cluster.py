@@ -24,7 +24,13 @@ from conformance.brokers import HOST, LocalBroker, RedisClusterBroker, available
 from conformance.cluster import DEADLINE, Node, eventually
 from conformance.conftest import BackendUnderTest
 from conformance.test_recovery import Scenario
-from socketio_adapters import BrokerUnavailable, ConfigurationError, create_backend
+from socketio_adapters import (
+    AuthenticationFailed,
+    BrokerUnavailable,
+    ConfigurationError,
+    TLSVerificationFailed,
+    create_backend,
+)
 from socketio_adapters.backends.redis import RedisBackend
 from socketio_adapters.backends.redis.cluster import (
     RedisClusterBackend,
@@ -32,6 +38,8 @@ from socketio_adapters.backends.redis.cluster import (
 )
 from socketio_adapters.hosts import HostPort
 from socketio_adapters.registry import backend_class
+from tests.certs import make_authority, openssl_available
+from tests.tls_brokers import TlsRedisCluster
 
 needs_cluster = pytest.mark.skipif(
     not available("redis-cluster"),
@@ -272,3 +280,52 @@ async def test_a_reshard_moves_the_application_and_it_follows(
         assert await scenario.stray(client, 1) == []
     finally:
         await scenario.close()
+
+
+# --------------------------------------------------- TLS and a password
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+    """A cluster serving TLS only, with a password; and a CA that signed nothing."""
+    if not available("redis-cluster") or not openssl_available():
+        pytest.skip("needs redis-server, redis-cli and openssl: scripts/test.sh")
+    directory = tmp_path_factory.mktemp("cluster-pki")
+    ca = make_authority(directory, "ca")
+    broker = TlsRedisCluster(ca.issue("server"), ca.issue("node", server=False), ca.cert)
+    broker.start()
+    yield broker, make_authority(directory, "other")
+    broker.stop()
+
+
+async def test_tls_and_a_password(tls_cluster: tuple[Any, Any]) -> None:
+    broker, _ = tls_cluster
+    url = broker.tls_url(broker.password, broker.ca)
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def deliver(payload: bytes) -> None:
+        await got.put(payload)
+
+    a, b = create_backend(url, channel="tls"), create_backend(url, channel="tls")
+    await a.start("a", deliver)
+    await b.start("b", None)
+    try:
+        await b.publish([(None, b"hello"), ("a", b"direct")])
+        assert [await asyncio.wait_for(got.get(), 10) for _ in range(2)] == [
+            b"hello", b"direct"]
+        await b.save_session("p1", b"kept", 10)
+        assert await a.take_session("p1") == b"kept"
+    finally:
+        await b.stop()
+        await a.stop()
+
+
+async def test_a_wrong_password_or_ca_fails_at_once(tls_cluster: tuple[Any, Any]) -> None:
+    broker, other = tls_cluster
+    for url, error in ((broker.tls_url("wrong", broker.ca), AuthenticationFailed),
+                       (broker.tls_url(broker.password, other.cert), TLSVerificationFailed)):
+        backend = create_backend(url, connect_timeout=10)
+        began = asyncio.get_running_loop().time()
+        with pytest.raises(error):
+            await backend.start("n1", None)
+        assert asyncio.get_running_loop().time() - began < 5

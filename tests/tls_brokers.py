@@ -22,14 +22,16 @@ import shutil
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
-from conformance.brokers import HOST, KafkaBroker, free_port
+from conformance.brokers import HOST, KafkaBroker, RedisClusterBroker, free_port
+from conformance.brokers.process import NotReady
 from tests.auth_brokers import AuthNats, AuthPostgres, AuthRabbitMQ, AuthRedis, userinfo
 from tests.certs import Issued
 
-__all__ = ["TlsKafka", "TlsNats", "TlsPostgres", "TlsRabbitMQ", "TlsRedis",
+__all__ = ["TlsKafka", "TlsNats", "TlsPostgres", "TlsRabbitMQ", "TlsRedis", "TlsRedisCluster",
            "TlsTerminator", "tls_exchange"]
 
 
@@ -76,6 +78,55 @@ class TlsRedis(AuthRedis):
 
     def tls_url(self, user: str | None, password: str | None, ca: Path) -> str:
         return (f"rediss://{userinfo(user, password)}{HOST}:{self.port}/0"
+                f"?tls_ca_file={quote(str(ca))}")
+
+
+class TlsRedisCluster(RedisClusterBroker):
+    """The three-master Redis Cluster serving TLS only, its cluster bus too
+    (``--tls-cluster yes``: CLUSTER SLOTS then names the TLS ports), with a password
+    (``requirepass``, and ``masterauth`` for the nodes among themselves). The bus
+    always asks for a client certificate, whatever ``tls-auth-clients`` says: the
+    nodes present ``client`` to each other."""
+
+    password = "cluster-pw-9"
+
+    def __init__(self, server: Issued, client: Issued, ca: Path,
+                 workdir: Path | None = None) -> None:
+        super().__init__(workdir)
+        self.server, self.client, self.ca = server, client, ca
+
+    def _node_command(self, index: int) -> list[str]:
+        command = super()._node_command(index)
+        at = command.index("--port")
+        command[at:at + 2] = [
+            "--port", "0", "--tls-port", str(self.ports[index]), "--tls-cluster", "yes",
+            "--tls-cert-file", str(self.server.cert), "--tls-key-file",
+            str(self.server.key), "--tls-client-cert-file", str(self.client.cert),
+            "--tls-client-key-file", str(self.client.key), "--tls-ca-cert-file",
+            str(self.ca), "--tls-auth-clients", "no"]
+        return [*command, "--requirepass", self.password, "--masterauth", self.password]
+
+    def _cli_options(self) -> list[str]:
+        return ["--tls", "--cacert", str(self.ca), "-a", self.password, "--no-auth-warning"]
+
+    def _ask(self, port: int, payload: bytes, timeout: float,
+             done: Callable[[bytes], bool]) -> bytes:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        with socket.create_connection((HOST, port), timeout=timeout) as raw, \
+                context.wrap_socket(raw, server_hostname=HOST) as sock:
+            sock.sendall(f"AUTH {self.password}\r\n".encode() + payload)
+            data = b""
+            while not data.startswith(b"-") and not (
+                    data.startswith(b"+OK\r\n") and done(data[5:])):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise NotReady(f"closed after {data[:100]!r}")
+                data += chunk
+            return data.removeprefix(b"+OK\r\n")
+
+    def tls_url(self, password: str | None, ca: Path) -> str:
+        seeds = ",".join(f"{HOST}:{port}" for port in self.ports)
+        return (f"rediss+cluster://{userinfo(None, password)}{seeds}/0"
                 f"?tls_ca_file={quote(str(ca))}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .process import (
@@ -106,18 +107,27 @@ class RedisClusterBroker(LocalBroker):
             raise self._start_error("cannot create the cluster: redis-cli not found")
         with open(self.log_path, "ab") as out:
             code = subprocess.run(
-                [str(cli), "--cluster", "create", *(f"{HOST}:{p}" for p in self.ports),
-                 "--cluster-replicas", "0", "--cluster-yes"],
+                [str(cli), *self._cli_options(), "--cluster", "create",
+                 *(f"{HOST}:{p}" for p in self.ports), "--cluster-replicas", "0",
+                 "--cluster-yes"],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 timeout=max(5.0, deadline - time.monotonic()), check=False).returncode
         if code != 0:
             raise self._start_error(f"redis-cli --cluster create exited with {code}")
         self._created.touch()
 
-    @staticmethod
-    def _pong(port: int) -> bool:
+    def _cli_options(self) -> list[str]:
+        """redis-cli's options to reach the nodes (a subclass adds TLS, a password)."""
+        return []
+
+    def _ask(self, port: int, payload: bytes, timeout: float,
+             done: Callable[[bytes], bool]) -> bytes:
+        """Send inline commands to a node; its answer, once ``done(answer)``."""
+        return exchange(port, payload, timeout, done)
+
+    def _pong(self, port: int) -> bool:
         try:
-            return exchange(port, b"PING\r\n", 1.0, lambda b: b"\r\n" in b) == b"+PONG\r\n"
+            return self._ask(port, b"PING\r\n", 1.0, lambda b: b"\r\n" in b) == b"+PONG\r\n"
         except (OSError, NotReady):
             return False
 
@@ -128,7 +138,7 @@ class RedisClusterBroker(LocalBroker):
 
     def _probe(self, timeout: float) -> None:
         for port in self.ports:
-            reply = exchange(port, b"CLUSTER INFO\r\n", timeout, _bulk_done)
+            reply = self._ask(port, b"CLUSTER INFO\r\n", timeout, _bulk_done)
             if b"cluster_state:ok" not in reply:
                 state = next((line for line in reply.split(b"\r\n")
                               if line.startswith((b"cluster_state", b"-"))), reply[:80])
