@@ -160,3 +160,15 @@ def test_results_are_uploaded(name: str) -> None:
     assert len(uploads) == 1
     assert uploads[0]["with"]["path"] == ".results/"
     assert uploads[0]["if"] == "always()"
+
+
+@pytest.mark.parametrize("script", ["scripts/test.sh", "scripts/install-brokers.sh"])
+def test_scripts_use_sudo_for_apt_when_not_root(script: str) -> None:
+    """GitHub's runners run the test command as a user with sudo; here it is root."""
+    text = (ROOT / script).read_text()
+    assert 'if [ "$(id -u)" != 0 ]; then\n    SUDO="sudo"\nfi' in text
+    for line in text.splitlines():
+        code = line.split("#", 1)[0]
+        for command in ("apt-get ", "service "):
+            if command in code and "command -v" not in code:
+                assert "$SUDO" in code.split(command)[0], line

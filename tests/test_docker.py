@@ -24,6 +24,7 @@ import asyncio
 import re
 import shutil
 import subprocess
+import sys
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -72,7 +73,7 @@ def _compose_command() -> list[str] | None:
     return [legacy] if legacy is not None else None
 
 
-def test_compose_validates() -> None:
+def test_compose_validates(tmp_path: Path) -> None:
     command = _compose_command()
     if command is None:
         message = "neither 'docker compose' nor 'docker-compose' is installed"
@@ -80,18 +81,23 @@ def test_compose_validates() -> None:
             pytest.fail(f"{message} (SIOA_REQUIRE_TOOLS=1: scripts/test.sh installs "
                         "Debian's docker-compose)")
         pytest.skip(message)
-    done = subprocess.run([*command, "-f", str(COMPOSE), "config", "-q"],
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    # and it does catch a mistake (so passing means something)
-    broken = COMPOSE.parent / ".compose-broken.yaml"
-    try:
-        broken.write_text(COMPOSE.read_text().replace(
-            "node1: {condition: service_healthy}", "node9: {condition: service_healthy}"))
-        done = subprocess.run([*command, "-f", str(broken), "config", "-q"],
+
+    def config(path: Path, *options: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*command, "--project-directory", str(DOCKER), "-f",
+                               str(path), "config", *options],
                               capture_output=True, text=True, timeout=60, check=False)
-    finally:
-        broken.unlink()
+
+    done = config(COMPOSE, "-q")
+    assert done.returncode == 0, done.stderr
+    # the relative paths resolve to the repository (build context) and nginx.conf
+    resolved = config(COMPOSE)
+    assert resolved.returncode == 0, resolved.stderr
+    assert f"context: {ROOT}\n" in resolved.stdout and str(NGINX_CONF) in resolved.stdout
+    # and it does catch a mistake (so passing means something)
+    broken = tmp_path / "compose.yaml"
+    broken.write_text(COMPOSE.read_text().replace(
+        "node1: {condition: service_healthy}", "node9: {condition: service_healthy}"))
+    done = config(broken, "-q")
     assert done.returncode != 0 and "node9" in done.stderr, done.stderr
 
 
@@ -140,14 +146,28 @@ def test_every_service_has_a_healthcheck_and_ports_only_on_loopback() -> None:
             assert str(port).startswith("127.0.0.1:"), (name, port)
 
 
-def test_the_build_context_holds_what_the_dockerfile_copies() -> None:
+def test_the_build_context_holds_what_the_dockerfile_copies(tmp_path: Path) -> None:
     allowed = [line[1:].rstrip("/") for line in
                (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")]
     copied = [part for line in (DOCKER / "Dockerfile").read_text().splitlines()
               if line.startswith("COPY ") for part in line.split()[1:-1]]
     assert copied and set(copied) <= set(allowed), (copied, allowed)
+    # the package builds from those files alone (the image's pip install, offline)
+    context = tmp_path / "context"
     for path in copied:
-        assert (ROOT / path).exists(), path
+        source = ROOT / path
+        if source.is_dir():
+            shutil.copytree(source, context / path,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            context.mkdir(exist_ok=True)
+            shutil.copy(source, context / path)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                            "--no-build-isolation", "--quiet", "--wheel-dir",
+                            str(tmp_path / "dist"), str(context)],
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert built.returncode == 0, built.stderr
+    assert list((tmp_path / "dist").glob("socketio_adapters-*.whl"))
 
 
 def test_docs_say_how_to_run_and_switch() -> None:
