@@ -167,7 +167,7 @@ def test_scripts_use_sudo_for_apt_when_not_root(script: str) -> None:
     """GitHub's runners run the test command as a user with sudo; here it is root."""
     text = (ROOT / script).read_text()
     assert 'if [ "$(id -u)" != 0 ]; then\n    SUDO="sudo"\nfi' in text
-    for line in text.splitlines():
+    for line in text.replace("\\\n", " ").splitlines():  # continued lines joined
         code = line.split("#", 1)[0]
         for command in ("apt-get ", "service "):
             if command in code and "command -v" not in code:
