@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -169,6 +170,6 @@ def test_scripts_use_sudo_for_apt_when_not_root(script: str) -> None:
     assert 'if [ "$(id -u)" != 0 ]; then\n    SUDO="sudo"\nfi' in text
     for line in text.replace("\\\n", " ").splitlines():  # continued lines joined
         code = line.split("#", 1)[0]
-        for command in ("apt-get ", "service "):
-            if command in code and "command -v" not in code:
-                assert "$SUDO" in code.split(command)[0], line
+        for used in re.finditer(r"(?:^|[\s;&|(])(apt-get|service) ", code):
+            if "command -v" not in code:
+                assert "$SUDO" in code[:used.start(1)], line
