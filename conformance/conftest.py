@@ -1,17 +1,17 @@
 """The conformance suite: one set of test bodies, run against every backend chosen.
 
 Backends come from ``--backend`` (repeatable) or the ``SIOA_BACKENDS`` environment
-variable (comma-separated); each item is a kind (``memory``, ``redis``, ...), which
-makes the suite start that broker from local binaries on a free loopback port, or a
-URL (``redis://127.0.0.1:6379/0``), which is used as it is. Default: every backend.
+variable (comma-separated); each item is a kind (``memory``, ``redis``, ...), a kind
+with a version (``kafka@3.9``: that pinned image in a container), or a URL
+(``redis://127.0.0.1:6379/0``), used as it is. Where each broker comes from (a URL, a
+container, the local binaries; ``SIOA_BROKER_SOURCE``): conformance/sources.py; it is
+printed when the broker starts. Default: every backend. Outcomes and figures are
+counted by conformance/results.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import time
-from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -20,19 +20,25 @@ import pytest
 from socketio_adapters import Capabilities
 from socketio_adapters.registry import backend_class
 
-from .brokers import LocalBroker, broker_for
+from .brokers import LocalBroker
 from .cluster import Cluster
+from .results import BACKENDS, DEFAULT_BACKENDS, MEASUREMENTS, backend_id
+from .sources import parse_spec, start_broker
 
-DEFAULT_BACKENDS = "memory,local,redis,redis-cluster,rabbitmq,nats,kafka,postgres"
+__all__ = ["MEASUREMENTS", "BackendUnderTest"]
+
 TRANSPORTS = ("websocket", "polling")
 
 
 @dataclass
 class BackendUnderTest:
     name: str
+    """The id in test ids and results: ``redis``, ``kafka@3.9``, a URL's scheme."""
+    kind: str
+    """The backend kind (``redis``, ``kafka``...): what tests branch on."""
     url: str
     broker: LocalBroker | None
-    """The broker process, when the suite started it (so faults can restart it)."""
+    """The broker, when the suite started it (so faults can restart it)."""
 
     @property
     def capabilities(self) -> Capabilities:
@@ -54,18 +60,10 @@ def _specs(config: pytest.Config) -> list[str]:
     return [g.strip() for g in given if g.strip()]
 
 
-def _spec_id(spec: str) -> str:
-    return spec.split("://", 1)[0] if "://" in spec else spec
-
-
-_backend_ids: set[str] = set()
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         specs = _specs(metafunc.config)
-        _backend_ids.update(_spec_id(s) for s in specs)
-        metafunc.parametrize("backend", specs, ids=[_spec_id(s) for s in specs],
+        metafunc.parametrize("backend", specs, ids=[backend_id(s) for s in specs],
                              indirect=True, scope="session")
     if "transport" in metafunc.fixturenames:
         transports = metafunc.config.getoption("--transport") or list(TRANSPORTS)
@@ -75,21 +73,27 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture(scope="session")
 def backend(request: pytest.FixtureRequest) -> Iterator[BackendUnderTest]:
     spec: str = request.param
+    name, (kind, _) = backend_id(spec), parse_spec(spec)
+    broker: LocalBroker | None = None
     if "://" in spec:
-        _urls[_spec_id(spec)] = spec.split("?", 1)[0]
-        yield BackendUnderTest(_spec_id(spec), spec, None)
-        return
-    if spec == "memory":
-        _urls["memory"] = "memory://conformance"
-        yield BackendUnderTest("memory", "memory://conformance", None)
-        return
-    broker = broker_for(spec)
-    broker.start()
-    _urls[spec] = broker.url
+        url, product, source = spec, "", "URL given (broker not started by the suite)"
+    elif kind == "memory":
+        url, product, source = "memory://conformance", "none", "in-process"
+    else:
+        _, broker = start_broker(spec)
+        url, product, source = broker.url, broker.version, broker.source
+    BACKENDS[name] = {"url": url.split("?", 1)[0], "kind": kind, "broker": product,
+                      "source": source}
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.getplugin("terminalreporter"), plugins.getplugin("capturemanager")
+    if reporter is not None and capture is not None:  # printed past the output capture
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"\nbroker for {name}: {product or '?'}; {source}")
     try:
-        yield BackendUnderTest(spec, broker.url, broker)
+        yield BackendUnderTest(name, kind, url, broker)
     finally:
-        broker.stop()
+        if broker is not None:
+            broker.stop()
 
 
 @pytest.fixture
@@ -100,71 +104,3 @@ async def cluster(backend: BackendUnderTest, transport: str) -> AsyncIterator[Cl
     finally:
         await nodes.close()
 
-
-_outcomes: Counter[tuple[str, str]] = Counter()
-_by_area: defaultdict[str, Counter[tuple[str, str]]] = defaultdict(Counter)
-_urls: dict[str, str] = {}
-MEASUREMENTS: dict[str, str] = {}
-"""Figures measured by tests (e.g. reconnect times), printed in the summary."""
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if "conformance" not in report.nodeid:
-        return
-    if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
-        name = "?"
-        if "[" in report.nodeid:
-            # the backend's id among the parameters' (it may hold a dash itself:
-            # redis-cluster), the longest that matches (not redis in redis-cluster)
-            params = report.nodeid.rsplit("[", 1)[1].rstrip("]")
-            found = [b for b in _backend_ids if f"-{b}-" in f"-{params}-"]
-            name = max(found, key=len) if found else params.split("-")[0]
-        _outcomes[(name, report.outcome)] += 1
-        area = report.nodeid.split("::")[0].rsplit("/", 1)[-1]
-        area = area.removeprefix("test_").removesuffix(".py")
-        if area == "recovery":  # one column per client: ours, and socket.io's own
-            area += " (js client)" if "[js-" in report.nodeid else " (python client)"
-        _by_area[name][(area, report.outcome)] += 1
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if MEASUREMENTS:
-        terminalreporter.section("conformance measurements")
-        for what, figure in sorted(MEASUREMENTS.items()):
-            terminalreporter.write_line(f"{what}: {figure}")
-    if not _outcomes:
-        return
-    terminalreporter.section("conformance per backend")
-    for name in sorted({n for n, _ in _outcomes}):
-        terminalreporter.write_line(
-            f"{name}: {_outcomes[(name, 'passed')]} passed, "
-            f"{_outcomes[(name, 'failed')]} failed, {_outcomes[(name, 'skipped')]} skipped")
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """With ``SIOA_RESULTS=path``, write what was measured, per backend, as JSON
-    (``scripts/compat_matrix.py`` turns it into docs/compatibility.md)."""
-    path = os.environ.get("SIOA_RESULTS")
-    if not path or not _outcomes:
-        return
-    from importlib.metadata import version
-
-    backends = {}
-    for name in sorted({n for n, _ in _outcomes}):
-        areas: dict[str, dict[str, int]] = defaultdict(dict)
-        for (area, outcome), count in _by_area[name].items():
-            areas[area][outcome] = count
-        backends[name] = {
-            "url": _urls.get(name, ""),
-            "passed": _outcomes[(name, "passed")],
-            "failed": _outcomes[(name, "failed")],
-            "skipped": _outcomes[(name, "skipped")],
-            "areas": dict(areas),
-            "measurements": {k: v for k, v in MEASUREMENTS.items()
-                             if k.startswith(f"{name}/")},
-        }
-    report = {"date": time.strftime("%Y-%m-%d"),
-              "python_socketio": version("python-socketio"),
-              "backends": backends}
-    with open(path, "w") as out:
-        json.dump(report, out, indent=1, sort_keys=True)

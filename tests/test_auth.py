@@ -28,6 +28,8 @@ from tests.auth_brokers import (
     OnFirstUse,
 )
 
+pytestmark = pytest.mark.broker
+
 FAILS_WITHIN = 5.0
 """start() must fail within this, far below CONNECT_TIMEOUT: a refusal is not retried."""
 CONNECT_TIMEOUT = 60.0

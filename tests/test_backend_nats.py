@@ -164,7 +164,9 @@ def test_declared_errors_and_capabilities() -> None:
         assert issubclass(error, NatsBackend.connection_errors)
     caps = NatsBackend.capabilities
     assert caps.direct and caps.multi_process
-    assert caps.max_payload is None  # chunking carries payloads over max_payload
+    # chunking carries payloads over the server's max_payload, within the client's
+    # pending bytes (64 MiB): conformance/test_payload.py measures it
+    assert caps.max_payload == 32 * 1024 * 1024
     assert caps.durable_log and caps.session_store
     # a log entry over max_payload is dropped by the outbox, not retried for ever
     assert not issubclass(nats.errors.MaxPayloadError, NatsBackend.connection_errors)

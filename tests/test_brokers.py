@@ -47,6 +47,8 @@ except ImportError:  # pytest run without the repository root on sys.path
         listening,
     )
 
+pytestmark = pytest.mark.broker
+
 
 def _kinds() -> list[Any]:
     return [pytest.param(kind, marks=pytest.mark.skipif(

@@ -85,7 +85,8 @@ def test_no_command_is_a_usage_error() -> None:
 # ---------------------------------------------------------------- check
 
 
-@pytest.mark.parametrize("url", ["memory://", "local://sioa-check-{token}", "redis"],
+@pytest.mark.parametrize("url", ["memory://", "local://sioa-check-{token}",
+                                 pytest.param("redis", marks=pytest.mark.broker)],
                          ids=["memory", "local", "redis"])
 def test_check_times_a_round_trip_and_prints_the_capabilities(
         url: str, request: pytest.FixtureRequest, capsys: pytest.CaptureFixture[str]) -> None:
@@ -108,6 +109,7 @@ def test_check_times_a_round_trip_and_prints_the_capabilities(
     assert shown["multi_process"] == ("no" if scheme == "memory" else "yes")
 
 
+@pytest.mark.broker
 def test_check_runs_as_a_subprocess_against_redis(redis_url: str) -> None:
     result = _run("check", redis_url, "--count", "3")
     assert result.returncode == 0, result.stderr

@@ -39,6 +39,8 @@ WAIT_MS = 20_000
 MAX_PAGES = 12
 """Pages opened at most to find two on different workers (the kernel picks)."""
 
+pytestmark = pytest.mark.browser
+
 if not CHROMIUM.exists() and os.environ.get("SIOA_REQUIRE_BROWSER") != "1":
     pytest.skip(f"{CHROMIUM} is not installed (scripts/test.sh installs it)",
                 allow_module_level=True)

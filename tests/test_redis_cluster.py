@@ -41,10 +41,6 @@ from socketio_adapters.registry import backend_class
 from tests.certs import make_authority, openssl_available
 from tests.tls_brokers import TlsRedisCluster
 
-needs_cluster = pytest.mark.skipif(
-    not available("redis-cluster"),
-    reason="redis-server/redis-cli not installed: scripts/install-brokers.sh redis-cluster")
-
 # ------------------------------------------------------------------ no broker
 
 
@@ -133,7 +129,6 @@ def _name_on(ranges: list[tuple[int, int]], prefix: str) -> str:
     raise AssertionError("unreachable")
 
 
-@needs_cluster
 async def test_seeds_that_reach_no_node_fail_fast() -> None:
     backend = create_backend("redis+cluster://127.0.0.1:1,127.0.0.1:2/0",
                              connect_timeout=5)
@@ -150,7 +145,9 @@ def plain_redis() -> Iterator[LocalBroker]:
     broker.stop()
 
 
-@needs_cluster
+@pytest.mark.broker
+@pytest.mark.skipif(not available("redis"),
+                    reason="redis-server not installed: scripts/install-brokers.sh redis")
 async def test_a_redis_not_in_cluster_mode_is_named(plain_redis: LocalBroker) -> None:
     backend = create_backend(f"redis+cluster://{HOST}:{plain_redis.port}")
     with pytest.raises(ConfigurationError, match=r"not in cluster mode .* use a redis:// URL"):
@@ -160,8 +157,8 @@ async def test_a_redis_not_in_cluster_mode_is_named(plain_redis: LocalBroker) ->
 async def _scenario(broker: RedisClusterBroker, channel: str,
                     sharded: bool = True) -> Scenario:
     """Three recovering nodes on the cluster, on ``channel``."""
-    scenario = Scenario(BackendUnderTest("redis-cluster", broker.url, broker), "websocket",
-                        "python")
+    backend = BackendUnderTest("redis-cluster", "redis-cluster", broker.url, broker)
+    scenario = Scenario(backend, "websocket", "python")
     cluster = scenario.cluster
     cluster.node_url = f"{broker.url}?channel={channel}&sharded={str(sharded).lower()}"
     cluster.nodes = [Node(cluster.node_url, **cluster.options) for _ in range(3)]
@@ -179,6 +176,7 @@ def _owner(node: Node) -> int:
     return int(backend.owner().port)
 
 
+@pytest.mark.broker
 @pytest.mark.parametrize("master", [0, 1, 2])
 async def test_rooms_on_every_master_s_slots_broadcast_and_recover(
         redis_cluster: RedisClusterBroker, master: int) -> None:
@@ -236,6 +234,7 @@ async def _move_slot(broker: RedisClusterBroker, slot: int, source: int,
             await client.aclose()
 
 
+@pytest.mark.broker
 @pytest.mark.parametrize("sharded", [True, False], ids=["sharded", "plain"])
 async def test_a_reshard_moves_the_application_and_it_follows(
         redis_cluster: RedisClusterBroker, sharded: bool) -> None:
@@ -298,6 +297,7 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any,
     broker.stop()
 
 
+@pytest.mark.broker
 async def test_tls_and_a_password(tls_cluster: tuple[Any, Any]) -> None:
     broker, _ = tls_cluster
     url = broker.tls_url(broker.password, broker.ca)
@@ -320,6 +320,7 @@ async def test_tls_and_a_password(tls_cluster: tuple[Any, Any]) -> None:
         await a.stop()
 
 
+@pytest.mark.broker
 async def test_a_wrong_password_or_ca_fails_at_once(tls_cluster: tuple[Any, Any]) -> None:
     broker, other = tls_cluster
     for url, error in ((broker.tls_url("wrong", broker.ca), AuthenticationFailed),

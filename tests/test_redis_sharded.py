@@ -10,8 +10,8 @@ import pytest
 from conformance.brokers import LocalBroker, available, broker_for
 from socketio_adapters import create_manager
 
-pytestmark = pytest.mark.skipif(
-    not available("redis"), reason="redis-server not installed: scripts/install-brokers.sh redis")
+pytestmark = [pytest.mark.broker, pytest.mark.skipif(
+    not available("redis"), reason="redis-server not installed: scripts/install-brokers.sh redis")]
 
 
 @pytest.fixture(scope="module")

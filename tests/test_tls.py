@@ -34,8 +34,9 @@ from tests.auth_brokers import OnFirstUse
 from tests.certs import Authority, Issued, make_authority, openssl_available
 from tests.tls_brokers import TlsKafka, TlsNats, TlsPostgres, TlsRabbitMQ, TlsRedis
 
-pytestmark = pytest.mark.skipif(not openssl_available(),
-                                reason="the openssl command is not installed")
+pytestmark = [pytest.mark.broker,
+              pytest.mark.skipif(not openssl_available(),
+                                 reason="the openssl command is not installed")]
 
 FAILS_WITHIN = 5.0
 """A refusal must end start() within this, far below CONNECT_TIMEOUT."""

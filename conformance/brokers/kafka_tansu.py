@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
-import struct
+import subprocess
 from pathlib import Path
 
-from .process import HOST, LocalBroker, NotReady, exchange, spawn, which
+from .probes import kafka_api_versions
+from .process import HOST, LocalBroker, spawn, which
 
 __all__ = ["KafkaBroker"]
 
@@ -51,11 +53,16 @@ class KafkaBroker(LocalBroker):
         env = {k: v for k, v in os.environ.items() if k not in self._TANSU_ENV}
         self._proc = spawn(cmd, self.log_path, env)
 
-    def _probe(self, timeout: float) -> None:
-        client = b"sioa-probe"  # ApiVersions v0: api key 18, version 0, correlation id 1
-        body = struct.pack(">hhih", 18, 0, 1, len(client)) + client
-        reply = exchange(self.port, struct.pack(">i", len(body)) + body, timeout,
-                          lambda b: len(b) >= 4 and len(b) >= 4 + struct.unpack(">i", b[:4])[0])
-        _, correlation, error = struct.unpack(">iih", reply[:10])
-        if correlation != 1 or error != 0:
-            raise NotReady(f"ApiVersions answered correlation {correlation}, error {error}")
+    def _probe(self, timeout: float) -> str | None:
+        kafka_api_versions(HOST, self.port, timeout)
+        return self._tansu_version()
+
+    def _tansu_version(self) -> str:
+        """What ``tansu --version`` prints (the Kafka protocol names no product)."""
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            done = subprocess.run([str(self.binary), "--version"], capture_output=True,
+                                  timeout=10, check=False, stdin=subprocess.DEVNULL)
+            told = done.stdout.decode(errors="replace").strip()
+            if done.returncode == 0 and told:
+                return f"{told} (Kafka protocol, memory storage)"
+        return "tansu (Kafka protocol, memory storage)"

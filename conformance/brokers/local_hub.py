@@ -29,7 +29,12 @@ class LocalHubProcess(LocalBroker):
     def _command(self) -> list[str]:
         return [str(self.binary), "-m", "socketio_adapters.backends.local", self.url]
 
-    def _probe(self, timeout: float) -> None:
+    @property
+    def source(self) -> str:
+        return f"hub process ({self.binary} -m socketio_adapters.backends.local)"
+
+    def _probe(self, timeout: float) -> str | None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(timeout)
             sock.connect(str(self.data_dir / "cluster" / "hub.sock"))
+        return "local:// hub (no broker)"

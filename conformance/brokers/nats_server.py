@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import json
 from pathlib import Path
 
-from .process import HOST, LocalBroker, NotReady, exchange, which
+from .probes import nats_jetstream
+from .process import HOST, LocalBroker, which
 
 __all__ = ["NatsBroker"]
 
@@ -35,14 +35,5 @@ class NatsBroker(LocalBroker):
         return [str(self.binary), "-a", HOST, "-p", str(self.port), "-n", f"sioa_{self.port}",
                 "-js", "-sd", str(self.data_dir / "jetstream")]
 
-    def _probe(self, timeout: float) -> None:
-        inbox = f"_INBOX.sioa_probe_{self.port}"  # a JetStream API request, with its reply
-        request = ('CONNECT {"verbose":false,"pedantic":false,"protocol":1}\r\n'
-                   f"SUB {inbox} 1\r\nPUB $JS.API.INFO {inbox} 0\r\n\r\n").encode()
-        buf = exchange(self.port, request, timeout, lambda b: b"-ERR" in b or (
-            f"MSG {inbox} ".encode() in b and b.endswith(b"}\r\n")))
-        info = json.loads(buf.split(b"\r\n", 1)[0].partition(b" ")[2])
-        if not info.get("jetstream"):
-            raise NotReady(f"JetStream is not enabled in nats-server {info.get('version')}")
-        if b"-ERR" in buf or b'"error"' in buf:
-            raise NotReady(f"$JS.API.INFO answered {buf[-300:]!r}")
+    def _probe(self, timeout: float) -> str | None:
+        return nats_jetstream(HOST, self.port, timeout)

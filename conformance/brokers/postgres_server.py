@@ -9,7 +9,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from .process import HOST, LocalBroker, NotReady, spawn, stop_child, which
+from .probes import postgres_startup
+from .process import HOST, LocalBroker, spawn, stop_child, which
 
 __all__ = ["PostgresBroker"]
 
@@ -69,10 +70,5 @@ class PostgresBroker(LocalBroker):
             stop_child(self._proc)
             self._proc = None
 
-    def _probe(self, timeout: float) -> None:
-        result = subprocess.run(
-            [str(self.binary.parent / "pg_isready"), "-h", HOST, "-p", str(self.port),
-             "-U", "postgres", "-d", "postgres", "-t", str(max(1, int(timeout)))],
-            stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout + 5, check=False)
-        if result.returncode != 0:
-            raise NotReady(f"pg_isready: {result.stdout.decode(errors='replace').strip()}")
+    def _probe(self, timeout: float) -> str | None:
+        return postgres_startup(HOST, self.port, timeout)

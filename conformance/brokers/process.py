@@ -130,9 +130,10 @@ def listening(port: int) -> bool:
     return False
 
 
-def exchange(port: int, payload: bytes, timeout: float, done: Callable[[bytes], bool]) -> bytes:
-    """Connect to the port, send payload, read until done(what was read)."""
-    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+def exchange(port: int, payload: bytes, timeout: float, done: Callable[[bytes], bool],
+             host: str = HOST) -> bytes:
+    """Connect to host:port, send payload, read until done(what was read)."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
         sock.sendall(payload)
         buf = b""
         while not done(buf):
@@ -163,6 +164,8 @@ class LocalBroker(abc.ABC):
         self.port: int = free_port()
         self.workdir = workdir
         self.start_seconds: float | None = None  # how long the last start() took
+        self.version: str = ""
+        """What the broker said it is, e.g. ``Redis 7.0.15`` (once started)."""
         self._dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -177,8 +180,9 @@ class LocalBroker(abc.ABC):
         """The URL clients connect to."""
 
     @abc.abstractmethod
-    def _probe(self, timeout: float) -> None:
-        """Return if the broker serves clients, else raise OSError or NotReady."""
+    def _probe(self, timeout: float) -> str | None:
+        """Return if the broker serves clients (with the version it reports, if it
+        does), else raise OSError or NotReady."""
 
     def _command(self) -> list[str]:
         raise NotImplementedError
@@ -239,7 +243,8 @@ class LocalBroker(abc.ABC):
                 if not self.running:
                     raise self._start_error("exited before accepting clients")
                 try:
-                    self._probe(min(2.0, max(0.2, deadline - time.monotonic())))
+                    told = self._probe(min(2.0, max(0.2, deadline - time.monotonic())))
+                    self.version = told or self.version or self.kind
                     break
                 except (OSError, NotReady, ValueError, struct.error,
                         subprocess.SubprocessError) as exc:
@@ -277,6 +282,11 @@ class LocalBroker(abc.ABC):
         time.sleep(seconds)
         self.start(timeout)
         return time.monotonic() - began
+
+    @property
+    def source(self) -> str:
+        """Where this broker comes from, for the run's report."""
+        return f"local binary {self.binary}"
 
     def __enter__(self: _B) -> _B:
         self.start()

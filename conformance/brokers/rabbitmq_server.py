@@ -7,11 +7,10 @@ import subprocess
 import time
 from pathlib import Path
 
+from .probes import amqp_start
 from .process import (
     HOST,
     LocalBroker,
-    NotReady,
-    exchange,
     exited,
     free_port,
     listening,
@@ -95,7 +94,5 @@ class RabbitMQBroker(LocalBroker):
                 stop_child(self._epmd)
                 self._epmd = None
 
-    def _probe(self, timeout: float) -> None:
-        reply = exchange(self.port, b"AMQP\x00\x00\x09\x01", timeout, lambda b: len(b) >= 11)
-        if reply[0] != 1 or reply[7:11] != b"\x00\x0a\x00\x0a":
-            raise NotReady(f"no Connection.Start after the AMQP header: {reply[:16]!r}")
+    def _probe(self, timeout: float) -> str | None:
+        return amqp_start(HOST, self.port, timeout)

@@ -3,6 +3,7 @@ append-only file, created once with ``redis-cli --cluster create``."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -136,10 +137,15 @@ class RedisClusterBroker(LocalBroker):
         for proc in procs:  # SIGTERM: each writes its AOF and nodes.conf, then exits
             stop_child(proc)
 
-    def _probe(self, timeout: float) -> None:
+    def _probe(self, timeout: float) -> str | None:
         for port in self.ports:
             reply = self._ask(port, b"CLUSTER INFO\r\n", timeout, _bulk_done)
             if b"cluster_state:ok" not in reply:
                 state = next((line for line in reply.split(b"\r\n")
                               if line.startswith((b"cluster_state", b"-"))), reply[:80])
                 raise NotReady(f"node {HOST}:{port}: {state.decode(errors='replace')}")
+        info = self._ask(self.port, b"INFO server\r\n", timeout, _bulk_done)
+        found = re.search(rb"(valkey|redis)_version:([^\r\n]+)", info)
+        name = "Valkey" if found and found.group(1) == b"valkey" else "Redis"
+        version = f" {found.group(2).decode()}" if found else ""
+        return f"{name} Cluster{version} ({MASTERS} masters)"

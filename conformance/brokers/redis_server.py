@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .process import HOST, LocalBroker, NotReady, exchange, which
+from .probes import redis_ping
+from .process import HOST, LocalBroker, which
 
 __all__ = ["RedisBroker"]
 
@@ -27,7 +28,5 @@ class RedisBroker(LocalBroker):
                 "--appendonly", "yes", "--appendfsync", "everysec", "--dir",
                 str(self.data_dir), "--daemonize", "no", "--logfile", ""]
 
-    def _probe(self, timeout: float) -> None:
-        reply = exchange(self.port, b"PING\r\n", timeout, lambda b: b"\r\n" in b)
-        if not reply.startswith(b"+PONG"):
-            raise NotReady(f"PING answered {reply!r}")
+    def _probe(self, timeout: float) -> str | None:
+        return redis_ping(HOST, self.port, timeout)

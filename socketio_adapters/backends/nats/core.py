@@ -53,7 +53,9 @@ class NatsBackend(NatsLog, NatsSessions):
     name: ClassVar[str] = "nats"
     extra: ClassVar[str | None] = "nats"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        direct=True, max_payload=None, sharded=False, durable_log=True,
+        # chunks of a payload wait in the subscription's pending bytes, which nats-py
+        # bounds at 64 MiB by default: past it, chunks are dropped (a slow consumer)
+        direct=True, max_payload=32 * 1024 * 1024, sharded=False, durable_log=True,
         session_store=True)
     options: ClassVar[tuple[Option, ...]] = (
         Option("name", non_empty_str, None, "connection name shown by the server"),

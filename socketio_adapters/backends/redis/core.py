@@ -40,7 +40,9 @@ class RedisBackend(RedisLog, RedisSessions):
     name: ClassVar[str] = "redis"
     extra: ClassVar[str | None] = "redis"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        direct=True, max_payload=512 * 1024 * 1024, sharded=True, durable_log=True,
+        # a subscriber whose pending output passes 32 MiB is disconnected by Redis
+        # (client-output-buffer-limit pubsub, default): larger messages never arrive
+        direct=True, max_payload=16 * 1024 * 1024, sharded=True, durable_log=True,
         session_store=True)
     options: ClassVar[tuple[Option, ...]] = (
         Option("sharded", parse_bool, False, "use SPUBLISH/SSUBSCRIBE (Redis 7+)"),
