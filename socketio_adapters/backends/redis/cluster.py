@@ -139,10 +139,12 @@ class RedisClusterBackend(RedisBackend):
         self._client = client
         try:
             await client.initialize()
-        except redis.exceptions.RedisClusterException as exc:
+        except BaseException as exc:  # a timeout's cancellation too: close, then raise
             self._client = None
             await client.aclose()
-            raise self._not_connected(exc) from None
+            if isinstance(exc, redis.exceptions.RedisClusterException):
+                raise self._not_connected(exc) from None
+            raise
 
     def _not_connected(self, exc: redis.exceptions.RedisClusterException) -> BaseException:
         """What to raise when the cluster client could not read the slot map."""
