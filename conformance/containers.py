@@ -25,9 +25,10 @@ from .brokers.probes import (
     kafka_api_versions,
     nats_jetstream,
     postgres_startup,
+    redis_cluster_ok,
     redis_ping,
 )
-from .brokers.process import NotReady, exchange
+from .brokers.process import exchange
 from .images import Image, image_for
 
 __all__ = ["ContainerBroker", "Recipe", "docker_engine", "recipe"]
@@ -52,23 +53,12 @@ class Recipe:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _whole_reply(buf: bytes) -> bool:
-    """Whether one RESP reply, a line or a bulk string, was read whole."""
-    head, newline, body = buf.partition(b"\r\n")
-    if not newline or not head.startswith(b"$"):
-        return bool(newline)
-    return len(body) >= int(head[1:]) + 2
-
-
 def _cluster_ready(ports: list[int]) -> Probe:
     def probe(host: str, _port: int, timeout: float) -> str:
-        told = ""
-        for port in ports:
-            told = redis_ping(host, port, timeout)
-            info = exchange(port, b"CLUSTER INFO\r\n", timeout, _whole_reply, host=host)
-            if b"cluster_state:ok" not in info:
-                raise NotReady(f"CLUSTER INFO on {port}: {info[:200]!r}")
-        return f"{told} cluster of {len(ports)} masters"
+        def ask(port: int, payload: bytes, timeout: float,
+                done: Callable[[bytes], bool]) -> bytes:
+            return exchange(port, payload, timeout, done, host=host)
+        return redis_cluster_ok(ports, timeout, ask)
     return probe
 
 

@@ -8,11 +8,15 @@ from __future__ import annotations
 import json
 import re
 import struct
+from collections.abc import Callable
 
 from .process import NotReady, exchange
 
-__all__ = ["amqp_start", "kafka_api_versions", "nats_jetstream", "postgres_startup",
-           "redis_ping"]
+__all__ = ["Ask", "amqp_start", "kafka_api_versions", "nats_jetstream", "postgres_startup",
+           "redis_cluster_ok", "redis_ping", "resp_reply_done"]
+
+Ask = Callable[[int, bytes, float, Callable[[bytes], bool]], bytes]
+"""Send to a port, read until done: :func:`exchange` on some host, or over TLS."""
 
 
 def redis_ping(host: str, port: int, timeout: float) -> str:
@@ -38,6 +42,30 @@ def _pong_and_info(buf: bytes) -> bool:
     if not head.startswith(b"$"):
         return True
     return len(body) >= int(head[1:]) + 2
+
+
+def resp_reply_done(buf: bytes) -> bool:
+    """Whether ``buf`` holds one whole RESP reply: a line, or a bulk string."""
+    if buf.startswith((b"-", b"+")):
+        return buf.endswith(b"\r\n")
+    head, sep, rest = buf.partition(b"\r\n")
+    return bool(sep) and head.startswith(b"$") and len(rest) >= int(head[1:]) + 2
+
+
+def redis_cluster_ok(ports: list[int], timeout: float, ask: Ask) -> str:
+    """``CLUSTER INFO`` says ``cluster_state:ok`` on every master; the server's name
+    and version from ``INFO server``."""
+    for port in ports:
+        reply = ask(port, b"CLUSTER INFO\r\n", timeout, resp_reply_done)
+        if b"cluster_state:ok" not in reply:
+            state = next((line for line in reply.split(b"\r\n")
+                          if line.startswith((b"cluster_state", b"-"))), reply[:80])
+            raise NotReady(f"node on port {port}: {state.decode(errors='replace')}")
+    info = ask(ports[0], b"INFO server\r\n", timeout, resp_reply_done)
+    found = re.search(rb"(valkey|redis)_version:([^\r\n]+)", info)
+    name = "Valkey" if found and found.group(1) == b"valkey" else "Redis"
+    version = f" {found.group(2).decode()}" if found else ""
+    return f"{name} Cluster{version} ({len(ports)} masters)"
 
 
 def nats_jetstream(host: str, port: int, timeout: float) -> str:

@@ -3,12 +3,12 @@ append-only file, created once with ``redis-cli --cluster create``."""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .probes import redis_cluster_ok
 from .process import (
     HOST,
     LocalBroker,
@@ -27,15 +27,6 @@ __all__ = ["RedisClusterBroker"]
 MASTERS = 3
 NODE_TIMEOUT_MS = 2000
 """``cluster-node-timeout``: short, so a restarted cluster agrees it is ``ok`` soon."""
-
-
-def _bulk_done(buf: bytes) -> bool:
-    """Whether ``buf`` holds a whole RESP reply to one command (a bulk string or an
-    error: CLUSTER INFO's answers)."""
-    if buf.startswith((b"-", b"+")):
-        return buf.endswith(b"\r\n")
-    head, sep, rest = buf.partition(b"\r\n")
-    return bool(sep) and head.startswith(b"$") and len(rest) >= int(head[1:]) + 2
 
 
 class RedisClusterBroker(LocalBroker):
@@ -138,14 +129,4 @@ class RedisClusterBroker(LocalBroker):
             stop_child(proc)
 
     def _probe(self, timeout: float) -> str | None:
-        for port in self.ports:
-            reply = self._ask(port, b"CLUSTER INFO\r\n", timeout, _bulk_done)
-            if b"cluster_state:ok" not in reply:
-                state = next((line for line in reply.split(b"\r\n")
-                              if line.startswith((b"cluster_state", b"-"))), reply[:80])
-                raise NotReady(f"node {HOST}:{port}: {state.decode(errors='replace')}")
-        info = self._ask(self.port, b"INFO server\r\n", timeout, _bulk_done)
-        found = re.search(rb"(valkey|redis)_version:([^\r\n]+)", info)
-        name = "Valkey" if found and found.group(1) == b"valkey" else "Redis"
-        version = f" {found.group(2).decode()}" if found else ""
-        return f"{name} Cluster{version} ({MASTERS} masters)"
+        return redis_cluster_ok(self.ports, timeout, self._ask)
