@@ -28,9 +28,9 @@ Options
     ``log_topic`` (default: the channel followed by ``.log``).
 """
 
-from .core import TARGET_HEADER, KafkaBackend, in_time_order, target_of
+from .core import TARGET_HEADER, KafkaBackend, in_time_order, partition_for, target_of
 from .topics import TopicChanged
 from .url import DEFAULT_PORT, Credentials, parse_bootstrap, parse_servers
 
 __all__ = ["DEFAULT_PORT", "TARGET_HEADER", "Credentials", "KafkaBackend", "TopicChanged",
-           "in_time_order", "parse_bootstrap", "parse_servers", "target_of"]
+           "in_time_order", "parse_bootstrap", "parse_servers", "partition_for", "target_of"]
