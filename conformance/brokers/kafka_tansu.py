@@ -62,9 +62,15 @@ class KafkaBroker(LocalBroker):
 
     def __init__(self, workdir: Path | None = None) -> None:
         super().__init__(workdir)
-        self.down = RefusingPort()
+        self._down: RefusingPort | None = None
+
+    @property
+    def down(self) -> RefusingPort:
         """The bootstrap address listed first in :attr:`conformance_url`, where
-        nothing listens."""
+        nothing listens (held from the first use until :meth:`stop`)."""
+        if self._down is None:
+            self._down = RefusingPort()
+        return self._down
 
     @property
     def url(self) -> str:
@@ -79,7 +85,9 @@ class KafkaBroker(LocalBroker):
         try:
             super().stop()
         finally:
-            self.down.close()
+            down, self._down = self._down, None
+            if down is not None:
+                down.close()
 
     @property
     def bootstrap_servers(self) -> str:
