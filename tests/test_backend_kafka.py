@@ -194,3 +194,20 @@ def test_bad_log_topics_are_refused_when_the_log_is_enabled(query: str) -> None:
     with pytest.raises(ConfigurationError, match="log_topic"):
         backend.enable_log(None, 60.0, 1000)
 
+
+
+def test_an_unknown_server_error_is_retried_for_a_while_then_refused() -> None:
+    import aiokafka.errors
+
+    from socketio_adapters.backends.kafka.core import UNKNOWN_ERROR_GRACE
+
+    backend = create_backend("kafka://127.0.0.1:1")
+    assert isinstance(backend, KafkaBackend)
+    error: BaseException = aiokafka.errors.UnknownError()
+    with pytest.raises(aiokafka.errors.KafkaConnectionError) as caught:
+        backend._retry_unknown(error)  # tansu's answer for a moment after a restart
+    assert isinstance(caught.value, backend.connection_errors)
+    assert caught.value.__cause__ == error
+    assert backend._unknown_since is not None
+    backend._unknown_since -= UNKNOWN_ERROR_GRACE  # still answered after the grace
+    backend._retry_unknown(error)  # no connection error: the caller raises the refusal

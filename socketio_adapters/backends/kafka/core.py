@@ -25,6 +25,9 @@ TARGET_HEADER = "to"
 """The header naming the one node a record is for."""
 _POLL_SECONDS = 0.25
 """Longest wait for records before the listener looks at its broker connection."""
+UNKNOWN_ERROR_GRACE = 5.0
+"""Seconds during which a produce answered with UNKNOWN_SERVER_ERROR (-1) is retried
+as a connection error (see :meth:`KafkaBackend.publish`)."""
 
 
 def target_of(headers: Iterable[tuple[str, bytes]] | None) -> bytes | None:
@@ -70,6 +73,8 @@ class KafkaBackend(KafkaLog):
         super().__init__(url, **options)
         self._producer: Any = None
         self._producer_lock = asyncio.Lock()
+        self._unknown_since: float | None = None
+        """When produce requests began to fail with UNKNOWN_SERVER_ERROR."""
 
     # ---------------------------------------------------------------- publishing
 
@@ -101,17 +106,33 @@ class KafkaBackend(KafkaLog):
                           if any(target != LOG for target, _ in batch) else [])
             if len(batch) == 1:
                 await (await self._send(producer, key, partitions, *batch[0]))
-                return
-            futures = [await self._send(producer, key, partitions, target, payload)
-                       for target, payload in batch]
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
-        except Exception:
+            else:
+                futures = [await self._send(producer, key, partitions, target, payload)
+                           for target, payload in batch]
+                results = await asyncio.gather(*futures, return_exceptions=True)
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
+        except Exception as exc:
             if appends:  # the broker may have lost the log topic: create it again
                 self._log_topic_ready = False
+            if isinstance(exc, aiokafka.errors.UnknownError):
+                self._retry_unknown(exc)
             raise
+        self._unknown_since = None
+
+    def _retry_unknown(self, exc: BaseException) -> None:
+        """Raise a connection error (the outbox retries it) for an UNKNOWN_SERVER_ERROR
+        answer during its first :data:`UNKNOWN_ERROR_GRACE` seconds: tansu answers it
+        to every produce for a moment after a topic it lost (a restart of its memory
+        storage) is created again, having taken records for the missing topic before.
+        A broker that goes on answering it refuses the message (dropped)."""
+        now = time.monotonic()
+        if self._unknown_since is None:
+            self._unknown_since = now
+        if now - self._unknown_since < UNKNOWN_ERROR_GRACE:
+            raise aiokafka.errors.KafkaConnectionError(
+                f"the broker answered UNKNOWN_SERVER_ERROR ({exc}); retrying") from exc
 
     async def _send(self, producer: Any, key: bytes, partitions: Sequence[int],
                     target: str | None, payload: bytes) -> Any:
