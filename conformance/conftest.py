@@ -81,7 +81,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[BackendUnderTest]:
         url, product, source = "memory://conformance", "none", "in-process"
     else:
         _, broker = start_broker(spec)
-        url, product, source = broker.url, broker.version, broker.source
+        url, product, source = broker.conformance_url, broker.version, broker.source
     BACKENDS[name] = {"url": url.split("?", 1)[0], "kind": kind, "broker": product,
                       "source": source}
     plugins = request.config.pluginmanager

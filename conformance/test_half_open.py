@@ -115,7 +115,8 @@ async def _proxied_cluster(backend: BackendUnderTest, alone: bool = False
             proxies.append(await SilentProxy(kafka.port).start())
             kafka.proxy_port = proxies[0].port
             await asyncio.to_thread(kafka.start)
-            cluster = Cluster(_through(kafka.url, kafka.port, proxies[0].port), "websocket")
+            cluster = Cluster(_through(kafka.conformance_url, kafka.port, proxies[0].port),
+                              "websocket")
         elif backend.kind == "redis-cluster":
             redis_cluster = _ProxiedRedisCluster()
             proxies = [await SilentProxy(port).start() for port in redis_cluster.ports]

@@ -14,6 +14,7 @@ from socketio_adapters.backends.kafka import (
     KafkaBackend,
     in_time_order,
     parse_bootstrap,
+    partition_for,
     target_of,
 )
 from socketio_adapters.errors import ConfigurationError
@@ -25,6 +26,17 @@ def test_several_bootstrap_servers_with_default_port_and_ipv6() -> None:
     servers, credentials = parse_bootstrap("kafka://a:9093, b ,[::1]:19092,[fe80::1]")
     assert servers == ["a:9093", "b:9092", "[::1]:19092", "[fe80::1]:9092"]
     assert credentials is None
+
+
+def test_every_client_is_given_every_bootstrap_server_in_order() -> None:
+    backend = create_backend("kafka://127.0.0.1:29001,127.0.0.1:29002,[::1]?partitions=3")
+    assert isinstance(backend, KafkaBackend)
+    servers = ["127.0.0.1:29001", "127.0.0.1:29002", "[::1]:9092"]
+    assert backend.servers == servers
+    assert [(h.host, h.port) for h in backend.hosts] == [
+        ("127.0.0.1", 29001), ("127.0.0.1", 29002), ("::1", 9092)]
+    assert backend._client_options()["bootstrap_servers"] == servers
+    assert backend.settings["partitions"] == 3
 
 
 def test_credentials_are_unquoted() -> None:
@@ -113,6 +125,25 @@ def test_target_header() -> None:
     assert target_of([("other", b"x"), ("to", b"node-1")]) == b"node-1"
 
 
+def test_what_every_node_reads_in_one_order_goes_to_the_first_partition() -> None:
+    partitions = [0, 1, 2]
+    assert partition_for(None, "me", partitions) == 0  # for every node
+    assert partition_for("me", "me", partitions) == 0  # a node's markers to itself
+    assert partition_for(None, "me", [3, 4]) == 3
+    for target in ("me", "other", None):  # one partition: everything in it
+        assert partition_for(target, "me", [0]) == 0
+
+
+def test_records_for_one_node_spread_over_the_other_partitions_by_its_uid() -> None:
+    partitions = [0, 1, 2, 3]
+    uids = [f"node-{n}" for n in range(200)]
+    chosen = {uid: partition_for(uid, "me", partitions) for uid in uids}
+    assert set(chosen.values()) == {1, 2, 3}  # spread, never the first
+    # the same node always gets the same partition, whoever sends to it
+    assert all(partition_for(uid, "someone else", partitions) == chosen[uid]
+               for uid in uids)
+
+
 @dataclass
 class Record:
     timestamp: int
@@ -163,3 +194,20 @@ def test_bad_log_topics_are_refused_when_the_log_is_enabled(query: str) -> None:
     with pytest.raises(ConfigurationError, match="log_topic"):
         backend.enable_log(None, 60.0, 1000)
 
+
+
+def test_an_unknown_server_error_is_retried_for_a_while_then_refused() -> None:
+    import aiokafka.errors
+
+    from socketio_adapters.backends.kafka.core import UNKNOWN_ERROR_GRACE
+
+    backend = create_backend("kafka://127.0.0.1:1")
+    assert isinstance(backend, KafkaBackend)
+    error: BaseException = aiokafka.errors.UnknownError()
+    with pytest.raises(aiokafka.errors.KafkaConnectionError) as caught:
+        backend._retry_unknown(error)  # tansu's answer for a moment after a restart
+    assert isinstance(caught.value, backend.connection_errors)
+    assert caught.value.__cause__ == error
+    assert backend._unknown_since is not None
+    backend._unknown_since -= UNKNOWN_ERROR_GRACE  # still answered after the grace
+    backend._retry_unknown(error)  # no connection error: the caller raises the refusal

@@ -179,6 +179,12 @@ class LocalBroker(abc.ABC):
     def url(self) -> str:
         """The URL clients connect to."""
 
+    @property
+    def conformance_url(self) -> str:
+        """The URL the conformance suite runs its nodes on: :attr:`url`, unless the
+        broker's kind is tested in a configuration of its own (Kafka)."""
+        return self.url
+
     @abc.abstractmethod
     def _probe(self, timeout: float) -> str | None:
         """Return if the broker serves clients (with the version it reports, if it

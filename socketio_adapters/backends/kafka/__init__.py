@@ -4,9 +4,11 @@ design is in docs/backends/kafka.md.
 Features
     All nodes share one topic, named after ``channel``, created when missing. Every
     node reads every partition by manual assignment (no consumer group), from the end
-    of the log when it starts; its own records carry its uid as key (one partition,
-    so in order), and a payload for one node carries a ``to`` header that the others
-    drop unread (``capabilities.direct`` is false). Payloads over
+    of the log when it starts. A node's records carry its uid as key; records for
+    every node, and a node's records to itself, go to the topic's first partition
+    (one order for all nodes, whatever ``partitions`` is), and a payload for one other
+    node goes to one of the other partitions, chosen by its uid, with a ``to`` header
+    that the others drop unread (``capabilities.direct`` is false). Payloads over
     ``max_message_size`` go in chunks. Every ``health_interval`` the listener checks
     the broker and its topics over a connection of its own, and subscribes again
     when they changed. Durable log (connection state recovery): the topic
@@ -28,9 +30,9 @@ Options
     ``log_topic`` (default: the channel followed by ``.log``).
 """
 
-from .core import TARGET_HEADER, KafkaBackend, in_time_order, target_of
+from .core import TARGET_HEADER, KafkaBackend, in_time_order, partition_for, target_of
 from .topics import TopicChanged
 from .url import DEFAULT_PORT, Credentials, parse_bootstrap, parse_servers
 
 __all__ = ["DEFAULT_PORT", "TARGET_HEADER", "Credentials", "KafkaBackend", "TopicChanged",
-           "in_time_order", "parse_bootstrap", "parse_servers", "target_of"]
+           "in_time_order", "parse_bootstrap", "parse_servers", "partition_for", "target_of"]

@@ -12,18 +12,22 @@ from typing import Any, ClassVar
 
 import aiokafka  # type: ignore[import-untyped]
 import aiokafka.errors  # type: ignore[import-untyped]
+from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
 from ..base import LOG, Capabilities, Outgoing
 from .clients import FRAMING
 from .log import KafkaLog
 from .topics import TopicChanged, describe, ensure_topic, open_watch
 
-__all__ = ["TARGET_HEADER", "KafkaBackend", "in_time_order", "target_of"]
+__all__ = ["TARGET_HEADER", "KafkaBackend", "in_time_order", "partition_for", "target_of"]
 
 TARGET_HEADER = "to"
 """The header naming the one node a record is for."""
 _POLL_SECONDS = 0.25
 """Longest wait for records before the listener looks at its broker connection."""
+UNKNOWN_ERROR_GRACE = 5.0
+"""Seconds during which a produce answered with UNKNOWN_SERVER_ERROR (-1) is retried
+as a connection error (see :meth:`KafkaBackend.publish`)."""
 
 
 def target_of(headers: Iterable[tuple[str, bytes]] | None) -> bytes | None:
@@ -32,6 +36,20 @@ def target_of(headers: Iterable[tuple[str, bytes]] | None) -> bytes | None:
         if name == TARGET_HEADER:
             return value
     return None
+
+
+def partition_for(target: str | None, own: str, partitions: Sequence[int]) -> int:
+    """The partition of a record of node ``own`` for ``target`` (None: every node),
+    among the topic's ``partitions`` (sorted). The first one carries what every node
+    must read in the one order the broker accepted it: records for every node, and a
+    node's records to itself (the markers of ordered emits, which must come back after
+    every broadcast accepted before them). A record for one other node goes to one of
+    the others, chosen by the target's uid (murmur2, as Kafka's default partitioner),
+    so every record for that node keeps its order."""
+    if target is None or target == own or len(partitions) == 1:
+        return partitions[0]
+    rest = partitions[1:]
+    return int(rest[(murmur2(target.encode()) & 0x7FFFFFFF) % len(rest)])
 
 
 def in_time_order(partitions: Iterable[list[Any]]) -> Iterable[Any]:
@@ -55,6 +73,8 @@ class KafkaBackend(KafkaLog):
         super().__init__(url, **options)
         self._producer: Any = None
         self._producer_lock = asyncio.Lock()
+        self._unknown_since: float | None = None
+        """When produce requests began to fail with UNKNOWN_SERVER_ERROR."""
 
     # ---------------------------------------------------------------- publishing
 
@@ -82,27 +102,48 @@ class KafkaBackend(KafkaLog):
             await self._ready_to_append()
         try:
             key = self.node_id.encode()
+            partitions = (sorted(await producer.partitions_for(self.topic))
+                          if any(target != LOG for target, _ in batch) else [])
             if len(batch) == 1:
-                await (await self._send(producer, key, *batch[0]))
-                return
-            futures = [await self._send(producer, key, target, payload)
-                       for target, payload in batch]
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
-        except Exception:
+                await (await self._send(producer, key, partitions, *batch[0]))
+            else:
+                futures = [await self._send(producer, key, partitions, target, payload)
+                           for target, payload in batch]
+                results = await asyncio.gather(*futures, return_exceptions=True)
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
+        except Exception as exc:
             if appends:  # the broker may have lost the log topic: create it again
                 self._log_topic_ready = False
+            if isinstance(exc, aiokafka.errors.UnknownError):
+                self._retry_unknown(exc)
             raise
+        self._unknown_since = None
 
-    async def _send(self, producer: Any, key: bytes, target: str | None, payload: bytes
-                    ) -> Any:
-        """Queue one record in the producer; the future of its delivery."""
+    def _retry_unknown(self, exc: BaseException) -> None:
+        """Raise a connection error (the outbox retries it) for an UNKNOWN_SERVER_ERROR
+        answer during its first :data:`UNKNOWN_ERROR_GRACE` seconds: tansu answers it
+        to every produce for a moment after a topic it lost (a restart of its memory
+        storage) is created again, having taken records for the missing topic before.
+        A broker that goes on answering it refuses the message (dropped)."""
+        now = time.monotonic()
+        if self._unknown_since is None:
+            self._unknown_since = now
+        if now - self._unknown_since < UNKNOWN_ERROR_GRACE:
+            raise aiokafka.errors.KafkaConnectionError(
+                f"the broker answered UNKNOWN_SERVER_ERROR ({exc}); retrying") from exc
+
+    async def _send(self, producer: Any, key: bytes, partitions: Sequence[int],
+                    target: str | None, payload: bytes) -> Any:
+        """Queue one record in the producer; the future of its delivery. The key is
+        the sender's uid (a node skips its own broadcasts by it), the partition is
+        chosen by :func:`partition_for`."""
         if target == LOG:  # one log entry, one record, of the log's one partition
             return await producer.send(self.log_topic, payload, partition=0)
         headers = None if target is None else [(TARGET_HEADER, target.encode())]
-        return await producer.send(self.topic, payload, key=key, headers=headers)
+        return await producer.send(self.topic, payload, key=key, headers=headers,
+                                   partition=partition_for(target, self.node_id, partitions))
 
     async def _close(self) -> None:
         producer, self._producer = self._producer, None
@@ -181,14 +222,20 @@ class KafkaBackend(KafkaLog):
         if len(found) != len(assigned):
             raise TopicChanged(f"topic {self.topic!r} now has {len(found)} partitions, "
                                f"not {len(assigned)}")
-        # positions first: records fetched while the end offsets are asked for move
-        # the position on, past an end that was read before them
+        # positions first: records fetched meanwhile move the position on, past an end
+        # read before them. The end is the one the last fetch reported (tansu's
+        # ListOffsets answers the start of the last batch + 1, short of a batch of
+        # several records); ListOffsets only for a partition not fetched yet.
         positions = {tp: await consumer.position(tp) for tp in assigned}
-        ends = await consumer.end_offsets(assigned)
+        unfetched = [tp for tp in assigned if consumer.highwater(tp) is None]
+        ends = await consumer.end_offsets(unfetched) if unfetched else {}
         for tp in assigned:
             position = positions[tp]
-            if ends[tp] < position:
+            end = consumer.highwater(tp)
+            if end is None:
+                end = ends[tp]
+            if end < position:
                 raise TopicChanged(f"partition {tp.partition} of topic {self.topic!r} "
-                                   f"ends at {ends[tp]}, before our position {position}")
+                                   f"ends at {end}, before our position {position}")
         if reads_log:
             await self._check_log(watch, consumer)
