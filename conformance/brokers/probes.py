@@ -112,11 +112,15 @@ def amqp_start(host: str, port: int, timeout: float) -> str:
     return " ".join(props[k] for k in ("product", "version") if k in props)
 
 
+CANNOT_CONNECT_NOW = "57P03"
+"""The SQLSTATE of a server that starts, stops or recovers."""
+
+
 def postgres_startup(host: str, port: int, timeout: float, user: str = "postgres",
                      database: str = "postgres") -> str:
     """A StartupMessage: the server either lets the user in (trust) and reports
-    ``server_version``, or asks for a password (up, version unknown); an error while
-    it starts or recovers is not ready."""
+    ``server_version``, or asks for a password or refuses this login (up, version
+    unknown); ``cannot_connect_now`` (starting, recovering) is not ready."""
     params = f"user\0{user}\0database\0{database}\0\0".encode()
     startup = struct.pack(">ii", 8 + len(params), 196608) + params
 
@@ -137,8 +141,10 @@ def postgres_startup(host: str, port: int, timeout: float, user: str = "postgres
         kind, size = reply[at:at + 1], struct.unpack(">i", reply[at + 1:at + 5])[0]
         body = reply[at + 5:at + 1 + size]
         if kind == b"E":
-            text = body.replace(b"\0", b" ").decode(errors="replace")
-            raise NotReady(f"startup refused: {text}")
+            fields = {f[:1]: f[1:].decode(errors="replace") for f in body.split(b"\0") if f}
+            if fields.get(b"C") == CANNOT_CONNECT_NOW:
+                raise NotReady(f"startup refused: {fields.get(b'M', '')}")
+            break  # it serves, but not this login (pg_hba.conf, no TLS): as pg_isready
         if kind == b"S" and body.startswith(b"server_version\0"):
             version = body.split(b"\0")[1].decode(errors="replace")
         at += 1 + size
