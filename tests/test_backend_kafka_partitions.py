@@ -25,6 +25,8 @@ from socketio_adapters.backends.kafka import KafkaBackend, partition_for
 
 NODES = ("node-a", "node-b", "node-c")
 
+pytestmark = pytest.mark.broker
+
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[KafkaBroker]:

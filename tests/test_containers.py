@@ -120,6 +120,7 @@ def local_broker(request: pytest.FixtureRequest) -> Iterator[LocalBroker]:
     broker.stop()
 
 
+@pytest.mark.broker
 def test_the_containers_probes_against_a_local_broker(local_broker: LocalBroker) -> None:
     probe = PROBES[local_broker.kind]
     told = probe(local_broker.host, local_broker.port, 5.0)
