@@ -281,6 +281,22 @@ async def test_a_full_outbox_makes_emits_wait_then_raise_not_drop() -> None:
     assert (manager.stats()["publish_dropped"], manager.stats()["queued"]) == (3, 0)
 
 
+async def test_a_message_larger_than_the_whole_outbox_is_refused_at_once() -> None:
+    # queued, it would fill the outbox alone: every other message (heartbeats,
+    # answers) would be dropped until it left
+    manager = ClusterManager(MemoryBackend("memory://huge"), max_buffer_bytes=100_000,
+                             heartbeat_interval=60.0, heartbeat_timeout=120.0)
+    await manager.start()
+    try:
+        with pytest.raises(PayloadTooLarge, match=r"over the outbox's limit of 100000 "
+                                                  r"bytes \(the max_buffer_bytes option\)"):
+            await manager.emit("big", b"x" * 100_001, namespace="/")
+        await manager.emit("fits", b"x" * 90_000, namespace="/")
+        assert manager.stats()["publish_dropped"] == 0
+    finally:
+        await manager.stop()
+
+
 async def test_the_outbox_is_bounded_in_bytes_too() -> None:
     backend = _Flaky("memory://bytes")
     manager = ClusterManager(backend, max_buffer_bytes=3000, buffer_timeout=0.2,

@@ -61,6 +61,10 @@ class Publisher:
             raise PayloadTooLarge(
                 f"{kind.name} message of {len(encoded)} bytes is over the "
                 f"{self.backend.name} backend's limit of {limit} bytes")
+        if len(encoded) > self.max_bytes:  # it would fill the outbox alone
+            raise PayloadTooLarge(
+                f"{kind.name} message of {len(encoded)} bytes is over the outbox's "
+                f"limit of {self.max_bytes} bytes (the max_buffer_bytes option)")
         return encoded
 
     def publish(self, kind: MessageType, nsp: str, payload: Wire | None = None,
