@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import socketio
@@ -79,6 +79,9 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
             self.eio.join_cluster(client_manager)
         self._pids: dict[tuple[str, str], str] = {}
         self._recovered: set[tuple[str, str]] = set()
+        self.restore_callbacks: list[Callable[[str, str], None]] = []
+        """Called with ``(namespace, sid)`` for each socket restored here (an edge
+        node of the distributor mode hands it to an application server)."""
         self._shutting_down = False
 
     def _engineio_server_class(self) -> type[ForwardingEngine]:
@@ -161,6 +164,11 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
                 await self._handle_disconnect(eio_sid, namespace, "transport close")
             return
         self.logger.info("restored %s [%s]", sid, namespace)
+        for callback in self.restore_callbacks:
+            try:
+                callback(namespace, sid)
+            except Exception:
+                _log.exception("a restore callback failed")
 
     async def _refused(self, namespace: str, sid: str, eio_sid: str,
                        auth: dict[str, Any]) -> Any:

@@ -165,6 +165,24 @@ class ClusterApi:
         """Call ``callback(uid)`` whenever a node leaves or falls silent."""
         self.heartbeats.gone_callbacks.append(callback)
 
+    def on_node_joined(self, callback: Callable[[str], None]) -> None:
+        """Call ``callback(uid)`` whenever a node joins or announces something new
+        (:meth:`node_info`)."""
+        self.heartbeats.joined_callbacks.append(callback)
+
+    def announce(self, info: dict[str, Any] | None) -> None:
+        """What this node says of itself in its heartbeats, from the next one on
+        (set it before :meth:`start` to be known from the first)."""
+        self.heartbeats.announcement = info
+
+    def node_info(self, uid: str) -> Any:
+        """What node ``uid`` announced of itself (None: nothing, or not alive)."""
+        return self.nodes.info(uid)
+
+    def peers(self) -> set[str]:
+        """The uids of the other nodes alive."""
+        return self.nodes.alive()
+
     async def server_count(self) -> int:
         """Nodes alive in the cluster, this one included (from heartbeats)."""
         await self.ensure_started()

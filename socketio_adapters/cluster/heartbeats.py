@@ -8,6 +8,10 @@ arrived. An emitter sends none, so it is never counted as a node. While its own
 subscription is down a node sends none either (it cannot receive, so it must not be
 counted), and expires nobody (it cannot hear them); once back, the time it was deaf
 does not count against the others.
+
+A node may say something of itself in its heartbeats (:attr:`Heartbeats.announcement`,
+a map: an application server of the distributor mode names the namespaces it serves);
+the others keep the last one in their node table and are told when it changes.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ..protocol import Message, MessageType
 from ..tasks import settle
@@ -50,6 +55,10 @@ class Heartbeats:
         self._resubscribing: asyncio.Future[None] | None = None
         self.gone_callbacks: list[Callable[[str], None]] = []
         """Called with the uid of each node that leaves or falls silent."""
+        self.joined_callbacks: list[Callable[[str], None]] = []
+        """Called with the uid of each node that joins or announces something new."""
+        self.announcement: dict[str, Any] | None = None
+        """What this node says of itself in its heartbeats (None: nothing)."""
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -57,7 +66,7 @@ class Heartbeats:
         return self._task is not None
 
     def start(self) -> None:
-        self.publisher.publish(MessageType.INITIAL_HEARTBEAT, "/")
+        self.publisher.publish(MessageType.INITIAL_HEARTBEAT, "/", self.announcement)
         self._task = asyncio.create_task(self._loop(), name="cluster-heartbeat")
 
     async def stop(self, goodbye: bool) -> None:
@@ -74,10 +83,15 @@ class Heartbeats:
         """A message arrived from ``message.uid``: heartbeats announce a node, any
         other message keeps a known node alive."""
         if message.type in (MessageType.HEARTBEAT, MessageType.INITIAL_HEARTBEAT):
-            if self.nodes.touch(message.uid):
+            joined = self.nodes.touch(message.uid)
+            if joined:
                 self.logger.info("node %s joined", message.uid)
+            info = message.data if isinstance(message.data, dict) else None
+            if self.nodes.announce(message.uid, info) or joined:
+                self._call(self.joined_callbacks, message.uid)
             if message.type is MessageType.INITIAL_HEARTBEAT:
-                self.publisher.publish(MessageType.HEARTBEAT, "/", target=message.uid)
+                self.publisher.publish(MessageType.HEARTBEAT, "/", self.announcement,
+                                       target=message.uid)
         elif message.type is MessageType.ADAPTER_CLOSE:
             self.gone(message.uid, "closed")
         else:
@@ -87,11 +101,14 @@ class Heartbeats:
         self.nodes.remove(uid)
         self.logger.info("node %s %s", uid, why)
         self.requests.drop_node(uid)
-        for callback in self.gone_callbacks:
+        self._call(self.gone_callbacks, uid)
+
+    def _call(self, callbacks: list[Callable[[str], None]], uid: str) -> None:
+        for callback in callbacks:
             try:
                 callback(uid)
             except Exception:
-                self.logger.exception("a node-gone callback failed")
+                self.logger.exception("a node callback failed")
 
     def _still_deaf(self) -> bool:
         """Send this node a marker through the broker each interval; when none came
@@ -137,7 +154,7 @@ class Heartbeats:
             if self._still_deaf():
                 continue
             try:
-                self.publisher.publish(MessageType.HEARTBEAT, "/")
+                self.publisher.publish(MessageType.HEARTBEAT, "/", self.announcement)
             except Exception:
                 self.logger.exception("could not queue a heartbeat")
             for uid in self.nodes.expire():

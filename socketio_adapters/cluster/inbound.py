@@ -147,6 +147,11 @@ class Inbound:
         """Takes the websocket frames relayed between this node and another (set
         with :attr:`engine_requests`); without it an OPEN is refused."""
 
+    def handle(self, kind: MessageType, handler: Handler) -> None:
+        """Have ``handler(message, payload)`` take the messages of type ``kind`` (the
+        distributor mode's types: its edge nodes and application servers)."""
+        self._handlers[kind] = handler
+
     async def on_payload(self, payload: bytes) -> None:
         """The backend's entry point for pub/sub payloads."""
         if payload.startswith(self._own):

@@ -1,8 +1,10 @@
-"""Which other nodes are alive, from their heartbeats."""
+"""Which other nodes are alive, from their heartbeats, and what each announces of
+itself in them (the namespaces an application server serves)."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 __all__ = ["NodeTable"]
 
@@ -14,6 +16,18 @@ class NodeTable:
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
         self._seen: dict[str, float] = {}
+        self._info: dict[str, Any] = {}
+
+    def announce(self, uid: str, info: Any) -> bool:
+        """What a known node says of itself in its heartbeats; True when it changed."""
+        if uid not in self._seen or self._info.get(uid) == info:
+            return False
+        self._info[uid] = info
+        return True
+
+    def info(self, uid: str) -> Any:
+        """What ``uid`` announced last (None: nothing, or not alive)."""
+        return self._info.get(uid)
 
     def touch(self, uid: str) -> bool:
         """Record a sign of life; True when the node was not known before."""
@@ -34,6 +48,7 @@ class NodeTable:
             self._seen[uid] = min(now, seen + seconds)
 
     def remove(self, uid: str) -> bool:
+        self._info.pop(uid, None)
         return self._seen.pop(uid, None) is not None
 
     def expire(self) -> list[str]:
@@ -42,6 +57,7 @@ class NodeTable:
         gone = [uid for uid, seen in self._seen.items() if seen < deadline]
         for uid in gone:
             del self._seen[uid]
+            self._info.pop(uid, None)
         return gone
 
     def alive(self) -> set[str]:

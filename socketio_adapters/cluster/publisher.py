@@ -67,7 +67,8 @@ class Publisher:
                 f"limit of {self.max_bytes} bytes (the max_buffer_bytes option)")
         return encoded
 
-    def publish(self, kind: MessageType, nsp: str, payload: Wire | None = None,
+    def publish(self, kind: MessageType, nsp: str,
+                payload: Wire | dict[str, Any] | None = None,
                 target: str | None = None) -> None:
         """Queue for every node (``target`` None) or one node."""
         self.require().put(target, self.encode(kind, nsp, payload))

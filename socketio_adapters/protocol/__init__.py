@@ -1,6 +1,13 @@
 """The wire format between nodes: the message envelope, its msgpack codec, and the
 typed payload of each message type (see :mod:`.envelope` and :mod:`.payloads`)."""
 
+from .client_steps import (
+    ClientConnect,
+    ClientDisconnect,
+    ClientDone,
+    ClientEvent,
+    SocketSession,
+)
 from .engine import EngineFrame, EngineRequest, FrameKind
 from .envelope import Message, MessageType, decode, encode, sender_prefix
 from .payloads import (
@@ -24,7 +31,11 @@ from .payloads import (
 __all__ = [
     "Ack",
     "Broadcast",
+    "ClientConnect",
     "ClientCount",
+    "ClientDisconnect",
+    "ClientDone",
+    "ClientEvent",
     "Disconnect",
     "EngineFrame",
     "EngineRequest",
@@ -38,6 +49,7 @@ __all__ = [
     "ServerEvent",
     "SessionClaim",
     "SocketInfo",
+    "SocketSession",
     "SocketsFound",
     "Sync",
     "Target",

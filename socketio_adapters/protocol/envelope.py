@@ -58,6 +58,21 @@ class MessageType(enum.IntEnum):
     """After an outage, a node holding its buffer asks who is subscribed again."""
     RESUME_READY = 107
     """The answer to RESUME_PROBE, to the asker: this node is subscribed."""
+    # ours, the distributor mode (edge nodes and application servers)
+    CLIENT_CONNECT = 110
+    """An edge node to an application server: a client connects to its namespace
+    (or, with no handler to run, the server now handles a socket it did not see
+    connect: restored, or handed over from a server that died)."""
+    CLIENT_EVENT = 111
+    """An edge node to an application server: a client's event."""
+    CLIENT_DISCONNECT = 112
+    """An edge node to an application server: a client left."""
+    CLIENT_DONE = 113
+    """An application server to an edge node: a step of a socket handled (the
+    connect handler's verdict, an event's ack)."""
+    SOCKET_SESSION = 114
+    """An application server to the edge node holding a socket: read or replace
+    that socket's session (answered with a SERVER_SIDE_EMIT_RESPONSE)."""
 
 
 _TYPES = {t.value: t for t in MessageType}

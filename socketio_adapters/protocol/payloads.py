@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import MalformedMessage
+from .client_steps import CLIENT_STEP_PARSERS
 from .engine import EngineFrame, EngineRequest
 from .envelope import MessageType
 from .fields import as_map, request_id_of
@@ -352,6 +353,7 @@ _PARSERS: dict[MessageType, Callable[[Any], Any]] = {
     MessageType.SYNC: Sync.from_wire,
     MessageType.RESUME_PROBE: Sync.from_wire,
     MessageType.RESUME_READY: Sync.from_wire,
+    **CLIENT_STEP_PARSERS,
 }
 
 
