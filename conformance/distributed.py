@@ -27,19 +27,21 @@ from .recovery_clients import JsClient, PythonClient, RecoveringClient
 __all__ = ["CHAT", "App", "Distributed", "Edge"]
 
 CHAT = "/chat"
-OPTIONS = {"heartbeat_interval": 1.0, "heartbeat_timeout": 5.0}
+OPTIONS: dict[str, Any] = {"heartbeat_interval": 1.0, "heartbeat_timeout": 5.0}
 """What a deployment that wants a quick failover sets (as conformance/cluster.py)."""
 
 
 class Edge:
     """An edge node: clients connect here, for :data:`CHAT` only."""
 
-    def __init__(self, url: str, recovery: dict[str, Any] | None) -> None:
+    def __init__(self, url: str, recovery: dict[str, Any] | None,
+                 **relay: Any) -> None:
         self.manager = create_manager(url, **OPTIONS)
         self.sio = AsyncServer(self.manager, async_mode="aiohttp",
                                connection_state_recovery=recovery,
                                ping_interval=1, ping_timeout=5)
-        self.relay = EdgeRelay(self.sio, [CHAT], step_timeout=DEADLINE)
+        self.relay = EdgeRelay(self.sio, relay.pop("namespaces", [CHAT]),
+                               **{"step_timeout": DEADLINE, **relay})
         self.app = web.Application()
         self.sio.attach(self.app)
         self.runner: web.AppRunner | None = None
@@ -75,9 +77,10 @@ class Edge:
 class App:
     """An application server for :data:`CHAT` with the scenarios' handlers."""
 
-    def __init__(self, url: str, recovery: dict[str, Any] | None) -> None:
-        self.server = ApplicationServer(url, CHAT, connection_state_recovery=recovery,
-                                        **OPTIONS)
+    def __init__(self, url: str, recovery: dict[str, Any] | None,
+                 namespace: str = CHAT) -> None:
+        self.server = ApplicationServer(url, namespace,
+                                        connection_state_recovery=recovery, **OPTIONS)
         self.handled: dict[str, list[Any]] = defaultdict(list)
         """sid -> the values of its ``step`` events, in the order run here."""
         self.disconnects: list[tuple[str, str]] = []
@@ -161,13 +164,14 @@ class Distributed:
     scenario opens (python: ours, or js: the official socket.io-client)."""
 
     def __init__(self, url: str, transport: str = "websocket", client_kind: str = "python",
-                 edges: int = 2, apps: int = 1, recovery: bool = False) -> None:
+                 edges: int = 2, apps: int = 1, recovery: bool = False,
+                 **relay: Any) -> None:
         sep = "&" if "?" in url else "?"
         self.url = f"{url}{sep}channel=dist-{secrets.token_hex(4)}"
         self.transport = transport
         self.client_kind = client_kind
         self.recovery = {"max_disconnection_duration": 30.0} if recovery else None
-        self.edges = [Edge(self.url, self.recovery) for _ in range(edges)]
+        self.edges = [Edge(self.url, self.recovery, **relay) for _ in range(edges)]
         self.apps = [App(self.url, self.recovery) for _ in range(apps)]
         self.clients: list[RecoveringClient] = []
 
@@ -181,26 +185,28 @@ class Distributed:
 
     async def wait_for_servers(self) -> None:
         """Until every running edge node knows every running application server."""
-        running = sorted(a.uid for a in self.apps if a.server.manager.started)
-        edges = [e for e in self.edges if e.manager.started]
-        await eventually(lambda: [sorted(e.relay.servers(CHAT)) for e in edges],
-                         [running] * len(edges),
-                         "every edge node knows every application server")
+        for namespace in {a.server.namespace for a in self.apps}:
+            running = sorted(a.uid for a in self.apps
+                             if a.server.manager.started and a.server.namespace == namespace)
+            edges = [e for e in self.edges if e.manager.started]
+            await eventually(lambda: [sorted(e.relay.servers(namespace)) for e in edges],  # noqa: B023
+                             [running] * len(edges),
+                             f"every edge node knows every server of {namespace}")
 
-    async def add_app(self) -> App:
-        app = App(self.url, self.recovery)
+    async def add_app(self, namespace: str = CHAT) -> App:
+        app = App(self.url, self.recovery, namespace)
         self.apps.append(app)
         await app.server.start()
         await self.wait_for_servers()
         return app
 
-    async def client(self, edge: int = 0, auth: dict[str, Any] | None = None
-                     ) -> RecoveringClient:
+    async def client(self, edge: int = 0, auth: dict[str, Any] | None = None,
+                     namespaces: tuple[str, ...] = (CHAT,)) -> RecoveringClient:
         client: RecoveringClient = (PythonClient(self.transport)
                                     if self.client_kind == "python"
                                     else JsClient(self.transport))
         self.clients.append(client)
-        await client.connect(self.edges[edge].url, (CHAT,), auth)
+        await client.connect(self.edges[edge].url, namespaces, auth)
         return client
 
     def app_of(self, sid: str) -> App:

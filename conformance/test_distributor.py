@@ -13,7 +13,12 @@ import socketio
 from .cluster import DEADLINE, eventually
 from .conftest import BackendUnderTest
 from .distributed import CHAT, Distributed
-from .recovery_clients import PythonClient, js_client_installed, node_binary
+from .recovery_clients import (
+    PythonClient,
+    RecoveringClient,
+    js_client_installed,
+    node_binary,
+)
 
 
 @pytest.fixture
@@ -115,11 +120,12 @@ async def test_acks_from_clients_to_the_backend_and_sessions(
 class PythonAnswers:
     """Makes a python client answer the backend's ``question`` with an ack."""
 
-    def __init__(self, client: object) -> None:
+    def __init__(self, client: RecoveringClient) -> None:
+        assert isinstance(client, PythonClient)
         self.client = client
 
     def start(self) -> None:
-        sio = getattr(self.client, "sio")  # noqa: B009 - the PythonClient's own client
+        sio = self.client.sio
 
         @sio.on("question", namespace=CHAT)  # type: ignore[untyped-decorator]
         async def question(value: str) -> str:

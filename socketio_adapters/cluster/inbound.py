@@ -199,7 +199,7 @@ class Inbound:
             if handler is not None:
                 await handler(message, parse_payload(message.type, message.data))
             elif message.type not in _UNHANDLED:
-                raise MalformedMessage("a type of the durable log, over pub/sub")
+                raise MalformedMessage("a type this node does not take over pub/sub")
             self.heartbeats.seen(message)
         except _FAILURES as exc:
             self._drop(message, None, exc)

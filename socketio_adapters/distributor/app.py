@@ -18,7 +18,7 @@ import inspect
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import socketio
 
@@ -47,6 +47,7 @@ from .services import announcement
 __all__ = ["ApplicationServer"]
 
 Handler = Callable[..., Any]
+H = TypeVar("H", bound=Handler)
 _log = logging.getLogger("socketio_adapters.app")
 
 
@@ -99,19 +100,25 @@ class ApplicationServer:
 
     # ------------------------------------------------------------ handlers
 
-    def on(self, event: str, handler: Handler | None = None) -> Any:
+    @overload
+    def on(self, event: str) -> Callable[[H], H]: ...
+
+    @overload
+    def on(self, event: str, handler: H) -> H: ...
+
+    def on(self, event: str, handler: H | None = None) -> H | Callable[[H], H]:
         """Register ``handler`` for ``event`` (``connect(sid, environ, auth)``,
         ``disconnect(sid, reason)``, an event ``(sid, *args)``, ``"*"`` for any
         event ``(event, sid, *args)``); usable as a decorator. An event handler's
         return value is the client's ack (a tuple: several arguments)."""
-        def register(func: Handler) -> Handler:
+        def register(func: H) -> H:
             self.handlers[event] = func
             return func
         return register(handler) if handler is not None else register
 
-    def event(self, handler: Handler) -> Handler:
+    def event(self, handler: H) -> H:
         """Register ``handler`` for the event named like it (a decorator)."""
-        return self.on(handler.__name__, handler)  # type: ignore[no-any-return]
+        return self.on(handler.__name__, handler)
 
     # ------------------------------------------------------------ lifecycle
 

@@ -31,7 +31,7 @@ from typing import Any
 import socketio
 
 from ..cluster import ClusterManager
-from ..errors import ConfigurationError, NotStarted, PayloadTooLarge
+from ..errors import AdapterError, ConfigurationError, NotStarted
 from ..protocol import (
     ClientConnect,
     ClientDisconnect,
@@ -219,11 +219,11 @@ class EdgeRelay:
         try:
             self.manager.publisher.publish(kind, route.namespace, payload,
                                            target=route.server)
-        except PayloadTooLarge as exc:
+        except NotStarted:
+            return False  # this edge node is stopping
+        except AdapterError as exc:  # too large for the backend, say
             _log.warning("%s of %s [%s] not relayed: %s", kind.name, route.sid,
                          route.namespace, exc)
-            return False
-        except NotStarted:
             return False
         return True
 

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import AdapterError, NotStarted
 from ..protocol import ClientConnect, ClientDisconnect, ClientDone, ClientEvent
 
 __all__ = ["HandledSocket", "Sockets", "StepPayload"]
@@ -104,6 +105,12 @@ class Sockets:
                 ended = isinstance(step, ClientDisconnect) or done.refused is not None
                 if ended and self.table.get((namespace, sid)) is sock and not sock.queue:
                     del self.table[(namespace, sid)]
-                self.answer(namespace, edge, done)
+                try:
+                    self.answer(namespace, edge, done)
+                except NotStarted:
+                    return  # this server is stopping: the edge node sends it again
+                except AdapterError as exc:
+                    _log.warning("the answer to step %d of %s [%s] was not sent: %s",
+                                 step.seq, sid, namespace, exc)
         finally:
             sock.running = False
