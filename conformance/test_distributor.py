@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 import socketio
 
+from socketio_adapters.distributor.services import pick
+
 from .cluster import DEADLINE, eventually
 from .conftest import BackendUnderTest
 from .distributed import CHAT, Distributed
@@ -190,7 +192,7 @@ async def test_two_backends_share_a_namespace_one_socket_one_server_in_order(
         backend: BackendUnderTest) -> None:
     made = await Distributed(backend.url, apps=2).start()
     try:
-        clients = [await made.client(i % 2) for i in range(8)]
+        clients = await _spread(made)
         count = 20
         for client in clients:  # every event sent at once, not waiting for acks
             answers = await asyncio.gather(*(client.call("step", n, CHAT)
@@ -201,8 +203,9 @@ async def test_two_backends_share_a_namespace_one_socket_one_server_in_order(
             sid = client.sid(CHAT)
             owner = made.app_of(sid)  # asserts: one server handled all of them
             assert owner.handled[sid] == list(range(count)), "out of order or twice"
+            assert owner.uid == pick(f"{CHAT}\0{sid}", [a.uid for a in made.apps])
             servers.add(owner.uid)
-        assert servers == {a.uid for a in made.apps}, "one server got every socket"
+        assert servers == {a.uid for a in made.apps}
     finally:
         await made.close()
 
@@ -211,7 +214,7 @@ async def test_a_backend_that_dies_hands_its_sockets_to_the_other(
         backend: BackendUnderTest) -> None:
     made = await Distributed(backend.url, apps=2).start()
     try:
-        clients = [await made.client(i % 2) for i in range(8)]
+        clients = await _spread(made)
         for client in clients:
             assert (await client.call("step", 0, CHAT))["value"] == 0
         doomed = made.app_of(clients[0].sid(CHAT))
@@ -232,6 +235,20 @@ async def test_a_backend_that_dies_hands_its_sockets_to_the_other(
         doomed.hold.set()
     finally:
         await made.close()
+
+
+async def _spread(made: Distributed, least: int = 8) -> list[RecoveringClient]:
+    """At least ``least`` clients, alternating edge nodes, and more until each
+    application server handles one (sockets are spread by hashing their sids)."""
+    clients: list[RecoveringClient] = []
+    owners: set[str | None] = set()
+    servers = [a.uid for a in made.apps]
+    while len(clients) < least or len(owners) < len(servers):
+        assert len(clients) < 64, "rendezvous hashing gave every socket to one server"
+        client = await made.client(len(clients) % 2)
+        clients.append(client)
+        owners.add(pick(f"{CHAT}\0{client.sid(CHAT)}", servers))
+    return clients
 
 
 @pytest.mark.parametrize("client_kind", ["python", "js"])
