@@ -133,7 +133,7 @@ class EdgeRelay:
 
     async def event(self, namespace: str, sid: str, packet: list[Any]) -> Any:
         """A client's event: what its application server answers is the ack."""
-        route = self.routes.get((namespace, sid))
+        route = self.routes.get((namespace, sid)) or self._taken_over(namespace, sid)
         if route is None:
             return self.server.not_handled
         step = route.add(MessageType.CLIENT_EVENT,
@@ -160,13 +160,20 @@ class EdgeRelay:
         self.manager.tasks.spawn(finish())
 
     def _restored(self, namespace: str, sid: str) -> None:
-        """A socket restored here (connection state recovery) from another node: an
-        application server takes it without running its connect handler."""
-        if not self._relays(namespace) or (namespace, sid) in self.routes:
-            return
+        """A socket restored here (connection state recovery): an application
+        server takes it without running its connect handler."""
+        if self._relays(namespace) and (namespace, sid) not in self.routes:
+            self._taken_over(namespace, sid)
+
+    def _taken_over(self, namespace: str, sid: str) -> Route | None:
+        """A route for a socket connected here that has none: restored, and its
+        first event came before the restore ended (None: not connected here)."""
+        if not self.manager.local.holds(sid, namespace):
+            return None
         route = Route(namespace, sid, connected=True, next_seq=1)
         self.routes[(namespace, sid)] = route
         self._assign(route)
+        return route
 
     def _relays(self, namespace: str) -> bool:
         handlers = self.server.namespace_handlers
