@@ -51,6 +51,8 @@ class ConnectionState:
         self.last_outage: float | None = None
         self.refusal: BaseException | None = None
         """The error of the broker's last refusal, until the next subscription."""
+        self.on_down: list[Callable[[], None]] = []
+        """Called each time the subscription is lost (it was up)."""
 
     @property
     def connected(self) -> bool:
@@ -71,9 +73,12 @@ class ConnectionState:
         self._settled.set()
 
     def mark_down(self) -> None:
-        if self._up.is_set():
-            self.down_since = time.monotonic()
+        if not self._up.is_set():
+            return
+        self.down_since = time.monotonic()
         self._up.clear()
+        for callback in list(self.on_down):
+            callback()
 
     async def wait_up(self, timeout: float | None = None) -> None:
         """Wait until subscribed, or until the broker refuses us from now

@@ -128,7 +128,7 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         self.inbound.self_sync = self.self_sync
         self.heartbeats.self_sync = self.self_sync
         self.resume_gate = ResumeGate(self.publisher, self.nodes, backend.state,
-                                      heartbeat_timeout, self.log)
+                                      heartbeat_timeout, self.log, self.self_sync)
         self.inbound.resume_gate = self.resume_gate
         self.recovery: Recovery | None = None
         self._log_seq = itertools.count(1)

@@ -38,13 +38,15 @@ class SelfSync:
         self.logger = logger
         self._next: asyncio.Future[None] | None = None
         self._waiting: dict[int, asyncio.Future[None]] = {}
+        self._echoes: dict[int, asyncio.Future[None]] = {}
         self._markers = itertools.count(1)
+        self._echo_markers = itertools.count(1)
         self.late = 0
         """Markers that did not come back in time."""
 
     @property
     def waiting(self) -> bool:
-        return bool(self._waiting)
+        return bool(self._waiting or self._echoes)
 
     def mark(self) -> asyncio.Future[None]:
         """Queue a marker now (emits of one event-loop turn share it); its future
@@ -71,6 +73,18 @@ class SelfSync:
                     forgotten.set_result(None)
         return future
 
+    def echo(self) -> asyncio.Future[None]:
+        """Send a marker before anything queued (even while the outbox is held after
+        an outage); its future completes when it comes back, which proves this node's
+        subscription hears again, and nothing else: it overtook what is queued. Cancel
+        the future to forget a marker that did not come back."""
+        marker = -next(self._echo_markers)  # below 0: never taken for an emit's marker
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.publisher.publish_urgent(MessageType.SYNC, Sync(marker), target=self.uid)
+        self._echoes[marker] = future
+        future.add_done_callback(lambda _: self._echoes.pop(marker, None))  # cancelled
+        return future
+
     async def caught_up(self, future: asyncio.Future[None]) -> None:
         """Return once the marker of :meth:`mark` came back (or its timeout)."""
         try:
@@ -89,7 +103,13 @@ class SelfSync:
         self._next = None
 
     def arrived(self, marker: int) -> None:
-        """Marker ``marker`` came back: everything accepted before it was read."""
+        """Marker ``marker`` came back: everything accepted before it was read (for
+        an ordered emit's marker; an echo's proves only itself)."""
+        if marker < 0:
+            echo = self._echoes.pop(marker, None)
+            if echo is not None and not echo.done():
+                echo.set_result(None)
+            return
         for old in [m for m in self._waiting if m <= marker]:
             future = self._waiting.pop(old)
             if not future.done():

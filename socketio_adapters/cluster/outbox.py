@@ -15,8 +15,9 @@ A message queued with ``put`` past the bounds (the node's own heartbeats and
 answers, which cannot wait) is dropped instead, logged and counted.
 
 While the broker is unreachable the writer retries with backoff. Before it sends
-again after a failure it passes the ``gate`` (set by the manager: the other nodes
-are subscribed again, see :mod:`socketio_adapters.cluster.resume`), so what was
+again after a failure, or after its subscription was lost (even with nothing queued
+then), it passes the ``gate`` (set by the manager: this node and the others are
+subscribed again, see :mod:`socketio_adapters.cluster.resume`), so what was
 buffered is not published into an outage's gap. A publish refused for this client's
 credentials or the broker's certificate (see :meth:`Backend.refusal`) is retried the
 same way, logged as an error. A publish that fails for any other reason (the broker
@@ -27,6 +28,7 @@ error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -97,6 +99,9 @@ class Outbox:
         if self._task is None:
             self._task = asyncio.create_task(self._writer(), name="outbox-writer")
             self._task.add_done_callback(self._writer_ended)
+        if self._hold not in self.backend.state.on_down:
+            # an outage, even with nothing queued: pass the gate before sending again
+            self.backend.state.on_down.append(self._hold)
 
     def _writer_ended(self, task: asyncio.Task[None]) -> None:
         """A writer that died (a client library's bug) would leave every later emit
@@ -115,6 +120,8 @@ class Outbox:
         then stop."""
         if self._task is None:
             return
+        with contextlib.suppress(ValueError):
+            self.backend.state.on_down.remove(self._hold)
         if not self.reachable:
             timeout = min(timeout, 0.5)  # the broker is away: do not hold up shutdown
         try:

@@ -12,6 +12,15 @@ answered, for at most ``timeout`` seconds from this node's return (the heartbeat
 timeout: a node silent that long is dropped anyway); then the buffer goes out and
 the nodes that did not answer are logged. Probes and answers jump the queue
 (:meth:`Outbox.put_urgent`), so two nodes holding their buffers answer each other.
+
+This node counts as subscribed again only once a marker it sent itself came back
+through the broker (:meth:`SelfSync.echo`): a client library may report its
+connection back while its subscription hears nothing (nats-py's read loop can end
+with the connection up). When the marker has not come back after ``timeout / 3``
+seconds, the gate subscribes again at once (:meth:`Backend.resubscribe`; up to
+``MAX_RESUBSCRIBES`` times per outage) and the others' time starts anew once it is
+back, so the buffer is not sent on the deadline while a node (this one, or another
+doing the same) is deaf.
 """
 
 from __future__ import annotations
@@ -23,12 +32,20 @@ import logging
 from ..backoff import ConnectionState
 from ..protocol import MessageType, Sync
 from .nodes import NodeTable
+from .ordering import SelfSync
 from .publisher import Publisher
 
 __all__ = ["ResumeGate"]
 
 PROBE_EVERY = 0.2
 """Seconds between probes while some node has not answered."""
+MAX_RESUBSCRIBES = 3
+"""Times the gate subscribes again, in one outage, when this node does not hear its
+own marker."""
+DEAF_AFTER = 1 / 3
+"""Part of the timeout after which a marker that did not come back means a deaf
+subscription: long enough for a loaded broker's round trip, short enough that this
+node is back, and answers, before the others' timeout."""
 
 
 class ResumeGate:
@@ -36,12 +53,16 @@ class ResumeGate:
     answers."""
 
     def __init__(self, publisher: Publisher, nodes: NodeTable, state: ConnectionState,
-                 timeout: float, logger: logging.Logger) -> None:
+                 timeout: float, logger: logging.Logger,
+                 self_sync: SelfSync | None = None) -> None:
         self.publisher = publisher
         self.nodes = nodes
         self.state = state
         self.timeout = timeout
         self.logger = logger
+        self.self_sync = self_sync
+        """Sends this node's own markers (without it, a node counts as subscribed
+        once its connection says so)."""
         self._probes = itertools.count(1)
         self._answered: set[str] = set()
         self._answer = asyncio.Event()
@@ -49,48 +70,76 @@ class ResumeGate:
         """Outages after which the buffer was sent with every node subscribed."""
         self.unanswered = 0
         """Outages after which some node did not answer in time."""
+        self.resubscribes = 0
+        """Times this node did not hear its own marker after an outage and subscribed
+        again."""
 
     async def __call__(self) -> None:
         loop = asyncio.get_running_loop()
         waited, told = loop.time(), False
         deadline: float | None = None
-        began = waiting = None
+        began = waiting = echo = None
+        echo_since = 0.0
+        resubscribed = 0
         self._answered.clear()
-        while True:
-            outbox = self.publisher.outbox
-            if outbox is None:
-                return
-            if not self.state.connected or outbox.failures:
-                # the broker is still away for this node (its subscription, or its
-                # publishing): what it buffers waits (bounded by the outbox), and the
-                # others' time starts once it is back; one probe tests the way
-                deadline = None
-                if not told and loop.time() - waited >= self.timeout:
-                    told = True
-                    self.logger.warning("the broker is still away %ss after an outage: "
-                                        "%d messages wait", self.timeout, self._buffered())
-                if not outbox.urgent_pending:
-                    self._probe()
-                await asyncio.sleep(PROBE_EVERY)
-                continue
-            if deadline is None:  # back: the others get the heartbeat timeout from now
-                began = loop.time()
-                deadline = began + self.timeout
-                waiting = self.nodes.alive()
-            assert waiting is not None
-            waiting -= self._answered
-            left = deadline - loop.time()
-            if not waiting or left <= 0:
-                break
-            self._answer.clear()
-            self._probe()
-            try:
-                await asyncio.wait_for(self._answer.wait(), min(PROBE_EVERY, left))
-                await asyncio.sleep(0)  # let the answers that came together arrive
-            except asyncio.TimeoutError:
-                pass
+        try:
+            while True:
+                outbox = self.publisher.outbox
+                if outbox is None:
+                    return
+                if not self.state.connected or outbox.failures:
+                    # the broker is still away for this node (its subscription, or its
+                    # publishing): what it buffers waits (bounded by the outbox), and
+                    # the others' time starts once it is back; one probe tests the way
+                    deadline = None
+                    if not told and loop.time() - waited >= self.timeout:
+                        told = True
+                        self.logger.warning("the broker is still away %ss after an "
+                                            "outage: %d messages wait", self.timeout,
+                                            self._buffered())
+                    if not outbox.urgent_pending:
+                        self._probe()
+                    await asyncio.sleep(PROBE_EVERY)
+                    continue
+                if deadline is None:  # back: the others get the heartbeat timeout from now
+                    began = echo_since = loop.time()
+                    deadline = began + self.timeout
+                    waiting = self.nodes.alive()
+                    echo = self._echo(echo)
+                assert waiting is not None
+                waiting -= self._answered
+                if echo is not None and echo.cancelled():  # forgotten: another one
+                    echo, echo_since = self._echo(None), loop.time()
+                heard = echo is None or echo.done()
+                if (not heard and resubscribed < MAX_RESUBSCRIBES
+                        and loop.time() - echo_since >= self.timeout * DEAF_AFTER):
+                    resubscribed += 1
+                    await self._resubscribe()
+                    deadline = None  # the others' time starts anew once it is back
+                    continue
+                left = deadline - loop.time()
+                if (heard and not waiting) or left <= 0:
+                    break
+                self._answer.clear()
+                self._probe()
+                try:
+                    await asyncio.wait_for(self._answer.wait(), min(PROBE_EVERY, left))
+                    await asyncio.sleep(0)  # let the answers that came together arrive
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            if echo is not None and not echo.done():
+                echo.cancel()
         assert began is not None
         took = loop.time() - began
+        if not heard:
+            self.unanswered += 1
+            self.logger.warning(
+                "after an outage, this node's own marker did not come back through the "
+                "broker within %ss, nor did %s answer: sending %d buffered messages "
+                "anyway (clients may miss them)", self.timeout,
+                ", ".join(sorted(waiting)) or "any other node", self._buffered())
+            return
         if waiting:
             self.unanswered += 1
             self.logger.warning(
@@ -101,6 +150,24 @@ class ResumeGate:
         self.passes += 1
         self.logger.info("after an outage, every node is subscribed again (%.2fs): "
                          "sending %d buffered messages", took, self._buffered())
+
+    def _echo(self, previous: asyncio.Future[None] | None) -> asyncio.Future[None] | None:
+        """A marker to this node through the broker (None: no way to send one)."""
+        if previous is not None and not previous.done():
+            previous.cancel()
+        if self.self_sync is None:
+            return None
+        echo = self.self_sync.echo()
+        echo.add_done_callback(lambda _: self._answer.set())  # look again at once
+        return echo
+
+    async def _resubscribe(self) -> None:
+        self.resubscribes += 1
+        await self.publisher.backend.resubscribe(
+            f"after an outage, this node's own marker did not come back through the "
+            f"broker within {self.timeout * DEAF_AFTER:.2g}s (a deaf subscription)")
+        if self.state.connected:  # a backend that cannot subscribe again: wait a bit
+            await asyncio.sleep(PROBE_EVERY)
 
     def _probe(self) -> None:
         self.publisher.publish_urgent(MessageType.RESUME_PROBE, Sync(next(self._probes)))

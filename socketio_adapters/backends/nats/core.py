@@ -264,9 +264,10 @@ class NatsBackend(NatsLog, NatsSessions):
                     else:
                         await nc.publish(self.subject(target), payload)
                         plain = True
-            if plain and nc.is_connected:
+            if plain and link.live:
                 await link.confirm(timeout)
-            # else nats-py is reconnecting: the batch waits in its buffer, sent once back
+            # else nats-py is reconnecting (or has not said it is back yet): the batch
+            # waits in its buffer, sent once back
             if acks is not None:
                 await self._confirm_log(link, acks, timeout)
         finally:

@@ -71,6 +71,24 @@ def server_name(nc: NatsClient) -> str:
     return f"{uri.hostname}:{uri.port}" if uri is not None else "the server"
 
 
+class _Client(NatsClient):
+    """nats-py's client, with a PONG for a given-up PING taken in stride.
+
+    nats-py (2.16) resolves the waiter of the oldest PING when a PONG arrives; when
+    that waiter was cancelled (a ``flush()`` that timed out, or was cancelled), it
+    raises InvalidStateError in its read loop, which then ends ("nats: encountered
+    error") while the connection stays up: every subscription is deaf, no callback
+    says so, and only the missing PONGs end it some pings later. Here such a PONG
+    goes to a fresh waiter in its place, so the bookkeeping stays as nats-py has it.
+    """
+
+    async def _process_pong(self) -> None:
+        pongs = self._pongs
+        if pongs and pongs[0].done():
+            pongs[0] = asyncio.get_running_loop().create_future()
+        await super()._process_pong()
+
+
 class Link:
     """One nats-py client, and a future that is resolved when its connection drops."""
 
@@ -109,6 +127,14 @@ class Link:
         if acks is not None:
             acks.feed(msg)
 
+    @property
+    def live(self) -> bool:
+        """nats-py is connected and said nothing of a drop since its last reconnect.
+        Between a drop and its reconnected callback nats-py may already be connected
+        again while :attr:`lost` is the old connection's, resolved: a wait on it
+        would end at once."""
+        return self.nc.is_connected and not self.lost.done()
+
     def lose(self) -> None:
         if not self.lost.done():
             self.lost.set_result(None)
@@ -124,6 +150,9 @@ class Link:
         answered by a PONG); raise a connection error if the connection drops first,
         since nats-py then forgets that PING."""
         nc, lost = self.nc, self.lost
+        if lost.done():
+            raise ConnectionError("nats connection lost before the server confirmed "
+                                  "the batch")
         # nats-py writes its PING straight to the socket, ahead of the publishes still
         # in its buffer: let its flusher task write those first
         for _ in range(8):
@@ -164,7 +193,7 @@ async def connect(options: Mapping[str, Any], events: LinkEvents,
     for good. If the server refuses the credentials, or its certificate fails
     verification, while connecting, that error is raised at once (nats-py would retry
     until its attempts run out)."""
-    nc = NatsClient()
+    nc = _Client()
     link = Link(nc, asyncio.get_running_loop().create_future())
     refused: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
     connecting = True

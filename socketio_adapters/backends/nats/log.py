@@ -170,7 +170,7 @@ class NatsLog(NatsBase):
         refusal by the stream (e.g. storage full) is not."""
         acks.sent()
         waiting: set[asyncio.Future[None]] = {acks.done}
-        if link.nc.is_connected:  # else they wait in nats-py's buffer until it is back
+        if link.live:  # else they wait in nats-py's buffer until it is back
             waiting.add(link.lost)
         await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         stream = self.names.log_stream
