@@ -4,9 +4,10 @@ One :class:`Supervisor` starts the edge (uvicorn with its workers) and each back
 as child processes sharing its stdout and stderr, and waits. A backend that exits
 (crashes, or is killed to see what happens) is started again after
 :data:`RESTART_DELAY`: its sockets wait at the edge meanwhile and move to the new
-process. When the edge exits, or on SIGINT / SIGTERM, every child gets SIGTERM,
-then SIGKILL after :data:`GRACE`. On Linux each child also gets SIGTERM when the
-supervisor dies without that chance (``PR_SET_PDEATHSIG``).
+process. When the edge exits, or on SIGINT / SIGTERM, every child gets SIGTERM
+(the last started first), then SIGKILL after :data:`GRACE`. On Linux each child
+also gets SIGTERM when the supervisor dies without that chance
+(``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -124,14 +125,16 @@ class Supervisor:
                 self._start(child, "restarted")
 
     def stop(self) -> None:
-        """SIGTERM to every child still running, SIGKILL to any left after GRACE."""
-        running = [(child, child.proc) for child in self.children
-                   if child.proc is not None and child.proc.poll() is None]
-        for _, proc in running:
+        """SIGTERM to every child still running, the last started first (the hub,
+        started first, outlives the nodes it serves), SIGKILL to any left after
+        :data:`GRACE` in all."""
+        deadline = time.monotonic() + GRACE
+        for child in reversed(self.children):
+            proc = child.proc
+            if proc is None or proc.poll() is not None:
+                continue
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
-        deadline = time.monotonic() + GRACE
-        for child, proc in running:
             try:
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
