@@ -7,6 +7,11 @@
 ``demo``
     Runs the demo chat (``socketio_adapters.demo``) under uvicorn with several worker
     processes sharing one port and one cluster (needs the ``demo`` extra).
+``distributor-demo``
+    The distributor mode's demo: an edge (``socketio_adapters.demo.edge`` under
+    uvicorn, several workers on one port) in front of a chat backend and a counter
+    game backend, each a process of its own, restarted when it exits
+    (``socketio_adapters.demo.launch``).
 """
 
 from __future__ import annotations
@@ -86,13 +91,23 @@ def _parser() -> argparse.ArgumentParser:
         epilog="The page is served by the package itself (socketio_adapters/demo).")
     demo.add_argument("--workers", type=_positive_int, default=2, metavar="N",
                       help="uvicorn worker processes (default: 2)")
-    demo.add_argument("--host", default="127.0.0.1",
-                      help="address to listen on (default: 127.0.0.1)")
-    demo.add_argument("--port", type=_port, default=8000,
-                      help="port to listen on (default: 8000)")
-    demo.add_argument("--url", default=os.environ.get(URL_VARIABLE) or DEMO_URL,
-                      help=f"the cluster's broker URL (default: ${URL_VARIABLE} if set, "
-                           f"else the embedded {DEMO_URL}: no broker)")
+    distributor = commands.add_parser(
+        "distributor-demo", parents=[common],
+        help="run the distributor mode's demo: a chat and a counter game backend "
+             "behind edge workers on one port",
+        description=(
+            "Run an edge (uvicorn, --edges worker processes on one port) that relays "
+            "the namespaces /chat and /counter over --url to two backends, each a "
+            "process of its own: a chat and a counter game. Open http://HOST:PORT in "
+            "two tabs: every message and click is labelled with the backend process "
+            "that handled it and the edge worker that relayed it. A backend that "
+            "exits (kill it) is started again; its players keep their scores. Needs "
+            "the demo extra: pip install \"socketio-adapters[demo]\"."),
+        epilog="See docs/distributor.md for the distributor mode.")
+    distributor.add_argument("--edges", type=_positive_int, default=2, metavar="N",
+                             help="edge worker processes (default: 2)")
+    for options in (demo, distributor):
+        _demo_options(options)
     hub = commands.add_parser(
         "hub", parents=[common],
         help="host the hub of a local:// cluster outside the workers",
@@ -105,6 +120,17 @@ def _parser() -> argparse.ArgumentParser:
         epilog=f"example: {PROG} hub local://myapp")
     hub.add_argument("url", metavar="URL", help="local://NAME or local:///folder")
     return parser
+
+
+def _demo_options(parser: argparse.ArgumentParser) -> None:
+    """The options every demo takes: where to listen, which cluster."""
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=8000,
+                        help="port to listen on (default: 8000)")
+    parser.add_argument("--url", default=os.environ.get(URL_VARIABLE) or DEMO_URL,
+                        help=f"the cluster's broker URL (default: ${URL_VARIABLE} if "
+                             f"set, else the embedded {DEMO_URL}: no broker)")
 
 
 def _checked(parse: Callable[[str], _T], what: str) -> Callable[[str], _T]:
@@ -160,24 +186,47 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo_ready(url: str) -> None:
+    """Fail in one line for a bad URL, a missing extra or no uvicorn."""
     try:
-        create_backend(args.url)  # a bad URL or a missing extra fails here, once
+        create_backend(url)  # a bad URL or a missing extra fails here, once
     except AdapterError as exc:
         raise _CommandError(_one_line(exc)) from exc
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401
     except ImportError as exc:
         if exc.name != "uvicorn":
             raise
         raise _CommandError(
             'the demo needs uvicorn: pip install "socketio-adapters[demo]"') from None
-    os.environ[URL_VARIABLE] = args.url  # the workers build their manager from it
+    os.environ[URL_VARIABLE] = url  # the workers build their manager from it
+
+
+def _demo(args: argparse.Namespace) -> int:
+    _demo_ready(args.url)
+    import uvicorn
+
     print(f"{PROG} demo: {args.workers} worker(s) on http://{args.host}:{args.port} "
           f"sharing {args.url}; open it in two tabs (Ctrl+C stops)", flush=True)
     uvicorn.run(DEMO_APP, host=args.host, port=args.port, workers=args.workers,
                 lifespan="on", access_log=args.verbose)
     return 0
+
+
+def _distributor_demo(args: argparse.Namespace) -> int:
+    from .demo.launch import children
+    from .demo.processes import Supervisor
+
+    _demo_ready(args.url)
+    print(f"{PROG} distributor-demo: {args.edges} edge worker(s) on "
+          f"http://{args.host}:{args.port}, a chat and a counter backend, sharing "
+          f"{args.url}; open it in two tabs (Ctrl+C stops)", flush=True)
+    return Supervisor(children(args.url, args.host, args.port, args.edges, args.verbose),
+                      say=_say).run()
+
+
+def _say(text: str) -> None:
+    print(f"{PROG} distributor-demo: {text}", flush=True)
 
 
 def _hub(args: argparse.Namespace) -> int:
@@ -194,7 +243,8 @@ def _hub(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"check": _check, "demo": _demo, "hub": _hub}
+_COMMANDS = {"check": _check, "demo": _demo, "distributor-demo": _distributor_demo,
+             "hub": _hub}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
