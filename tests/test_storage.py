@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from socketio_adapters.errors import LogReadShort
 from socketio_adapters.storage import (
     LOG_RECORD_ENTRIES,
     LogReader,
@@ -237,6 +238,33 @@ async def test_read_returns_the_entries_between_two_offsets() -> None:
     assert await read(log, "2.0", "2.1") == [("2.1", b"c")]
     assert await read(log, "2.2", "5.0") == [("4.0", b"e"), ("5.0", b"f")]
     assert await read(log, "5.1", "5.1") == []
+
+
+class StaleLog(Log):
+    """A broker that answers its first ``short`` range fetches from a stale high
+    watermark: only the records up to the first one asked for."""
+
+    def __init__(self, records: list[tuple[RecordKey, bytes, int | None]],
+                 short: int) -> None:
+        super().__init__(records)
+        self.short = short
+
+    async def fetch(self, first: RecordKey, last: RecordKey,
+                    limit: int) -> list[LogRecord] | None:
+        found = await super().fetch(first, last, limit)
+        if self.short and found and first < last:
+            self.short -= 1
+            return found[:1]
+        return found
+
+
+async def test_a_range_read_short_is_continued_or_fails() -> None:
+    log = sample()
+    stale = StaleLog(log.records, short=2)
+    assert await read(stale, "1.0", "5.1") == await read(log, "1.0", "5.1")
+    never = StaleLog(log.records, short=100)
+    with pytest.raises(LogReadShort):  # never "nothing missed": events would be lost
+        await read(never, "1.0", "5.1")
 
 
 async def test_an_entry_that_is_not_there_reads_as_none() -> None:

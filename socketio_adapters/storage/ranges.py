@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from ..errors import LogReadShort
 from .offsets import OffsetCodec, RecordKey
 from .packing import entries_of
 
@@ -38,6 +39,31 @@ order, at most ``limit`` of them (None or an empty list when there are none). Wi
 for it, where the broker needs that)."""
 
 
+SHORT_READS = 3
+"""Fetches of a range that stop short of its end (a broker answering from a stale
+high watermark) tried again before the read fails."""
+
+
+async def _fetch_through(fetch: FetchRange, first: RecordKey, last: RecordKey,
+                         limit: int) -> list[LogRecord] | None:
+    """The records ``first..last``, every one up to ``last``: the log holds ``last``
+    (a position this node delivered), so a fetch that stops short of it, under its
+    limit, missed records; it is continued, and fails past :data:`SHORT_READS`
+    (a range read short would pass for "nothing missed" and lose events)."""
+    records = await fetch(first, last, limit)
+    for _ in range(SHORT_READS):
+        if not records or records[-1].key >= last or len(records) >= limit:
+            return records
+        more = await fetch(records[-1].key, last, limit - len(records) + 1)
+        if more and more[0].key == records[-1].key:
+            more = more[1:]
+        records = [*records, *(more or [])]
+    if records and records[-1].key < last and len(records) < limit:
+        raise LogReadShort(f"the log's records up to {last!r} could not be read: "
+                           f"{SHORT_READS + 1} fetches stopped at {records[-1].key!r}")
+    return records
+
+
 async def read_entries(fetch: FetchRange, codec: OffsetCodec, after: str,
                        upto: str | None, retention: float,
                        max_length: int) -> list[tuple[str, bytes]] | None:
@@ -53,7 +79,7 @@ async def read_entries(fetch: FetchRange, codec: OffsetCodec, after: str,
     if start.key > end.key:
         records = await fetch(start.key, end.key, 1)
     else:
-        records = await fetch(start.key, end.key, max_length + 1)
+        records = await _fetch_through(fetch, start.key, end.key, max_length + 1)
     if not records or records[0].key != start.key:
         return None
     first = records[0]
