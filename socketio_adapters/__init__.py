@@ -19,6 +19,7 @@ from .backends.base import (
 )
 from .client import AsyncClient
 from .cluster import ClusterManager, RemoteSocket
+from .distributor import ApplicationServer, EdgeRelay
 from .emitter import Emitter, create_emitter
 from .errors import (
     AdapterError,
@@ -40,6 +41,7 @@ from .sync_emitter import SyncEmitter
 
 __all__ = [
     "AdapterError",
+    "ApplicationServer",
     "AsyncClient",
     "AsyncServer",
     "AuthenticationFailed",
@@ -49,6 +51,7 @@ __all__ = [
     "ClusterManager",
     "ClusterTimeout",
     "ConfigurationError",
+    "EdgeRelay",
     "EmitFailed",
     "EmitTimeout",
     "Emitter",
