@@ -1,246 +1,427 @@
 """The distributor mode's extra hop against a plain cluster node, in one run.
 
     python -m benchmarks.bench_distributor [--backend local,redis,...|all]
-        [--events 5000] [--window 100] [--latency-calls 1000] [--emits 5000]
+        [--events 10000] [--window 100] [--latency-calls 2000] [--emits 10000]
         [--repeats 3] [--json benchmarks/results/distributor-{backend}.json]
 
 Per backend, on one broker started from local binaries (``local://`` needs none),
-two scenarios, each with fresh processes (benchmarks/distributor_node.py) and one
-python-socketio ``AsyncClient`` over websocket in this process:
+two scenarios, each with its own server processes (benchmarks/distributor_node.py)
+and its own python-socketio ``AsyncClient`` over websocket in this process:
 
-- ``plain``: a cluster node that runs the handlers itself, the client connected to it;
-- ``distributor``: an edge node (``EdgeRelay``) and an application server process
-  running the same handlers; the client connected to the edge node.
+- ``plain``: a cluster node (``socketio_adapters.AsyncServer`` on a
+  ``ClusterManager``) that runs the handlers itself, the client connected to it;
+- ``distributor``: an edge node (the same server with ``EdgeRelay``) and an
+  ``ApplicationServer`` process running the same handlers; the client connected to
+  the edge node.
 
-Figures, each the median of ``--repeats`` runs (min and max kept):
+Both scenarios' processes run for the whole backend, and their measured runs
+alternate (plain first, then distributor first), so load from elsewhere on the
+machine falls on both alike. Figures:
 
 - ``acked events/s``: the client sends ``--events`` events with an ack, at most
-  ``--window`` waiting at once, and counts the acks;
+  ``--window`` waiting at once, and counts the acks (median, min, max of
+  ``--repeats`` runs);
 - ``latency``: ``--latency-calls`` calls one after the other, p50 and p99 of their
-  round trips;
+  round trips (in blocks of 100, alternating between the scenarios);
 - ``emits/s``: a handler emits ``--emits`` events to the client's sid, each awaited,
-  and the client counts them.
+  and the client counts them and checks their order (median, min, max);
+- CPU milliseconds per 1,000 events of the server processes, the broker's processes
+  and this process (the client), over the measured runs.
 
 The ratio distributor / plain says what the extra hop costs: each client event and
-its ack cross the broker once more (edge node -> application server -> edge node),
-and each emit to one client crosses it once (application server -> edge node).
-Loopback only; every wait is bounded; every process is stopped on exit or failure.
+its ack cross the broker once more (edge node -> application server -> edge node).
+An emit to one client crosses the broker in both scenarios (a cluster node publishes
+every emit before it delivers it locally), once to reach the edge node instead.
+Loopback only; every wait is bounded; every process is stopped on exit, on failure
+and on SIGTERM or Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import secrets
+import shutil
+import signal
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import socketio
 
-from .bench_cross_node import BenchError, Child, Children, cpu_seconds, summarize_latency
+from .bench_cross_node import (
+    BenchError,
+    Child,
+    Children,
+    cpu_seconds,
+    summarize_latency,
+    tree_cpu_seconds,
+)
 from .distributor_node import NAMESPACE
-from .environment import REPO_ROOT, each_backend, environment
+from .environment import REPO_ROOT, each_broker, environment
 
 WAIT = 120.0
 """Bound of every wait (seconds)."""
-SLOW = {"kafka": 0.1}
-"""Backends whose broker round trip is tens of milliseconds here (tansu: about 30 ms
-from a publish to a subscriber, benchmarks/results/kafka.json), where every count is
-scaled by this factor to keep a run within :data:`WAIT`."""
 BACKENDS = "local,redis,redis-cluster,rabbitmq,nats,kafka,postgres"
+SCENARIOS = ("plain", "distributor")
+LATENCY_BLOCK = 100
+"""Sequential calls per scenario before the latency runs switch to the other one."""
+WARMUP = 500
+"""Unmeasured acked events and emits per scenario before the measured runs."""
+FIGURES = ("acked", "emits")
 
-
-async def _processes(children: Children, scenario: str, url: str) -> Child:
-    """Start the scenario's processes; the one the client connects to."""
-    sep = "&" if "?" in url else "?"
-    channel_url = f"{url}{sep}channel=bench-{secrets.token_hex(4)}"
-
-    def node(role: str) -> list[str]:
-        return [sys.executable, "-m", "benchmarks.distributor_node", "--role", role,
-                "--url", channel_url]
-
-    if scenario == "plain":
-        return await children.spawn("plain", *node("plain"))
-    await children.spawn("app", *node("app"))
-    return await children.spawn("edge", *node("edge"))
+_RUNNING: list[Children] = []
+"""Every process group started, for the synchronous last resort in :func:`main`."""
 
 
 class Client:
-    """The driver: a python-socketio client on :data:`NAMESPACE`."""
+    """The driver: a python-socketio client on :data:`NAMESPACE` (websocket)."""
 
     def __init__(self) -> None:
         self.sio = socketio.AsyncClient(reconnection=False)
         self.received = 0
-        self.all_in = asyncio.Event()
         self.expected = 0
+        self.next_i = 0
+        self.out_of_order = 0
+        self.last = 0.0
+        self.all_in = asyncio.Event()
+        self.sio.on("e", self._on_event, namespace=NAMESPACE)
 
-        @self.sio.on("e", namespace=NAMESPACE)  # type: ignore[untyped-decorator]
-        def on_event(i: int) -> None:
-            self.received += 1
-            if self.received >= self.expected:
-                self.all_in.set()
+    def _on_event(self, i: int) -> None:
+        self.last = time.perf_counter()
+        if i != self.next_i:
+            self.out_of_order += 1
+        self.next_i = i + 1
+        self.received += 1
+        if self.received >= self.expected:
+            self.all_in.set()
 
     async def connect(self, url: str) -> None:
         await self.sio.connect(url, namespaces=[NAMESPACE], transports=["websocket"],
                                wait_timeout=30)
 
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.sio.disconnect(), 5)
+
     async def call(self, event: str, data: Any) -> Any:
         return await self.sio.call(event, data, namespace=NAMESPACE, timeout=WAIT)
 
     async def acked(self, events: int, window: int) -> float:
-        gate = asyncio.Semaphore(window)
+        """Seconds to send ``events`` events and get their acks, ``window`` at most
+        waiting at once."""
+        numbers = iter(range(events))
 
-        async def one(i: int) -> None:
-            async with gate:
+        async def sender() -> None:
+            for i in numbers:
                 if await self.call("ping", i) != i:
                     raise BenchError(f"ping {i} acked with something else")
 
         began = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(events))), WAIT)
-        return events / (time.perf_counter() - began)
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(sender() for _ in range(min(window, events)))), WAIT)
+        except (asyncio.TimeoutError, socketio.exceptions.TimeoutError):
+            raise BenchError(f"{events} acked events not done in {WAIT:g}s") from None
+        return time.perf_counter() - began
 
-    async def latency(self, calls: int) -> list[float]:
+    async def latencies(self, calls: int) -> list[float]:
+        """Round trips (seconds) of ``calls`` calls, one after the other."""
         out = []
         for i in range(calls):
             began = time.perf_counter()
-            await self.call("ping", i)
+            if await self.call("ping", i) != i:
+                raise BenchError(f"ping {i} acked with something else")
             out.append(time.perf_counter() - began)
         return out
 
     async def emits(self, n: int) -> float:
-        self.received, self.expected = 0, n
+        """Seconds from asking the handler for ``n`` emits until the last arrived."""
+        self.received, self.expected, self.next_i, self.out_of_order = 0, n, 0, 0
         self.all_in.clear()
         began = time.perf_counter()
-        await self.call("burst", n)
+        if await self.call("burst", n) != n:
+            raise BenchError("burst acked with something else")
         try:
             await asyncio.wait_for(self.all_in.wait(), WAIT)
         except asyncio.TimeoutError:
-            raise BenchError(f"{self.received} of {n} emitted events arrived") from None
-        return n / (time.perf_counter() - began)
+            raise BenchError(f"{self.received} of {n} emitted events arrived in "
+                             f"{WAIT:g}s") from None
+        if self.out_of_order:
+            raise BenchError(f"{self.out_of_order} of {n} emitted events out of order")
+        return self.last - began
 
 
-def _cpu(pids: list[int]) -> float:
-    """CPU seconds used so far by the server processes (the broker's not counted)."""
-    return sum(cpu_seconds(pid) or 0.0 for pid in pids)
+@dataclass
+class Scenario:
+    """One scenario's processes, client and measurements."""
+
+    name: str
+    processes: dict[str, Child]
+    """role (``node``; ``edge``, ``app``) -> its process"""
+    client: Client = field(default_factory=Client)
+    runs: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {f: [] for f in FIGURES})
+    latencies: list[float] = field(default_factory=list)
+
+    def cpu(self, broker: list[int]) -> dict[str, float]:
+        """CPU seconds used so far: each server process, the broker's processes and
+        their descendants, this process (the client)."""
+        found = {role: cpu_seconds(c.proc.pid) or 0.0 for role, c in self.processes.items()}
+        found["broker"] = sum(tree_cpu_seconds(pid) or 0.0 for pid in broker)
+        found["client"] = time.process_time()
+        return found
+
+    async def measure(self, figure: str, n: int, window: int,
+                      broker: list[int]) -> dict[str, Any]:
+        before = self.cpu(broker)
+        seconds = await (self.client.acked(n, window) if figure == "acked"
+                         else self.client.emits(n))
+        after = self.cpu(broker)
+        run = {"events": n, "seconds": seconds, "events_per_s": n / seconds,
+               "cpu_s": {k: after[k] - before[k] for k in after}}
+        self.runs[figure].append(run)
+        return run
+
+    def summary(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for figure, runs in self.runs.items():
+            rates = [r["events_per_s"] for r in runs]
+            events = sum(r["events"] for r in runs)
+            cpu: dict[str, float] = {}
+            for run in runs:
+                for who, seconds in run["cpu_s"].items():
+                    cpu[who] = cpu.get(who, 0.0) + seconds
+            per_1000 = {who: 1e6 * s / events for who, s in cpu.items()}
+            servers = sum(v for k, v in per_1000.items() if k not in ("broker", "client"))
+            found[figure] = {
+                "median": statistics.median(rates), "min": min(rates), "max": max(rates),
+                "runs": runs,
+                "cpu_ms_per_1000": per_1000 | {"servers": servers,
+                                               "total": sum(per_1000.values())}}
+        found["latency"] = summarize_latency(self.latencies)
+        return found
 
 
-def _spread(values: list[float]) -> dict[str, Any]:
-    return {"runs": values, "median": statistics.median(values), "min": min(values),
-            "max": max(values)}
+async def _start(children: Children, url: str) -> dict[str, Scenario]:
+    """Both scenarios' processes, each on its own channel (with ``local://``, on its
+    own hub, which the scenario's first process hosts), and their clients."""
 
+    def scenario_url(key: str) -> str:
+        if url.startswith("local://"):  # a hub of its own, in the scenario's first process
+            base = f"local://{tempfile.mkdtemp(prefix=f'sioa-bench-dist-{key}-')}/cluster"
+        else:
+            base = url
+        sep = "&" if "?" in base else "?"
+        return f"{base}{sep}channel=bench-{key}-{secrets.token_hex(4)}"
 
-async def _scenario(scenario: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
-    children = Children(Path(tempfile.mkdtemp(prefix="sioa-bench-dist-")))
-    client = Client()
-    try:
-        entry = await _processes(children, scenario, url)
-        await client.connect(entry.url)
-        await client.acked(min(500, args.events), args.window)  # warm up
-        await client.emits(min(100, args.emits))
-        pids = [c.proc.pid for c in children.children]
-        before = _cpu(pids)
-        acked = [await client.acked(args.events, args.window) for _ in range(args.repeats)]
-        middle = _cpu(pids)
-        emits = [await client.emits(args.emits) for _ in range(args.repeats)]
-        after = _cpu(pids)
-        latency = summarize_latency(await client.latency(args.latency_calls))
-    finally:
-        await client.sio.disconnect()
-        await children.stop_all()
-    cpu = {"acked_ms_per_1000": 1e6 * (middle - before) / (args.events * args.repeats),
-           "emits_ms_per_1000": 1e6 * (after - middle) / (args.emits * args.repeats)}
-    result = {"acked_events_per_s": _spread(acked), "emits_per_s": _spread(emits),
-              "latency": latency, "server_cpu": cpu}
-    print(f"  {scenario:<12} acked {result['acked_events_per_s']['median']:>8,.0f} ev/s"
-          f" ({cpu['acked_ms_per_1000']:.0f} ms CPU/1000)   emits "
-          f"{result['emits_per_s']['median']:>8,.0f} ev/s ({cpu['emits_ms_per_1000']:.0f}"
-          f" ms CPU/1000)   latency p50 {latency['p50_ms']:.2f} ms p99 "
-          f"{latency['p99_ms']:.2f} ms", flush=True)
-    return result
+    def node(role: str, node_url: str) -> list[str]:
+        return [sys.executable, "-m", "benchmarks.distributor_node", "--role", role,
+                "--url", node_url]
 
-
-async def _backend(name: str, url: str, args: argparse.Namespace) -> dict[str, Any]:
-    scale = SLOW.get(name, 1.0)
-    if scale != 1.0:
-        args = argparse.Namespace(**vars(args))
-        for count in ("events", "emits", "latency_calls"):
-            setattr(args, count, max(100, int(getattr(args, count) * scale)))
-    print(f"{name}: {args.events} acked events, {args.emits} emits, "
-          f"{args.latency_calls} calls per run", flush=True)
-    plain = await _scenario("plain", url, args)
-    distributor = await _scenario("distributor", url, args)
-    ratios = {
-        "acked_events_per_s": distributor["acked_events_per_s"]["median"]
-        / plain["acked_events_per_s"]["median"],
-        "emits_per_s": distributor["emits_per_s"]["median"] / plain["emits_per_s"]["median"],
-        "latency_p50": distributor["latency"]["p50_ms"] / plain["latency"]["p50_ms"],
-        "latency_p99": distributor["latency"]["p99_ms"] / plain["latency"]["p99_ms"],
-        "server_cpu_acked": distributor["server_cpu"]["acked_ms_per_1000"]
-        / plain["server_cpu"]["acked_ms_per_1000"],
-        "server_cpu_emits": distributor["server_cpu"]["emits_ms_per_1000"]
-        / plain["server_cpu"]["emits_ms_per_1000"],
+    plain_url, dist_url = scenario_url("plain"), scenario_url("dist")
+    scenarios = {
+        "plain": Scenario("plain", {
+            "node": await children.spawn("plain", *node("plain", plain_url))}),
+        "distributor": Scenario("distributor", {
+            "app": await children.spawn("app", *node("app", dist_url)),
+            "edge": await children.spawn("edge", *node("edge", dist_url))}),
     }
-    print(f"  distributor / plain: acked {ratios['acked_events_per_s']:.2f}x, emits "
-          f"{ratios['emits_per_s']:.2f}x, latency p50 {ratios['latency_p50']:.2f}x, "
-          f"p99 {ratios['latency_p99']:.2f}x; server CPU per event: acked "
-          f"{ratios['server_cpu_acked']:.2f}x, emits {ratios['server_cpu_emits']:.2f}x",
-          flush=True)
-    result = {"backend": name, "plain": plain, "distributor": distributor,
-              "ratios": ratios, "settings": vars(args) | {"json": None},
+    for scenario in scenarios.values():
+        entry = scenario.processes.get("node") or scenario.processes["edge"]
+        await scenario.client.connect(entry.url)
+    return scenarios
+
+
+def _ratios(plain: dict[str, Any], dist: dict[str, Any]) -> dict[str, float]:
+    ratios = {f"{f}_per_s": dist[f]["median"] / plain[f]["median"] for f in FIGURES}
+    ratios |= {f"latency_{p}": dist["latency"][f"{p}_ms"] / plain["latency"][f"{p}_ms"]
+               for p in ("p50", "p99")}
+    for figure in FIGURES:
+        for who in ("servers", "broker", "total"):
+            base = plain[figure]["cpu_ms_per_1000"][who]
+            if base > 0:
+                ratios[f"cpu_{who}_{figure}"] = (
+                    dist[figure]["cpu_ms_per_1000"][who] / base)
+    return ratios
+
+
+async def _backend(name: str, url: str, broker: list[int],
+                   args: argparse.Namespace) -> dict[str, Any]:
+    print(f"{name}: {url}", flush=True)
+    logdir = Path(tempfile.mkdtemp(prefix=f"sioa-bench-dist-{name}-"))
+    children = Children(logdir)
+    _RUNNING.append(children)
+    scenarios: dict[str, Scenario] = {}
+    ok = False
+    try:
+        scenarios = await _start(children, url)
+        for s in scenarios.values():  # warm-up, not counted
+            await s.client.acked(min(WARMUP, args.events), args.window)
+            await s.client.emits(min(WARMUP, args.emits))
+            await s.client.latencies(min(50, args.latency_calls))
+        for rep in range(args.repeats):
+            order = SCENARIOS if rep % 2 == 0 else SCENARIOS[::-1]
+            for figure, n in (("acked", args.events), ("emits", args.emits)):
+                for key in order:
+                    run = await scenarios[key].measure(figure, n, args.window, broker)
+                    print(f"  run {rep + 1} {key:<12} {figure:<6}"
+                          f" {run['events_per_s']:>8,.0f} ev/s", flush=True)
+        for block, start in enumerate(range(0, args.latency_calls, LATENCY_BLOCK)):
+            calls = min(LATENCY_BLOCK, args.latency_calls - start)
+            for key in SCENARIOS if block % 2 == 0 else SCENARIOS[::-1]:
+                scenarios[key].latencies += await scenarios[key].client.latencies(calls)
+        ok = True
+    finally:
+        for s in scenarios.values():
+            await s.client.close()
+        await children.stop_all()
+        _RUNNING.remove(children)
+        if ok:
+            shutil.rmtree(logdir, ignore_errors=True)
+        else:
+            print(f"{name}: the server processes' logs are kept in {logdir}",
+                  file=sys.stderr, flush=True)
+    plain, dist = scenarios["plain"].summary(), scenarios["distributor"].summary()
+    result = {"backend": name, "url": url, "plain": plain, "distributor": dist,
+              "ratios": _ratios(plain, dist),
+              "settings": {k: v for k, v in vars(args).items() if k != "json"},
+              "load_average_at_start": args.load_at_start,
               "environment": environment()}
+    print(_backend_table(result), flush=True)
     if args.json != "-":
         path = REPO_ROOT / args.json.format(backend=name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"results written to {path}", flush=True)
     return result
 
 
-def _table(results: dict[str, Any]) -> str:
+def _spread(figure: dict[str, Any]) -> str:
+    return f"{figure['median']:,.0f} ({figure['min']:,.0f}-{figure['max']:,.0f})"
+
+
+def _cpu_text(figure: dict[str, Any]) -> str:
+    cpu = figure["cpu_ms_per_1000"]
+    return f"{cpu['servers']:.0f} + {cpu['broker']:.0f} + {cpu['client']:.0f}"
+
+
+def _backend_table(r: dict[str, Any]) -> str:
+    p, d, x = r["plain"], r["distributor"], r["ratios"]
+    rows = [
+        ("acked events/s, median (min-max)", _spread(p["acked"]), _spread(d["acked"]),
+         f"{x['acked_per_s']:.2f}"),
+        ("emits/s, median (min-max)", _spread(p["emits"]), _spread(d["emits"]),
+         f"{x['emits_per_s']:.2f}"),
+        ("latency p50 ms", f"{p['latency']['p50_ms']:.3f}",
+         f"{d['latency']['p50_ms']:.3f}", f"{x['latency_p50']:.2f}"),
+        ("latency p99 ms", f"{p['latency']['p99_ms']:.3f}",
+         f"{d['latency']['p99_ms']:.3f}", f"{x['latency_p99']:.2f}"),
+    ]
+    for figure in FIGURES:
+        rows.append((f"CPU ms/1000 {figure}: servers + broker + client",
+                     _cpu_text(p[figure]), _cpu_text(d[figure]),
+                     f"{x.get(f'cpu_total_{figure}', float('nan')):.2f} (total)"))
+    head = ("figure", "plain", "distributor", "distributor/plain")
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(4)]
+    return "\n".join("  " + "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                                      for i, (cell, w) in enumerate(zip(row, widths,
+                                                                        strict=True)))
+                     for row in [head, *rows])
+
+
+def machine_line(env: dict[str, Any]) -> str:
+    """One line: the machine, the interpreter, python-socketio and the commit."""
+    packages = env["packages"]
+    commit = (env["git_commit"] or "?")[:10] + (" (dirty)" if env["git_dirty"] else "")
+    return (f"machine: {env['cpu_count']} CPUs ({env['cpus_usable']} usable), "
+            f"{env['cpu_model']}; {env['implementation']} {env['python']}; "
+            f"python-socketio {packages['python-socketio']}, python-engineio "
+            f"{packages['python-engineio']}; commit {commit}")
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """Markdown: the medians, p50/p99 and ratios of each backend (README)."""
     lines = ["| backend | acked ev/s plain | distributor | ratio | emits/s plain "
-             "| distributor | ratio | p50 ms plain | distributor | p99 ms plain "
-             "| distributor | server CPU ms/1000 acked events plain | distributor |",
-             "|" + " --- |" * 14]
+             "| distributor | ratio | p50 ms plain | distributor | ratio | p99 ms plain "
+             "| distributor | ratio |",
+             "| --- |" + " ---: |" * 12]
     for name, r in results.items():
         if "error" in r:
-            lines.append(f"| {name} | failed: {r['error']} |" + " |" * 12)
+            lines.append(f"| {name} | failed: {r['error']} |" + " |" * 11)
             continue
         p, d, x = r["plain"], r["distributor"], r["ratios"]
         lines.append(
-            f"| {name} | {p['acked_events_per_s']['median']:,.0f} "
-            f"| {d['acked_events_per_s']['median']:,.0f} | {x['acked_events_per_s']:.2f}x "
-            f"| {p['emits_per_s']['median']:,.0f} | {d['emits_per_s']['median']:,.0f} "
-            f"| {x['emits_per_s']:.2f}x | {p['latency']['p50_ms']:.2f} "
-            f"| {d['latency']['p50_ms']:.2f} | {p['latency']['p99_ms']:.2f} "
-            f"| {d['latency']['p99_ms']:.2f} | {p['server_cpu']['acked_ms_per_1000']:.0f} "
-            f"| {d['server_cpu']['acked_ms_per_1000']:.0f} |")
+            f"| {name} | {p['acked']['median']:,.0f} | {d['acked']['median']:,.0f} "
+            f"| {x['acked_per_s']:.2f} | {p['emits']['median']:,.0f} "
+            f"| {d['emits']['median']:,.0f} | {x['emits_per_s']:.2f} "
+            f"| {p['latency']['p50_ms']:.2f} | {d['latency']['p50_ms']:.2f} "
+            f"| {x['latency_p50']:.2f} | {p['latency']['p99_ms']:.2f} "
+            f"| {d['latency']['p99_ms']:.2f} | {x['latency_p99']:.2f} |")
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--backend", default="local",
-                        help=f"comma-separated, or all ({BACKENDS})")
-    parser.add_argument("--events", type=int, default=5000)
-    parser.add_argument("--window", type=int, default=100)
-    parser.add_argument("--latency-calls", type=int, default=1000)
-    parser.add_argument("--emits", type=int, default=5000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", default="benchmarks/results/distributor-{backend}.json")
+                        help=f"comma-separated, or all ({BACKENDS}); default local")
+    parser.add_argument("--events", type=int, default=10_000,
+                        help="acked events per run (default 10000)")
+    parser.add_argument("--window", type=int, default=100,
+                        help="acks the client waits for at most at once (default 100)")
+    parser.add_argument("--latency-calls", type=int, default=2_000,
+                        help="sequential calls for the latency (default 2000)")
+    parser.add_argument("--emits", type=int, default=10_000,
+                        help="events the handler emits to the client per run "
+                             "(default 10000)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs per figure and scenario (default 3)")
+    parser.add_argument("--json", default="benchmarks/results/distributor-{backend}.json",
+                        help="where each backend's results go ({backend} replaced); "
+                             "'-' for nowhere")
     args = parser.parse_args(argv)
-    names = BACKENDS if args.backend == "all" else args.backend
+    for option in ("events", "window", "latency_calls", "emits", "repeats"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be at least 1")
+    if args.backend == "all":
+        args.backend = BACKENDS
+    return args
 
-    async def run(name: str, url: str) -> dict[str, Any]:
-        return await _backend(name, url, args)
 
-    results, failed = asyncio.run(each_backend(names, run))
-    print(_table(results))
+async def _main(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+    async def run(name: str, url: str, broker: list[int]) -> dict[str, Any]:
+        return await _backend(name, url, broker, args)
+
+    return await each_broker(args.backend, run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.load_at_start = os.getloadavg()[0]
+    print(machine_line(environment()), f"load average {args.load_at_start:.2f}",
+          sep="; ", flush=True)
+    try:
+        results, failed = asyncio.run(_main(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        for children in _RUNNING:
+            children.kill_all_now()
+    print(summary_table(results))
     return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -95,10 +95,8 @@ async def _serve(role: str, url: str) -> None:
     await manager.start()
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server: Any = site._server
-    _ready(role, int(server.sockets[0].getsockname()[1]))
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    _ready(role, int(runner.addresses[0][1]))
     try:
         await _until_stopped()
     finally:

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["REPO_ROOT", "each_backend", "environment"]
+__all__ = ["REPO_ROOT", "each_backend", "each_broker", "environment"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("python-socketio", "python-engineio", "socketio-adapters", "redis", "hiredis",
@@ -71,6 +71,18 @@ async def each_backend(names: str, run: Callable[[str, str], Awaitable[dict[str,
     broker started from local binaries for the run (``local://`` in a fresh folder).
     A failure is reported in the results, not raised; returns the results by name
     and whether any failed."""
+
+    async def without_pids(name: str, url: str, pids: list[int]) -> dict[str, Any]:
+        return await run(name, url)
+
+    return await each_broker(names, without_pids)
+
+
+async def each_broker(names: str,
+                      run: Callable[[str, str, list[int]], Awaitable[dict[str, Any]]]
+                      ) -> tuple[dict[str, Any], bool]:
+    """:func:`each_backend`, with ``run(name, url, pids)`` also given the pids of the
+    broker's processes (none for ``local://``), for CPU accounting."""
     from conformance.brokers import broker_for
 
     results: dict[str, Any] = {}
@@ -84,7 +96,7 @@ async def each_backend(names: str, run: Callable[[str, str], Awaitable[dict[str,
                 broker = broker_for(name)
                 await asyncio.to_thread(broker.start)
                 url = broker.url
-            results[name] = await run(name, url)
+            results[name] = await run(name, url, _broker_pids(broker))
         except Exception as exc:
             failed = True
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -93,3 +105,10 @@ async def each_backend(names: str, run: Callable[[str, str], Awaitable[dict[str,
             if broker is not None:
                 await asyncio.to_thread(broker.stop)
     return results, failed
+
+
+def _broker_pids(broker: Any) -> list[int]:
+    """The broker's own processes (several for a Redis cluster); their descendants
+    (the Erlang VM, Postgres's backends) are found from them."""
+    procs = getattr(broker, "_procs", None) or [getattr(broker, "_proc", None)]
+    return [int(p.pid) for p in procs if p is not None]
