@@ -67,6 +67,8 @@ from .bench_cross_node import (
 from .distributor_node import NAMESPACE
 from .environment import REPO_ROOT, each_broker, environment
 
+JS_DIR = REPO_ROOT / "conformance" / "js"
+JS_CLIENT = REPO_ROOT / "benchmarks" / "distributor_client.mjs"
 WAIT = 120.0
 """Bound of every wait (seconds)."""
 BACKENDS = "local,redis,redis-cluster,rabbitmq,nats,kafka,postgres"
@@ -106,6 +108,10 @@ class Client:
     async def connect(self, url: str) -> None:
         await self.sio.connect(url, namespaces=[NAMESPACE], transports=["websocket"],
                                wait_timeout=30)
+
+    def cpu(self) -> float:
+        """CPU seconds this client used so far (this process's)."""
+        return time.process_time()
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -159,6 +165,73 @@ class Client:
         return self.last - began
 
 
+class JsClient:
+    """The official socket.io-client (npm) in a Node.js process
+    (benchmarks/distributor_client.mjs), with :class:`Client`'s measurements."""
+
+    def __init__(self, children: Children) -> None:
+        self.children = children
+        self.child: Child | None = None
+
+    async def connect(self, url: str) -> None:
+        if not (JS_DIR / "node_modules" / "socket.io-client").is_dir():
+            raise BenchError("socket.io-client is not installed: npm ci --prefix "
+                             "conformance/js")
+        log_path = self.children.logdir / f"js-client-{len(self.children.children)}.log"
+        with log_path.open("wb") as log:
+            proc = await asyncio.create_subprocess_exec(
+                "node", str(JS_CLIENT), url, NAMESPACE, stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=log, cwd=REPO_ROOT,
+                start_new_session=True)
+        self.child = Child("js-client", proc, log_path)
+        self.children.children.append(self.child)
+        if "ready" not in await self._reply(30):
+            raise BenchError("the JS client did not connect")
+
+    async def _reply(self, timeout: float) -> dict[str, Any]:
+        assert self.child is not None and self.child.proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(self.child.proc.stdout.readline(), timeout)
+        except asyncio.TimeoutError:
+            raise BenchError(f"the JS client did not answer in {timeout:g}s") from None
+        if not line:
+            raise BenchError(f"the JS client exited; its log:\n{self.child.log_tail()}")
+        reply: dict[str, Any] = json.loads(line)
+        if "error" in reply:
+            raise BenchError(f"the JS client: {reply['error']}")
+        return reply
+
+    async def _command(self, **command: Any) -> dict[str, Any]:
+        assert self.child is not None and self.child.proc.stdin is not None
+        self.child.proc.stdin.write(json.dumps(command).encode() + b"\n")
+        await self.child.proc.stdin.drain()
+        return await self._reply(WAIT + 10)
+
+    def cpu(self) -> float:
+        assert self.child is not None
+        return cpu_seconds(self.child.proc.pid) or 0.0
+
+    async def acked(self, events: int, window: int) -> float:
+        return float((await self._command(cmd="acked", n=events, window=window))["seconds"])
+
+    async def latencies(self, calls: int) -> list[float]:
+        return [float(x) for x in (await self._command(cmd="latency", n=calls))["latencies"]]
+
+    async def emits(self, n: int) -> float:
+        return float((await self._command(cmd="emits", n=n))["seconds"])
+
+    async def close(self) -> None:
+        if self.child is not None:
+            with contextlib.suppress(Exception):
+                assert self.child.proc.stdin is not None
+                self.child.proc.stdin.close()
+                await asyncio.wait_for(self.child.proc.wait(), 5)
+            await self.children.stop(self.child)
+
+
+Driver = Client | JsClient
+
+
 @dataclass
 class Scenario:
     """One scenario's processes, client and measurements."""
@@ -166,17 +239,17 @@ class Scenario:
     name: str
     processes: dict[str, Child]
     """role (``node``; ``edge``, ``app``) -> its process"""
-    client: Client = field(default_factory=Client)
+    client: Driver
     runs: dict[str, list[dict[str, Any]]] = field(
         default_factory=lambda: {f: [] for f in FIGURES})
     latencies: list[float] = field(default_factory=list)
 
     def cpu(self, broker: list[int]) -> dict[str, float]:
         """CPU seconds used so far: each server process, the broker's processes and
-        their descendants, this process (the client)."""
+        their descendants, the client (this process, or the Node.js one)."""
         found = {role: cpu_seconds(c.proc.pid) or 0.0 for role, c in self.processes.items()}
         found["broker"] = sum(tree_cpu_seconds(pid) or 0.0 for pid in broker)
-        found["client"] = time.process_time()
+        found["client"] = self.client.cpu()
         return found
 
     async def measure(self, figure: str, n: int, window: int,
@@ -210,9 +283,10 @@ class Scenario:
         return found
 
 
-async def _start(children: Children, url: str) -> dict[str, Scenario]:
+async def _start(children: Children, url: str, client: str) -> dict[str, Scenario]:
     """Both scenarios' processes, each on its own channel (with ``local://``, on its
-    own hub, which the scenario's first process hosts), and their clients."""
+    own hub, which the scenario's first process hosts), and their clients
+    (``client``: ``python`` or ``js``)."""
 
     def scenario_url(key: str) -> str:
         if url.startswith("local://"):  # a hub of its own, in the scenario's first process
@@ -226,13 +300,16 @@ async def _start(children: Children, url: str) -> dict[str, Scenario]:
         return [sys.executable, "-m", "benchmarks.distributor_node", "--role", role,
                 "--url", node_url]
 
+    def driver() -> Driver:
+        return JsClient(children) if client == "js" else Client()
+
     plain_url, dist_url = scenario_url("plain"), scenario_url("dist")
     scenarios = {
         "plain": Scenario("plain", {
-            "node": await children.spawn("plain", *node("plain", plain_url))}),
+            "node": await children.spawn("plain", *node("plain", plain_url))}, driver()),
         "distributor": Scenario("distributor", {
             "app": await children.spawn("app", *node("app", dist_url)),
-            "edge": await children.spawn("edge", *node("edge", dist_url))}),
+            "edge": await children.spawn("edge", *node("edge", dist_url))}, driver()),
     }
     for scenario in scenarios.values():
         entry = scenario.processes.get("node") or scenario.processes["edge"]
@@ -253,16 +330,17 @@ def _ratios(plain: dict[str, Any], dist: dict[str, Any]) -> dict[str, float]:
     return ratios
 
 
-async def _backend(name: str, url: str, broker: list[int],
+async def _measure(name: str, url: str, broker: list[int], client: str,
                    args: argparse.Namespace) -> dict[str, Any]:
-    print(f"{name}: {url}", flush=True)
+    """Both scenarios with fresh processes, driven by ``client``."""
+    print(f"{name}, {client} client:", flush=True)
     logdir = Path(tempfile.mkdtemp(prefix=f"sioa-bench-dist-{name}-"))
     children = Children(logdir)
     _RUNNING.append(children)
     scenarios: dict[str, Scenario] = {}
     ok = False
     try:
-        scenarios = await _start(children, url)
+        scenarios = await _start(children, url, client)
         for s in scenarios.values():  # warm-up, not counted
             await s.client.acked(min(WARMUP, args.events), args.window)
             await s.client.emits(min(WARMUP, args.emits))
@@ -287,15 +365,22 @@ async def _backend(name: str, url: str, broker: list[int],
         if ok:
             shutil.rmtree(logdir, ignore_errors=True)
         else:
-            print(f"{name}: the server processes' logs are kept in {logdir}",
-                  file=sys.stderr, flush=True)
+            print(f"{name}: the processes' logs are kept in {logdir}", file=sys.stderr,
+                  flush=True)
     plain, dist = scenarios["plain"].summary(), scenarios["distributor"].summary()
-    result = {"backend": name, "url": url, "plain": plain, "distributor": dist,
-              "ratios": _ratios(plain, dist),
+    found = {"plain": plain, "distributor": dist, "ratios": _ratios(plain, dist)}
+    print(_backend_table(found), flush=True)
+    return found
+
+
+async def _backend(name: str, url: str, broker: list[int],
+                   args: argparse.Namespace) -> dict[str, Any]:
+    print(f"{name}: {url}", flush=True)
+    clients = {client: await _measure(name, url, broker, client, args)
+               for client in args.client.split(",")}
+    result = {"backend": name, "url": url, "clients": clients,
               "settings": {k: v for k, v in vars(args).items() if k != "json"},
-              "load_average_at_start": args.load_at_start,
               "environment": environment()}
-    print(_backend_table(result), flush=True)
     if args.json != "-":
         path = REPO_ROOT / args.json.format(backend=name)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -348,23 +433,25 @@ def machine_line(env: dict[str, Any]) -> str:
 
 
 def summary_table(results: dict[str, Any]) -> str:
-    """Markdown: the medians, p50/p99 and ratios of each backend (README)."""
-    lines = ["| backend | acked ev/s plain | distributor | ratio | emits/s plain "
+    """Markdown: the medians, p50/p99 and ratios of each backend and client (README)."""
+    lines = ["| backend | client | acked ev/s plain | distributor | ratio | emits/s plain "
              "| distributor | ratio | p50 ms plain | distributor | ratio | p99 ms plain "
              "| distributor | ratio |",
-             "| --- |" + " ---: |" * 12]
+             "| --- | --- |" + " ---: |" * 12]
     for name, r in results.items():
         if "error" in r:
-            lines.append(f"| {name} | failed: {r['error']} |" + " |" * 11)
+            lines.append(f"| {name} | | failed: {r['error']} |" + " |" * 11)
             continue
-        p, d, x = r["plain"], r["distributor"], r["ratios"]
-        lines.append(
-            f"| {name} | {p['acked']['median']:,.0f} | {d['acked']['median']:,.0f} "
-            f"| {x['acked_per_s']:.2f} | {p['emits']['median']:,.0f} "
-            f"| {d['emits']['median']:,.0f} | {x['emits_per_s']:.2f} "
-            f"| {p['latency']['p50_ms']:.2f} | {d['latency']['p50_ms']:.2f} "
-            f"| {x['latency_p50']:.2f} | {p['latency']['p99_ms']:.2f} "
-            f"| {d['latency']['p99_ms']:.2f} | {x['latency_p99']:.2f} |")
+        for client, c in r["clients"].items():
+            p, d, x = c["plain"], c["distributor"], c["ratios"]
+            lines.append(
+                f"| {name} | {client} | {p['acked']['median']:,.0f} "
+                f"| {d['acked']['median']:,.0f} | {x['acked_per_s']:.2f} "
+                f"| {p['emits']['median']:,.0f} | {d['emits']['median']:,.0f} "
+                f"| {x['emits_per_s']:.2f} | {p['latency']['p50_ms']:.2f} "
+                f"| {d['latency']['p50_ms']:.2f} | {x['latency_p50']:.2f} "
+                f"| {p['latency']['p99_ms']:.2f} | {d['latency']['p99_ms']:.2f} "
+                f"| {x['latency_p99']:.2f} |")
     return "\n".join(lines)
 
 
@@ -381,6 +468,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--emits", type=int, default=10_000,
                         help="events the handler emits to the client per run "
                              "(default 10000)")
+    parser.add_argument("--client", default="python",
+                        help="python (python-socketio AsyncClient), js (the official "
+                             "socket.io-client in Node.js) or python,js (default python)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs per figure and scenario (default 3)")
     parser.add_argument("--json", default="benchmarks/results/distributor-{backend}.json",
@@ -390,6 +480,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for option in ("events", "window", "latency_calls", "emits", "repeats"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1")
+    if any(c not in ("python", "js") for c in args.client.split(",")):
+        parser.error("--client: python, js or python,js")
     if args.backend == "all":
         args.backend = BACKENDS
     return args
