@@ -373,14 +373,14 @@ async def _measure(name: str, url: str, broker: list[int], client: str,
     return found
 
 
-async def _backend(name: str, url: str, broker: list[int],
-                   args: argparse.Namespace) -> dict[str, Any]:
+async def _backend(name: str, url: str, broker: list[int], args: argparse.Namespace,
+                   env: dict[str, Any]) -> dict[str, Any]:
     print(f"{name}: {url}", flush=True)
     clients = {client: await _measure(name, url, broker, client, args)
                for client in args.client.split(",")}
     result = {"backend": name, "url": url, "clients": clients,
               "settings": {k: v for k, v in vars(args).items() if k != "json"},
-              "environment": environment()}
+              "environment": env}
     if args.json != "-":
         path = REPO_ROOT / args.json.format(backend=name)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -487,13 +487,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-async def _main(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
+async def _main(args: argparse.Namespace, env: dict[str, Any]
+                ) -> tuple[dict[str, Any], bool]:
     task = asyncio.current_task()
     assert task is not None
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
 
     async def run(name: str, url: str, broker: list[int]) -> dict[str, Any]:
-        return await _backend(name, url, broker, args)
+        return await _backend(name, url, broker, args, env)
 
     return await each_broker(args.backend, run)
 
@@ -501,10 +502,11 @@ async def _main(args: argparse.Namespace) -> tuple[dict[str, Any], bool]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.load_at_start = os.getloadavg()[0]
-    print(machine_line(environment()), f"load average {args.load_at_start:.2f}",
-          sep="; ", flush=True)
+    env = environment()  # before this run writes its results into the tree
+    print(machine_line(env), f"load average {args.load_at_start:.2f}", sep="; ",
+          flush=True)
     try:
-        results, failed = asyncio.run(_main(args))
+        results, failed = asyncio.run(_main(args, env))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted", file=sys.stderr)
         return 130
