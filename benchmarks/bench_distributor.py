@@ -2,11 +2,14 @@
 
     python -m benchmarks.bench_distributor [--backend local,redis,...|all]
         [--events 10000] [--window 100] [--latency-calls 2000] [--emits 10000]
-        [--repeats 3] [--json benchmarks/results/distributor-{backend}.json]
+        [--repeats 3] [--client python|js|python,js]
+        [--json benchmarks/results/distributor-{backend}.json]
 
 Per backend, on one broker started from local binaries (``local://`` needs none),
 two scenarios, each with its own server processes (benchmarks/distributor_node.py)
-and its own python-socketio ``AsyncClient`` over websocket in this process:
+and its own client over websocket: python-socketio's ``AsyncClient`` in this process,
+or with ``--client js`` the official socket.io-client in a Node.js process
+(benchmarks/distributor_client.mjs; ``python,js`` measures with each in turn):
 
 - ``plain``: a cluster node (``socketio_adapters.AsyncServer`` on a
   ``ClusterManager``) that runs the handlers itself, the client connected to it;
@@ -26,12 +29,14 @@ machine falls on both alike. Figures:
 - ``emits/s``: a handler emits ``--emits`` events to the client's sid, each awaited,
   and the client counts them and checks their order (median, min, max);
 - CPU milliseconds per 1,000 events of the server processes, the broker's processes
-  and this process (the client), over the measured runs.
+  and the client's process, over the measured runs.
 
 The ratio distributor / plain says what the extra hop costs: each client event and
 its ack cross the broker once more (edge node -> application server -> edge node).
-An emit to one client crosses the broker in both scenarios (a cluster node publishes
-every emit before it delivers it locally), once to reach the edge node instead.
+An emit to one client crosses the broker in both scenarios: a plain cluster node
+publishes it and, to keep the cluster's order, delivers it locally once its own
+message came back from the broker; the application server sends it to the edge node
+holding the client and returns once the broker accepted it.
 Loopback only; every wait is bounded; every process is stopped on exit, on failure
 and on SIGTERM or Ctrl-C.
 """
