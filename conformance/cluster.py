@@ -45,6 +45,19 @@ async def eventually(probe: Callable[[], Any], expected: object, what: str,
         await asyncio.sleep(0.02)
 
 
+async def serve(app: web.Application, port: int = 0) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on 127.0.0.1 (``port`` 0: a free one); its runner and port. A
+    crashed or stopped server does not wait for open long-polls."""
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    server: Any = site._server
+    if server is None or not server.sockets:  # pragma: no cover - aiohttp contract
+        raise RuntimeError("aiohttp did not bind a socket")
+    return runner, int(server.sockets[0].getsockname()[1])
+
+
 class Node:
     """One server node. Clients may send ``join``/``leave`` with a room name, and
     ``echo`` (acked with its argument); connecting with ``auth={"rooms": [...]}``
@@ -118,15 +131,7 @@ class Node:
 
     async def start(self) -> None:
         await self.manager.start()
-        # a crashed or stopped node must not wait for open long-polls
-        self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=0.5)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        server: Any = site._server
-        if server is None or not server.sockets:  # pragma: no cover - aiohttp contract
-            raise RuntimeError("aiohttp did not bind a socket")
-        self.port = int(server.sockets[0].getsockname()[1])
+        self.runner, self.port = await serve(self.app)
 
     async def stop(self) -> None:
         """A clean stop: clients are closed and the other nodes are told at once."""

@@ -21,7 +21,7 @@ from aiohttp import web
 from socketio_adapters import AsyncServer, create_manager
 from socketio_adapters.distributor import ApplicationServer, EdgeRelay
 
-from .cluster import DEADLINE, eventually
+from .cluster import DEADLINE, eventually, serve
 from .recovery_clients import JsClient, PythonClient, RecoveringClient
 
 __all__ = ["CHAT", "App", "Distributed", "Edge"]
@@ -57,12 +57,7 @@ class Edge:
 
     async def start(self) -> None:
         await self.manager.start()
-        self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=0.5)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
-        await site.start()
-        server: Any = site._server
-        self.port = int(server.sockets[0].getsockname()[1])
+        self.runner, self.port = await serve(self.app, self.port)  # a restart: same port
 
     async def stop(self) -> None:
         """A restart's first half: clients' transports closed (their sessions kept

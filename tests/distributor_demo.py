@@ -6,19 +6,18 @@ said so. Stopped with SIGTERM to the group, then SIGKILL after a grace period.""
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from conformance.brokers import HOST, free_port
+
+from .demo_processes import answers, stop_group
 
 __all__ = ["EDGES", "RunningDemo", "running_demo"]
 
@@ -48,27 +47,9 @@ class RunningDemo:
         return self.pids(r"Started server process \[(\d+)\]")
 
     def ready(self) -> bool:
-        return (_answers(self.url) and len(self.edge_pids()) >= EDGES
+        return (answers(self.url) and len(self.edge_pids()) >= EDGES
                 and self.log_text().count("Application startup complete") >= EDGES
                 and bool(self.backend_pids("chat")) and bool(self.backend_pids("counter")))
-
-
-def _answers(url: str) -> bool:
-    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as reply:
-        return bool(reply.status == 200)
-    return False
-
-
-def stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the demo's process group, SIGKILL whatever is left after 20 s."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=20)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
 
 
 @contextlib.contextmanager

@@ -12,16 +12,13 @@ the screenshot there too (docs/demo.png is made so).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +27,8 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from conformance.brokers import HOST, free_port
+
+from .demo_processes import answers, stop_group
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
@@ -55,27 +54,6 @@ class Demo:
         return self.log.read_text(errors="replace")[-4000:]
 
 
-def _answers(url: str) -> bool:
-    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as reply:
-        return bool(reply.status == 200)
-    return False
-
-
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the demo's process group (uvicorn's parent and its workers), then
-    SIGKILL whatever is left after a grace period."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        pass
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-
-
 @pytest.fixture
 def demo(tmp_path: Path) -> Iterator[Demo]:
     port = free_port()
@@ -90,7 +68,7 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
     running = Demo(f"http://{HOST}:{port}/", log)
     try:
         deadline = time.monotonic() + START_SECONDS
-        while not (_answers(running.url)
+        while not (answers(running.url)
                    and running.log_text().count("Application startup complete") >= 2):
             assert proc.poll() is None, f"the demo exited:\n{running.log_text()}"
             assert time.monotonic() < deadline, (
@@ -98,7 +76,7 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
             time.sleep(0.1)
         yield running
     finally:
-        _stop_group(proc)
+        stop_group(proc, 15)
 
 
 def _worker(page: Page) -> str:
