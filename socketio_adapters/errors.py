@@ -30,11 +30,6 @@ class NotStarted(AdapterError, RuntimeError):
     """A cluster operation was called on a manager that has not been started."""
 
 
-class LogReadShort(AdapterError):
-    """The durable log's entries up to a position this node delivered could not be
-    read back in full (a restore then fails and the session is kept)."""
-
-
 class ClusterTimeout(AdapterError, TimeoutError):
     """A cluster request timed out; ``partial`` holds what the nodes that answered
     sent before the deadline, ``silent`` the uids of the nodes that did not answer in

@@ -14,7 +14,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ..errors import LogReadShort
 from .offsets import OffsetCodec, RecordKey
 from .packing import entries_of
 
@@ -41,15 +40,16 @@ for it, where the broker needs that)."""
 
 SHORT_READS = 3
 """Fetches of a range that stop short of its end (a broker answering from a stale
-high watermark) tried again before the read fails."""
+high watermark) tried again before the range reads as not in the log."""
 
 
 async def _fetch_through(fetch: FetchRange, first: RecordKey, last: RecordKey,
                          limit: int) -> list[LogRecord] | None:
     """The records ``first..last``, every one up to ``last``: the log holds ``last``
     (a position this node delivered), so a fetch that stops short of it, under its
-    limit, missed records; it is continued, and fails past :data:`SHORT_READS`
-    (a range read short would pass for "nothing missed" and lose events)."""
+    limit, missed records; it is continued, and past :data:`SHORT_READS` the range
+    reads as None (not in the log: a fresh session), never as "nothing missed",
+    which would lose events."""
     records = await fetch(first, last, limit)
     for _ in range(SHORT_READS):
         if not records or records[-1].key >= last or len(records) >= limit:
@@ -59,8 +59,7 @@ async def _fetch_through(fetch: FetchRange, first: RecordKey, last: RecordKey,
             more = more[1:]
         records = [*records, *(more or [])]
     if records and records[-1].key < last and len(records) < limit:
-        raise LogReadShort(f"the log's records up to {last!r} could not be read: "
-                           f"{SHORT_READS + 1} fetches stopped at {records[-1].key!r}")
+        return None
     return records
 
 
