@@ -191,7 +191,10 @@ class EdgeRelay:
             self._send(route, step)
         try:
             return await asyncio.wait_for(asyncio.shield(step.done), self.step_timeout)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
+        except asyncio.CancelledError:
+            route.abandon(step.seq)  # this edge node is stopping: not sent again
+            raise
+        except asyncio.TimeoutError:
             if step.done.done() and not step.done.cancelled():
                 return step.done.result()
             route.abandon(step.seq)
