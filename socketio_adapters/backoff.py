@@ -10,6 +10,7 @@ after the broker comes back. A backend never writes its own retry loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -79,6 +80,15 @@ class ConnectionState:
         self._up.clear()
         for callback in list(self.on_down):
             callback()
+
+    async def pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, ending early when the subscription comes back meanwhile:
+        a retry waits out its backoff only while the broker is still away."""
+        if self._up.is_set():
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._up.wait(), seconds)
 
     async def wait_up(self, timeout: float | None = None) -> None:
         """Wait until subscribed, or until the broker refuses us from now

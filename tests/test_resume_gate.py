@@ -15,6 +15,7 @@ from conformance.cluster import eventually
 from socketio_adapters import ClusterManager
 from socketio_adapters.backends.base import Outgoing
 from socketio_adapters.backends.memory import MemoryBackend
+from socketio_adapters.backoff import ConnectionState
 
 TIMEOUT = 4.0
 """The nodes' heartbeat timeout: the gate's deadline, and the time after which a
@@ -89,6 +90,48 @@ async def test_a_node_back_deaf_subscribes_again_before_the_others_send_their_bu
     finally:
         for node in nodes:
             await node.stop()
+
+
+async def test_a_node_still_coming_back_after_the_deadline_is_waited_for() -> None:
+    backends = [_Outage("memory://gate3"), _Outage("memory://gate3")]
+    late, sender = nodes = [ClusterManager(b, heartbeat_interval=0.2,
+                                           heartbeat_timeout=TIMEOUT) for b in backends]
+    got: list[int] = []
+    late.on("tick", got.append)
+    for node in nodes:
+        await node.start()
+    try:
+        await eventually(lambda: [len(n.nodes) for n in nodes], [1, 1], "two nodes")
+        for backend in backends:
+            backend.go_down()
+        for i in range(5):
+            await sender.server_side_emit("tick", i)
+        await eventually(lambda: sender.publisher.require().held, True, "held")
+        backends[1].come_back(deaf=False)
+        # the other comes back deaf so late that it finds out only after the sender's
+        # deadline: it probes meanwhile, so the sender keeps waiting for it
+        await asyncio.sleep(TIMEOUT * 0.75)
+        backends[0].come_back(deaf=True)
+        await eventually(lambda: sorted(got), list(range(5)),
+                         "the late node gets what the other buffered")
+        assert sender.resume_gate.unanswered == 0
+        assert late.resume_gate.resubscribes == 1
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def test_a_retry_waits_out_its_backoff_only_while_the_broker_is_away() -> None:
+    state = ConnectionState()
+    state.mark_up()
+    state.mark_down()
+    pause = asyncio.create_task(state.pause(60.0))
+    await asyncio.sleep(0.05)
+    assert not pause.done()
+    state.mark_up()  # the subscription is back: the retry goes at once
+    await asyncio.wait_for(pause, DEADLINE)
+    with pytest.raises(asyncio.TimeoutError):  # while up, a pause is a plain sleep
+        await asyncio.wait_for(state.pause(60.0), 0.2)
 
 
 async def test_a_node_that_hears_itself_again_does_not_subscribe_again() -> None:

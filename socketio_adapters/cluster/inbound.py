@@ -217,6 +217,9 @@ class Inbound:
 
     async def _on_resume_probe(self, message: Message, probe: Sync) -> None:
         self.publisher.publish_urgent(MessageType.RESUME_READY, probe, target=message.uid)
+        gate = self.resume_gate
+        if gate is not None:
+            gate.probed(message.uid)
 
     async def _on_resume_ready(self, message: Message, probe: Sync) -> None:
         gate = self.resume_gate

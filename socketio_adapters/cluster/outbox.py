@@ -302,7 +302,9 @@ class Outbox:
                         "publish failed (%s%s: %s); %d queued, retrying",
                         "" if refusal is None else refusal + " ",
                         type(exc).__name__, exc, len(self._queue))
-                await asyncio.sleep(backoff.next())
+                # the connection coming back ends the wait: what was held goes out
+                # (through the gate) at once, not after a backoff of up to 2 s
+                await self.backend.state.pause(backoff.next())
                 continue
             if self.failures:
                 self.logger.warning("publishing again after %d failed attempts",

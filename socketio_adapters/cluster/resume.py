@@ -20,7 +20,9 @@ with the connection up). When the marker has not come back after ``timeout / 3``
 seconds, the gate subscribes again at once (:meth:`Backend.resubscribe`; up to
 ``MAX_RESUBSCRIBES`` times per outage) and the others' time starts anew once it is
 back, so the buffer is not sent on the deadline while a node (this one, or another
-doing the same) is deaf.
+doing the same) is deaf. A node that has not answered but still sends probes of its own
+is itself still coming back (its gate is bounded the same way): it is waited for past
+the deadline, for at most ``MAX_RESUBSCRIBES + 1`` timeouts in all.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ DEAF_AFTER = 1 / 3
 """Part of the timeout after which a marker that did not come back means a deaf
 subscription: long enough for a loaded broker's round trip, short enough that this
 node is back, and answers, before the others' timeout."""
+STILL_PROBING = 5 * PROBE_EVERY
+"""A node whose last probe arrived this recently (seconds) is still in its own gate."""
 
 
 class ResumeGate:
@@ -65,6 +69,8 @@ class ResumeGate:
         once its connection says so)."""
         self._probes = itertools.count(1)
         self._answered: set[str] = set()
+        self._probing: dict[str, float] = {}
+        """When each node's last probe arrived (loop time)."""
         self._answer = asyncio.Event()
         self.passes = 0
         """Outages after which the buffer was sent with every node subscribed."""
@@ -79,9 +85,13 @@ class ResumeGate:
         waited, told = loop.time(), False
         deadline: float | None = None
         began = waiting = echo = None
+        first_back: float | None = None
         echo_since = 0.0
         resubscribed = 0
         self._answered.clear()
+        now = loop.time()
+        self._probing = {uid: at for uid, at in self._probing.items()
+                         if now - at < STILL_PROBING}
         try:
             while True:
                 outbox = self.publisher.outbox
@@ -103,6 +113,7 @@ class ResumeGate:
                     continue
                 if deadline is None:  # back: the others get the heartbeat timeout from now
                     began = echo_since = loop.time()
+                    first_back = began if first_back is None else first_back
                     deadline = began + self.timeout
                     waiting = self.nodes.alive()
                     echo = self._echo(echo)
@@ -118,8 +129,13 @@ class ResumeGate:
                     deadline = None  # the others' time starts anew once it is back
                     continue
                 left = deadline - loop.time()
-                if (heard and not waiting) or left <= 0:
+                if heard and not waiting:
                     break
+                if left <= 0:
+                    assert first_back is not None
+                    if not self._coming_back(waiting, first_back):
+                        break
+                    left = PROBE_EVERY
                 self._answer.clear()
                 self._probe()
                 try:
@@ -171,6 +187,19 @@ class ResumeGate:
 
     def _probe(self) -> None:
         self.publisher.publish_urgent(MessageType.RESUME_PROBE, Sync(next(self._probes)))
+
+    def _coming_back(self, waiting: set[str], first_back: float) -> bool:
+        """Some node not answered yet still probes (it is in its own gate), and this
+        node has not waited ``MAX_RESUBSCRIBES + 1`` timeouts since it was back."""
+        now = asyncio.get_running_loop().time()
+        if now - first_back >= self.timeout * (MAX_RESUBSCRIBES + 1):
+            return False
+        return any(now - self._probing.get(uid, -STILL_PROBING) < STILL_PROBING
+                   for uid in waiting)
+
+    def probed(self, uid: str) -> None:
+        """Node ``uid`` sent a probe: it is coming back from an outage itself."""
+        self._probing[uid] = asyncio.get_running_loop().time()
 
     def ready(self, uid: str) -> None:
         """Node ``uid`` answered a probe."""
