@@ -38,6 +38,7 @@ from .recovery import RecoveryOptions
 from .registry import create_backend, create_manager
 from .server import AsyncServer
 from .sync_emitter import SyncEmitter
+from .websocket import websocket_compression
 
 __all__ = [
     "AdapterError",
@@ -69,5 +70,6 @@ __all__ = [
     "create_backend",
     "create_emitter",
     "create_manager",
+    "websocket_compression",
 ]
 __version__ = "0.1.0"

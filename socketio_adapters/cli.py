@@ -208,8 +208,10 @@ def _demo(args: argparse.Namespace) -> int:
 
     print(f"{PROG} demo: {args.workers} worker(s) on http://{args.host}:{args.port} "
           f"sharing {args.url}; open it in two tabs (Ctrl+C stops)", flush=True)
+    # websocket compression off, as socketio_adapters.AsyncServer's default (uvicorn
+    # negotiates it, not the app; docs/deploying.md)
     uvicorn.run(DEMO_APP, host=args.host, port=args.port, workers=args.workers,
-                lifespan="on", access_log=args.verbose)
+                lifespan="on", access_log=args.verbose, ws_per_message_deflate=False)
     return 0
 
 

@@ -8,7 +8,8 @@ answers with the HTTP response to give. The websocket that upgrades such a sessi
 stays on the node it reached and is relayed to the owner (:mod:`.relay`), where
 engine.io's own upgrade runs against it. A session no live node owns gets
 engine.io's own error, as on one node; a node's own sessions cost nothing more.
-With cluster/local.py, this is the only module that touches python-engineio's internals.
+With cluster/local.py and websocket.py (its websocket driver, which the relays here
+use too), this is the only module that touches python-engineio's internals.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .cluster import ClusterManager
 from .errors import ClusterTimeout, NotStarted, PayloadTooLarge
 from .protocol import EngineFrame, EngineRequest, FrameKind
 from .relay import RelayEnd, pump
+from .websocket import websocket_compression as choose_compression
 
 __all__ = ["ForwardCounts", "ForwardingEngine", "owner_of"]
 
@@ -89,13 +91,24 @@ class _Body:
 
 class ForwardingEngine(engineio.AsyncServer):  # type: ignore[misc]
     """python-engineio's server, serving the long-polling requests of sessions that
-    other nodes own through them (see the module doc)."""
+    other nodes own through them (see the module doc).
+
+    :param websocket_compression: whether websockets accept ``permessage-deflate``
+        (see :mod:`socketio_adapters.websocket`); off by default, as Node's engine.io.
+        It applies to ``async_mode="aiohttp"``; in other modes the web server decides
+        (uvicorn: ``--ws-per-message-deflate``), and ``True`` raises
+        :class:`~socketio_adapters.ConfigurationError`.
+    """
 
     cluster: ClusterManager | None = None
     """Set by :meth:`join_cluster` (:class:`socketio_adapters.AsyncServer` calls it)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, websocket_compression: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if self.async_mode == "aiohttp" or websocket_compression:
+            choose_compression(self, websocket_compression)
+        self.websocket_compression = websocket_compression
         self.relays: dict[str, RelayEnd] = {}
         """This node's ends of relayed websockets, by session id (as edge or owner)."""
         self._relay_tasks: set[asyncio.Task[None]] = set()

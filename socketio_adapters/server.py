@@ -56,13 +56,21 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
         "skip_middlewares": True}`` (seconds; see
         :class:`~socketio_adapters.recovery.RecoveryOptions`), ``True`` for those
         defaults, or ``None`` (off).
+    :param websocket_compression: whether websockets accept the
+        ``permessage-deflate`` extension. Off by default, as in Node's engine.io: every
+        frame would be compressed, which costs CPU on both ends for the short frames
+        socket.io mostly sends. ``True`` accepts it when the client offers it (then
+        every frame is compressed: aiohttp has no size threshold). It applies to
+        ``async_mode="aiohttp"``; under ASGI the server negotiates it (uvicorn's
+        ``--ws-per-message-deflate``, on by default), and ``True`` raises
+        :class:`ConfigurationError`. See :mod:`socketio_adapters.websocket`.
 
     Every other argument is python-socketio's.
     """
 
     def __init__(self, client_manager: ClusterManager | None = None, *,
                  connection_state_recovery: RecoverySetting = None,
-                 **kwargs: Any) -> None:
+                 websocket_compression: bool = False, **kwargs: Any) -> None:
         options = RecoveryOptions.coerce(connection_state_recovery)
         if client_manager is None:
             client_manager = create_manager(f"memory://server-{secrets.token_hex(6)}")
@@ -73,7 +81,8 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
         if options is not None:
             client_manager.enable_recovery(options)
         self.recovery_options = options
-        super().__init__(client_manager=client_manager, **kwargs)
+        super().__init__(client_manager=client_manager,
+                         websocket_compression=websocket_compression, **kwargs)
         self.cluster: ClusterManager = client_manager
         if isinstance(self.eio, ForwardingEngine):  # sessions need no sticky routing
             self.eio.join_cluster(client_manager)

@@ -5,7 +5,9 @@ demo, for :class:`~socketio_adapters.demo.processes.Supervisor`.
   killing a backend never takes the hub (and the recovery log it keeps) with it;
 - the chat backend and the counter backend (:data:`BACKENDS`), each restarted when
   it exits;
-- the edge: uvicorn running :data:`EDGE_APP` with ``edges`` workers on one port.
+- the edge: uvicorn running :data:`EDGE_APP` with ``edges`` workers on one port,
+  without websocket compression (``--ws-per-message-deflate false``), as
+  :class:`~socketio_adapters.AsyncServer` defaults to.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ def children(url: str, host: str, port: int, edges: int,
     started.extend(Child(name, [python, "-m", module, "--url", url], restart=True)
                    for name, module in BACKENDS.items())
     edge = [python, "-m", "uvicorn", EDGE_APP, "--workers", str(edges), "--host", host,
-            "--port", str(port), "--lifespan", "on", "--timeout-graceful-shutdown", "5"]
+            "--port", str(port), "--lifespan", "on", "--timeout-graceful-shutdown", "5",
+            "--ws-per-message-deflate", "false"]  # as AsyncServer's default
     started.append(Child("edge", edge if access_log else [*edge, "--no-access-log"]))
     return started
