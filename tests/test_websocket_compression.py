@@ -178,3 +178,22 @@ async def test_official_js_client(enabled: bool) -> None:
         finally:
             await client.close()
     assert seen == [DEFLATE_BITS if enabled else 0]
+
+
+def test_our_uvicorn_launches_follow_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``socketio-adapters demo`` and ``distributor-demo`` start uvicorn without
+    websocket compression, as AsyncServer defaults to (uvicorn negotiates it)."""
+    import uvicorn
+
+    from socketio_adapters import cli
+    from socketio_adapters.demo.launch import children
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append(options))
+    monkeypatch.setenv("SOCKETIO_ADAPTER_URL", "memory://")  # _demo_ready sets it
+    assert cli.main(["demo", "--url", "memory://", "--port", "1"]) == 0
+    assert [c.get("ws_per_message_deflate") for c in calls] == [False]
+    (edge,) = [child for child in children("memory://", "127.0.0.1", 1, 2)
+               if child.name == "edge"]
+    argv = list(edge.argv)
+    assert argv[argv.index("--ws-per-message-deflate") + 1] == "false"
