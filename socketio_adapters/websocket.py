@@ -29,11 +29,12 @@ python-engineio's internals (its server's ``_async`` table).
 
 from __future__ import annotations
 
-from typing import Any
-
-from aiohttp.web import WebSocketResponse
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
+
+if TYPE_CHECKING:  # aiohttp is there whenever async_mode "aiohttp" is
+    from aiohttp.web import WebSocketResponse
 
 __all__ = ["ENVIRON_KEY", "AiohttpWebSocket", "CompressedAiohttpWebSocket",
            "websocket_compression"]
@@ -64,6 +65,8 @@ class AiohttpWebSocket:
         self.environ: dict[str, Any] = {}
 
     async def __call__(self, environ: dict[str, Any]) -> WebSocketResponse:
+        from aiohttp.web import WebSocketResponse
+
         request = environ["aiohttp.request"]
         self._sock = sock = WebSocketResponse(
             max_msg_size=self.server.max_http_buffer_size, compress=self.compress)
