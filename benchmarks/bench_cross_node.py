@@ -6,6 +6,8 @@ Run from the repository root:
 
     python -m benchmarks.bench_cross_node [--backend redis|rabbitmq|nats|kafka|postgres|all]
         [--events 20000] [--latency-events 2000] [--url URL] [--recovery]
+        [--client python|js|python,js] [--concurrency [100]]
+        [--ws-compression shipped|on|off[,...]]
         [--json benchmarks/results/{backend}.json]
 
 Without ``--url`` the broker is started from its local binary (see
@@ -14,8 +16,11 @@ turn, each on its own broker, and ends with one summary table. ``--recovery`` ad
 ``recovery`` scenario: the ``cluster`` scenario with connection state recovery on
 (``socketio_adapters.AsyncServer`` and ``AsyncClient``). Every server node is its
 own process (``python -m benchmarks.node``); this process hosts the python-socketio
-client, triggers the nodes over HTTP and measures. See benchmarks/README.md for what is
-measured and how.
+client, triggers the nodes over HTTP and measures; with ``--client js`` the receiving
+client is the official socket.io-client in a Node.js process (benchmarks/js/client.mjs).
+On Redis, the ``node`` and ``node-single`` scenarios run Node's socket.io with
+@socket.io/redis-adapter (benchmarks/js/node_server.mjs) as the reference row. See
+benchmarks/README.md for what is measured and how.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import datetime
 import json
 import math
@@ -52,12 +58,29 @@ from .node import RECOVERY_OPTIONS
 from .raw_clients import RAW_CLIENTS
 
 DEFAULT_JSON = str(REPO_ROOT / "benchmarks" / "results" / "{backend}.json")
-SOCKET_SCENARIOS = ("single", "cluster", "recovery", "pysio")
+SOCKET_SCENARIOS = ("single", "cluster", "cluster-ff", "cluster-concurrent", "recovery",
+                    "pysio", "node", "node-single")
 ALL_SCENARIOS = (*SOCKET_SCENARIOS, "raw")
-OPT_IN_SCENARIOS = ("recovery",)
-"""Run only when asked for (``--recovery`` or ``--scenarios``)."""
-NODE_MODES = {"recovery": "cluster-recovery"}
+OPT_IN_SCENARIOS = ("recovery", "cluster-concurrent")
+"""Run only when asked for (``--recovery``, ``--concurrency`` or ``--scenarios``)."""
+NODE_MODES = {"recovery": "cluster-recovery", "cluster-concurrent": "cluster"}
 """Scenario -> ``benchmarks.node --mode`` where they differ."""
+JS_SCENARIOS = {"node": "adapter", "node-single": "single"}
+"""Scenario -> ``benchmarks/js/node_server.mjs --mode``: Node.js socket.io nodes."""
+EMIT_MODES = {"single": "local (awaited, no broker)", "cluster": "ordered",
+              "cluster-ff": "fire-and-forget", "cluster-concurrent": "ordered",
+              "recovery": "ordered, through the log", "pysio": "awaited publish",
+              "node": "fire-and-forget", "node-single": "local (no broker)",
+              "raw_each": "awaited each"}
+"""How each scenario's sender emits: ``ordered`` returns once the broker accepted the
+emit; ``fire-and-forget`` once it is queued (Node's adapter never waits)."""
+CLIENTS = ("python", "js")
+COMPRESSION = ("shipped", "on", "off")
+"""``--ws-compression`` of the python nodes: as shipped (aiohttp compresses when the
+client offers it), forced on, off. Node's socket.io never compresses by default."""
+JS_DIR = REPO_ROOT / "benchmarks" / "js"
+DEFAULT_CONCURRENCY = 100
+PROFILE_SCENARIOS = ("single", "cluster", "cluster-ff", "recovery", "pysio")
 
 
 @dataclass(frozen=True)
@@ -73,29 +96,40 @@ class BackendSpec:
     repeats: int = 2
     raw_each_events: int | None = None
     """Fewer events for the raw awaited-each variant when it is slow (None: all)."""
+    node_adapter: bool = False
+    """Node's socket.io has an official adapter for this broker: the ``node`` and
+    ``node-single`` scenarios run."""
 
     @property
     def scenarios(self) -> tuple[str, ...]:
         """Every scenario this backend can run (opt-in ones included)."""
-        return tuple(s for s in ALL_SCENARIOS if s != "pysio" or self.pysio)
+        return tuple(s for s in ALL_SCENARIOS
+                     if (s != "pysio" or self.pysio)
+                     and (s not in JS_SCENARIOS or self.node_adapter))
 
     @property
     def default_scenarios(self) -> tuple[str, ...]:
         return tuple(s for s in self.scenarios if s not in OPT_IN_SCENARIOS)
 
-    def labels(self) -> dict[str, str]:
+    def labels(self, concurrency: int | None = None) -> dict[str, str]:
         """Scenario key -> table label, in table order."""
         labels = {"single": "single node, no manager (baseline)",
                   "cluster": "socketio_adapters cluster (A -> B)",
+                  "cluster-ff": "socketio_adapters cluster, ordered=false",
+                  "cluster-concurrent": f"socketio_adapters cluster, "
+                                        f"x{concurrency or DEFAULT_CONCURRENCY} emitters",
                   "recovery": "socketio_adapters cluster, recovery on"}
         if self.pysio:
             labels["pysio"] = f"python-socketio {self.pysio} (A -> B)"
+        if self.node_adapter:
+            labels["node"] = "Node socket.io + redis-adapter (A -> B)"
+            labels["node-single"] = "Node socket.io single node"
         return labels | RAW_CLIENTS[self.kind].labels()
 
 
 BACKENDS: dict[str, BackendSpec] = {spec.kind: spec for spec in (
     BackendSpec("redis", "AsyncRedisManager", 0.9, pysio_target=3.0, latency_target=1.5,
-                repeats=3),
+                repeats=3, node_adapter=True),
     BackendSpec("rabbitmq", "AsyncAioPikaManager", 0.8),
     BackendSpec("nats", None, 0.8),
     BackendSpec("kafka", None, 0.8, raw_each_events=5_000),
@@ -151,14 +185,16 @@ class Children:
         self._env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
 
-    async def spawn(self, name: str, *cmd: str, ready_line: bool = True) -> Child:
+    async def spawn(self, name: str, *cmd: str, ready_line: bool = True,
+                    stdin_pipe: bool = False) -> Child:
         """Start ``cmd`` in its own session; with ``ready_line``, wait for the node's
-        JSON ready line on stdout and take the port from it."""
+        JSON ready line on stdout and take the port from it (if it has one). With
+        ``stdin_pipe`` its stdin is a pipe from this process (it sees EOF when we end)."""
         log_path = self.logdir / f"{name}-{len(self.children)}.log"
         log_fd = _open_log(log_path)
         try:
             proc = await asyncio.create_subprocess_exec(
-                *cmd, stdin=subprocess.DEVNULL,
+                *cmd, stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if ready_line else log_fd, stderr=log_fd,
                 cwd=REPO_ROOT, env=self._env, start_new_session=True)
         finally:
@@ -177,7 +213,7 @@ class Children:
             await proc.wait()
             raise BenchError(f"{name} exited with {proc.returncode} before it was ready; "
                              f"its log:\n{child.log_tail()}")
-        child.port = int(json.loads(line)["port"])
+        child.port = int(json.loads(line).get("port", 0))
         return child
 
     async def stop(self, child: Child, sig: int = signal.SIGTERM) -> None:
@@ -254,7 +290,12 @@ class Receiver:
     """A python-socketio client (websocket) that counts ``e`` events and records the
     latency of ``lat`` events. With ``recovering``, it is
     ``socketio_adapters.AsyncClient``, which strips the log offset that a server with
-    connection state recovery appends to every event."""
+    connection state recovery appends to every event.
+
+    Events ``{"i": i, "k": k}`` from emitter k of ``concurrency`` (see :meth:`reset`)
+    must arrive in the order i = k, k + concurrency, ...; ``k`` absent means 0."""
+
+    kind = "python"
 
     def __init__(self, recovering: bool = False) -> None:
         self.recovering = recovering
@@ -262,7 +303,8 @@ class Receiver:
                          else socketio.AsyncClient(reconnection=False))
         self.count = 0
         self.last: float | None = None
-        self.next_i = 0
+        self.concurrency = 1
+        self.next_i: dict[int, int] = {}
         self.out_of_order = 0
         self.latencies: list[float] = []
         self.warm = 0
@@ -270,19 +312,41 @@ class Receiver:
         self.sio.on("lat", self._on_latency)
         self.sio.on("warm", self._on_warm)
 
-    def reset(self) -> None:
+    @property
+    def pid(self) -> int | None:
+        """A process of its own to meter (None: it runs in this one)."""
+        return None
+
+    async def reset(self, concurrency: int = 1) -> None:
         self.count = 0
         self.last = None
-        self.next_i = 0
+        self.concurrency = concurrency
+        self.next_i = {}
         self.out_of_order = 0
         self.latencies = []
+
+    async def progress(self) -> tuple[int, float | None]:
+        return self.count, self.last
+
+    async def warm_count(self) -> int:
+        return self.warm
+
+    async def order_errors(self) -> int:
+        return self.out_of_order
+
+    async def latency_values(self) -> list[float]:
+        return self.latencies
+
+    async def join(self, room: str) -> bool:
+        return bool(await self.sio.call("join", room, timeout=10))
 
     def _on_event(self, data: dict[str, int]) -> None:
         now = time.monotonic()
         i = data["i"]
-        if i != self.next_i:
+        k = data.get("k", 0)
+        if i != self.next_i.get(k, k):
             self.out_of_order += 1
-        self.next_i = i + 1
+        self.next_i[k] = i + self.concurrency
         self.count += 1
         self.last = now
 
@@ -301,6 +365,108 @@ class Receiver:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.sio.disconnect(), 5)
+
+
+class JsReceiver:
+    """The official socket.io-client (npm, benchmarks/js) in a Node.js process
+    (benchmarks/js/client.mjs), with :class:`Receiver`'s measurements, asked for over
+    its stdin and stdout one JSON line at a time. Its clock, ``process.hrtime``, is
+    CLOCK_MONOTONIC: the times it reports compare with this process's
+    ``time.monotonic()``."""
+
+    kind = "js"
+    recovering = False
+
+    def __init__(self, children: Children) -> None:
+        self.children = children
+        self.child: Child | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.child is None else self.child.proc.pid
+
+    async def connect(self, node: Child) -> None:
+        ensure_js()
+        self.child = await self.children.spawn(
+            "js-client", "node", str(JS_DIR / "client.mjs"), node.url, stdin_pipe=True)
+
+    async def _command(self, **command: Any) -> dict[str, Any]:
+        child = self.child
+        if child is None or child.proc.stdin is None or child.proc.stdout is None:
+            raise BenchError("the JS client is not connected")
+        async with self._lock:
+            child.proc.stdin.write(json.dumps(command).encode() + b"\n")
+            try:
+                await child.proc.stdin.drain()
+                line = await asyncio.wait_for(child.proc.stdout.readline(), 30)
+            except (asyncio.TimeoutError, ConnectionError):
+                raise BenchError(f"the JS client did not answer {command['cmd']}; its "
+                                 f"log:\n{child.log_tail()}") from None
+        if not line:
+            raise BenchError(f"the JS client exited; its log:\n{child.log_tail()}")
+        reply: dict[str, Any] = json.loads(line)
+        if "error" in reply:
+            raise BenchError(f"the JS client: {reply['error']}")
+        return reply
+
+    async def reset(self, concurrency: int = 1) -> None:
+        await self._command(cmd="reset", concurrency=concurrency)
+
+    async def progress(self) -> tuple[int, float | None]:
+        reply = await self._command(cmd="progress")
+        last = reply["last"]
+        return int(reply["count"]), None if last is None else float(last)
+
+    async def warm_count(self) -> int:
+        return int((await self._command(cmd="progress"))["warm"])
+
+    async def order_errors(self) -> int:
+        return int((await self._command(cmd="progress"))["out_of_order"])
+
+    async def latency_values(self) -> list[float]:
+        return [float(x) for x in (await self._command(cmd="latencies"))["latencies"]]
+
+    async def join(self, room: str) -> bool:
+        return bool((await self._command(cmd="join", room=room))["ok"])
+
+    async def close(self) -> None:
+        child = self.child
+        if child is None:
+            return
+        if child.proc.stdin is not None:  # EOF: the client disconnects and exits
+            with contextlib.suppress(Exception):
+                child.proc.stdin.close()
+                await asyncio.wait_for(child.proc.wait(), 5)
+        await self.children.stop(child)
+
+
+AnyReceiver = Receiver | JsReceiver
+
+
+def ensure_js() -> None:
+    """Node.js and benchmarks/js/node_modules, installed with ``npm ci`` if missing;
+    a :class:`BenchError` saying what to install otherwise."""
+    if shutil.which("node") is None:
+        raise BenchError("node (Node.js) is not on PATH: the js client and the node "
+                         "scenarios need it (e.g. apt-get install nodejs npm)")
+    wanted = ("socket.io", "socket.io-client", "@socket.io/redis-adapter", "redis")
+    if all((JS_DIR / "node_modules" / name).is_dir() for name in wanted):
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        raise BenchError("benchmarks/js/node_modules is missing and npm is not on PATH "
+                         "(e.g. apt-get install npm), or run: npm ci --prefix benchmarks/js")
+    print("installing benchmarks/js (npm ci)", flush=True)
+    try:
+        done = subprocess.run([npm, "ci", "--prefix", str(JS_DIR), "--no-audit", "--no-fund",
+                               "--loglevel=error"], capture_output=True, text=True,
+                              timeout=300, check=False)
+    except subprocess.TimeoutExpired:
+        raise BenchError("npm ci --prefix benchmarks/js took more than 300s") from None
+    if done.returncode != 0:
+        raise BenchError(f"npm ci --prefix benchmarks/js failed ({done.returncode}): "
+                         f"{done.stderr.strip()[-2000:]}")
 
 
 async def wait_all(what: str, n: int, progress: Callable[[], Awaitable[tuple[int, float | None]]],
@@ -432,6 +598,12 @@ class Config:
     broker_pid: int | None = None
     """The broker's pid, for CPU accounting of its process tree (only when this run
     started it)."""
+    client: str = "python"
+    """The receiving client: ``python`` (in this process) or ``js`` (Node.js)."""
+    ws_compression: str = "shipped"
+    """Websocket compression of the python nodes (:data:`COMPRESSION`)."""
+    concurrency: int = DEFAULT_CONCURRENCY
+    """Emitters at once on node A in the ``cluster-concurrent`` scenario."""
 
     @property
     def backend(self) -> str:
@@ -441,114 +613,139 @@ class Config:
         trees = {} if self.broker_pid is None else {self.backend: self.broker_pid}
         return CpuMeter(pids, trees)
 
+    def receiver(self, mode: str, children: Children) -> AnyReceiver:
+        if self.client == "js":
+            return JsReceiver(children)
+        return Receiver(recovering=mode == "recovery")
+
 
 def node_cmd(mode: str, config: Config, channel: str) -> list[str]:
-    return [sys.executable, "-m", "benchmarks.node", "--mode", NODE_MODES.get(mode, mode),
-            "--backend", config.backend, "--url", config.url, "--channel", channel]
+    if mode in JS_SCENARIOS:
+        return ["node", str(JS_DIR / "node_server.mjs"), "--mode", JS_SCENARIOS[mode],
+                "--url", config.url, "--channel", channel]
+    cmd = [sys.executable, "-m", "benchmarks.node", "--mode", NODE_MODES.get(mode, mode),
+           "--backend", config.backend, "--url", config.url, "--channel", channel]
+    if config.ws_compression != "shipped" and mode not in ("raw-pub", "raw-sub"):
+        cmd += ["--ws-compression", config.ws_compression]
+    return cmd
 
 
 async def start_socket_nodes(mode: str, config: Config,
                              children: Children) -> tuple[Child, Child]:
     """(emitter A, receiving node B); one same node for ``single``."""
     channel = f"bench-{mode}-{secrets.token_hex(4)}"
-    if mode == "single":
-        node = await children.spawn("single", *node_cmd("single", config, channel))
+    if mode in JS_SCENARIOS:
+        ensure_js()
+    if mode in ("single", "node-single"):
+        node = await children.spawn(mode, *node_cmd(mode, config, channel))
         return node, node
     b = await children.spawn(f"{mode}-B", *node_cmd(mode, config, channel))
     a = await children.spawn(f"{mode}-A", *node_cmd(mode, config, channel))
     return a, b
 
 
-async def warm_up(mode: str, ctl: Control, a: Child, receiver: Receiver,
+async def warm_up(mode: str, ctl: Control, a: Child, receiver: AnyReceiver,
                   config: Config) -> None:
     """Until a ``warm`` event from A reaches the client on B (python-socketio's
-    manager subscribes in the background after the first connection), then one
-    unmeasured burst of ``config.warmup`` events."""
+    manager subscribes in the background after the first connection, Node's adapter
+    right after its start, without waiting), then one unmeasured burst of
+    ``config.warmup`` events."""
     deadline = time.monotonic() + 20
-    while receiver.warm == 0:
+    while not await receiver.warm_count():
         if time.monotonic() > deadline:
             raise BenchError(f"{mode}: no warm-up event crossed from A to the client in 20s")
         await ctl.call(a, "POST", "/bench/warm")
         for _ in range(10):
-            if receiver.warm:
+            if await receiver.warm_count():
                 break
             await asyncio.sleep(0.02)
-    if receiver.recovering and receiver.sio.offset() is None:
+    if isinstance(receiver, Receiver) and receiver.recovering \
+            and receiver.sio.offset() is None:
         raise BenchError(f"{mode}: the warm-up event carried no log offset (is "
                          "connection state recovery on?)")
     if config.warmup:
         await emit_and_count(mode, ctl, a, receiver, config.warmup, config)
 
 
-async def emit_and_count(mode: str, ctl: Control, a: Child, receiver: Receiver, n: int,
-                         config: Config, meter: CpuMeter | None = None) -> dict[str, Any]:
-    receiver.reset()
-
-    async def progress() -> tuple[int, float | None]:
-        return receiver.count, receiver.last
+async def emit_and_count(mode: str, ctl: Control, a: Child, receiver: AnyReceiver, n: int,
+                         config: Config, meter: CpuMeter | None = None,
+                         concurrency: int = 1) -> dict[str, Any]:
+    await receiver.reset(concurrency)
 
     async def sender_done() -> bool:
         return bool((await ctl.job(a))["done"])
 
+    params: dict[str, int] = {"n": n}
+    if concurrency > 1:
+        params["concurrency"] = concurrency
     cpu_before = meter.snapshot() if meter else {}
     began = time.monotonic()
-    await ctl.call(a, "POST", "/bench/emit", n=n)
-    last = await wait_all(f"{mode} throughput", n, progress, sender_done, config.timeout,
-                          config.stall)
+    await ctl.call(a, "POST", "/bench/emit", **params)
+    last = await wait_all(f"{mode} throughput", n, receiver.progress, sender_done,
+                          config.timeout, config.stall)
     seconds = last - began
     cpu = meter.used(cpu_before, seconds) if meter else {}
     job = await ctl.job_done(a)
     return {"seconds": seconds, "events_per_s": n / seconds,
             "emit_loop_seconds": job["loop_seconds"],
             "emit_flushed_seconds": job["flushed_seconds"],
-            "out_of_order": receiver.out_of_order, "cpu": cpu}
+            "out_of_order": await receiver.order_errors(), "cpu": cpu}
 
 
 def cpu_text(cpu: dict[str, Any]) -> str:
     return ", ".join(f"{name} {v['core_share']:.0%}" for name, v in cpu.items())
 
 
-async def measure_latency(mode: str, ctl: Control, a: Child, receiver: Receiver,
+async def measure_latency(mode: str, ctl: Control, a: Child, receiver: AnyReceiver,
                           config: Config) -> dict[str, Any]:
     room = "latency-room"
-    if not await receiver.sio.call("join", room, timeout=10):
+    if not await receiver.join(room):
         raise BenchError(f"{mode}: could not join {room}")
-    receiver.reset()
-
-    async def progress() -> tuple[int, float | None]:
-        return receiver.count, receiver.last
+    await receiver.reset()
 
     async def sender_done() -> bool:
         return bool((await ctl.job(a))["done"])
 
     n = config.latency_events
     await ctl.call(a, "POST", "/bench/latency", n=n, room=room, interval=config.interval)
-    await wait_all(f"{mode} latency", n, progress, sender_done, config.timeout, config.stall)
+    await wait_all(f"{mode} latency", n, receiver.progress, sender_done, config.timeout,
+                   config.stall)
     await ctl.job_done(a)
-    return summarize_latency(receiver.latencies)
+    return summarize_latency(await receiver.latency_values())
 
 
 async def run_socket_scenario(mode: str, config: Config, ctl: Control,
                               children: Children) -> dict[str, Any]:
     a, b = await start_socket_nodes(mode, config, children)
-    receiver = Receiver(recovering=mode == "recovery")
+    receiver = config.receiver(mode, children)
+    concurrency = config.concurrency if mode == "cluster-concurrent" else 1
     try:
         await receiver.connect(b)
         await warm_up(mode, ctl, a, receiver, config)
         runs = []
-        meter = config.meter(node=a.proc.pid) if a is b else \
-            config.meter(A=a.proc.pid, B=b.proc.pid)
+        pids = {"node": a.proc.pid} if a is b else {"A": a.proc.pid, "B": b.proc.pid}
+        if receiver.pid is not None:
+            pids["js_client"] = receiver.pid
+        meter = config.meter(**pids)
         for rep in range(config.repeats):
-            run = await emit_and_count(mode, ctl, a, receiver, config.events, config, meter)
+            run = await emit_and_count(mode, ctl, a, receiver, config.events, config, meter,
+                                       concurrency)
             runs.append(run)
             print(f"  {mode} run {rep + 1}: {run['events_per_s']:>9,.0f} ev/s "
                   f"({run['seconds']:.3f}s; emit loop {run['emit_loop_seconds']:.3f}s; "
                   f"CPU {cpu_text(run['cpu'])})", flush=True)
+            if run["out_of_order"]:
+                print(f"  {mode} run {rep + 1}: {run['out_of_order']} events out of order",
+                      flush=True)
             await asyncio.sleep(0.2)
         latency = await measure_latency(mode, ctl, a, receiver, config)
         print(f"  {mode} latency: p50 {latency['p50_ms']:.3f} ms, "
               f"p99 {latency['p99_ms']:.3f} ms", flush=True)
-        return {"throughput": summarize_runs(runs), "latency": latency}
+        return {"throughput": summarize_runs(runs), "latency": latency,
+                "emit_mode": EMIT_MODES[mode], "client": receiver.kind,
+                "server": "node" if mode in JS_SCENARIOS else "python",
+                "ws_compression": "off (Node's default)" if mode in JS_SCENARIOS
+                else config.ws_compression, "concurrency": concurrency}
     finally:
         await receiver.close()
         for child in {a.name: a, b.name: b}.values():
@@ -720,11 +917,29 @@ async def profile_scenario(mode: str, kind: str, outdir: Path, config: Config,
 # ---------------------------------------------------------------------- report
 
 
-def run_environment(config: Config) -> dict[str, Any]:
+def run_environment(config: Config, js: bool = False) -> dict[str, Any]:
     env = {**environment(), "backend": config.backend}
     if config.backend == "redis":
         env["redis_server"] = redis_server_version(config.url)
+    if js:
+        env["js"] = js_versions()
     return env
+
+
+def js_versions() -> dict[str, str | None]:
+    """Node.js and the npm packages of benchmarks/js, as installed."""
+    out: dict[str, str | None] = {"node": None}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out["node"] = subprocess.run(["node", "--version"], capture_output=True, text=True,
+                                     timeout=10, check=True).stdout.strip()
+    for name in ("socket.io", "@socket.io/redis-adapter", "redis", "socket.io-client",
+                 "socket.io-adapter", "ws"):
+        try:
+            meta = json.loads((JS_DIR / "node_modules" / name / "package.json").read_text())
+            out[name] = str(meta["version"])
+        except (OSError, ValueError, KeyError):
+            out[name] = None
+    return out
 
 
 def redis_info(url: str) -> dict[str, Any]:
@@ -764,6 +979,12 @@ def p50(scenarios: dict[str, Any], name: str) -> float | None:
         float(entry["latency"]["p50_ms"])
 
 
+def p99(scenarios: dict[str, Any], name: str) -> float | None:
+    entry = scenarios.get(name)
+    return None if entry is None or "latency" not in entry else \
+        float(entry["latency"]["p99_ms"])
+
+
 def compute_ratios(spec: BackendSpec, scenarios: dict[str, Any]) -> dict[str, dict[str, Any]]:
     def t(name: str) -> float | None:
         return tput(scenarios, name)
@@ -788,6 +1009,28 @@ def compute_ratios(spec: BackendSpec, scenarios: dict[str, Any]) -> dict[str, di
             ("recovery_vs_cluster_p50_latency",
              ratio(p50(scenarios, "recovery"), p50(scenarios, "cluster")), "<=", None),
         ]
+    if "cluster-ff" in scenarios:
+        specs.append(("cluster_ff_vs_cluster_throughput", ratio(t("cluster-ff"),
+                                                                t("cluster")), ">=", None))
+    if "node" in scenarios:  # against Node's socket.io + @socket.io/redis-adapter
+        specs += [
+            ("cluster_vs_node_throughput", ratio(t("cluster"), t("node")), ">=", None),
+            ("cluster_vs_node_p50_latency",
+             ratio(p50(scenarios, "cluster"), p50(scenarios, "node")), "<=", None),
+            ("cluster_vs_node_p99_latency",
+             ratio(p99(scenarios, "cluster"), p99(scenarios, "node")), "<=", None),
+            ("cluster_ff_vs_node_throughput", ratio(t("cluster-ff"), t("node")), ">=",
+             None),
+            ("cluster_concurrent_vs_node_throughput",
+             ratio(t("cluster-concurrent"), t("node")), ">=", 1.0),
+            ("node_vs_node_single_throughput", ratio(t("node"), t("node-single")), ">=",
+             None),
+            ("single_vs_node_single_throughput", ratio(t("single"), t("node-single")), ">=",
+             None),
+        ]
+        specs = [s for s in specs if s[1] is not None or s[0] in (
+            "cluster_vs_node_throughput", "cluster_vs_node_p50_latency",
+            "cluster_vs_node_p99_latency")]
     out: dict[str, dict[str, Any]] = {}
     for name, value, op, target in specs:
         met = None
@@ -799,17 +1042,20 @@ def compute_ratios(spec: BackendSpec, scenarios: dict[str, Any]) -> dict[str, di
 
 
 def table(spec: BackendSpec, scenarios: dict[str, Any], ratios: dict[str, dict[str, Any]],
-          events: int) -> Iterator[str]:
+          events: int, section: str = "", concurrency: int | None = None) -> Iterator[str]:
     yield ""
-    yield (f"{spec.kind}: cross-node emit throughput ({events:,} events, median of runs) "
-           f"and room-broadcast latency")
+    client = f", {section} client" if section else ""
+    yield (f"{spec.kind}{client}: cross-node emit throughput ({events:,} events, median "
+           f"of runs) and room-broadcast latency")
     header = (f"{'scenario':<45} {'median/s':>10} {'min/s':>10} {'max/s':>10} "
-              f"{'p50 ms':>8} {'p99 ms':>8}")
+              f"{'p50 ms':>8} {'p99 ms':>8}  emits")
     yield header
     yield "-" * len(header)
-    for name, label in spec.labels().items():
+    for name, label in spec.labels(concurrency).items():
         entry = scenarios.get(name)
-        if entry is None and name in OPT_IN_SCENARIOS:
+        if entry is None and (name in OPT_IN_SCENARIOS or name in JS_SCENARIOS
+                              or name == "cluster-ff"
+                              or (section and name.startswith("raw_"))):
             continue
         if entry is None:
             yield f"{label:<45} {'(not run or failed)':>30}"
@@ -819,7 +1065,7 @@ def table(spec: BackendSpec, scenarios: dict[str, Any], ratios: dict[str, dict[s
         lat_p50 = f"{lat['p50_ms']:8.3f}" if lat else f"{'-':>8}"
         lat_p99 = f"{lat['p99_ms']:8.3f}" if lat else f"{'-':>8}"
         yield (f"{label:<45} {t['median']:>10,.0f} {t['min']:>10,.0f} {t['max']:>10,.0f} "
-               f"{lat_p50} {lat_p99}")
+               f"{lat_p50} {lat_p99}  {EMIT_MODES.get(name, '')}")
     yield ""
     yield f"{'ratio':<45} {'value':>8}  target"
     for name, r in ratios.items():
@@ -898,20 +1144,35 @@ def _summary_rows(results: dict[str, dict[str, Any]], columns: tuple[
 
 async def run_scenarios(config: Config, names: tuple[str, ...], ctl: Control,
                         children: Children, errors: dict[str, str],
-                        began: float) -> dict[str, Any]:
+                        began: float, section: str = "") -> dict[str, Any]:
     scenarios: dict[str, Any] = {}
+    suffix = f" ({section})" if section else ""
     for name in names:
-        print(f"[{time.monotonic() - began:6.1f}s] {config.backend}: scenario {name}",
-              flush=True)
+        print(f"[{time.monotonic() - began:6.1f}s] {config.backend}: scenario {name}"
+              f"{suffix}", flush=True)
         try:
             if name == "raw":
                 scenarios.update(await run_raw_scenario(config, ctl, children))
             else:
                 scenarios[name] = await run_socket_scenario(name, config, ctl, children)
         except BenchError as exc:
-            errors[name] = str(exc)
+            errors[name + suffix] = str(exc)
             print(f"  ERROR: {exc}", file=sys.stderr, flush=True)
     return scenarios
+
+
+def sections(args: argparse.Namespace) -> list[tuple[str, str, str]]:
+    """(section name, client, websocket compression) to measure in turn: each client
+    with each ``--ws-compression`` (python-socketio's client never offers compression,
+    so it runs with the first only)."""
+    out: list[tuple[str, str, str]] = []
+    for client in args.clients:
+        for k, compression in enumerate(args.ws_compressions):
+            if client == "python" and k:
+                continue
+            name = client if compression == "shipped" else f"{client}/ws-{compression}"
+            out.append((name, client, compression))
+    return out
 
 
 async def run_profile(args: argparse.Namespace, config: Config, ctl: Control,
@@ -933,6 +1194,8 @@ def scenarios_for(args: argparse.Namespace, spec: BackendSpec) -> tuple[str, ...
         else spec.default_scenarios
     if args.recovery and "recovery" not in chosen:
         chosen = (*chosen, "recovery")
+    if args.concurrency is not None and "cluster-concurrent" not in chosen:
+        chosen = (*chosen, "cluster-concurrent")
     # table order (recovery right after cluster), whatever order they were given in
     return tuple(s for s in spec.scenarios if s in chosen)
 
@@ -944,14 +1207,29 @@ async def run_all(args: argparse.Namespace, config: Config,
     began = time.monotonic()
     names = scenarios_for(args, config.spec)
     timeout = aiohttp.ClientTimeout(total=30)
+    per_section: dict[str, dict[str, Any]] = {}
+    plan = sections(args)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         ctl = Control(session)
-        scenarios = await run_scenarios(config, names, ctl, children, errors, began)
+        for k, (section, client, compression) in enumerate(plan):
+            section_config = dataclasses.replace(config, client=client,
+                                                 ws_compression=compression)
+            # raw has no Socket.IO client: once, with the first section
+            section_names = names if k == 0 else tuple(n for n in names if n != "raw")
+            scenarios = await run_scenarios(section_config, section_names, ctl, children,
+                                            errors, began, section if k else "")
+            per_section[section] = {"client": client, "ws_compression": compression,
+                                    "scenarios": scenarios,
+                                    "ratios": compute_ratios(config.spec, scenarios)}
         if args.profile:
             profile_reports = await run_profile(args, config, ctl, children, errors)
-    ratios = compute_ratios(config.spec, scenarios)
-    for line in table(config.spec, scenarios, ratios, args.events):
-        print(line)
+    for section, entry in per_section.items():
+        for line in table(config.spec, entry["scenarios"], entry["ratios"], args.events,
+                          section if len(plan) > 1 or section != "python" else "",
+                          config.concurrency):
+            print(line)
+    first = next(iter(per_section.values()))
+    scenarios, ratios = first["scenarios"], first["ratios"]
     for report in profile_reports:
         print()
         print(report)
@@ -966,10 +1244,16 @@ async def run_all(args: argparse.Namespace, config: Config,
                    "warmup_events": args.warmup, "transport": "websocket",
                    "raw_each_events": config.spec.raw_each_events,
                    "url_given": args.url is not None, "scenarios": list(names),
-                   "recovery_options": RECOVERY_OPTIONS if "recovery" in names else None},
-        "environment": run_environment(config),
+                   "recovery_options": RECOVERY_OPTIONS if "recovery" in names else None,
+                   "clients": [s for s, _, _ in plan],
+                   "concurrency": config.concurrency if "cluster-concurrent" in names
+                   else None,
+                   "emit_modes": {n: EMIT_MODES[n] for n in names if n in EMIT_MODES}},
+        "environment": run_environment(config, any(n in JS_SCENARIOS for n in names)
+                                       or "js" in args.clients),
         "scenarios": scenarios,
         "ratios": ratios,
+        "clients": per_section,
         "errors": errors,
         "seconds": elapsed,
     }
@@ -1018,6 +1302,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--recovery", action="store_true",
                         help="also run the recovery scenario: cluster with connection "
                              "state recovery on (events through the durable log)")
+    parser.add_argument("--client", default="python",
+                        help="the receiving client: python (python-socketio's AsyncClient, "
+                             "in this process), js (the official socket.io-client 4.8.4 in "
+                             "Node.js, benchmarks/js) or python,js: each in turn")
+    parser.add_argument("--concurrency", type=int, nargs="?", const=DEFAULT_CONCURRENCY,
+                        default=None,
+                        help="also run cluster-concurrent: the ordered cluster with N "
+                             f"emitters at once on node A (N default {DEFAULT_CONCURRENCY})")
+    parser.add_argument("--ws-compression", default="shipped",
+                        help="websocket compression of the python nodes: shipped "
+                             "(default: aiohttp compresses when the client offers it, as "
+                             "the JS client does), on, off, or several comma-separated, "
+                             "measured in turn with the js client")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds a run may take before it is declared failed")
     parser.add_argument("--stall", type=float, default=10.0,
@@ -1026,7 +1323,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", choices=("cprofile", "py-spy"), default=None,
                         help="after the scenarios, one extra throughput run with the "
                              "nodes profiled (not part of the reported figures)")
-    parser.add_argument("--profile-scenario", choices=SOCKET_SCENARIOS, default="cluster",
+    parser.add_argument("--profile-scenario", choices=PROFILE_SCENARIOS, default="cluster",
                         help="which scenario --profile profiles (default cluster)")
     parser.add_argument("--profile-dir", default=str(REPO_ROOT / "benchmarks" / "results"
                                                      / "profile"))
@@ -1037,6 +1334,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if unknown:
             parser.error(f"unknown scenarios {unknown}; choose from {ALL_SCENARIOS}")
         args.scenarios = chosen
+    args.clients = tuple(c.strip() for c in args.client.split(",") if c.strip())
+    if not args.clients or any(c not in CLIENTS for c in args.clients) \
+            or len(set(args.clients)) != len(args.clients):
+        parser.error(f"--client: python, js or python,js, not {args.client!r}")
+    args.ws_compressions = tuple(c.strip() for c in args.ws_compression.split(",")
+                                 if c.strip())
+    if not args.ws_compressions or any(c not in COMPRESSION for c in args.ws_compressions):
+        parser.error(f"--ws-compression: of {', '.join(COMPRESSION)}, not "
+                     f"{args.ws_compression!r}")
+    if args.concurrency is not None and args.concurrency < 1:
+        parser.error("--concurrency must be >= 1")
     args.kinds = (tuple(BACKENDS) if args.backend == "all"
                   else tuple(k.strip() for k in args.backend.split(",") if k.strip()))
     unknown = [k for k in args.kinds if k not in BACKENDS]
@@ -1092,7 +1400,8 @@ def run_backend(args: argparse.Namespace, kind: str) -> dict[str, Any]:
                         latency_events=args.latency_events,
                         repeats=args.repeats or spec.repeats, interval=args.interval,
                         timeout=args.timeout, stall=args.stall, warmup=args.warmup,
-                        broker_pid=pid)
+                        broker_pid=pid,
+                        concurrency=args.concurrency or DEFAULT_CONCURRENCY)
         result = asyncio.run(main_async(args, config, children))
     except Exception as exc:  # the broker did not start, ...: the next backend still runs
         result["errors"]["backend"] = f"{type(exc).__name__}: {exc}"

@@ -1,15 +1,19 @@
 """One process of the cross-node benchmark, started by :mod:`benchmarks.bench_cross_node`.
 
-    python -m benchmarks.node --mode single|cluster|cluster-recovery|pysio|raw-pub|raw-sub
+    python -m benchmarks.node
+        --mode single|cluster|cluster-ff|cluster-recovery|pysio|raw-pub|raw-sub
         [--backend redis|rabbitmq|nats|kafka|postgres] [--url URL] [--channel NAME]
-        [--port 0]
+        [--port 0] [--ws-compression on|off]
 
 Socket.IO modes serve python-socketio on an aiohttp app bound to 127.0.0.1:
 
 ``single``
     a plain ``socketio.AsyncServer`` (python-socketio's in-process manager): the baseline;
 ``cluster``
-    ``socketio_adapters.create_manager(url + "?channel=...")``, started with the app;
+    ``socketio_adapters.create_manager(url + "?channel=...")``, started with the app
+    (ordered emits: an awaited emit returns once the broker accepted it);
+``cluster-ff``
+    the same with ``ordered=false`` (fire-and-forget: an emit returns once queued);
 ``cluster-recovery``
     the same manager under ``socketio_adapters.AsyncServer`` with
     ``connection_state_recovery={"max_disconnection_duration": 120}``: every emit goes
@@ -19,6 +23,10 @@ Socket.IO modes serve python-socketio on an aiohttp app bound to 127.0.0.1:
     python-socketio's own manager for the backend: ``socketio.AsyncRedisManager``
     (redis) or ``socketio.AsyncAioPikaManager`` (rabbitmq).
 
+``--ws-compression on|off`` switches permessage-deflate of the Socket.IO modes'
+websocket (:mod:`benchmarks.ws_compression`); without it the server is as shipped
+(aiohttp compresses every frame when the client offers it).
+
 Raw modes use the backend's client library (:mod:`benchmarks.raw_clients`) and no
 Socket.IO at all: ``raw-pub`` publishes small msgpack payloads, ``raw-sub`` subscribes
 and counts them.
@@ -26,9 +34,10 @@ and counts them.
 Once it serves, the process prints one JSON line on stdout,
 ``{"ready": true, "port": P, "pid": PID, "mode": M}``, and is then driven over HTTP:
 
-``POST /bench/emit?n=N[&variant=each|BATCHED]``
+``POST /bench/emit?n=N[&variant=each|BATCHED][&concurrency=C]``
     start the throughput loop; Socket.IO modes run the plain application code
-    ``for i in range(n): await sio.emit("e", {"i": i})``;
+    ``for i in range(n): await sio.emit("e", {"i": i})``; with C > 1, C such loops at
+    once, loop k emitting ``{"i": i, "k": k}`` for i = k, k + C, ... < n;
 ``POST /bench/latency?n=N&room=R&interval=S``
     emit ``{"i": i, "t": time.monotonic()}`` to room R, one at a time, sleeping S
     seconds after each (``raw-pub``: publish it, awaited);
@@ -66,11 +75,12 @@ import socketio
 from aiohttp import web
 
 from .raw_clients import BATCH, RAW_CLIENTS, RawClient, raw_client
+from .ws_compression import set_websocket_compression
 
 __all__ = ["MODES", "PYSIO_MANAGERS", "RECOVERY_OPTIONS", "BenchNode", "with_channel"]
 
-SOCKET_MODES = ("single", "cluster", "cluster-recovery", "pysio")
-CLUSTER_MODES = ("cluster", "cluster-recovery")
+SOCKET_MODES = ("single", "cluster", "cluster-ff", "cluster-recovery", "pysio")
+CLUSTER_MODES = ("cluster", "cluster-ff", "cluster-recovery")
 RECOVERY_OPTIONS = {"max_disconnection_duration": 120}
 """``connection_state_recovery`` of the ``cluster-recovery`` mode."""
 RAW_MODES = ("raw-pub", "raw-sub")
@@ -119,7 +129,7 @@ class BenchNode:
     """The aiohttp app of one benchmark process; see the module doc."""
 
     def __init__(self, mode: str, url: str | None, channel: str,
-                 backend: str = "redis") -> None:
+                 backend: str = "redis", ws_compression: bool | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         if mode != "single" and not url:
@@ -130,6 +140,7 @@ class BenchNode:
         self.backend = backend
         self.url = url or ""
         self.channel = channel
+        self.ws_compression = ws_compression
         self.app = web.Application()
         self.sio: Any = None
         self.manager: Any = None
@@ -166,9 +177,11 @@ class BenchNode:
             from socketio_adapters import AsyncServer, create_manager
             from socketio_adapters.lifecycle import attach_aiohttp
 
-            manager = create_manager(with_channel(self.url, self.channel))
+            url = with_channel(self.url, self.channel)
+            manager = create_manager(url + "&ordered=false" if self.mode == "cluster-ff"
+                                     else url)
             self.manager = manager
-            if self.mode == "cluster":
+            if self.mode in ("cluster", "cluster-ff"):
                 self.sio = socketio.AsyncServer(client_manager=manager,
                                                 async_mode="aiohttp")
             else:
@@ -179,6 +192,7 @@ class BenchNode:
             self.manager = PYSIO_MANAGERS[self.backend](self.url, self.channel)
             self.sio = socketio.AsyncServer(client_manager=self.manager,
                                             async_mode="aiohttp")
+        set_websocket_compression(self.sio, self.ws_compression)
         self.sio.attach(self.app)
         self.sio.on("join", self._on_join)
 
@@ -239,12 +253,27 @@ class BenchNode:
                 return web.json_response({"error": f"bad variant {variant!r}"}, status=400)
             loop = self._publish_each if variant == "each" else self._publish_batched
             return self._start_job(f"publish-{variant}", n, loop)
-        return self._start_job("emit", n, self._emit_loop)
+        concurrency = int(request.query.get("concurrency", "1"))
+        if concurrency < 1:
+            return web.json_response({"error": "concurrency must be >= 1"}, status=400)
+        if concurrency == 1:
+            return self._start_job("emit", n, self._emit_loop)
+
+        async def loops(job: Job) -> None:
+            await asyncio.gather(*(self._emitter(job.n, k, concurrency)
+                                   for k in range(concurrency)))
+
+        return self._start_job(f"emit-x{concurrency}", n, loops)
 
     async def _emit_loop(self, job: Job) -> None:
         sio = self.sio
         for i in range(job.n):
             await sio.emit("e", {"i": i})
+
+    async def _emitter(self, n: int, k: int, step: int) -> None:
+        sio = self.sio
+        for i in range(k, n, step):
+            await sio.emit("e", {"i": i, "k": k})
 
     async def _publish_each(self, job: Job) -> None:
         client = self._raw()
@@ -384,10 +413,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="the broker's URL")
     parser.add_argument("--channel", default="bench")
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    parser.add_argument("--ws-compression", choices=("on", "off"), default=None,
+                        help="websocket permessage-deflate (default: as shipped)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    node = BenchNode(args.mode, args.url, args.channel, args.backend)
+    compression = None if args.ws_compression is None else args.ws_compression == "on"
+    node = BenchNode(args.mode, args.url, args.channel, args.backend, compression)
     asyncio.run(serve(node, args.port))
     return 0
 

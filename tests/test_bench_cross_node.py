@@ -1,0 +1,102 @@
+"""bench_cross_node's options and scenario tables (no broker, no process started)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from benchmarks import bench_cross_node as bench
+from benchmarks.node import BenchNode
+from benchmarks.ws_compression import _UncompressedWebSocket
+
+
+def _config(**changes: Any) -> bench.Config:
+    config = bench.Config(spec=bench.BACKENDS["redis"], url="redis://127.0.0.1:1/0",
+                          events=10, latency_events=10, repeats=1, interval=0.0,
+                          timeout=1.0, stall=1.0, warmup=0)
+    for name, value in changes.items():
+        setattr(config, name, value)
+    return config
+
+
+def test_defaults_keep_the_python_client_and_shipped_compression() -> None:
+    args = bench.parse_args([])
+    assert args.clients == ("python",)
+    assert args.ws_compressions == ("shipped",)
+    assert args.concurrency is None
+    assert bench.sections(args) == [("python", "python", "shipped")]
+
+
+def test_client_and_compression_lists_give_one_section_each() -> None:
+    args = bench.parse_args(["--client", "python,js", "--ws-compression", "shipped,off"])
+    assert bench.sections(args) == [("python", "python", "shipped"), ("js", "js", "shipped"),
+                                    ("js/ws-off", "js", "off")]
+
+
+@pytest.mark.parametrize("argv", [["--client", "ruby"], ["--client", "js,js"],
+                                  ["--ws-compression", "maybe"], ["--concurrency", "0"],
+                                  ["--scenarios", "nodes"]])
+def test_bad_options_are_refused(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        bench.parse_args(argv)
+
+
+def test_concurrency_alone_means_100_and_adds_its_scenario() -> None:
+    args = bench.parse_args(["--concurrency"])
+    assert args.concurrency == bench.DEFAULT_CONCURRENCY == 100
+    assert "cluster-concurrent" in bench.scenarios_for(args, bench.BACKENDS["redis"])
+    assert "cluster-concurrent" not in bench.scenarios_for(bench.parse_args([]),
+                                                           bench.BACKENDS["redis"])
+
+
+def test_node_rows_run_on_redis_only() -> None:
+    args = bench.parse_args([])
+    redis = bench.scenarios_for(args, bench.BACKENDS["redis"])
+    assert {"cluster-ff", "node", "node-single"} <= set(redis)
+    nats = bench.scenarios_for(args, bench.BACKENDS["nats"])
+    assert "cluster-ff" in nats and "node" not in nats and "node-single" not in nats
+
+
+def test_node_scenarios_start_node_server_and_python_nodes_get_compression() -> None:
+    config = _config(ws_compression="off")
+    node = bench.node_cmd("node", config, "ch")
+    assert node[:2] == ["node", str(bench.JS_DIR / "node_server.mjs")]
+    assert node[node.index("--mode") + 1] == "adapter" and "--ws-compression" not in node
+    cluster = bench.node_cmd("cluster-concurrent", config, "ch")
+    assert cluster[cluster.index("--mode") + 1] == "cluster"
+    assert cluster[-2:] == ["--ws-compression", "off"]
+    shipped = bench.node_cmd("single", _config(), "ch")
+    assert "--ws-compression" not in shipped
+
+
+def test_ratios_against_node() -> None:
+    def entry(rate: float, p50: float, p99: float) -> dict[str, Any]:
+        return {"throughput": {"median": rate}, "latency": {"p50_ms": p50, "p99_ms": p99}}
+
+    ratios = bench.compute_ratios(bench.BACKENDS["redis"], {
+        "cluster": entry(8_000, 0.6, 2.0), "node": entry(10_000, 0.5, 1.0),
+        "cluster-concurrent": entry(12_000, 0.6, 2.0), "node-single": entry(20_000, 0.2, 0.5)})
+    assert ratios["cluster_vs_node_throughput"]["value"] == pytest.approx(0.8)
+    assert ratios["cluster_vs_node_p50_latency"]["value"] == pytest.approx(1.2)
+    assert ratios["cluster_vs_node_p99_latency"]["value"] == pytest.approx(2.0)
+    assert ratios["cluster_concurrent_vs_node_throughput"]["met"] is True
+    assert "cluster_ff_vs_node_throughput" not in ratios  # not run: no row
+
+
+async def test_receiver_checks_order_per_emitter() -> None:
+    receiver = bench.Receiver()
+    await receiver.reset(concurrency=2)
+    for i, k in ((0, 0), (1, 1), (3, 1), (2, 0), (4, 0)):
+        receiver._on_event({"i": i, "k": k})
+    assert await receiver.order_errors() == 0
+    receiver._on_event({"i": 7, "k": 1})  # 5 was expected from emitter 1
+    assert await receiver.progress() == (6, receiver.last)
+    assert await receiver.order_errors() == 1
+
+
+def test_node_switches_websocket_compression_on_its_own_server_only() -> None:
+    off = BenchNode("single", None, "ch", ws_compression=False)
+    shipped = BenchNode("single", None, "ch")
+    assert off.sio.eio._async["websocket"] is _UncompressedWebSocket
+    assert shipped.sio.eio._async["websocket"] is not _UncompressedWebSocket
