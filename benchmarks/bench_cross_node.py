@@ -76,8 +76,10 @@ EMIT_MODES = {"single": "local (awaited, no broker)", "cluster": "ordered",
 emit; ``fire-and-forget`` once it is queued (Node's adapter never waits)."""
 CLIENTS = ("python", "js")
 COMPRESSION = ("shipped", "on", "off")
-"""``--ws-compression`` of the python nodes: as shipped (aiohttp compresses when the
-client offers it), forced on, off. Node's socket.io never compresses by default."""
+"""``--ws-compression`` of the python nodes: as shipped (python-socketio's nodes
+compress when the client offers it, aiohttp's default; ours do not, as
+``socketio_adapters.AsyncServer``), forced on, off. Node's socket.io never compresses
+by default."""
 JS_DIR = REPO_ROOT / "benchmarks" / "js"
 DEFAULT_CONCURRENCY = 100
 PROFILE_SCENARIOS = ("single", "cluster", "cluster-ff", "recovery", "pysio")

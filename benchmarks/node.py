@@ -24,8 +24,10 @@ Socket.IO modes serve python-socketio on an aiohttp app bound to 127.0.0.1:
     (redis) or ``socketio.AsyncAioPikaManager`` (rabbitmq).
 
 ``--ws-compression on|off`` switches permessage-deflate of the Socket.IO modes'
-websocket (:mod:`benchmarks.ws_compression`); without it the server is as shipped
-(aiohttp compresses every frame when the client offers it).
+websocket (``socketio_adapters.websocket_compression``); without it each server is as
+shipped: python-socketio's (``single``, ``pysio``) compresses every frame when the
+client offers it (aiohttp's default), ours (the cluster modes) does not, as
+``socketio_adapters.AsyncServer`` and Node's socket.io.
 
 Raw modes use the backend's client library (:mod:`benchmarks.raw_clients`) and no
 Socket.IO at all: ``raw-pub`` publishes small msgpack payloads, ``raw-sub`` subscribes
@@ -74,8 +76,9 @@ import msgpack
 import socketio
 from aiohttp import web
 
+from socketio_adapters import websocket_compression
+
 from .raw_clients import BATCH, RAW_CLIENTS, RawClient, raw_client
-from .ws_compression import set_websocket_compression
 
 __all__ = ["MODES", "PYSIO_MANAGERS", "RECOVERY_OPTIONS", "BenchNode", "with_channel"]
 
@@ -192,7 +195,11 @@ class BenchNode:
             self.manager = PYSIO_MANAGERS[self.backend](self.url, self.channel)
             self.sio = socketio.AsyncServer(client_manager=self.manager,
                                             async_mode="aiohttp")
-        set_websocket_compression(self.sio, self.ws_compression)
+        compress = self.ws_compression
+        if compress is None and self.mode in CLUSTER_MODES:
+            compress = False  # as shipped by socketio_adapters (AsyncServer's default)
+        if compress is not None:
+            websocket_compression(self.sio, compress)
         self.sio.attach(self.app)
         self.sio.on("join", self._on_join)
 

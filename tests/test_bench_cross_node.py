@@ -8,7 +8,7 @@ import pytest
 
 from benchmarks import bench_cross_node as bench
 from benchmarks.node import BenchNode
-from benchmarks.ws_compression import _UncompressedWebSocket
+from socketio_adapters.websocket import AiohttpWebSocket
 
 
 def _config(**changes: Any) -> bench.Config:
@@ -98,5 +98,5 @@ async def test_receiver_checks_order_per_emitter() -> None:
 def test_node_switches_websocket_compression_on_its_own_server_only() -> None:
     off = BenchNode("single", None, "ch", ws_compression=False)
     shipped = BenchNode("single", None, "ch")
-    assert off.sio.eio._async["websocket"] is _UncompressedWebSocket
-    assert shipped.sio.eio._async["websocket"] is not _UncompressedWebSocket
+    assert off.sio.eio._async["websocket"] is AiohttpWebSocket
+    assert shipped.sio.eio._async["websocket"] is not AiohttpWebSocket
