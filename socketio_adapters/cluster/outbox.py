@@ -94,6 +94,9 @@ class Outbox:
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()  # set whenever the queue shrank; waiters re-check
         self._task: asyncio.Task[None] | None = None
+        self._deadlines: deque[tuple[float, float, asyncio.Future[bool]]] = deque()
+        """(deadline, timeout, future) of ordered emits' waiters, oldest first."""
+        self._watchdog: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         if self._task is None:
@@ -128,6 +131,9 @@ class Outbox:
             await asyncio.wait_for(self.flush(), timeout)
         except asyncio.TimeoutError:
             self.logger.warning("outbox: %d messages not sent at stop", len(self._queue))
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         task, self._task = self._task, None
         task.cancel()
         await settle(task, 5.0, self.logger, "the outbox writer")
@@ -191,19 +197,39 @@ class Outbox:
         """Queue a payload; True once the broker accepted it, False when it did not
         within ``timeout`` or a send failed first (it stays queued, sent in order
         once the broker answers). Raises when the broker refused it."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
         self._append(_Entry((target, payload), future, True))
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except asyncio.TimeoutError:
-            future.add_done_callback(_retrieve)
-            if not self.stalled:
-                self.stalled = True
-                self.logger.warning(
-                    "the broker did not accept a message within %ss: emits return once "
-                    "queued until it answers again", timeout)
-                self._release()
-            return False
+        # one watchdog timer for every waiter (the oldest deadline first), not a
+        # wait_for each: under 100 concurrent emitters those cost more than the rest
+        self._deadlines.append((loop.time() + timeout, timeout, future))
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(self._deadlines[0][0], self._check_deadlines)
+        return await future  # False once released: see _check_deadlines and _release
+
+    def _check_deadlines(self) -> None:
+        """The oldest waiting ordered emit reached its deadline: the broker does not
+        answer in time, so every waiting emit returns (its message stays queued)."""
+        self._watchdog = None
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][2].done():
+            deadlines.popleft()
+        if not deadlines:
+            return
+        loop = asyncio.get_running_loop()
+        deadline, timeout, _ = deadlines[0]
+        if deadline <= loop.time() and not self.stalled:
+            self.stalled = True
+            self.logger.warning(
+                "the broker did not accept a message within %ss: emits return once "
+                "queued until it answers again", timeout)
+            self._release()
+        elif deadline <= loop.time():
+            self._release()
+        while deadlines and deadlines[0][2].done():
+            deadlines.popleft()
+        if deadlines:
+            self._watchdog = loop.call_at(deadlines[0][0], self._check_deadlines)
 
     async def wait_writable(self, size: int = 0) -> None:
         """Backpressure: wait while the queue is over its bounds, or over
@@ -359,9 +385,6 @@ class Outbox:
                     future.set_exception(error)
         self._inflight = []
         self._progress.set()
-
-
-def _retrieve(future: asyncio.Future[bool]) -> None:
-    """Consume the outcome of a send nobody waits for any more."""
-    if not future.cancelled():
-        future.exception()
+        deadlines = self._deadlines  # settled in order: forget the answered ones now
+        while deadlines and deadlines[0][2].done():
+            deadlines.popleft()

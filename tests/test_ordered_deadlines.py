@@ -1,0 +1,96 @@
+"""Ordered emits wait for the broker, bounded: one watchdog for every waiting emit
+(cluster/outbox.py) and one timer per marker (cluster/ordering.py), over a memory
+backend whose broker can stop answering."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import ClassVar
+
+import socketio
+
+from conformance.cluster import eventually
+from socketio_adapters import ClusterManager
+from socketio_adapters.backends.base import Outgoing
+from socketio_adapters.backends.memory import MemoryBackend
+
+TIMEOUT = 0.5
+"""The managers' request timeout: how long an ordered emit waits for the broker."""
+
+
+class _Silent(MemoryBackend):
+    """A memory backend whose publishes hang while ``silent`` (a broker that takes
+    the connection and never answers) and whose own markers can be lost."""
+
+    name: ClassVar[str] = "silent"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.silent = False
+        self.lose_markers = False
+        self.answered = asyncio.Event()
+
+    async def publish(self, batch: Sequence[Outgoing]) -> None:
+        while self.silent:
+            await asyncio.sleep(0.01)
+        if self.lose_markers:
+            batch = [(target, payload) for target, payload in batch
+                     if target != self.node_id]
+        await super().publish(batch)
+
+
+async def _node(url: str) -> tuple[ClusterManager, _Silent, socketio.AsyncServer]:
+    backend = _Silent(url)
+    manager = ClusterManager(backend, request_timeout=TIMEOUT)
+    sio = socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")
+    await manager.start()
+    return manager, backend, sio
+
+
+async def test_waiting_emits_return_together_when_the_broker_stops_answering() -> None:
+    manager, backend, sio = await _node("memory://deadlines")
+    try:
+        await sio.emit("e", 0)  # answered: not stalled
+        outbox = manager.publisher.require()
+        assert not outbox.stalled
+        backend.silent = True
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await asyncio.wait_for(asyncio.gather(*(sio.emit("e", i) for i in range(100))),
+                               TIMEOUT * 10)
+        assert loop.time() - began >= TIMEOUT * 0.9  # they waited for the broker
+        assert outbox.stalled
+        assert len(outbox) >= 100  # returned, still queued (with their marker)
+        backend.silent = False
+        await asyncio.wait_for(manager.flush(), TIMEOUT * 10)
+        await sio.emit("e", 101)
+        assert not outbox.stalled
+    finally:
+        await manager.stop()
+
+
+async def test_the_watchdog_forgets_answered_emits() -> None:
+    manager, _, sio = await _node("memory://deadlines2")
+    try:
+        for i in range(2_000):
+            await sio.emit("e", i)
+        outbox = manager.publisher.require()
+        assert len(outbox._deadlines) == 0
+        assert not outbox.stalled
+    finally:
+        await manager.stop()
+
+
+async def test_a_marker_that_does_not_come_back_ends_the_wait_once() -> None:
+    manager, backend, sio = await _node("memory://deadlines3")
+    try:
+        backend.lose_markers = True
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await asyncio.wait_for(asyncio.gather(*(sio.emit("e", i) for i in range(50))),
+                               TIMEOUT * 10)
+        assert loop.time() - began >= TIMEOUT * 0.9
+        await eventually(lambda: manager.self_sync.late, 1, "one late marker")
+    finally:
+        await manager.stop()
