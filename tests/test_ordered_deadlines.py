@@ -27,13 +27,23 @@ class _Silent(MemoryBackend):
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
-        self.silent = False
         self.lose_markers = False
-        self.answered = asyncio.Event()
+        self._answering = asyncio.Event()
+        self._answering.set()
+
+    @property
+    def silent(self) -> bool:
+        return not self._answering.is_set()
+
+    @silent.setter
+    def silent(self, value: bool) -> None:
+        if value:
+            self._answering.clear()
+        else:
+            self._answering.set()
 
     async def publish(self, batch: Sequence[Outgoing]) -> None:
-        while self.silent:
-            await asyncio.sleep(0.01)
+        await self._answering.wait()
         if self.lose_markers:
             batch = [(target, payload) for target, payload in batch
                      if target != self.node_id]
