@@ -38,21 +38,26 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from conformance.cluster import Node as ServerNode
 from socketio_adapters import AsyncClient
 
 from .environment import REPO_ROOT, environment
 from .node import with_channel
+from .recovery_js import JsClientError, JsRecoveringClient
 
 DEFAULT_JSON = str(REPO_ROOT / "benchmarks" / "results" / "recovery-{backend}.json")
 BACKENDS = ("memory", "local", "redis", "rabbitmq", "nats", "kafka", "postgres")
 TRANSPORTS = ("websocket", "polling")
+CLIENTS = ("python", "js")
+COMPRESSION = ("default", "on", "off")
 ROOM = "r"
 RECOVERY_OPTIONS = {"max_disconnection_duration": 120}
 STEP_TIMEOUT = 60.0
@@ -66,14 +71,37 @@ class BenchError(RuntimeError):
 # ---------------------------------------------------------------------- nodes
 
 
+def websocket_driver(compress: bool) -> type:
+    """python-engineio's aiohttp websocket driver, accepting permessage-deflate or not
+    (its own accepts it whenever the client offers it, as the JS client does)."""
+    from engineio.async_drivers.aiohttp import WebSocket
+
+    class Driver(WebSocket):  # type: ignore[misc]
+        async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+            request = environ["aiohttp.request"]
+            self._sock = web.WebSocketResponse(
+                max_msg_size=self.server.max_http_buffer_size, compress=compress)
+            await self._sock.prepare(request)
+            self.environ = environ
+            await self.handler(self)
+            return self._sock
+
+    return Driver
+
+
 class Node(ServerNode):
     """One server node, conformance's: ``socketio_adapters.AsyncServer`` with recovery
     on, on an aiohttp server bound to a free loopback port; clients may send ``join``
-    (a room). It also times each restore's ``recovery_take``."""
+    (a room). It also times each restore's ``recovery_take``. ``compression``: its
+    websockets' permessage-deflate, ``default`` (the server's own choice), ``on`` or
+    ``off``."""
 
-    def __init__(self, name: str, url: str) -> None:
+    def __init__(self, name: str, url: str, compression: str = "default") -> None:
         super().__init__(url, recovery=RECOVERY_OPTIONS)
         self.name = name
+        if compression != "default":
+            eio = self.sio.eio
+            eio._async = {**eio._async, "websocket": websocket_driver(compression == "on")}
         self.take_seconds: list[float] = []
         """How long each restore's take took here (the saved session taken, the
         missed entries read from the log and filtered)."""
@@ -94,20 +122,20 @@ class Node(ServerNode):
         with contextlib.suppress(Exception):
             await asyncio.wait_for(super().stop(), 15)
 
-    async def drop(self, client: Client) -> None:
-        """Lose ``client``'s transport server-side (as a dropped network does) and wait
-        until this node kept the session (conformance's ``Scenario.drop``)."""
+    async def drop(self, eio_sid: str, disconnected: Awaitable[Any]) -> None:
+        """Lose the transport of the client ``eio_sid`` server-side (as a dropped
+        network does), wait for the client to see it (``disconnected``) and until this
+        node kept the session (conformance's ``Scenario.drop``)."""
         recovery = self.manager.recovery
         if recovery is None:
             raise BenchError("recovery is not on")
         saved = recovery.saved
-        eio_sid = client.sio.eio.sid
         sock = self.sio.eio.sockets.get(eio_sid)
         if sock is None:
             raise BenchError(f"the client is not connected to node {self.name}")
         await sock.close(wait=False, abort=True, reason=self.sio.reason.TRANSPORT_CLOSE)
         sock.queue.put_nowait(None)  # ends the websocket, or the long-poll, now
-        await asyncio.wait_for(client.disconnected.wait(), 10)
+        await asyncio.wait_for(disconnected, 10)
         deadline = time.monotonic() + 10
         while recovery.saved == saved:
             if time.monotonic() > deadline:
@@ -175,11 +203,25 @@ class Client:
 # ---------------------------------------------------------------------- one repetition
 
 
+def check(values: list[Any], missed: int, recovered: bool, sid: str,
+          old_sid: str) -> None:
+    """The client got every missed event, in order, once, in its restored session."""
+    if not recovered:
+        raise BenchError("the session was not restored (recovered is false)")
+    if sid != old_sid:
+        raise BenchError("the restored session has another sid")
+    if values[:missed] != list(range(missed)):
+        raise BenchError("missed events out of order or repeated")
+    if len(values) != missed:
+        raise BenchError(f"{len(values) - missed} extra events after the missed ones")
+
+
 @dataclass
 class Bench:
     backend: str
     url: str
     missed: int
+    compression: str = "default"
     nodes: list[Node] = field(default_factory=list)
     watchers: dict[str, Client] = field(default_factory=dict)
     http: aiohttp.ClientSession | None = None
@@ -196,7 +238,7 @@ class Bench:
         channel = f"bench-recovery-{secrets.token_hex(4)}"
         url = with_channel(self.url, channel)
         self.http = aiohttp.ClientSession()
-        self.nodes = [Node("A", url), Node("B", url)]
+        self.nodes = [Node("A", url, self.compression), Node("B", url, self.compression)]
         for node in self.nodes:
             await node.start()
 
@@ -223,8 +265,29 @@ class Bench:
         if self.http is not None:
             await self.http.close()
 
-    async def repetition(self, transport: str) -> dict[str, Any]:
+    async def miss(self, transport: str) -> dict[str, float]:
+        """Step 3: B emits what the client misses, flushes, and its watcher (on
+        ``transport``) gets all of it live."""
         watcher = await self.watcher(transport)
+        watcher.reset()
+        began = time.monotonic()
+        for i in range(self.missed):
+            await self.b.sio.emit("ev", i, to=ROOM)
+        emitted = time.monotonic()
+        await self.b.manager.flush()
+        flushed = time.monotonic()
+        await watcher.wait_all("live delivery to the watcher on B")
+        return {"emit_loop_ms": 1000 * (emitted - began),
+                "emit_flushed_ms": 1000 * (flushed - began),
+                "live_delivery_ms": 1000 * (watcher.times[-1] - began)}
+
+    def take_ms(self) -> float:
+        if len(self.b.take_seconds) != 1:
+            raise BenchError(f"{len(self.b.take_seconds)} session takes on B")
+        return 1000 * self.b.take_seconds[0]
+
+    async def repetition(self, transport: str) -> dict[str, Any]:
+        """One repetition with a Python client on ``transport``."""
         client = Client(self.missed, self._http())
         try:
             # 1. a client on A in the room, with one event received
@@ -238,17 +301,9 @@ class Bench:
             if client.sio.offset() is None:
                 raise BenchError("the first event carried no offset")
             # 2. its transport lost
-            await self.a.drop(client)
+            await self.a.drop(client.sio.eio.sid, client.disconnected.wait())
             # 3. what it misses, emitted on B, flushed, and delivered live on B
-            watcher.reset()
-            began = time.monotonic()
-            for i in range(self.missed):
-                await self.b.sio.emit("ev", i, to=ROOM)
-            emitted = time.monotonic()
-            await self.b.manager.flush()
-            flushed = time.monotonic()
-            await watcher.wait_all("live delivery to the watcher on B")
-            live_last = watcher.times[-1]
+            live = await self.miss(transport)
             # 4. back, on B
             client.reset()
             self.b.take_seconds.clear()
@@ -256,73 +311,123 @@ class Bench:
             await client.connect(self.b, transport)
             connected = time.monotonic()
             await client.wait_all("missed events after the reconnect")
-            if not client.sio.recovered:
-                raise BenchError("the session was not restored (recovered is false)")
-            if client.sio.get_sid() != sid:
-                raise BenchError("the restored session has another sid")
-            if client.values[:self.missed] != list(range(self.missed)):
-                raise BenchError("missed events out of order or repeated")
             await asyncio.sleep(0.1)
-            if len(client.values) != self.missed:
-                raise BenchError(f"{len(client.values) - self.missed} extra events after "
-                                 "the missed ones")
-            last = client.times[self.missed - 1]
-            if len(self.b.take_seconds) != 1:
-                raise BenchError(f"{len(self.b.take_seconds)} session takes on B")
+            check(client.values, self.missed, client.sio.recovered, client.sio.get_sid(),
+                  sid)
             return {
-                "recover_ms": 1000 * (last - start),
+                "recover_ms": 1000 * (client.times[self.missed - 1] - start),
                 "connect_ms": 1000 * (connected - start),
-                "take_ms": 1000 * self.b.take_seconds[0],
+                "take_ms": self.take_ms(),
                 "fresh_connect_ms": 1000 * fresh_connect,
                 "first_event_ms": 1000 * (client.times[0] - start),
-                "emit_loop_ms": 1000 * (emitted - began),
-                "emit_flushed_ms": 1000 * (flushed - began),
-                "live_delivery_ms": 1000 * (live_last - began),
+                **live,
             }
         finally:
             await client.close()
 
+    async def repetition_js(self, client: JsRecoveringClient) -> dict[str, Any]:
+        """One repetition with the official JavaScript client, default transports
+        (its own clock, in its own process; see benchmarks/recovery_client.mjs)."""
+        # 1. a client on A in the room, with one event received
+        fresh_connect_ms = await client.connect(self.a.url)
+        sid = client.sid
+        await self.a.sio.emit("hello", "hi", to=sid)
+        if await client.wait_hello() is None:
+            raise BenchError("the first event carried no offset")
+        # 2. its transport lost
+        await self.a.drop(client.eio_sid, client.wait_dropped())
+        # 3. what it misses, emitted on B, flushed, and delivered live on B
+        live = await self.miss("websocket")
+        # 4. back, on B
+        self.b.take_seconds.clear()
+        got = await client.recover(self.b.url)
+        check(got["values"], self.missed, got["recovered"], got["sid"], sid)
+        return {
+            "recover_ms": got["recover_ms"],
+            "connect_ms": got["connect_ms"],
+            "take_ms": self.take_ms(),
+            "fresh_connect_ms": fresh_connect_ms,
+            "first_event_ms": got["first_event_ms"],
+            "upgrade_ms": got["upgrade_ms"],
+            "events_on_polling": got["on_polling"],
+            "final_transport": got["transport"],
+            **live,
+        }
+
 
 def summarize(runs: list[dict[str, Any]], key: str) -> dict[str, float]:
-    values = [r[key] for r in runs]
+    values = [r[key] for r in runs if r.get(key) is not None]
+    if not values:
+        return {}
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 SUMMARY_KEYS = ("recover_ms", "connect_ms", "take_ms", "fresh_connect_ms",
-                "first_event_ms", "live_delivery_ms", "emit_flushed_ms")
+                "first_event_ms", "live_delivery_ms", "emit_flushed_ms", "upgrade_ms",
+                "events_on_polling")
+JS_TRANSPORTS = "default"
+"""The JavaScript client's only variant: its default transports (long-polling, then
+the upgrade to websocket)."""
+
+
+def variants(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(client, transport) pairs to measure, in order."""
+    found: list[tuple[str, str]] = []
+    for client in args.clients:
+        if client == "js":
+            found.append(("js", JS_TRANSPORTS))
+        else:
+            found.extend(("python", transport) for transport in args.transports)
+    return found
+
+
+async def run_variant(bench: Bench, args: argparse.Namespace, kind: str, client: str,
+                      transport: str) -> list[dict[str, Any]]:
+    runs: list[dict[str, Any]] = []
+    js = JsRecoveringClient(args.missed) if client == "js" else None
+    try:
+        for rep in range(args.warmup + args.repeats):
+            if js is not None:
+                run = await bench.repetition_js(js)
+            else:
+                run = await bench.repetition(transport)
+            measured = rep >= args.warmup
+            label = f"run {rep - args.warmup + 1}" if measured else "warm-up"
+            upgrade = ("" if run.get("upgrade_ms") is None else
+                       f"; upgraded after {run['upgrade_ms']:.1f} ms, "
+                       f"{run['events_on_polling']} events on polling")
+            print(f"  {kind} {client} {transport} {label}: recovered {args.missed} "
+                  f"events in {run['recover_ms']:8.1f} ms (CONNECT after "
+                  f"{run['connect_ms']:.1f} ms, of which take {run['take_ms']:.1f} ms; "
+                  f"a fresh connect takes {run['fresh_connect_ms']:.1f} ms; first event "
+                  f"after {run['first_event_ms']:.1f} ms{upgrade}; live delivery of the "
+                  f"same events took {run['live_delivery_ms']:.1f} ms)", flush=True)
+            if measured:
+                runs.append(run)
+    finally:
+        if js is not None:
+            await js.close()
+    return runs
 
 
 async def run_backend_async(args: argparse.Namespace, kind: str,
                             url: str) -> dict[str, Any]:
-    bench = Bench(kind, url, args.missed)
-    results: dict[str, Any] = {}
+    bench = Bench(kind, url, args.missed, args.ws_compression)
+    results: dict[str, dict[str, Any]] = {}
     errors: dict[str, str] = {}
     began = time.monotonic()
     try:
         await bench.start()
-        for transport in args.transports:
-            runs: list[dict[str, Any]] = []
+        for client, transport in variants(args):
             try:
-                for rep in range(args.warmup + args.repeats):
-                    run = await bench.repetition(transport)
-                    measured = rep >= args.warmup
-                    label = f"run {rep - args.warmup + 1}" if measured else "warm-up"
-                    print(f"  {kind} {transport} {label}: recovered {args.missed} events "
-                          f"in {run['recover_ms']:8.1f} ms (CONNECT after "
-                          f"{run['connect_ms']:.1f} ms, of which take "
-                          f"{run['take_ms']:.1f} ms; a fresh connect takes "
-                          f"{run['fresh_connect_ms']:.1f} ms; first event after "
-                          f"{run['first_event_ms']:.1f} ms; live delivery of the same "
-                          f"events took {run['live_delivery_ms']:.1f} ms)", flush=True)
-                    if measured:
-                        runs.append(run)
-            except (BenchError, asyncio.TimeoutError, OSError) as exc:
-                errors[transport] = f"{type(exc).__name__}: {exc}"
-                print(f"  ERROR ({kind} {transport}): {errors[transport]}",
+                runs = await run_variant(bench, args, kind, client, transport)
+            except (BenchError, JsClientError, asyncio.TimeoutError, OSError) as exc:
+                errors[f"{client} {transport}"] = f"{type(exc).__name__}: {exc}"
+                print(f"  ERROR ({kind} {client} {transport}): {exc}",
                       file=sys.stderr, flush=True)
-            if runs:
-                results[transport] = {"runs": runs} | {
-                    key: summarize(runs, key) for key in SUMMARY_KEYS}
+                continue
+            results.setdefault(client, {})[transport] = {"runs": runs} | {
+                key: summarize(runs, key) for key in SUMMARY_KEYS}
     finally:
         await bench.stop()
     return {
@@ -330,11 +435,12 @@ async def run_backend_async(args: argparse.Namespace, kind: str,
         "backend": kind,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config": {"missed": args.missed, "repeats": args.repeats, "warmup": args.warmup,
-                   "transports": list(args.transports), "room": ROOM,
+                   "clients": list(args.clients), "transports": list(args.transports),
+                   "websocket_compression": args.ws_compression, "room": ROOM,
                    "recovery_options": RECOVERY_OPTIONS, "url_given": args.url is not None,
                    "nodes": "two socketio_adapters.AsyncServer nodes in one process"},
         "environment": environment(),
-        "transports": results,
+        "clients": results,
         "errors": errors,
         "seconds": time.monotonic() - began,
     }
@@ -380,33 +486,38 @@ def run_backend(args: argparse.Namespace, kind: str) -> dict[str, Any]:
 def table(results: dict[str, dict[str, Any]], missed: int) -> list[str]:
     lines = ["", f"Time to recover a client that missed {missed:,} events (ms; median, "
              "min, max over the runs)",
-             f"{'backend':<9} {'transport':<10} {'recover':>9} {'min':>9} {'max':>9} "
-             f"{'take':>9} {'1st event':>9} {'fresh':>9} {'live':>9}"]
+             f"{'backend':<9} {'client':<7} {'transport':<10} {'recover':>9} {'min':>9} "
+             f"{'max':>9} {'take':>9} {'1st event':>9} {'upgrade':>9} {'fresh':>9} "
+             f"{'live':>9}"]
     lines.append("-" * len(lines[-1]))
+
+    def median(entry: dict[str, Any], key: str) -> str:
+        value = entry.get(key, {}).get("median")
+        return f"{'-':>9}" if value is None else f"{value:>9.1f}"
+
     for kind, result in results.items():
-        transports = result.get("transports") or {}
-        if not transports:
-            lines.append(f"{kind:<9} failed: {result.get('errors')}")
-            continue
-        for transport, entry in transports.items():
-            rec = entry["recover_ms"]
-            lines.append(
-                f"{kind:<9} {transport:<10} {rec['median']:>9.1f} {rec['min']:>9.1f} "
-                f"{rec['max']:>9.1f} {entry['take_ms']['median']:>9.1f} "
-                f"{entry['first_event_ms']['median']:>9.1f} "
-                f"{entry['fresh_connect_ms']['median']:>9.1f} "
-                f"{entry['live_delivery_ms']['median']:>9.1f}")
-        for transport, error in result.get("errors", {}).items():
-            lines.append(f"{kind:<9} {transport:<10} failed: {error}")
+        clients = result.get("clients") or {}
+        for client, transports in clients.items():
+            for transport, entry in transports.items():
+                rec = entry["recover_ms"]
+                lines.append(
+                    f"{kind:<9} {client:<7} {transport:<10} {rec['median']:>9.1f} "
+                    f"{rec['min']:>9.1f} {rec['max']:>9.1f} {median(entry, 'take_ms')} "
+                    f"{median(entry, 'first_event_ms')} {median(entry, 'upgrade_ms')} "
+                    f"{median(entry, 'fresh_connect_ms')} "
+                    f"{median(entry, 'live_delivery_ms')}")
+        for what, error in result.get("errors", {}).items():
+            lines.append(f"{kind:<9} {what:<18} failed: {error}")
     lines.append("recover: reconnect call -> last missed event; take: B's recovery_take "
                  "(session taken, log read, filtered); 1st event: reconnect call -> first "
-                 "missed event; fresh: a first connect to A (no restore); live: B's emit "
+                 "missed event; upgrade: reconnect call -> the JS client's switch to "
+                 "websocket; fresh: a first connect to A (no restore); live: B's emit "
                  "loop start -> the watcher on B got the same events live")
     return lines
 
 
 def write_json(args: argparse.Namespace, result: dict[str, Any]) -> None:
-    if args.json == "-" or not result.get("transports"):
+    if args.json == "-" or not result.get("clients"):
         return
     path = Path(args.json.replace("{backend}", result["backend"]))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -436,6 +547,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="unreported repetitions first (default 1)")
     parser.add_argument("--transport", default="websocket",
                         help="comma-separated: websocket, polling (default websocket)")
+    parser.add_argument("--client", default="python",
+                        help="comma-separated: python (our AsyncClient, on each "
+                             "--transport), js (the official socket.io-client with its "
+                             "default transports; needs npm ci --prefix conformance/js) "
+                             "(default python)")
+    parser.add_argument("--ws-compression", choices=COMPRESSION, default="default",
+                        help="the servers' websocket permessage-deflate: default (the "
+                             "library's choice), on (accepted when offered), off "
+                             "(refused, as Node's engine.io does) (default: default)")
     parser.add_argument("--url", default=None,
                         help="use this broker instead of starting a local one "
                              "(not with --backend all)")
@@ -447,6 +567,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [t for t in args.transports if t not in TRANSPORTS]
     if unknown or not args.transports:
         parser.error(f"--transport: choose from {', '.join(TRANSPORTS)}")
+    args.clients = tuple(c.strip() for c in args.client.split(",") if c.strip())
+    if not args.clients or any(c not in CLIENTS for c in args.clients):
+        parser.error(f"--client: choose from {', '.join(CLIENTS)}")
     if args.backend == "all" and args.url is not None:
         parser.error("--url needs one --backend, not all")
     if args.missed < 1 or args.repeats < 1 or args.warmup < 0:

@@ -18,6 +18,9 @@ from typing import Any
 from socketio_adapters import AsyncClient
 
 JS_DIR = Path(__file__).parent / "js"
+DEFAULT_TRANSPORTS = "default"
+"""The JS client's transport when it keeps its defaults: long-polling first, then the
+upgrade to websocket (as in a browser)."""
 
 
 class RecoveringClient:
@@ -250,8 +253,9 @@ class JsClient(RecoveringClient):
         self.disconnected.clear()
         for nsp in namespaces:
             self._connected[nsp].clear()
+        transports = None if self.transport == DEFAULT_TRANSPORTS else [self.transport]
         await self._command(cmd="connect", url=url, namespaces=list(namespaces),
-                            transports=[self.transport], auth=auth)
+                            transports=transports, auth=auth)
         for nsp in namespaces:
             await asyncio.wait_for(self._connected[nsp].wait(), 10)
 

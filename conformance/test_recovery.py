@@ -17,6 +17,7 @@ from socketio_adapters import create_manager
 from .cluster import DEADLINE, MARKER, Cluster, Node, eventually
 from .conftest import BackendUnderTest
 from .recovery_clients import (
+    DEFAULT_TRANSPORTS,
     JsClient,
     PythonClient,
     RecoveringClient,
@@ -31,9 +32,12 @@ class Scenario:
     """A recovering cluster and the clients of one kind that a test opens."""
 
     def __init__(self, backend: BackendUnderTest, transport: str, kind: str,
-                 window: float = WINDOW) -> None:
+                 window: float = WINDOW, client_transport: str | None = None) -> None:
         self.backend = backend
         self.transport = transport
+        self.client_transport = client_transport or transport
+        """The recovering clients' (the JS client's ``default``: polling, then the
+        upgrade to websocket)."""
         self.kind = kind
         # pings every second: a long-polling client that disconnects waits for its
         # pending poll to return, which python-engineio's server answers only then
@@ -48,8 +52,9 @@ class Scenario:
         return self.cluster.nodes
 
     def new_client(self) -> RecoveringClient:
-        client: RecoveringClient = (PythonClient(self.transport) if self.kind == "python"
-                                    else JsClient(self.transport))
+        client: RecoveringClient = (
+            PythonClient(self.client_transport) if self.kind == "python"
+            else JsClient(self.client_transport))
         self.clients.append(client)
         return client
 
@@ -360,3 +365,41 @@ async def test_an_expired_session_is_not_restored(backend: BackendUnderTest,
         assert await short.stray(client, 1) == [], "a fresh session got missed events"
     finally:
         await short.close()
+
+
+@pytest.fixture
+async def browser_like(backend: BackendUnderTest) -> AsyncIterator[Scenario]:
+    """The official JS client with its default transports, as in a browser: its
+    reconnection opens with long-polling (where CONNECT with the pid and offset goes,
+    in a POST) and upgrades to websocket while the missed events are coming."""
+    if not backend.capabilities.durable_log:
+        pytest.skip(f"{backend.name} declares no durable_log")
+    if node_binary() is None or not js_client_installed():
+        pytest.fail("the official socket.io-client is not installed: run the README's "
+                    "test command, or `npm ci --prefix conformance/js`")
+    made = Scenario(backend, "websocket", "js", client_transport=DEFAULT_TRANSPORTS)
+    await made.cluster.start()
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+@pytest.mark.parametrize("missed", [5, 1000])
+async def test_default_transports_recover_while_upgrading(browser_like: Scenario,
+                                                          missed: int) -> None:
+    client = await browser_like.primed(0, rooms=("r",))
+    sid = client.sid()
+    await browser_like.drop(client)
+    emitter = browser_like.nodes[1].sio
+    for i in range(missed):
+        await emitter.emit("ev", i, to="r")
+    await browser_like.settle()
+    await browser_like.back(client, 2)
+    assert client.recovered() and client.sid() == sid
+    # a restore that waits for a poll the client holds back while it upgrades (the
+    # client first waits for its POST, which carried CONNECT) gives up: events lost
+    assert await client.take("ev", missed, timeout=30) == list(range(missed))
+    await emitter.emit("ev", "live", to="r")
+    assert await client.next("ev") == "live"
+    assert await browser_like.stray(client, 1) == [], "an event arrived twice"

@@ -12,6 +12,7 @@ its sid, rooms and session back and every event it missed, once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -92,6 +93,8 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
         """Called with ``(namespace, sid)`` for each socket restored here (an edge
         node of the distributor mode hands it to an application server)."""
         self._shutting_down = False
+        self._replays: set[asyncio.Task[None]] = set()
+        """Restores sending their missed events (see :meth:`_restore`)."""
 
     def _engineio_server_class(self) -> type[ForwardingEngine]:
         return ForwardingEngine
@@ -156,7 +159,7 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
                 sio_packet.CONNECT, {"sid": sid, "pid": record.pid}, namespace=namespace))
 
         try:
-            await self._recovery.finish(restore, eio_sid, announce)
+            await self._recovery.begin(restore, eio_sid, announce)
         except _Refused as refusal:
             self._pids.pop(key, None)
             self._recovered.discard(key)
@@ -164,20 +167,37 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
                 sio_packet.CONNECT_ERROR, data=refusal.reason, namespace=namespace))
             await manager.disconnect(sid, namespace, ignore_queue=True)
             return
-        except ConnectionError:
-            # the client left while catching up: if its transport close came before
-            # the socket was registered, nothing else will disconnect it (and keep
-            # its session again for the next attempt)
-            sock = self.eio.sockets.get(eio_sid)
-            if manager.is_connected(sid, namespace) and (sock is None or sock.closed):
-                await self._handle_disconnect(eio_sid, namespace, "transport close")
-            return
         self.logger.info("restored %s [%s]", sid, namespace)
         for callback in self.restore_callbacks:
             try:
                 callback(namespace, sid)
             except Exception:
                 _log.exception("a restore callback failed")
+        # The missed events go in a task of their own: this is the handling of the
+        # client's CONNECT, and on long-polling it holds the POST that carried it.
+        # The official JS client upgrades to websocket meanwhile, and pauses polling
+        # until that POST is answered: a replay that waited here for the client to
+        # poll would wait for itself. Live events keep going to the socket's tail
+        # until the replay is over, so the client still gets each event once, in
+        # order.
+        task = asyncio.create_task(self._replay(eio_sid, namespace, restore))
+        self._replays.add(task)
+        task.add_done_callback(self._replays.discard)
+
+    async def _replay(self, eio_sid: str, namespace: str, restore: Restore) -> None:
+        sid = restore.record.sid
+        try:
+            await self._recovery.replay(restore, eio_sid)
+        except ConnectionError:
+            # the client left while catching up: if its transport close came before
+            # the socket was registered, nothing else will disconnect it (and keep
+            # its session again for the next attempt)
+            sock = self.eio.sockets.get(eio_sid)
+            if self.cluster.is_connected(sid, namespace) and (sock is None or sock.closed):
+                await self._handle_disconnect(eio_sid, namespace, "transport close")
+        except Exception:
+            _log.exception("restoring %s [%s]: sending the missed events failed",
+                           sid, namespace)
 
     async def _refused(self, namespace: str, sid: str, eio_sid: str,
                        auth: dict[str, Any]) -> Any:
@@ -273,6 +293,10 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
                 sock.queue.put_nowait(None)
             except Exception:  # a socket already gone
                 _log.debug("closing a socket at shutdown failed", exc_info=True)
+        replays = list(self._replays)  # their clients are gone: no use waiting
+        for task in replays:
+            task.cancel()
+        await asyncio.gather(*replays, return_exceptions=True)
         eio = self.eio
         if getattr(eio, "service_task_event", None) and not getattr(
                 eio, "service_task_handle", None):

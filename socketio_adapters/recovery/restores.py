@@ -12,9 +12,11 @@ A restore on any node:
    moment, notes its log position ``P`` (the boundary) and opens a *tail*: every entry
    it delivers from then on is also kept for the restore (see :mod:`.sessions`);
 2. reads the entries after the client's offset up to ``P`` from the log;
-3. registers the socket (held: live deliveries skip it), sends CONNECT, the missed
-   events from the log, then the tail, and releases the hold when the tail is
-   empty, all in order, so the client gets each event once.
+3. registers the socket (held: live deliveries skip it) and sends CONNECT
+   (:meth:`Recovery.begin`); then (:meth:`Recovery.replay`, which the server runs
+   as its own task, so that the request that carried CONNECT is answered at once)
+   sends the missed events from the log, then the tail, and releases the hold when
+   the tail is empty, all in order, so the client gets each event once.
 """
 
 from __future__ import annotations
@@ -126,17 +128,28 @@ class Recovery:
     def close(self, tail: Tail) -> None:
         self.tails.close(tail)
 
-    async def finish(self, restore: Restore, eio_sid: str,
-                     announce: Callable[[], Awaitable[None]]) -> None:
-        """Register the restored socket (held), ``announce`` it (the CONNECT packet),
-        send what it missed and its tail, then let live deliveries reach it."""
+    async def begin(self, restore: Restore, eio_sid: str,
+                    announce: Callable[[], Awaitable[None]]) -> None:
+        """Register the restored socket, held (live deliveries skip it: they go to
+        its tail), and ``announce`` it (the CONNECT packet). Then :meth:`replay` must
+        follow; if ``announce`` fails, the hold is released here."""
+        record = restore.record
+        self.local.register(record.sid, record.nsp, eio_sid, record.rooms)
+        self.held.add(record.sid)
+        try:
+            await announce()
+        except BaseException:
+            self._release(restore)
+            raise
+
+    async def replay(self, restore: Restore, eio_sid: str) -> None:
+        """Send a begun restore's missed events, then its tail, then let live
+        deliveries reach the socket: each event once, in log order. ConnectionError
+        when the client went away meanwhile."""
         record = restore.record
         nsp, sid = record.nsp, record.sid
         local = self.local
-        local.register(sid, nsp, eio_sid, record.rooms)
-        self.held.add(sid)
         try:
-            await announce()
             rooms = {sid, *record.rooms}
             for offset, message in restore.missed:
                 await self._send(eio_sid, message, offset)
@@ -148,9 +161,12 @@ class Recovery:
                 if matches(message, nsp, local.rooms_of(sid, nsp) or rooms):
                     await self._send(eio_sid, message, offset)
         finally:
-            self.held.discard(sid)
-            self.close(restore.tail)
+            self._release(restore)
         self.restored += 1
+
+    def _release(self, restore: Restore) -> None:
+        self.held.discard(restore.record.sid)
+        self.close(restore.tail)
 
     async def _send(self, eio_sid: str, message: Message, offset: str) -> None:
         event = Broadcast.from_wire(message.data)
