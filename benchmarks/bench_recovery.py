@@ -44,10 +44,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 
 from conformance.cluster import Node as ServerNode
-from socketio_adapters import AsyncClient
+from socketio_adapters import AsyncClient, websocket_compression
 
 from .environment import REPO_ROOT, environment
 from .node import with_channel
@@ -71,37 +70,18 @@ class BenchError(RuntimeError):
 # ---------------------------------------------------------------------- nodes
 
 
-def websocket_driver(compress: bool) -> type:
-    """python-engineio's aiohttp websocket driver, accepting permessage-deflate or not
-    (its own accepts it whenever the client offers it, as the JS client does)."""
-    from engineio.async_drivers.aiohttp import WebSocket
-
-    class Driver(WebSocket):  # type: ignore[misc]
-        async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
-            request = environ["aiohttp.request"]
-            self._sock = web.WebSocketResponse(
-                max_msg_size=self.server.max_http_buffer_size, compress=compress)
-            await self._sock.prepare(request)
-            self.environ = environ
-            await self.handler(self)
-            return self._sock
-
-    return Driver
-
-
 class Node(ServerNode):
     """One server node, conformance's: ``socketio_adapters.AsyncServer`` with recovery
     on, on an aiohttp server bound to a free loopback port; clients may send ``join``
     (a room). It also times each restore's ``recovery_take``. ``compression``: its
-    websockets' permessage-deflate, ``default`` (the server's own choice), ``on`` or
-    ``off``."""
+    websockets' permessage-deflate, ``default`` (the server's own choice: off, as
+    Node's), ``on`` or ``off``."""
 
     def __init__(self, name: str, url: str, compression: str = "default") -> None:
         super().__init__(url, recovery=RECOVERY_OPTIONS)
         self.name = name
         if compression != "default":
-            eio = self.sio.eio
-            eio._async = {**eio._async, "websocket": websocket_driver(compression == "on")}
+            websocket_compression(self.sio, compression == "on")
         self.take_seconds: list[float] = []
         """How long each restore's take took here (the saved session taken, the
         missed entries read from the log and filtered)."""
