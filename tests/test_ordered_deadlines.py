@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import socketio
 
-from conformance.cluster import eventually
+from conformance.cluster import Client, Node, eventually
 from socketio_adapters import ClusterManager
 from socketio_adapters.backends.base import Outgoing
 from socketio_adapters.backends.memory import MemoryBackend
@@ -95,6 +95,9 @@ async def test_the_watchdog_forgets_answered_emits() -> None:
 async def test_a_marker_that_does_not_come_back_ends_the_wait_once() -> None:
     manager, backend, sio = await _node("memory://deadlines3")
     try:
+        # a socket of this node (no transport: what it is sent is dropped) that the
+        # emits select, so they wait for this node's marker before delivering here
+        await manager.connect("eio-sid", "/")
         backend.lose_markers = True
         loop = asyncio.get_running_loop()
         began = loop.time()
@@ -104,3 +107,25 @@ async def test_a_marker_that_does_not_come_back_ends_the_wait_once() -> None:
         await eventually(lambda: manager.self_sync.late, 1, "one late marker")
     finally:
         await manager.stop()
+
+
+async def test_a_marker_is_sent_only_when_this_node_has_clients_to_deliver_to() -> None:
+    node = Node("memory://markers")
+    await node.start()
+    sent = node.manager.publisher.require().counters
+    try:
+        await node.sio.emit("e", 0)  # warm
+        before = sent.sent
+        await node.sio.emit("e", 1)
+        assert sent.sent - before == 1  # the message alone: nothing local to order
+        client = await Client(node, "websocket").connect()
+        try:
+            await node.sio.emit("e", 2, to="elsewhere")  # a room with nobody here
+            before = sent.sent
+            await node.sio.emit("e", 3)
+            assert sent.sent - before == 2  # the message and this node's marker
+            assert await client.next("e") == 3
+        finally:
+            await client.close()
+    finally:
+        await node.stop()

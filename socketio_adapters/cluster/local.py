@@ -43,6 +43,13 @@ class LocalDelivery:
     def server(self) -> Any:
         return self.manager.server
 
+    def selects_any(self, namespace: str, target: Target) -> bool:
+        """Whether ``target`` may select a local socket (cheap; excepts ignored)."""
+        ns_rooms = self.manager.rooms.get(namespace)
+        if not ns_rooms:
+            return False
+        return any(ns_rooms.get(room) for room in (target.rooms or (None,)))
+
     def recipients(self, namespace: str, target: Target,
                    skip: Iterable[str] = ()) -> dict[str, str]:
         """sid -> eio_sid of the connected local sockets that ``target`` selects,

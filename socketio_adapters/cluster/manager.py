@@ -334,10 +334,11 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         publisher = self.publisher
         # before delivering to its own clients a node reads on past a marker sent
         # now: every emit another node got accepted before this one started is then
-        # delivered here first (the marker travels with the message: one round trip)
+        # delivered here first (the marker travels with the message: one round trip);
+        # with no local client to deliver to, there is nothing to put in order
         marker = (self.self_sync.mark() if self.ordered and not log
                   and self.server is not None and publisher.require().reachable
-                  else None)
+                  and self.local.selects_any(namespace, selected) else None)
         accepted = await publisher.send(
             MessageType.BROADCAST, namespace,
             Broadcast(packet, selected, seq=next(self._log_seq) if log else None),

@@ -9,7 +9,8 @@ a node makes sure its subscription caught up: when the emit starts it sends a ma
 (``SYNC``) to itself through the broker, in the same batch as the message, and waits
 for the marker to come back; the broker hands this node everything it accepted
 before the marker first, so every emit that returned before this one started.
-Emits waiting in the same event-loop turn share one marker.
+Emits waiting in the same event-loop turn share one marker; an emit that selects none of
+this node's clients sends none (it has nothing to deliver here).
 """
 
 from __future__ import annotations
