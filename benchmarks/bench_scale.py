@@ -1,9 +1,10 @@
 """Scale benchmarks: many server nodes, many clients, on one broker.
 
     python -m benchmarks.bench_scale [--scenario nodes,clients] [--backend redis,...]
-        [--node-counts 2,4,8] [--clients-per-node 50] [--broadcasts 500]
+        [--node-counts 2,4,8] [--clients-per-node 50] [--broadcasts 200]
         [--clients 10000] [--client-nodes 4] [--rooms 1000] [--room-seconds 5]
-        [--fetch-nodes 2,4,8] [--fetch-calls 50] [--sessions 2000]
+        [--room-senders 8] [--fetch-nodes 2,4,8] [--fetch-calls 50]
+        [--fetch-seconds 20] [--sessions 2000]
         [--json-dir benchmarks/results] [--anchor python|node]
 
 Per backend, on a broker started from local binaries (``local://`` needs none; its
@@ -15,14 +16,15 @@ first node hosts the hub), each scenario with fresh processes:
     everyone. Delivered messages per second across all clients, CPU seconds per 1,000
     delivered events of each node (``/proc/PID/stat``), and the broker's CPU.
 ``clients``
-    ``--clients`` clients (default 10,000) across ``--client-nodes`` nodes: the time
-    to connect them all, one broadcast to all of them (until the last has it), a
-    stream of room emits round-robin over ``--rooms`` rooms for ``--room-seconds``
-    (delivered messages per second), resident memory per connected socket
-    (``VmRSS`` of each node before and after connecting), ``fetch_sockets()``
-    latency against the node count (``--fetch-nodes``), and the memory of a saved
-    recovery session (``--sessions`` clients on one node with connection state
-    recovery on lose their transport, and the broker keeps their sessions).
+    ``--clients`` clients (default 10,000) across ``--client-nodes`` nodes: the time to
+    connect them all, one broadcast to all of them (until the last has it), a stream of
+    room emits round-robin over ``--rooms`` rooms for ``--room-seconds`` by
+    ``--room-senders`` concurrent loops (delivered messages per second), resident memory
+    per connected socket (``VmRSS`` of each node before and after connecting),
+    ``fetch_sockets()`` latency against the node count (``--fetch-nodes``), and the
+    memory of a saved recovery session (``--sessions`` clients on one node with
+    connection state recovery on lose their transport, and the broker keeps their
+    sessions).
 
 The clients are raw Engine.IO/Socket.IO websockets in a few driver processes
 (``python -m benchmarks.swarm_client``). Loopback only; every load loop is bounded
@@ -329,11 +331,15 @@ async def scenario_nodes(run: Run, args: argparse.Namespace) -> dict[str, Any]:
             pids = dict(cluster.node_pids)
             pids.update((s.name, s.proc.pid) for s in cluster.swarms)
             cpu = CpuWindow(run, pids)
-            expected = args.broadcasts * clients
             cpu.start()
             began = time.monotonic()
             await run.ctl.call(cluster.nodes[0], "POST", "/scale/broadcast",
-                               n=args.broadcasts)
+                               n=args.broadcasts, seconds=WAIT / 2)
+            job = await run.ctl.job_done(cluster.nodes[0], timeout=WAIT)
+            if job["n"] < args.broadcasts:
+                raise BenchError(f"{count} nodes: only {job['n']} of {args.broadcasts} "
+                                 f"broadcasts emitted in {WAIT / 2:g}s")
+            expected = args.broadcasts * clients
             last = await wait_delivered(run, cluster, f"{count} nodes", "b", expected,
                                         job_done(run, cluster.nodes[0]))
             used = cpu.stop()
@@ -447,7 +453,8 @@ async def measure_rooms(run: Run, cluster: Cluster,
     cpu.start()
     began = time.monotonic()
     await run.ctl.call(emitter, "POST", "/scale/rooms", rooms=args.rooms,
-                       seconds=args.room_seconds, max=args.room_max)
+                       seconds=args.room_seconds, max=args.room_max,
+                       senders=args.room_senders)
     job = await run.ctl.job_done(emitter, timeout=args.room_seconds + WAIT)
     emitted = int(job["n"])
     members = room_members(args.clients, len(cluster.nodes), args.rooms)
@@ -456,7 +463,8 @@ async def measure_rooms(run: Run, cluster: Cluster,
                                 job_done(run, emitter))
     used = cpu.stop()
     seconds = last - began
-    out = {"rooms": args.rooms, "emitted": emitted, "delivered": expected,
+    out = {"rooms": args.rooms, "senders": args.room_senders, "emitted": emitted,
+           "delivered": expected,
            "emit_seconds": round(job["loop_seconds"], 3), "seconds": round(seconds, 3),
            "emits_per_s": round(emitted / seconds, 1),
            "delivered_per_s": round(expected / seconds, 1), "cpu_s": used}
@@ -470,8 +478,8 @@ async def measure_fetch(run: Run, cluster: Cluster,
                         args: argparse.Namespace) -> dict[str, Any]:
     node = cluster.nodes[0]
     await run.ctl.call(node, "POST", "/scale/fetch", calls=args.fetch_calls,
-                       timeout=args.fetch_timeout)
-    await run.ctl.job_done(node, timeout=args.fetch_calls * args.fetch_timeout + 10)
+                       seconds=args.fetch_seconds, timeout=args.fetch_timeout)
+    await run.ctl.job_done(node, timeout=args.fetch_seconds + args.fetch_timeout + 10)
     found = await run.ctl.call(node, "GET", "/scale/fetch")
     wrong = [c for c in found["counts"] if c != cluster.sockets]
     if wrong:
@@ -542,7 +550,8 @@ SCENARIO_RUNNERS: dict[str, Callable[[Run, argparse.Namespace],
 def settings(args: argparse.Namespace, scenario: str) -> dict[str, Any]:
     keys = {"nodes": ("node_counts", "clients_per_node", "broadcasts"),
             "clients": ("clients", "client_nodes", "rooms", "room_seconds", "room_max",
-                        "fetch_nodes", "fetch_calls", "sessions")}[scenario]
+                        "room_senders", "fetch_nodes", "fetch_calls", "fetch_seconds",
+                        "sessions")}[scenario]
     return {k: getattr(args, k) for k in (*keys, "swarms", "at_once")}
 
 
@@ -631,10 +640,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="how long the room stream runs at most (default 5)")
     group.add_argument("--room-max", type=int, default=50_000,
                        help="emits the room stream sends at most (default 50000)")
+    group.add_argument("--room-senders", type=int, default=8,
+                       help="concurrent emit loops of the room stream (default 8)")
     group.add_argument("--fetch-nodes", type=_counts, default=[2, 4, 8],
                        help="node counts for fetch_sockets (default 2,4,8)")
-    group.add_argument("--fetch-calls", type=int, default=50)
-    group.add_argument("--fetch-timeout", type=float, default=10.0)
+    group.add_argument("--fetch-calls", type=int, default=50,
+                       help="fetch_sockets() calls per node count, at most (default 50)")
+    group.add_argument("--fetch-seconds", type=float, default=20.0,
+                       help="no fetch_sockets() call starts after this many seconds "
+                            "(default 20; at least one call is made)")
+    group.add_argument("--fetch-timeout", type=float, default=30.0,
+                       help="timeout of one fetch_sockets() call (default 30)")
     group.add_argument("--sessions", type=int, default=2_000,
                        help="clients whose recovery sessions are saved (default 2000)")
     group = parser.add_argument_group("clients and processes")
@@ -656,7 +672,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown backend {bad}; choose from {', '.join(BACKENDS)} or all "
                      "(memory:// is one process only)")
     for option in ("clients_per_node", "broadcasts", "clients", "client_nodes", "rooms",
-                   "fetch_calls", "sessions", "swarms", "at_once", "room_max"):
+                   "fetch_calls", "sessions", "swarms", "at_once", "room_max", "room_senders"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1")
     if args.anchor == "node":

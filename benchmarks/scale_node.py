@@ -10,13 +10,16 @@ recovery), aiohttp on 127.0.0.1, plus:
 
 - a ``connect`` handler that puts the socket in the room named by its auth
   ``{"room": R}`` (no extra round trip per client);
-- ``POST /scale/broadcast?n=N``: ``await sio.emit("b", {"i": i})`` to everyone, N times;
+- ``POST /scale/broadcast?n=N&seconds=S``: ``await sio.emit("b", {"i": i})`` to
+  everyone, N times, or fewer if S seconds passed (the job's ``n`` says how many);
 - ``POST /scale/one``: one ``one`` event to everyone, carrying when it was sent;
-- ``POST /scale/rooms?rooms=R&seconds=S&max=N``: ``emit("r", i, to=f"r{i % R}")``
-  round-robin until S seconds or N emits, whichever first (the job's ``n`` is how many
-  were emitted);
-- ``POST /scale/fetch?calls=C&timeout=T``: C ``fetch_sockets()`` calls one after the
-  other; ``GET /scale/fetch`` returns their latencies and socket counts;
+- ``POST /scale/rooms?rooms=R&seconds=S&max=N&senders=K``: K concurrent loops, each
+  ``await sio.emit("r", i, to=f"r{i % R}")`` for the next i, round-robin over the
+  rooms, until S seconds or N emits, whichever first (the job's ``n`` is how many were
+  emitted);
+- ``POST /scale/fetch?calls=C&seconds=S&timeout=T``: up to C ``fetch_sockets()`` calls
+  one after the other, none started after S seconds (at least one);
+  ``GET /scale/fetch`` returns their latencies and socket counts;
 - ``GET /scale/sessions``: how many recovery sessions this node saved and their bytes.
 
 The ``/bench/status`` endpoint of :class:`~benchmarks.node.BenchNode` reports the jobs.
@@ -84,10 +87,15 @@ class ScaleNode(BenchNode):
 
     async def handle_broadcast(self, request: web.Request) -> web.Response:
         n = int(request.query.get("n", "500"))
+        seconds = float(request.query.get("seconds", "60"))
 
         async def loop(job: Job) -> None:
             sio = self.sio
+            until = time.monotonic() + seconds
             for i in range(job.n):
+                if time.monotonic() >= until:
+                    job.n = i
+                    return
                 await sio.emit("b", {"i": i})
 
         return self._start_job("broadcast", n, loop)
@@ -102,27 +110,40 @@ class ScaleNode(BenchNode):
         rooms = int(request.query.get("rooms", "1000"))
         seconds = float(request.query.get("seconds", "5"))
         most = int(request.query.get("max", "100000"))
+        senders = int(request.query.get("senders", "1"))
 
         async def loop(job: Job) -> None:
             sio = self.sio
             names = [f"r{k}" for k in range(rooms)]
             until = time.monotonic() + seconds
-            i = 0
-            while i < most and time.monotonic() < until:
-                await sio.emit("r", i, to=names[i % rooms])
-                i += 1
-            job.n = i
+            numbers = iter(range(most))
+            sent = 0
+
+            async def sender() -> None:
+                nonlocal sent
+                for i in numbers:  # shared: each number is emitted once
+                    if time.monotonic() >= until:
+                        return
+                    await sio.emit("r", i, to=names[i % rooms])
+                    sent += 1
+
+            await asyncio.gather(*(sender() for _ in range(senders)))
+            job.n = sent
 
         return self._start_job("rooms", most, loop)
 
     async def handle_fetch(self, request: web.Request) -> web.Response:
         calls = int(request.query.get("calls", "50"))
-        timeout = float(request.query.get("timeout", "10"))
+        timeout = float(request.query.get("timeout", "30"))
+        seconds = float(request.query.get("seconds", "20"))
         self.fetch_latencies = []
         self.fetch_counts = []
 
         async def loop(job: Job) -> None:
+            until = time.monotonic() + seconds
             for _ in range(job.n):
+                if self.fetch_latencies and time.monotonic() >= until:
+                    return
                 began = time.perf_counter()
                 found = await self.manager.fetch_sockets(None, "/", timeout=timeout)
                 self.fetch_latencies.append(time.perf_counter() - began)
