@@ -70,7 +70,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 import socketio
@@ -80,7 +80,8 @@ from socketio_adapters import websocket_compression
 
 from .raw_clients import BATCH, RAW_CLIENTS, RawClient, raw_client
 
-__all__ = ["MODES", "PYSIO_MANAGERS", "RECOVERY_OPTIONS", "BenchNode", "with_channel"]
+__all__ = ["MODES", "PYSIO_MANAGERS", "RECOVERY_OPTIONS", "BenchNode", "Job", "Served",
+           "raise_nofile", "serve", "with_channel"]
 
 SOCKET_MODES = ("single", "cluster", "cluster-ff", "cluster-recovery", "pysio")
 CLUSTER_MODES = ("cluster", "cluster-ff", "cluster-recovery")
@@ -381,7 +382,33 @@ async def _watch_parent(parent: int, stop: asyncio.Event) -> None:
         await asyncio.sleep(1.0)
 
 
-async def serve(node: BenchNode, port: int) -> None:
+class Served(Protocol):
+    """What :func:`serve` needs of a benchmark process: its aiohttp app, a mode for
+    the ready line, its Socket.IO server (None for a client driver) and profiler."""
+
+    app: web.Application
+    mode: str
+    sio: Any
+    profiler: cProfile.Profile | None
+
+
+def raise_nofile(needed: int) -> int:
+    """Raise this process's soft limit of open files to the hard limit; returns the
+    new soft limit. Raises :class:`OSError` if the hard limit is below ``needed``."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise OSError(f"{needed} file descriptors needed but the hard limit is {hard} "
+                      "(raise it: ulimit -Hn, /etc/security/limits.conf)")
+    target = max(soft, needed) if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return int(soft)
+
+
+async def serve(node: Served, port: int) -> None:
     """Serve ``node`` on 127.0.0.1:port until SIGTERM/SIGINT or the parent's death."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
