@@ -115,11 +115,28 @@ class LocalDelivery:
         return len(recipients)
 
     def sockets(self, namespace: str, target: Target) -> list[tuple[str, list[str]]]:
-        """The selected connected sockets and their rooms."""
+        """The selected connected sockets and their rooms (in python-socketio's
+        ``get_rooms`` order). One pass over the namespace's rooms: ``get_rooms`` per
+        socket walks every room each time (quadratic: 6.5 s for 5,000 sockets)."""
         manager = self.manager
-        return [(sid, manager.get_rooms(sid, namespace))
-                for sid in self.recipients(namespace, target)
-                if manager.is_connected(sid, namespace)]
+        selected = [sid for sid in self.recipients(namespace, target)
+                    if manager.is_connected(sid, namespace)]
+        if not selected:
+            return []
+        rooms_of: dict[str, list[str]] = {sid: [] for sid in selected}
+        for room, members in manager.rooms.get(namespace, {}).items():
+            if room is None:
+                continue
+            if len(members) < len(rooms_of):
+                for sid in members:
+                    found = rooms_of.get(sid)
+                    if found is not None:
+                        found.append(room)
+            else:
+                for sid, found in rooms_of.items():
+                    if sid in members:
+                        found.append(room)
+        return [(sid, rooms_of[sid]) for sid in selected]
 
     def change_rooms(self, namespace: str, target: Target, rooms: Iterable[str],
                      join: bool) -> None:
