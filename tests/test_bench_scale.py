@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from benchmarks.environment import REPO_ROOT
 
 TINY = ["--backend", "local", "--node-counts", "2", "--clients-per-node", "10",
