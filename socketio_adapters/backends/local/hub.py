@@ -214,6 +214,8 @@ class Hub:
             self._send(direct, frame)
 
     def _join_rooms(self, peer: _Peer, keys: list[Any]) -> None:
+        if not keys:
+            return  # an emitter's hello: it subscribes to nothing
         if not peer.subscribed or not all(isinstance(k, str) for k in keys):
             raise FrameError("room keys are strings, of a node that subscribes")
         for key in keys:
