@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import inspect
 import itertools
+import os
 import secrets
 from collections import defaultdict
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import socketio
 from aiohttp import web
 
 from socketio_adapters import AsyncServer, ClusterManager, create_manager
+from socketio_adapters.registry import backend_class
 
 NAMESPACES = ("/", "/admin")
 DEADLINE = 20.0
@@ -217,6 +219,15 @@ class Client:
             await self.sio.disconnect()
 
 
+def subscriptions(url: str) -> str:
+    """``&subscriptions=rooms`` when ``SIOA_SUBSCRIPTIONS=rooms`` asks for per-room
+    subscriptions and the backend of ``url`` routes rooms (others run as they are)."""
+    mode = os.environ.get("SIOA_SUBSCRIPTIONS", "").strip()
+    if not mode or mode == "all" or not backend_class(url).capabilities.routes_rooms:
+        return ""
+    return f"&subscriptions={mode}"
+
+
 class Cluster:
     """``size`` nodes on one backend URL and a fresh channel, one client per node."""
 
@@ -227,7 +238,7 @@ class Cluster:
         # what an application that wants a quick failover would set; requests keep
         # the library's default timeout
         self.options = {"heartbeat_interval": 1.0, "heartbeat_timeout": 5.0, **options}
-        self.node_url = f"{url}{sep}channel=conf-{secrets.token_hex(4)}"
+        self.node_url = f"{url}{sep}channel=conf-{secrets.token_hex(4)}{subscriptions(url)}"
         self.nodes: list[Node] = [Node(self.node_url, **self.options) for _ in range(size)]
         self.clients: list[Client] = []
 

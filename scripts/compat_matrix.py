@@ -32,7 +32,7 @@ from socketio_adapters.registry import backend_class
 AREAS = ("broadcast", "rooms", "acks", "requests", "emitter", "order", "faults",
          "outage", "half_open", "foreign", "forwarding", "payload", "log",
          "recovery (python client)", "recovery (js client)", "recovery_faults",
-         "distributor")
+         "distributor", "room_subscriptions")
 FIGURES = (("broker restart → broadcasts again", "after broker restart"),
            ("5 s broker outage: lost/duplicated, recovery on", "outage, recovery on"),
            ("5 s broker outage: lost/duplicated, recovery off", "outage, recovery off"),

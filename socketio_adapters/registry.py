@@ -17,8 +17,9 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from .backends.base import Backend
 from .cluster import ClusterManager
+from .cluster.routing import MODES
 from .errors import ConfigurationError, MissingDependency
-from .options import Option, parse_bool, positive_float, positive_int, resolve
+from .options import Option, choice, parse_bool, positive_float, positive_int, resolve
 from .recovery import RecoveryOptions
 
 __all__ = ["BACKENDS", "DEFAULT_URL", "MANAGER_OPTIONS", "URL_VARIABLE", "backend_class",
@@ -87,6 +88,10 @@ MANAGER_OPTIONS: tuple[Option, ...] = (
     Option("ordered", parse_bool, True,
            "an emit returns once the broker accepted it, so emits of several nodes "
            "reach clients in the order they returned (false: once queued)"),
+    Option("subscriptions", choice(*MODES), "all",
+           "all: every node receives every message; rooms: a node receives the "
+           "broadcasts to a room only while it has a member in it (backends that "
+           "route rooms; every node and emitter of a cluster alike)"),
     Option("connection_state_recovery", _recovery, None,
            "recovery settings (a dict, or true for the defaults); servers usually set "
            "it through socketio_adapters.AsyncServer, an emitter through this option"),
@@ -169,7 +174,7 @@ def create_manager(url: str | None = None, **options: Any) -> ClusterManager:
 
     Manager options (``heartbeat_interval``, ``heartbeat_timeout``,
     ``request_timeout``, ``write_only``, ``max_buffer``, ``max_buffer_bytes``,
-    ``buffer_timeout``, ``callback_ttl``, ``ordered``) may be
+    ``buffer_timeout``, ``callback_ttl``, ``ordered``, ``subscriptions``) may be
     given as keyword arguments or query parameters; every other option goes to the
     backend, which rejects names it does not know.
     """

@@ -5,6 +5,11 @@ one node (``target`` is that node's uid), and hands every payload it receives to
 manager's ``deliver`` coroutine, in the order the broker gave them. It knows nothing
 of rooms, acks or requests: all cluster semantics live in the manager.
 
+A backend that declares ``routes_rooms`` also publishes to a room key (``target`` is
+a :class:`RoomTarget`), to the nodes that subscribed to that key only (see
+:mod:`socketio_adapters.backends.subscriptions`): the room keys are opaque to it,
+made by the cluster layer for its ``subscriptions="rooms"`` mode.
+
 Options shared by every backend (as URL query parameters or keyword arguments):
 
 ``channel`` (default ``socketio``)
@@ -60,7 +65,8 @@ from ..storage import (
 )
 from ..tasks import settle
 from ..tls import verification_failure
-from .frames import LOG, Deliver, Frames, Outgoing
+from .frames import LOG, Deliver, Destination, Frames, Outgoing, RoomTarget
+from .subscriptions import RoomSubscriptions
 
 __all__ = [
     "LOG",
@@ -70,10 +76,12 @@ __all__ = [
     "Capabilities",
     "Deliver",
     "DeliverLog",
+    "Destination",
     "LogRecord",
     "LogSettings",
     "Outgoing",
     "RecordKey",
+    "RoomTarget",
     "TLSVerificationFailed",
 ]
 
@@ -112,6 +120,9 @@ class Capabilities:
     """Can keep session records with an expiry (for recovery)."""
     multi_process: bool = True
     """Nodes in different processes or machines can share it."""
+    routes_rooms: bool = False
+    """Publishes to a room key, to the nodes subscribed to it only (the
+    ``subscriptions="rooms"`` mode of the manager)."""
 
 
 COMMON_OPTIONS: tuple[Option, ...] = (
@@ -122,7 +133,7 @@ COMMON_OPTIONS: tuple[Option, ...] = (
 )
 
 
-class Backend(Frames, abc.ABC):
+class Backend(Frames, RoomSubscriptions, abc.ABC):
     """Base class of every backend. Subclasses set the class attributes and implement
     :meth:`_run`, :meth:`publish` and optionally :meth:`_close` (framing: see
     :class:`~socketio_adapters.backends.frames.Frames`).
@@ -152,6 +163,7 @@ class Backend(Frames, abc.ABC):
     broker's cost per record dominates)."""
 
     def __init__(self, url: str, **options: Any) -> None:
+        RoomSubscriptions.__init__(self)
         self.url = url
         self.settings = resolve(COMMON_OPTIONS + self.options, options,
                                 f"{self.name} backend")

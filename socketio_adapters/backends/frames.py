@@ -10,12 +10,13 @@ before it reaches the manager's :data:`Deliver` coroutine.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 from ..framing import FRAME, MARKER, Reassembler, pack_frames, unpack_frame
 from ..storage import LogSettings, pack_entries
 
-__all__ = ["LOG", "Deliver", "Frames", "Outgoing"]
+__all__ = ["LOG", "Deliver", "Destination", "Frames", "Outgoing", "RoomTarget"]
 
 _MARKER = bytes((MARKER,))
 _FRAME = bytes((FRAME,))
@@ -23,8 +24,23 @@ _FRAME = bytes((FRAME,))
 Deliver = Callable[[bytes], Awaitable[None]]
 """The manager's entry point for bytes that arrived from the broker."""
 
-Outgoing = tuple["str | None", bytes]
-"""A payload and its target: a node uid, :data:`LOG`, or ``None`` for every node."""
+
+@dataclass(frozen=True, slots=True)
+class RoomTarget:
+    """The target of a broadcast to one room: every node subscribed to ``key`` (see
+    :meth:`~socketio_adapters.backends.base.Backend.subscribe_rooms`). The key is
+    made by the cluster layer (:func:`socketio_adapters.cluster.routing.room_key`):
+    a short string of lower-case hex digits, safe in any channel, subject, routing
+    key or identifier, which the backend maps to its own name."""
+
+    key: str
+
+
+Destination = str | RoomTarget | None
+"""A node uid, :data:`LOG`, a :class:`RoomTarget`, or ``None`` for every node."""
+
+Outgoing = tuple[Destination, bytes]
+"""A payload and its :data:`Destination`."""
 
 LOG = "\x00log"
 """The target of a payload to append to the durable log (no node uid looks like it)."""

@@ -13,6 +13,11 @@ Connection string
 Options
     Only the common ones (``channel``, ``connect_timeout``): managers share a hub only
     when both the name and the channel match.
+
+Per-room subscriptions (``subscriptions=rooms``)
+    The hub keeps which nodes subscribed to each room key and puts a room's
+    broadcast on their queues only; a subscription is active when the call returns.
+    One queue per node keeps every sender's order across rooms.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from ..storage import MemoryLog, MemorySessions, StoredRecord
-from .base import LOG, Backend, Capabilities, LogRecord, Outgoing, RecordKey
+from .base import LOG, Backend, Capabilities, LogRecord, Outgoing, RecordKey, RoomTarget
 
 __all__ = ["MemoryBackend"]
 
@@ -38,6 +43,8 @@ _Item = bytes | StoredRecord
 @dataclass
 class _Hub:
     nodes: dict[str, asyncio.Queue[_Item]] = field(default_factory=dict)
+    rooms: dict[str, set[str]] = field(default_factory=dict)
+    """Room key -> the nodes subscribed to it."""
     log: MemoryLog = field(default_factory=MemoryLog)
     sessions: MemorySessions = field(default_factory=MemorySessions)
 
@@ -57,7 +64,7 @@ class MemoryBackend(Backend):
 
     name: ClassVar[str] = "memory"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        multi_process=False, durable_log=True, session_store=True)
+        multi_process=False, durable_log=True, session_store=True, routes_rooms=True)
 
     def __init__(self, url: str = "memory://", **options: Any) -> None:
         super().__init__(url, **options)
@@ -78,6 +85,7 @@ class MemoryBackend(Backend):
     async def _run(self, ready: Callable[[], None]) -> None:
         hub = self._hub
         hub.nodes[self.node_id] = self._queue
+        await self._subscribe_every_room(self._subscribe_rooms)
         reader = self.log_reader if self.log is not None else None
         if reader is not None:  # the queue carries every record appended from now on
             reader.restart(hub.log.last())
@@ -98,10 +106,29 @@ class MemoryBackend(Backend):
                         queue.put_nowait(payload)
             elif target == LOG:
                 self._append(hub, payload)
+            elif isinstance(target, RoomTarget):
+                for node in hub.rooms.get(target.key, ()):
+                    member = hub.nodes.get(node)
+                    if member is not None and node != self.node_id:
+                        member.put_nowait(payload)
             else:
                 direct = hub.nodes.get(target)
                 if direct is not None:
                     direct.put_nowait(payload)
+
+    async def _subscribe_rooms(self, keys: Sequence[str]) -> None:
+        rooms = self._hub.rooms
+        for key in keys:
+            rooms.setdefault(key, set()).add(self.node_id)
+
+    async def _unsubscribe_rooms(self, keys: Sequence[str]) -> None:
+        rooms = self._hub.rooms
+        for key in keys:
+            nodes = rooms.get(key)
+            if nodes is not None:
+                nodes.discard(self.node_id)
+                if not nodes:
+                    del rooms[key]
 
     def _append(self, hub: _Hub, body: bytes) -> None:
         log = self.log
@@ -125,5 +152,6 @@ class MemoryBackend(Backend):
         hub = self._hub
         if hub.nodes.get(self.node_id) is self._queue:
             del hub.nodes[self.node_id]
+            await self._unsubscribe_rooms(sorted(self.room_keys))
         if not hub.nodes:  # the last server of this hub is gone, with its memory
             _HUBS.pop(self._hub_key, None)

@@ -26,6 +26,7 @@ from .local import LocalDelivery
 from .nodes import NodeTable
 from .publisher import Publisher
 from .requests import Requester
+from .routing import RoomRouting
 from .server_events import ServerEventHandler, ServerEvents
 from .sockets import ClusterOperations, RemoteSocket
 
@@ -46,6 +47,7 @@ class ClusterApi:
     ordered: bool
     request_timeout: float
     server_events: ServerEvents
+    routing: RoomRouting
 
     async def ensure_started(self) -> None:
         raise NotImplementedError  # the manager's
@@ -101,6 +103,8 @@ class ClusterApi:
                                     lambda rid: RoomChange(selected, rooms, rid))
         if locally:
             self.local.change_rooms(namespace, selected, rooms, join=join)
+            if join:
+                await self.routing.settled()
 
     async def disconnect_sockets(self, to: Room = None, namespace: str = "/",
                                  skip_sid: Any = None) -> None:

@@ -51,6 +51,7 @@ from .ordering import SelfSync
 from .publisher import Publisher
 from .requests import RequestTable
 from .resume import ResumeGate
+from .routing import RoomRouting
 from .server_events import ServerEvents
 
 __all__ = ["Inbound", "LogObserver"]
@@ -143,6 +144,10 @@ class Inbound:
         self.resume_gate: ResumeGate | None = None
         """Takes the answers to this node's probes after an outage (set by the
         manager)."""
+        self.broadcasts = 0
+        """Broadcasts from other nodes received over pub/sub."""
+        self.routing: RoomRouting | None = None
+        """Per-room subscriptions (set by the manager)."""
         self.engine_frames: FrameHandler | None = None
         """Takes the websocket frames relayed between this node and another (set
         with :attr:`engine_requests`); without it an OPEN is refused."""
@@ -254,6 +259,7 @@ class Inbound:
                               skip=observer.held if observer is not None else ())
 
     async def _on_broadcast(self, message: Message, event: Broadcast) -> None:
+        self.broadcasts += 1
         local = self.local
         if local.server is None:
             return
@@ -275,7 +281,19 @@ class Inbound:
     async def _on_room_change(self, message: Message, change: RoomChange) -> None:
         self.local.change_rooms(message.nsp, change.target, change.rooms,
                                 join=message.type is MessageType.SOCKETS_JOIN)
-        self._confirm(message, change.request_id)
+        routing = self.routing
+        if (routing is None or not routing.enabled or change.request_id is None
+                or message.type is not MessageType.SOCKETS_JOIN):
+            self._confirm(message, change.request_id)
+            return
+
+        async def confirm_when_subscribed() -> None:
+            # not awaited here: the confirmation of a subscription may come through
+            # the very listener that is handing us this message
+            await routing.settled()
+            self._confirm(message, change.request_id)
+
+        self.tasks.spawn(confirm_when_subscribed())
 
     async def _on_disconnect(self, message: Message, disconnect: Disconnect) -> None:
         await self.local.disconnect(message.nsp, disconnect.target)

@@ -45,12 +45,15 @@ from .ordering import SelfSync
 from .publisher import Publisher
 from .requests import Requester, RequestTable
 from .resume import ResumeGate
+from .rooms import RoomMembership
+from .routing import RoomRouting
 from .server_events import ServerEvents
 
 __all__ = ["ClusterManager", "Room"]
 
 
-class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
+class ClusterManager(ClusterApi, RoomMembership,
+                     socketio.AsyncManager):  # type: ignore[misc]
     """A client manager for ``socketio.AsyncServer`` that spans many nodes.
 
     :param backend: the :class:`~socketio_adapters.backends.base.Backend` that moves
@@ -77,6 +80,10 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         :class:`~socketio_adapters.recovery.RecoveryOptions`; usually set through
         :class:`socketio_adapters.AsyncServer`). An emitter of a cluster whose servers
         recover sessions needs it too, so that its events get offsets.
+    :param subscriptions: ``"all"`` (default): every node receives every message.
+        ``"rooms"``: a node receives the broadcasts to one room only while it has a
+        member in it (see :mod:`socketio_adapters.cluster.routing`); the backend must
+        route rooms, and every node and emitter of the cluster must use the same value.
     """
 
     name = "cluster"
@@ -95,6 +102,7 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         callback_ttl: float = 300.0,
         ordered: bool = True,
         connection_state_recovery: RecoverySetting = None,
+        subscriptions: str = "all",
         logger: logging.Logger | None = None,
     ) -> None:
         super().__init__()
@@ -109,6 +117,7 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         self.log = logger or logging.getLogger("socketio_adapters.manager")
         self.nodes = NodeTable(heartbeat_timeout)
         self.drops = Drops(self.log)
+        self.routing = RoomRouting(backend, subscriptions, request_timeout, self.log)
         self.tasks = BackgroundTasks(self.log)
         self.publisher = Publisher(self.uid, backend, self.log, max_buffer,
                                    max_buffer_bytes, buffer_timeout)
@@ -126,6 +135,7 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
                                self.drops, self.tasks, self.log)
         self.self_sync = SelfSync(self.uid, self.publisher, request_timeout, self.log)
         self.inbound.self_sync = self.self_sync
+        self.inbound.routing = self.routing
         self.heartbeats.self_sync = self.self_sync
         self.resume_gate = ResumeGate(self.publisher, self.nodes, backend.state,
                                       heartbeat_timeout, self.log, self.self_sync)
@@ -189,6 +199,7 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         await outbox.stop(5.0 if goodbye else 0.0)
         self.publisher.outbox = None
         await self.tasks.cancel(5.0, "server-side event handlers")
+        await self.routing.stop()
         await self.backend.stop()
         self.log.info("node %s stopped", self.uid)
 
@@ -274,6 +285,8 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
             "connected": self.backend.state.connected,
             "deaf_resubscribes": self.heartbeats.deaf,
             "resumed_after_outage": self.resume_gate.passes,
+            "received_broadcasts": self.inbound.broadcasts,
+            "room_subscriptions": len(self.backend.room_keys),
         }
 
     # ---------------------------------------------------------------- recovery
@@ -296,6 +309,7 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
             else None, self.local, self.publisher, self.drops.drop, self.request_timeout,
             self.log)
         self.inbound.log_observer = self.recovery
+        self.routing.enabled = False  # broadcasts go through the log every node reads
 
     # ---------------------------------------------------------------- AsyncManager API
 
@@ -342,7 +356,8 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         accepted = await publisher.send(
             MessageType.BROADCAST, namespace,
             Broadcast(packet, selected, seq=next(self._log_seq) if log else None),
-            target=LOG if log else None, ordered=self.ordered,
+            target=LOG if log else self.routing.target(namespace, selected),
+            ordered=self.ordered,
             timeout=self.request_timeout)
         if marker is not None and accepted:  # else the broker is away: deliver at once
             await self.self_sync.caught_up(marker)
@@ -373,23 +388,3 @@ class ClusterManager(ClusterApi, socketio.AsyncManager):  # type: ignore[misc]
         await self.requester.change(MessageType.DISCONNECT_SOCKETS, namespace or "/",
                                     lambda rid: Disconnect(only, rid))
         return False
-
-    async def enter_room(self, sid: str, namespace: str, room: str,
-                         eio_sid: str | None = None) -> None:
-        if self.local.holds(sid, namespace):
-            self.basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
-            return
-        await self._change_rooms(True, (room,), Target((sid,)), namespace or "/",
-                                 locally=False)
-
-    async def leave_room(self, sid: str, namespace: str, room: str) -> None:
-        if self.local.holds(sid, namespace):
-            self.basic_leave_room(sid, namespace, room)
-            return
-        await self._change_rooms(False, (room,), Target((sid,)), namespace or "/",
-                                 locally=False)
-
-    async def close_room(self, room: str, namespace: str | None = None) -> None:
-        namespace = namespace or "/"
-        await self._change_rooms(False, (room,), Target((room,)), namespace, locally=False)
-        self.basic_close_room(room, namespace)

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from ..backends.base import Backend, Outgoing
+from ..backends.base import Backend, Destination, Outgoing
 from ..backoff import Backoff
 from ..errors import EmitFailed, OutboxFull
 from ..tasks import settle
@@ -163,7 +163,7 @@ class Outbox:
         """The broker is subscribed to, took the last batch, and answers in time."""
         return self.backend.state.connected and self.failures == 0 and not self.stalled
 
-    def put(self, target: str | None, payload: bytes) -> None:
+    def put(self, target: Destination, payload: bytes) -> None:
         """Queue a payload for ``target`` (a node uid, or ``None`` for all); past the
         bounds it is dropped, logged and counted."""
         if self._full():
@@ -171,7 +171,7 @@ class Outbox:
             return
         self._append(_Entry((target, payload), None, False))
 
-    def put_urgent(self, target: str | None, payload: bytes) -> None:
+    def put_urgent(self, target: Destination, payload: bytes) -> None:
         """Queue a payload sent before anything else queued, even while the outbox
         waits at its gate (the gate's own handshake)."""
         self._urgent.append(_Entry((target, payload), None, False))
@@ -187,13 +187,13 @@ class Outbox:
         """Waiting at the gate after an outage: only urgent payloads are sent."""
         return self._held
 
-    async def put_and_wait(self, target: str | None, payload: bytes) -> None:
+    async def put_and_wait(self, target: Destination, payload: bytes) -> None:
         """Queue a payload and wait until the broker accepted it."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._append(_Entry((target, payload), future, False))
         await future
 
-    async def put_ordered(self, target: str | None, payload: bytes, timeout: float) -> bool:
+    async def put_ordered(self, target: Destination, payload: bytes, timeout: float) -> bool:
         """Queue a payload; True once the broker accepted it, False when it did not
         within ``timeout`` or a send failed first (it stays queued, sent in order
         once the broker answers). Raises when the broker refused it."""

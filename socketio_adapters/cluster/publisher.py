@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-from ..backends.base import LOG, Backend
+from ..backends.base import LOG, Backend, Destination
 from ..errors import NotStarted, PayloadTooLarge
 from ..protocol import Message, MessageType, encode
 from .counters import PublishCounters
@@ -85,13 +85,14 @@ class Publisher:
         await self.require().put_and_wait(None, self.encode(kind, nsp, payload))
 
     async def send(self, kind: MessageType, nsp: str, payload: Wire | None, *,
-                   target: str | None = None, ordered: bool, timeout: float) -> bool:
+                   target: Destination = None, ordered: bool, timeout: float) -> bool:
         """An application's message (an emit): wait for room in the outbox
         (backpressure, :meth:`Outbox.wait_writable`), queue it for ``target`` (None:
-        every node; :data:`LOG`: the durable log), and, when ``ordered`` and the
-        broker is reachable, wait until the broker accepted it: True then, False
-        when it returned earlier (fire and forget, or the broker is away: the
-        message is buffered and sent in order on its return)."""
+        every node; :data:`LOG`: the durable log; a room key: the nodes subscribed
+        to it), and, when ``ordered`` and the broker is reachable, wait until the
+        broker accepted it: True then, False when it returned earlier (fire and
+        forget, or the broker is away: the message is buffered and sent in order on
+        its return)."""
         outbox = self.require()
         encoded = self.encode(kind, nsp, payload)
         await outbox.wait_writable(len(encoded))

@@ -17,6 +17,12 @@ Connection string
     ``amqp://[user[:password]@]host[:port][/vhost]`` or ``amqps://...`` (TLS). The
     default vhost is ``/`` (an empty path, or ``%2F``).
 
+Per-room subscriptions (``subscriptions=rooms``)
+    A room's broadcast goes to the direct exchange with routing key ``r.<key>``; a
+    node binds its queue to the keys of its rooms (a join returns on bind-ok) and
+    binds every key on its new queue after a reconnect. Broadcasts to everyone still
+    go through the fanout exchange.
+
 Options
     ``channel`` and ``connect_timeout`` (see the base backend; the channel must not
     start with ``amq.``, which RabbitMQ reserves); ``prefetch`` (default ``1000``)

@@ -11,14 +11,14 @@ from typing import Any, ClassVar, cast
 import aio_pika
 import aiormq
 import aiormq.exceptions
-from aio_pika.abc import AbstractChannel, AbstractExchange
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 from aiormq.abc import DeliveredMessage
 
 from ...options import Option, parse_bool, positive_int
-from ..base import LOG, Capabilities, Outgoing
+from ..base import LOG, Capabilities, Outgoing, RoomTarget
 from .connection import CLOSE_TIMEOUT, CONNECTION_OPTIONS, ConnectionLost, PublishRefused, now_ms
 from .log import LOG_OPTIONS, AmqpLog
-from .naming import MAX_MESSAGE_SIZE, TIME_HEADER
+from .naming import MAX_MESSAGE_SIZE, TIME_HEADER, room_routing_key
 from .sessions import AmqpSessions
 
 __all__ = ["AmqpBackend", "WireMessage"]
@@ -36,7 +36,8 @@ class AmqpBackend(AmqpLog, AmqpSessions):
     name: ClassVar[str] = "amqp"
     extra: ClassVar[str | None] = "amqp"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        direct=True, max_payload=MAX_MESSAGE_SIZE, durable_log=True, session_store=True)
+        direct=True, max_payload=MAX_MESSAGE_SIZE, durable_log=True, session_store=True,
+        routes_rooms=True)
     options: ClassVar[tuple[Option, ...]] = (
         Option("prefetch", positive_int, 1000,
                "deliveries a node may hold unacknowledged (basic.qos)"),
@@ -53,6 +54,9 @@ class AmqpBackend(AmqpLog, AmqpSessions):
         self.confirm: bool = self.settings["confirm"]
         self._attempts = 0
         self._write_lock = asyncio.Lock()
+        self._bound: tuple[AbstractQueue, AbstractExchange] | None = None
+        """The listener's queue and the direct exchange, while it listens: room keys
+        are bound and unbound there."""
 
     async def _declare_exchanges(self, channel: AbstractChannel) -> tuple[
             AbstractExchange, AbstractExchange]:
@@ -96,16 +100,41 @@ class AmqpBackend(AmqpLog, AmqpSessions):
             # the hot path talks to aiormq's channel: no per-message wrapper object
             raw = await channel.get_underlay_channel()
             await raw.basic_consume(queue.name, received, no_ack=False)
+            await self._subscribe_every_room(  # a new queue: bind every room key
+                lambda keys: self._bind_rooms(queue, direct, keys, True))
+            self._bound = queue, direct
             ready()
             watch = asyncio.create_task(_watch_consumers(
                 [c for c in (raw, log_raw) if c is not None], inbox))
             await self._consume(inbox, log_raw)
         finally:
+            self._bound = None
             if watch is not None:
                 watch.cancel()
             connection.close_callbacks.discard(lost)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT)
+
+    @staticmethod
+    async def _bind_rooms(queue: AbstractQueue, exchange: AbstractExchange,
+                          keys: Sequence[str], bind: bool) -> None:
+        """Bind (or unbind) the room keys' routing keys to the node's queue; each
+        returns on the broker's bind-ok (unbind-ok)."""
+        for key in keys:
+            if bind:
+                await queue.bind(exchange, routing_key=room_routing_key(key))
+            else:
+                await queue.unbind(exchange, routing_key=room_routing_key(key))
+
+    async def _subscribe_rooms(self, keys: Sequence[str]) -> None:
+        bound = self._bound
+        if bound is not None:  # else the listener binds every key when back
+            await self._bind_rooms(*bound, keys, True)
+
+    async def _unsubscribe_rooms(self, keys: Sequence[str]) -> None:
+        bound = self._bound
+        if bound is not None:
+            await self._bind_rooms(*bound, keys, False)
 
     async def _consume(self, inbox: asyncio.Queue[DeliveredMessage | BaseException],
                        log_raw: aiormq.abc.AbstractChannel | None) -> None:
@@ -228,6 +257,9 @@ class AmqpBackend(AmqpLog, AmqpSessions):
         for target, payload in batch:
             if target is None:
                 out.append((self.names.broadcast_exchange, "", payload, None))
+            elif isinstance(target, RoomTarget):
+                out.append((self.names.direct_exchange, room_routing_key(target.key),
+                            payload, None))
             elif target != LOG:
                 out.append((self.names.direct_exchange, target, payload, None))
             elif self.log is None:

@@ -71,6 +71,12 @@ class AmqpNames:
         return f"{self.channel}#session#{pid}"
 
 
+def room_routing_key(key: str) -> str:
+    """The routing key, on the direct exchange, of one room's broadcasts (``r.`` and
+    the room key: never a node uid, which is hex alone)."""
+    return f"r.{key}"
+
+
 def connect_url(url: str, heartbeat: int, passed: Mapping[str, Any]) -> URL:
     """The URL aiormq connects to: ``url`` with the heartbeat and the options passed
     through (those that are set) in its query, and none of this backend's own."""

@@ -15,6 +15,13 @@ Features
     ``log_topic`` with one partition, one record per entry, offsets
     ``"<partition offset>-<timestamp ms>.0"``; sessions are kept in the log.
 
+What it cannot: per-room subscriptions (``subscriptions=rooms``)
+    A Kafka consumer reads whole partitions; a node would have to read a topic per
+    room (topics are heavy: metadata, files, a creation round trip per room, and no
+    order across topics) or read everything and filter, which is what it does
+    already. ``capabilities.routes_rooms`` is false and ``subscriptions=rooms``
+    raises ConfigurationError when the manager is built.
+
 Connection string
     ``kafka://[user:password@]host[:port][,host2[:port2]...]`` (bootstrap servers,
     port 9092 by default, IPv6 hosts in brackets; credentials percent-encoded, for

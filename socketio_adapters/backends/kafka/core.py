@@ -14,7 +14,7 @@ import aiokafka  # type: ignore[import-untyped]
 import aiokafka.errors  # type: ignore[import-untyped]
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
-from ..base import LOG, Capabilities, Outgoing
+from ..base import LOG, Capabilities, Destination, Outgoing, RoomTarget
 from .clients import FRAMING
 from .log import KafkaLog
 from .topics import TopicChanged, describe, ensure_topic, open_watch
@@ -135,10 +135,12 @@ class KafkaBackend(KafkaLog):
                 f"the broker answered UNKNOWN_SERVER_ERROR ({exc}); retrying") from exc
 
     async def _send(self, producer: Any, key: bytes, partitions: Sequence[int],
-                    target: str | None, payload: bytes) -> Any:
+                    target: Destination, payload: bytes) -> Any:
         """Queue one record in the producer; the future of its delivery. The key is
         the sender's uid (a node skips its own broadcasts by it), the partition is
         chosen by :func:`partition_for`."""
+        if isinstance(target, RoomTarget):  # routes_rooms is False: never sent here
+            raise TypeError("the kafka backend does not route rooms")
         if target == LOG:  # one log entry, one record, of the log's one partition
             return await producer.send(self.log_topic, payload, partition=0)
         headers = None if target is None else [(TARGET_HEADER, target.encode())]

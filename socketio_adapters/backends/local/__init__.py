@@ -15,6 +15,11 @@ Connection string
     ``local://NAME`` (a folder per user and name), ``local:///absolute/folder``,
     or ``local://`` (the name ``default``).
 
+Per-room subscriptions (``subscriptions=rooms``)
+    The hub keeps which nodes subscribed to each room key (``ROOMS``/``UNROOMS``
+    frames, answered once done; the hello carries every key after a reconnect) and
+    relays a room's message (``TO_ROOM``) to them only.
+
 Options
     Only the common ones (``channel``, ``connect_timeout``).
 

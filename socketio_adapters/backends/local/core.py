@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from ...storage import MemoryLog, MemorySessions, StoredRecord
-from ..base import LOG, Backend, Capabilities, LogRecord, Outgoing, RecordKey
+from ..base import LOG, Backend, Capabilities, LogRecord, Outgoing, RecordKey, RoomTarget
 from .folder import HubLock, RuntimeFolder
 from .hub import Hub, LogLimits
 from .wire import Frame, FrameError, FrameReader, encode
@@ -30,7 +30,7 @@ class LocalBackend(Backend):
     name: ClassVar[str] = "local"
     capabilities: ClassVar[Capabilities] = Capabilities(
         direct=True, max_payload=512 * 1024 * 1024, durable_log=True,
-        session_store=True, multi_process=True)
+        session_store=True, multi_process=True, routes_rooms=True)
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError, EOFError)
     log_key_parts: ClassVar[int] = 2
 
@@ -47,6 +47,8 @@ class LocalBackend(Backend):
         self._replies: dict[int, asyncio.Future[Any]] = {}
         self._rids = itertools.count(1)
         self._emitter_reader: asyncio.Task[None] | None = None
+        self._hello_rooms: set[str] = set()
+        """The room keys the last hello subscribed to."""
         self._pending_frames: list[list[Any]] = []
         """Frames that came in the same read as the hub's welcome."""
 
@@ -68,14 +70,17 @@ class LocalBackend(Backend):
                 await asyncio.sleep(_RETRY_SECONDS)
 
     async def _connect(self) -> tuple[FrameReader, asyncio.StreamWriter, list[Any]]:
-        """Connect to the hub and say hello; returns the hub's welcome."""
+        """Connect to the hub and say hello (with the room keys to subscribe to);
+        returns the hub's welcome."""
         reader, writer = await asyncio.open_unix_connection(str(self.folder.socket_path))
         log = self.log
         replica = log is not None and self._deliver is not None
         last = self._replica.last() if replica else None
         writer.write(encode(Frame.HELLO, self.node_id, self._deliver is not None,
                             None if log is None else [log.retention, log.max_length],
-                            replica, None if last is None else list(last[0])))
+                            replica, None if last is None else list(last[0]),
+                            sorted(self.room_keys) if self._deliver is not None else []))
+        self._hello_rooms = set(self.room_keys)
         frames = FrameReader(reader)
         try:
             first = await frames.frames()
@@ -145,6 +150,14 @@ class LocalBackend(Backend):
         try:
             await self._welcome(welcome)
             self._writer = writer
+            # keys that changed since the hello: the hub handles these frames before
+            # anything this node sends later
+            hello = self._hello_rooms
+            missing, gone = sorted(self.room_keys - hello), sorted(hello - self.room_keys)
+            if missing:
+                writer.write(encode(Frame.ROOMS, 0, missing))
+            if gone:
+                writer.write(encode(Frame.UNROOMS, 0, gone))
             ready()
             pending, self._pending_frames = self._pending_frames, []
             for frame in pending:
@@ -242,13 +255,22 @@ class LocalBackend(Backend):
 
     async def publish(self, batch: Sequence[Outgoing]) -> None:
         writer = await self._connection()
-        writer.write(b"".join(encode(Frame.APPEND, payload) if target == LOG
-                              else encode(Frame.PUBLISH, target, payload)
-                              for target, payload in batch))
+        writer.write(b"".join(
+            encode(Frame.APPEND, payload) if target == LOG
+            else encode(Frame.TO_ROOM, target.key, payload)
+            if isinstance(target, RoomTarget)
+            else encode(Frame.PUBLISH, target, payload)
+            for target, payload in batch))
         # the hub handles a connection's frames in order: once it answers, it has
         # handled the batch (forwarded or appended it), so nothing another node
         # publishes from now on can overtake it
         await self._request(Frame.SYNC)
+
+    async def _subscribe_rooms(self, keys: Sequence[str]) -> None:
+        await self._request(Frame.ROOMS, list(keys))
+
+    async def _unsubscribe_rooms(self, keys: Sequence[str]) -> None:
+        await self._request(Frame.UNROOMS, list(keys))
 
     async def _request(self, *frame: Any) -> Any:
         writer = await self._connection()

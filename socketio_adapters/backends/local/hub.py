@@ -51,6 +51,7 @@ class _Peer:
     subscribed: bool = False
     replica: bool = False
     pending: list[bytes] = field(default_factory=list)
+    rooms: set[str] = field(default_factory=set)
 
 
 def record_frame(record: StoredRecord) -> bytes:
@@ -77,6 +78,8 @@ class Hub:
         """Connections closed for bad frames or for falling too far behind."""
         self._peers: set[_Peer] = set()
         self._by_id: dict[str, _Peer] = {}
+        self._rooms: dict[str, set[_Peer]] = {}
+        """Room key -> the peers subscribed to it."""
         self._dirty: list[_Peer] = []
         self._server: asyncio.AbstractServer | None = None
 
@@ -118,6 +121,7 @@ class Hub:
         finally:
             self._flush()
             self._peers.discard(peer)
+            self._leave_rooms(peer, list(peer.rooms))
             if self._by_id.get(peer.node_id) is peer:
                 del self._by_id[peer.node_id]
             writer.close()
@@ -152,10 +156,20 @@ class Hub:
                 self._save(peer, frame[1], frame[2], frame[3], frame[4])
             elif kind == Frame.TAKE:
                 self._take(peer, frame[1], frame[2])
+            elif kind == Frame.TO_ROOM:
+                self._to_room(peer, frame[1], frame[2])
             elif kind == Frame.SYNC:
+                self._send(peer, encode(Frame.REPLY, frame[1], None))
+            elif kind == Frame.ROOMS:
+                self._join_rooms(peer, frame[2])
+                self._send(peer, encode(Frame.REPLY, frame[1], None))
+            elif kind == Frame.UNROOMS:
+                self._leave_rooms(peer, frame[2])
                 self._send(peer, encode(Frame.REPLY, frame[1], None))
             elif kind == Frame.HELLO:
                 self._hello(peer, frame[1], frame[2], frame[3], frame[4], frame[5])
+                if len(frame) > 6:
+                    self._join_rooms(peer, frame[6])
             else:
                 raise FrameError(f"unknown frame kind {kind!r}")
         except (IndexError, TypeError, ValueError) as exc:
@@ -198,6 +212,34 @@ class Hub:
         direct = self._by_id.get(target)
         if direct is not None:
             self._send(direct, frame)
+
+    def _join_rooms(self, peer: _Peer, keys: list[Any]) -> None:
+        if not keys:
+            return  # an emitter's hello: it subscribes to nothing
+        if not peer.subscribed or not all(isinstance(k, str) for k in keys):
+            raise FrameError("room keys are strings, of a node that subscribes")
+        for key in keys:
+            peer.rooms.add(key)
+            self._rooms.setdefault(key, set()).add(peer)
+
+    def _leave_rooms(self, peer: _Peer, keys: list[Any]) -> None:
+        for key in keys:
+            peer.rooms.discard(key)
+            members = self._rooms.get(key)
+            if members is not None:
+                members.discard(peer)
+                if not members:
+                    del self._rooms[key]
+
+    def _to_room(self, sender: _Peer, key: str, payload: bytes) -> None:
+        if not isinstance(payload, bytes) or not isinstance(key, str):
+            raise FrameError("a room message must be bytes, for a string key")
+        members = self._rooms.get(key)
+        if members:
+            frame = encode(Frame.MESSAGE, payload)
+            for peer in members:
+                if peer is not sender:
+                    self._send(peer, frame)
 
     def _append(self, body: bytes) -> None:
         if not isinstance(body, bytes):

@@ -3,10 +3,14 @@ frame is one msgpack array whose first item says what it is.
 
 From a node to the hub:
 
-- ``[HELLO, node_id, subscribe, log, last_key]``: who it is, whether it receives
-  messages, and, when it keeps the log, its log settings ``[retention,
-  max_length]`` and the key of the last record its copy holds;
+- ``[HELLO, node_id, subscribe, log, replica, last_key, rooms]``: who it is, whether
+  it receives messages, and, when it keeps the log, its log settings ``[retention,
+  max_length]`` and the key of the last record its copy holds; the room keys it
+  subscribes to (optional);
 - ``[PUBLISH, target, payload]`` to every other node (``target`` None) or one;
+- ``[ROOMS, rid, keys]`` and ``[UNROOMS, rid, keys]``: (un)subscribe room keys,
+  answered once done; ``[TO_ROOM, key, payload]`` to the other nodes subscribed to
+  a room key;
 - ``[APPEND, body]``: a log record;
 - ``[SAVE, rid, pid, data, expires]`` and ``[TAKE, rid, pid]``: sessions.
 
@@ -41,6 +45,9 @@ class Frame(enum.IntEnum):
     TAKE = 5
     SYNC = 6
     """Answered (REPLY) once the hub handled every frame sent before it."""
+    ROOMS = 7
+    UNROOMS = 8
+    TO_ROOM = 9
     WELCOME = 10
     MESSAGE = 11
     RECORD = 12

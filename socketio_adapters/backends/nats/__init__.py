@@ -17,6 +17,12 @@ Connection string
     ``nats://[user:password@|token@]host[:port][,host[:port]...]`` or ``tls://...``
     (IPv6 in brackets, port 4222 by default; the credentials apply to every server).
 
+Per-room subscriptions (``subscriptions=rooms``)
+    A room key is the subject ``<channel>.r.<key>``, subscribed on the listener's
+    connection; a join returns after a flush (the server took the SUB). nats-py
+    restores the subscriptions when it reconnects; a new connection subscribes every
+    key before it is ready.
+
 Options
     ``channel`` and ``connect_timeout`` (see the base backend), ``publish_timeout``
     (default ``5`` s), ``storage`` (``file`` or ``memory``) and ``replicas`` (default

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar
 
 import nats.errors
@@ -22,7 +22,7 @@ from ...options import (
     positive_int,
 )
 from ...tls import TLS_OPTIONS, tls_files
-from ..base import LOG, Capabilities, Outgoing
+from ..base import LOG, Capabilities, Destination, Outgoing, RoomTarget
 from .follower import Follower
 from .link import Acks, Link, connect
 from .log import NatsLog
@@ -56,7 +56,7 @@ class NatsBackend(NatsLog, NatsSessions):
         # chunks of a payload wait in the subscription's pending bytes, which nats-py
         # bounds at 64 MiB by default: past it, chunks are dropped (a slow consumer)
         direct=True, max_payload=32 * 1024 * 1024, sharded=False, durable_log=True,
-        session_store=True)
+        session_store=True, routes_rooms=True)
     options: ClassVar[tuple[Option, ...]] = (
         Option("name", non_empty_str, None, "connection name shown by the server"),
         Option("reconnect_time_wait", positive_float, 0.5,
@@ -104,15 +104,20 @@ class NatsBackend(NatsLog, NatsSessions):
         """The TLS context given to nats-py (None: plain unless the server asks)."""
         if wanted:
             self.tls = files.context("nats backend")
+        self._rooms: dict[str, Any] = {}
+        """Room key -> its nats-py subscription, on the listener's connection."""
+        self._on_message: Callable[[Msg], Awaitable[None]] | None = None
 
     def node_subject(self, uid: str) -> str:
         return self.names.node_subject(uid)
 
-    def subject(self, target: str | None) -> str:
+    def subject(self, target: Destination) -> str:
         """The subject a payload for ``target`` (a node uid, :data:`LOG`, or None for
         every node) is published on."""
         if target is None:
             return self.names.broadcast_subject
+        if isinstance(target, RoomTarget):
+            return self.names.room_subject(target.key)
         return self.names.log_subject if target == LOG else self.node_subject(target)
 
     # ------------------------------------------------------------------ connection
@@ -220,7 +225,11 @@ class NatsBackend(NatsLog, NatsSessions):
             # plain subscriptions (no queue group): every node gets every broadcast
             await nc.subscribe(self.names.broadcast_subject, cb=on_message)
             await nc.subscribe(self.node_subject(self.node_id), cb=on_message)
-            await nc.flush(max(1, int(self.settings["connect_timeout"])))  # SUBs are live
+            self._rooms = {}  # the last connection's went with it
+            self._on_message = on_message
+            await self._room_subscriptions(nc, sorted(self.room_keys))
+            await self._subscribe_every_room(lambda keys: self._room_subscriptions(nc, keys),
+                                             self._rooms)  # SUBs are live
             if self.log is not None:
                 reader = await self._follow_log(link)
             self._link = link
@@ -238,6 +247,34 @@ class NatsBackend(NatsLog, NatsSessions):
             if self._link is link:
                 self._link = None
             await link.discard()
+
+    # ------------------------------------------------------------------ room keys
+
+    async def _room_subscriptions(self, nc: Any, keys: Sequence[str]) -> None:
+        """Subscribe to the room keys on ``nc``, then flush: when the server answers
+        the flush's PING it has taken every SUB before it."""
+        on_message = self._on_message
+        if on_message is None:
+            return
+        for key in keys:
+            if key not in self._rooms:
+                self._rooms[key] = await nc.subscribe(self.names.room_subject(key),
+                                                      cb=on_message)
+        await nc.flush(max(1, int(self.settings["connect_timeout"])))
+
+    async def _subscribe_rooms(self, keys: Sequence[str]) -> None:
+        link = self._link
+        if link is not None:  # else the listener subscribes every key when back
+            await self._room_subscriptions(link.nc, keys)
+
+    async def _unsubscribe_rooms(self, keys: Sequence[str]) -> None:
+        link = self._link
+        subscriptions = [self._rooms.pop(k) for k in keys if k in self._rooms]
+        if link is None:
+            return
+        for subscription in subscriptions:
+            await subscription.unsubscribe()
+        await link.nc.flush(max(1, int(self.settings["connect_timeout"])))
 
     # ------------------------------------------------------------------ publishing
 

@@ -67,12 +67,18 @@ class NatsNames:
     """``{name}_log``: the stream of the durable log."""
     session_bucket: str
     """``{name}_sessions``: the key-value bucket of sessions."""
+    room_prefix: str = ""
+    """``{channel}.r.``, followed by a room key (hex): one room's broadcasts."""
 
     @classmethod
     def of(cls, channel: str) -> NatsNames:
         prefix, name = escape_token(channel), name_token(channel)
         return cls(f"{prefix}.all", f"{prefix}.node.", f"{prefix}.log", f"{name}_log",
-                   f"{name}_sessions")
+                   f"{name}_sessions", f"{prefix}.r.")
+
+    def room_subject(self, key: str) -> str:
+        """The subject of one room's broadcasts (``key`` is hex: one token)."""
+        return self.room_prefix + key
 
     def node_subject(self, uid: str) -> str:
         """The subject of what is addressed to the node ``uid``."""

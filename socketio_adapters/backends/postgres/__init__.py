@@ -20,6 +20,12 @@ Connection string
     ``postgresql://...``; several hosts as ``host1:5432,host2:5432``, a Unix socket
     directory as ``postgresql:///db?host=/var/run/postgresql``.
 
+Per-room subscriptions (``subscriptions=rooms``)
+    A room key is the channel ``<channel>#r#<key>`` (shortened to 63 bytes like every
+    name), LISTENed on the listening connection by its own task; a join returns once
+    LISTEN completed. A new listening connection LISTENs to every key before it is
+    ready.
+
 Options
     ``channel`` and ``connect_timeout`` (see the base backend; ``channel`` also names
     the tables, in the first schema of the ``search_path``); ``payload_ttl`` (default

@@ -8,13 +8,14 @@ import asyncio
 import enum
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import asyncpg  # type: ignore[import-untyped]
 import asyncpg.exceptions as pg_errors  # type: ignore[import-untyped]
 
 from ...options import Option, positive_float
-from ..base import LOG, Capabilities, Outgoing, RecordKey
+from ..base import LOG, Capabilities, Outgoing, RecordKey, RoomTarget
 from .connections import PostgresConnections, close_quietly, create_table
 from .log import PostgresLog
 from .naming import pg_identifier, quote_identifier
@@ -41,6 +42,16 @@ class _Signal(enum.Enum):
     """New log entries may be there: read them."""
 
 
+@dataclass(frozen=True)
+class _RoomChange:
+    """Room keys to LISTEN to (or UNLISTEN), on the listening connection, by its
+    own task (an asyncpg connection runs one operation at a time)."""
+
+    keys: Sequence[str]
+    listen: bool
+    done: asyncio.Future[None]
+
+
 class PostgresBackend(PostgresLog, PostgresSessions):
     """Moves bytes over Postgres LISTEN/NOTIFY, with a table for large payloads and
     tables for the durable log and the session store."""
@@ -48,7 +59,8 @@ class PostgresBackend(PostgresLog, PostgresSessions):
     name: ClassVar[str] = "postgres"
     extra: ClassVar[str | None] = "postgres"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        direct=True, max_payload=None, durable_log=True, session_store=True)
+        direct=True, max_payload=None, durable_log=True, session_store=True,
+        routes_rooms=True)
     options: ClassVar[tuple[Option, ...]] = (
         Option("payload_ttl", positive_float, 60.0,
                "seconds a large payload's row is kept in the payload table"),
@@ -70,15 +82,20 @@ class PostgresBackend(PostgresLog, PostgresSessions):
         self._table_ready = False
         self._last_cleanup = 0.0
         self._log_wake_pending = False
+        self._inbox: asyncio.Queue[str | _Signal | _RoomChange] | None = None
+        """The listener's queue, while it listens (room changes go there)."""
 
     def node_channel(self, uid: str) -> str:
         return pg_identifier(f"{self.channel}#{uid}")
+
+    def room_channel(self, key: str) -> str:
+        return pg_identifier(f"{self.channel}#r#{key}")
 
     # ------------------------------------------------------------------ listening
 
     async def _run(self, ready: Callable[[], None]) -> None:
         conn = await self._connect()
-        inbox: asyncio.Queue[str | _Signal] = asyncio.Queue()
+        inbox: asyncio.Queue[str | _Signal | _RoomChange] = asyncio.Queue()
 
         def on_notification(_conn: Any, _pid: int, _channel: str, text: str) -> None:
             inbox.put_nowait(text)
@@ -103,6 +120,9 @@ class PostgresBackend(PostgresLog, PostgresSessions):
                 start = await self._begin_log_reader(conn)
                 self._log_wake_pending = True
                 inbox.put_nowait(_Signal.LOG)  # catch up at once (after a reconnect)
+            await self._subscribe_every_room(
+                lambda keys: _listen_rooms(conn, self, keys, True, on_notification))
+            self._inbox = inbox
             ready()
             interval = self.ping_interval
             while True:
@@ -121,6 +141,9 @@ class PostgresBackend(PostgresLog, PostgresSessions):
                     self._log_wake_pending = False
                     start = await self._read_log(conn, start)
                     continue
+                if isinstance(text, _RoomChange):
+                    await _change_rooms(conn, self, text, on_notification)
+                    continue
                 payload = decode_notification(text)
                 if isinstance(payload, int):
                     # a reference to no row: the text goes on, for the manager to
@@ -128,7 +151,26 @@ class PostgresBackend(PostgresLog, PostgresSessions):
                     payload = await self._fetch_row(conn, payload) or text.encode()
                 await self._dispatch(payload)
         finally:
+            self._inbox = None
+            while not inbox.empty():
+                item = inbox.get_nowait()
+                if isinstance(item, _RoomChange) and not item.done.done():
+                    item.done.set_exception(ConnectionError("the listener stopped"))
             await close_quietly(conn)
+
+    async def _room_change(self, keys: Sequence[str], listen: bool) -> None:
+        inbox = self._inbox
+        if inbox is None:
+            return  # the listener LISTENs to every key when back, before it is ready
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        inbox.put_nowait(_RoomChange(keys, listen, done))
+        await done
+
+    async def _subscribe_rooms(self, keys: Sequence[str]) -> None:
+        await self._room_change(keys, True)
+
+    async def _unsubscribe_rooms(self, keys: Sequence[str]) -> None:
+        await self._room_change(keys, False)
 
     async def _fetch_row(self, conn: Any, row_id: int) -> bytes | None:
         try:
@@ -186,6 +228,8 @@ class PostgresBackend(PostgresLog, PostgresSessions):
         large: list[int] = []
         for index, (target, payload) in enumerate(batch):
             channels.append(self.broadcast_channel if target is None
+                            else self.room_channel(target.key)
+                            if isinstance(target, RoomTarget)
                             else self.node_channel(target))
             if encoded_size(index, payload) < NOTIFY_LIMIT:
                 texts.append(encode_inline(index, payload))
@@ -230,3 +274,28 @@ async def _probe(conn: Any, timeout: float) -> None:
         raise pg_errors.ConnectionDoesNotExistError(
             f"no answer to a probe within {timeout}s: the listening connection is "
             "silent") from None
+
+
+Listener = Callable[[Any, int, str, str], None]
+
+
+async def _listen_rooms(conn: Any, backend: PostgresBackend, keys: Sequence[str],
+                        listen: bool, callback: Listener) -> None:
+    """LISTEN (UNLISTEN) to the room keys' channels: each returns once done."""
+    for key in keys:
+        if listen:
+            await conn.add_listener(backend.room_channel(key), callback)
+        else:
+            await conn.remove_listener(backend.room_channel(key), callback)
+
+
+async def _change_rooms(conn: Any, backend: PostgresBackend, change: _RoomChange,
+                        callback: Listener) -> None:
+    try:
+        await _listen_rooms(conn, backend, change.keys, change.listen, callback)
+    except BaseException as exc:
+        if not change.done.done():
+            change.done.set_exception(ConnectionError(f"LISTEN failed: {exc!r}"))
+        raise
+    if not change.done.done():
+        change.done.set_result(None)

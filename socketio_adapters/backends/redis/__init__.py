@@ -16,6 +16,12 @@ Connection string
     ``unix:///path/to/redis.sock[?db=N]``; for a Redis Cluster
     ``redis+cluster://host:port,host:port[/0]`` (:mod:`.cluster`).
 
+Per-room subscriptions (``subscriptions=rooms``)
+    A room key is the channel ``<channel>#r#<key>`` (``{channel}#r#<key>`` on
+    redis+cluster: the app's hash slot, so one sharded subscriber connection keeps
+    the order), SUBSCRIBEd (SSUBSCRIBE when ``sharded``) on the listener's connection;
+    a join returns on Redis's reply. Every key is subscribed again on reconnect.
+
 Options
     ``channel`` and ``connect_timeout`` (see the base backend), ``sharded`` (default
     ``false``), ``ping_interval`` (default ``5`` seconds: a subscriber connection

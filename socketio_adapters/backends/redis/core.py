@@ -11,7 +11,7 @@ import hiredis
 import redis.exceptions
 
 from ...options import Option, parse_bool, positive_float
-from ..base import LOG, Capabilities, Outgoing
+from ..base import LOG, Capabilities, Destination, Outgoing, RoomTarget
 from .connections import RedisConnections
 from .log import RedisLog
 from .resp import RawConnection, command
@@ -43,7 +43,7 @@ class RedisBackend(RedisLog, RedisSessions):
         # a subscriber whose pending output passes 32 MiB is disconnected by Redis
         # (client-output-buffer-limit pubsub, default): larger messages never arrive
         direct=True, max_payload=16 * 1024 * 1024, sharded=True, durable_log=True,
-        session_store=True)
+        session_store=True, routes_rooms=True)
     options: ClassVar[tuple[Option, ...]] = (
         Option("sharded", parse_bool, False, "use SPUBLISH/SSUBSCRIBE (Redis 7+)"),
         Option("ping_interval", positive_float, 5.0,
@@ -60,9 +60,17 @@ class RedisBackend(RedisLog, RedisSessions):
         self.broadcast_channel = self.prefix
         self._publish_cmd = b"SPUBLISH" if self.sharded else b"PUBLISH"
         self._broadcast_key = self.broadcast_channel.encode()
+        self._subscribe_cmd = b"SSUBSCRIBE" if self.sharded else b"SUBSCRIBE"
+        self._listener: RawConnection | None = None
+        """The subscriber connection, once subscribed (room keys change on it)."""
+        self._room_replies: dict[tuple[bytes, bytes], list[asyncio.Future[None]]] = {}
+        """Room subscriptions and unsubscriptions waiting for Redis's reply."""
 
     def node_channel(self, uid: str) -> str:
         return f"{self.prefix}#{uid}"
+
+    def room_channel(self, key: str) -> str:
+        return f"{self.prefix}#r#{key}"
 
     async def _close(self) -> None:
         publisher, self._publisher = self._publisher, None
@@ -87,10 +95,11 @@ class RedisBackend(RedisLog, RedisSessions):
             await stream.close()
 
     async def _listen(self, raw: RawConnection, ready: Callable[[], None]) -> None:
-        channels = (self.broadcast_channel, self.node_channel(self.node_id))
+        rooms = set(self.room_keys)
+        channels = (self.broadcast_channel, self.node_channel(self.node_id),
+                    *(self.room_channel(key) for key in sorted(rooms)))
         try:
-            raw.write(command(b"SSUBSCRIBE" if self.sharded else b"SUBSCRIBE",
-                              *(c.encode() for c in channels)))
+            raw.write(command(self._subscribe_cmd, *(c.encode() for c in channels)))
             await raw.drain()
             pending = len(channels)  # confirmations prove the subscription is live
             dispatch = self._dispatch
@@ -120,7 +129,10 @@ class RedisBackend(RedisLog, RedisSessions):
                     elif pending and kind in (b"subscribe", b"ssubscribe"):
                         pending -= 1
                         if not pending:
+                            self._listening(raw, rooms)
                             ready()
+                    elif self._room_replied(kind, reply[1]):
+                        pass
                     elif kind in (b"unsubscribe", b"sunsubscribe"):
                         # not asked for: Redis Cluster drops a sharded subscription
                         # whose slot moved to another node (a reshard, a failover)
@@ -128,7 +140,71 @@ class RedisBackend(RedisLog, RedisSessions):
                             f"redis unsubscribed this node from {reply[1]!r} (its slot "
                             "moved?)")
         finally:
+            self._listener = None
+            waiting, self._room_replies = self._room_replies, {}
+            for futures in waiting.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(redis.exceptions.ConnectionError(
+                            "lost the subscriber connection"))
             await raw.close()
+
+    # ------------------------------------------------------------ room keys
+
+    def _listening(self, raw: RawConnection, rooms: set[str]) -> None:
+        """Subscribed: room keys change on ``raw`` from now on; those that changed
+        while it subscribed are sent now (their replies come in as any other)."""
+        self._listener = raw
+        missing = sorted(self.room_keys - rooms)
+        if missing:
+            raw.write(command(self._subscribe_cmd,
+                              *(self.room_channel(k).encode() for k in missing)))
+        gone = sorted(rooms - self.room_keys)
+        if gone:
+            self._expect(self._unsubscribe_cmd(), gone)
+            raw.write(command(self._unsubscribe_cmd(),
+                              *(self.room_channel(k).encode() for k in gone)))
+
+    def _unsubscribe_cmd(self) -> bytes:
+        return b"SUNSUBSCRIBE" if self.sharded else b"UNSUBSCRIBE"
+
+    def _expect(self, verb: bytes, keys: Sequence[str]) -> list[asyncio.Future[None]]:
+        loop = asyncio.get_running_loop()
+        kind = (b"s" if self.sharded else b"") + (
+            b"unsubscribe" if verb.endswith(b"UNSUBSCRIBE") else b"subscribe")
+        futures = []
+        for key in keys:
+            future: asyncio.Future[None] = loop.create_future()
+            self._room_replies.setdefault((kind, self.room_channel(key).encode()),
+                                          []).append(future)
+            futures.append(future)
+        return futures
+
+    def _room_replied(self, kind: bytes, channel: bytes) -> bool:
+        """Redis confirmed a room (un)subscription: whether it was one we asked for
+        (or, for a subscription, any room's, sent by :meth:`_listening`)."""
+        futures = self._room_replies.pop((kind, channel), None)
+        if futures is None:
+            return kind in (b"subscribe", b"ssubscribe")
+        for future in futures:
+            if not future.done():
+                future.set_result(None)
+        return True
+
+    async def _change_rooms(self, verb: bytes, keys: Sequence[str]) -> None:
+        raw = self._listener
+        if raw is None:
+            return  # the listener (re)subscribes every key before it is ready
+        futures = self._expect(verb, keys)
+        raw.write(command(verb, *(self.room_channel(k).encode() for k in keys)))
+        await raw.drain()
+        await asyncio.gather(*futures)
+
+    async def _subscribe_rooms(self, keys: Sequence[str]) -> None:
+        await self._change_rooms(self._subscribe_cmd, keys)
+
+    async def _unsubscribe_rooms(self, keys: Sequence[str]) -> None:
+        await self._change_rooms(self._unsubscribe_cmd(), keys)
 
     async def publish(self, batch: Sequence[Outgoing]) -> None:
         publish = self._publish_cmd
@@ -159,7 +235,9 @@ class RedisBackend(RedisLog, RedisSessions):
             await publisher.close()
             raise
 
-    def _target(self, target: str | None) -> bytes:
+    def _target(self, target: Destination) -> bytes:
         if target is None:
             return self._broadcast_key
+        if isinstance(target, RoomTarget):
+            return self.room_channel(target.key).encode()
         return self.node_channel(target).encode()
