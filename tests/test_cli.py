@@ -105,8 +105,9 @@ def test_check_times_a_round_trip_and_prints_the_capabilities(
     assert capabilities is not None
     shown = dict(item.split("=") for item in capabilities.group(1).split(", "))
     assert set(shown) == {"direct", "max_payload", "sharded", "durable_log",
-                          "session_store", "multi_process"}
+                          "session_store", "multi_process", "routes_rooms"}
     assert shown["multi_process"] == ("no" if scheme == "memory" else "yes")
+    assert shown["routes_rooms"] == "yes"  # memory, local and Redis route rooms
 
 
 @pytest.mark.broker
