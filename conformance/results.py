@@ -8,6 +8,11 @@ With ``SIOA_RESULTS=path`` the counts are written as JSON at the end, with the e
 status and why the run was partial (a subset of backends or transports, ``-k``, ``-m``,
 deselected or unrun tests, a stop at the first failure), so that
 ``scripts/compat_matrix.py`` can refuse to update the docs from it.
+
+With ``SIOA_SUBSCRIPTIONS=rooms`` (the test command's second pass: per-room
+subscriptions, on the backends that route rooms) each backend is written as
+``<id> (rooms)``, a row of its own in the matrix, and the pass is complete without
+unit tests and without the backends that cannot route rooms.
 """
 
 from __future__ import annotations
@@ -21,11 +26,16 @@ from typing import Any
 
 import pytest
 
-__all__ = ["BACKENDS", "DEFAULT_BACKENDS", "MEASUREMENTS", "OUTCOMES", "area_of",
-           "backend_id"]
+__all__ = ["BACKENDS", "DEFAULT_BACKENDS", "MEASUREMENTS", "OUTCOMES", "ROOM_BACKENDS",
+           "area_of", "backend_id"]
 
 DEFAULT_BACKENDS = "memory,local,redis,redis-cluster,rabbitmq,nats,kafka,postgres"
 """Every backend: what a complete run covers."""
+ROOM_BACKENDS = "memory,local,redis,redis-cluster,rabbitmq,nats,postgres"
+"""The backends that route rooms (``capabilities.routes_rooms``): what a complete
+pass with ``SIOA_SUBSCRIPTIONS=rooms`` covers."""
+ROUTED = os.environ.get("SIOA_SUBSCRIPTIONS", "").strip() == "rooms"
+"""This run is the per-room subscriptions pass."""
 OUTCOMES = ("passed", "failed", "skipped", "error")
 MEASUREMENTS: dict[str, str] = {}
 """Figures measured by tests (e.g. reconnect times), keyed ``backend/what``."""
@@ -105,10 +115,10 @@ def _partial(session: pytest.Session, exitstatus: int) -> list[str]:
     config = session.config
     why = []
     ran = {b for b in _counts if b != "unit"}
-    missing = sorted(set(DEFAULT_BACKENDS.split(",")) - ran)
+    missing = sorted(set((ROOM_BACKENDS if ROUTED else DEFAULT_BACKENDS).split(",")) - ran)
     if missing:
         why.append(f"backends not run: {', '.join(missing)}")
-    if "unit" not in _counts:
+    if "unit" not in _counts and not ROUTED:
         why.append("unit tests not run")
     if config.getoption("keyword", ""):
         why.append(f"-k {config.getoption('keyword')}")
@@ -153,7 +163,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         areas: dict[str, dict[str, int]] = defaultdict(dict)
         for (area, outcome), count in _counts[name].items():
             areas[area][outcome] = count
-        backends[name] = {
+        backends[f"{name} (rooms)" if ROUTED else name] = {
             **BACKENDS.get(name, {"url": "", "kind": name, "broker": "", "source": ""}),
             **_totals(name),
             "areas": dict(areas),

@@ -5,6 +5,11 @@ check the committed matrix against a run, or update it from a complete passing o
     python scripts/compat_matrix.py results.json                  # print the matrix
     python scripts/compat_matrix.py results.json --check docs/compatibility.md
     python scripts/compat_matrix.py results.json --update docs/compatibility.md
+    python scripts/compat_matrix.py results.json rooms.json ...   # several passes
+
+Several results files are one run: the test command's main pass and its pass with
+per-room subscriptions (whose rows are ``<backend> (rooms)``); their backends are
+merged, and the run fails or is partial when any pass does.
 
 ``--check`` fails (exit 1, saying why) when the committed matrix disagrees with the
 declared capabilities, the CI matrix's broker versions or the run: a backend of the run
@@ -107,7 +112,11 @@ def render(report: dict[str, Any]) -> str:
         "the broker and starts it at once; the outage keeps it stopped 5 s while two",
         "nodes emit ten awaited events a second each (lost and duplicated events over",
         "all clients, and how long it was unreachable); the silent connection is a",
-        "proxy passing no byte for 20 s (conformance/tcp_proxy.py).",
+        "proxy passing no byte for 20 s (conformance/tcp_proxy.py). Rows `(rooms)`",
+        "are a second pass with per-room subscriptions (`subscriptions=rooms`) on the",
+        "backends that route rooms: the modules that run without recovery (with",
+        "recovery on, broadcasts go through the log every node reads, and nothing is",
+        "routed).",
         "",
         "| " + " | ".join(header()) + " |",
         "|" + " --- |" * len(header()),
@@ -186,14 +195,30 @@ def refusal(report: dict[str, Any]) -> str | None:
     return "; ".join(why) or None
 
 
+def merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's report from its passes' reports (see the module doc)."""
+    merged = dict(reports[0])
+    merged["backends"] = {}
+    merged["partial"] = []
+    for report in reports:
+        clash = set(report["backends"]) & set(merged["backends"])
+        if clash:
+            raise SystemExit(f"compatibility matrix: backends {sorted(clash)} are in "
+                             "two results files")
+        merged["backends"].update(report["backends"])
+        merged["partial"] += report.get("partial", [])
+    merged["exitstatus"] = max(report.get("exitstatus", 1) for report in reports)
+    return merged
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", type=Path)
+    parser.add_argument("results", type=Path, nargs="+")
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--check", type=Path, metavar="MATRIX")
     what.add_argument("--update", type=Path, metavar="MATRIX")
     args = parser.parse_args()
-    report = json.loads(args.results.read_text())
+    report = merge([json.loads(path.read_text()) for path in args.results])
     if args.check:
         problems = check(report, args.check.read_text())
         for problem in problems:

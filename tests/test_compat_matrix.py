@@ -99,6 +99,29 @@ def test_a_failed_or_partial_run_may_not_update_the_docs(tmp_path: Path) -> None
     assert docs.read_text() == "kept"
 
 
+def test_the_rooms_pass_is_merged_as_rows_of_its_own_and_can_fail_the_run() -> None:
+    rooms = _report()
+    rooms["backends"] = {"redis (rooms)": rooms["backends"]["redis"]}
+    merged = matrix.merge([_report(), rooms])
+    assert sorted(merged["backends"]) == ["redis", "redis (rooms)"]
+    assert list(matrix.parse(matrix.render(merged))[1]) == ["redis", "redis (rooms)"]
+    assert matrix.refusal(merged) is None
+    failed = rooms | {"exitstatus": 1, "partial": ["backends not run: nats"]}
+    assert matrix.refusal(matrix.merge([_report(), failed])) == (
+        "pytest exited with 1; backends not run: nats")
+    with pytest.raises(SystemExit, match="two results files"):
+        matrix.merge([_report(), _report()])
+
+
+def test_the_rooms_pass_covers_every_backend_that_routes_rooms() -> None:
+    from conformance.results import DEFAULT_BACKENDS, ROOM_BACKENDS
+    from socketio_adapters.registry import backend_class
+    schemes = {"rabbitmq": "amqp", "redis-cluster": "redis+cluster"}
+    routing = [kind for kind in DEFAULT_BACKENDS.split(",") if backend_class(
+        f"{schemes.get(kind, kind)}://127.0.0.1/x").capabilities.routes_rooms]
+    assert ROOM_BACKENDS.split(",") == routing
+
+
 @pytest.mark.parametrize("fault", ["teardown", "call"])
 def test_every_outcome_is_counted_and_a_partial_run_says_why(tmp_path: Path,
                                                              fault: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
@@ -157,3 +158,27 @@ async def test_recovery_turns_routing_off() -> None:
                              connection_state_recovery=True)
     assert not manager.routing.enabled
     assert manager.routing.target("/", Target(("lobby",))) is None
+
+
+async def test_room_changes_after_a_stop_start_no_work_and_a_restart_subscribes() -> None:
+    """Sockets that leave their rooms as the server closes (after the manager stopped)
+    leave no task behind, and a join waits for nothing; after a restart the node
+    subscribes the rooms it holds."""
+    manager = create_manager(f"memory://stop-{secrets.token_hex(4)}",
+                             subscriptions="rooms")
+    await manager.start()
+    manager.routing.joined("/", "kept")
+    await manager.routing.settled()
+    assert manager.stats()["room_subscriptions"] == 1
+    await manager.stop()
+    manager.routing.left("/", "kept")
+    manager.routing.joined("/", "late")
+    assert manager.routing._task is None
+    await asyncio.wait_for(manager.routing.settled(), 1.0)
+    await manager.start()
+    try:
+        await manager.routing.settled()
+        assert manager.routing.wanted == {room_key("/", "late")}
+        assert manager.routing.wanted <= manager.backend.room_keys
+    finally:
+        await manager.stop()

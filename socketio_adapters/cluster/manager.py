@@ -171,6 +171,7 @@ class ClusterManager(ClusterApi, RoomMembership,
         if self.publisher.outbox is not None:
             return
         self._stopped = False
+        self.routing.start()
         outbox = self.publisher.open()  # answers to early messages queue here
         if not self.write_only:  # an emitter hears no answers: it cannot hold
             outbox.gate = self.resume_gate

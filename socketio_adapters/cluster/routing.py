@@ -94,6 +94,9 @@ class RoomRouting:
         self._waiters: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+        """Set by :meth:`stop`: room changes after it (sockets leaving as the server
+        closes) start no work."""
         self.failures = 0
         """Batches the broker did not confirm (logged; the backend subscribes its
         keys again when it reconnects)."""
@@ -128,7 +131,7 @@ class RoomRouting:
     async def settled(self) -> None:
         """Return once every room with a local member is subscribed (or the broker
         did not confirm within ``timeout``: logged)."""
-        if not self.enabled or (self._task is None
+        if not self.enabled or self._stopped or (self._task is None
                                 and self.wanted <= self.backend.room_keys):
             return  # nothing under way: every wanted key was confirmed (or logged)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -141,7 +144,14 @@ class RoomRouting:
             self.logger.warning("room subscriptions not confirmed by the broker "
                                 "within %ss", self.timeout)
 
+    def start(self) -> None:
+        """(Re)start: room changes subscribe again (after :meth:`stop`)."""
+        self._stopped = False
+        if self._leaving or self.wanted - self.backend.room_keys:
+            self._kick()
+
     async def stop(self) -> None:
+        self._stopped = True
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -152,6 +162,8 @@ class RoomRouting:
                 future.set_result(None)
 
     def _kick(self) -> None:
+        if self._stopped:
+            return
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(
