@@ -101,3 +101,33 @@ async def test_everyone_several_rooms_sids_and_except_still_reach_everyone(
     assert await c.next("but") == 4
     assert await a.stray("but", sender) == []
     assert await b.stray("but", sender) == []
+
+
+async def test_a_node_that_does_not_route_gets_every_room_broadcast_while_it_lives(
+        routed: Cluster) -> None:
+    """A rolling switch of modes: a node with ``subscriptions=all`` joins nodes that
+    route rooms. While it is alive nothing is routed (its clients get the broadcasts
+    to their rooms); once it left, the others route again."""
+    a, b, c = await routed.connect_all()
+    first, second, third = routed.nodes
+    plain = Node(routed.node_url, **{**routed.options, "subscriptions": "all"})
+    routed.nodes.append(plain)
+    await plain.start()
+    await routed.wait_for_count(4)
+    await eventually(lambda: [n.manager.stats()["routes_rooms"] for n in routed.nodes],
+                     [False] * 4, "no node routes while one does not")
+    d = await routed.connect(plain)
+    await d.call("join", "mixed")
+    await a.call("join", "mixed")
+    for i in range(5):
+        await second.sio.emit("m", i, to="mixed")
+    assert [await d.next("m") for _ in range(5)] == list(range(5))
+    assert [await a.next("m") for _ in range(5)] == list(range(5))
+    await plain.stop()
+    await eventually(lambda: [n.manager.stats()["routes_rooms"] for n in routed.nodes[:3]],
+                     [True] * 3, "every node routes again once it left")
+    before = _received(third)
+    await second.sio.emit("m", 5, to="mixed")
+    assert await a.next("m") == 5
+    assert await c.stray("m", second) == []
+    assert _received(third) - before == 1  # stray's marker only: the room was routed

@@ -91,7 +91,8 @@ MANAGER_OPTIONS: tuple[Option, ...] = (
     Option("subscriptions", choice(*MODES), "all",
            "all: every node receives every message; rooms: a node receives the "
            "broadcasts to a room only while it has a member in it (backends that "
-           "route rooms; every node and emitter of a cluster alike)"),
+           "route rooms; a node routes only while every node does; an emitter "
+           "with rooms routes, so set it on every server first)"),
     Option("connection_state_recovery", _recovery, None,
            "recovery settings (a dict, or true for the defaults); servers usually set "
            "it through socketio_adapters.AsyncServer, an emitter through this option"),

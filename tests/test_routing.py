@@ -182,3 +182,27 @@ async def test_room_changes_after_a_stop_start_no_work_and_a_restart_subscribes(
         assert manager.routing.wanted <= manager.backend.room_keys
     finally:
         await manager.stop()
+
+
+async def test_a_node_routes_only_while_every_live_node_announced_that_it_routes() -> None:
+    manager = create_manager(f"memory://mixed-{secrets.token_hex(4)}",
+                             subscriptions="rooms")
+    routing = manager.routing
+    selected = Target(("chat",))
+    assert routing.traits() == {"routes_rooms": True}
+    assert routing.target("/", selected) == RoomTarget(room_key("/", "chat"))
+    routing.peers_changed({"a": {"routes_rooms": True}, "b": None})  # b: mode all
+    assert routing.target("/", selected) is None
+    routing.peers_changed({"a": {"routes_rooms": True, "serves": ["/"]}})  # b left
+    assert routing.target("/", selected) == RoomTarget(room_key("/", "chat"))
+    routing.peers_changed({"a": {"routes_rooms": "yes"}})  # not the announcement
+    assert routing.target("/", selected) is None
+
+
+def test_heartbeats_carry_the_traits_beside_the_application_s_announcement() -> None:
+    heartbeats = create_manager("memory://said").heartbeats
+    assert heartbeats.said() is None
+    heartbeats.announcement = {"serves": ["/chat"]}
+    assert heartbeats.said() == {"serves": ["/chat"]}
+    heartbeats.traits = {"routes_rooms": True}
+    assert heartbeats.said() == {"routes_rooms": True, "serves": ["/chat"]}

@@ -58,15 +58,24 @@ class Heartbeats:
         self.joined_callbacks: list[Callable[[str], None]] = []
         """Called with the uid of each node that joins or announces something new."""
         self.announcement: dict[str, Any] | None = None
-        """What this node says of itself in its heartbeats (None: nothing)."""
+        """What the application says of this node in its heartbeats (None: nothing)."""
+        self.traits: dict[str, Any] = {}
+        """What the library says of this node in them (e.g. that it routes rooms),
+        sent with :attr:`announcement`."""
         self._task: asyncio.Task[None] | None = None
+
+    def said(self) -> dict[str, Any] | None:
+        """What this node's heartbeats carry: :attr:`traits` and :attr:`announcement`."""
+        if not self.traits:
+            return self.announcement
+        return {**self.traits, **(self.announcement or {})}
 
     @property
     def running(self) -> bool:
         return self._task is not None
 
     def start(self) -> None:
-        self.publisher.publish(MessageType.INITIAL_HEARTBEAT, "/", self.announcement)
+        self.publisher.publish(MessageType.INITIAL_HEARTBEAT, "/", self.said())
         self._task = asyncio.create_task(self._loop(), name="cluster-heartbeat")
 
     async def stop(self, goodbye: bool) -> None:
@@ -90,7 +99,7 @@ class Heartbeats:
             if self.nodes.announce(message.uid, info) or joined:
                 self._call(self.joined_callbacks, message.uid)
             if message.type is MessageType.INITIAL_HEARTBEAT:
-                self.publisher.publish(MessageType.HEARTBEAT, "/", self.announcement,
+                self.publisher.publish(MessageType.HEARTBEAT, "/", self.said(),
                                        target=message.uid)
         elif message.type is MessageType.ADAPTER_CLOSE:
             self.gone(message.uid, "closed")
@@ -154,7 +163,7 @@ class Heartbeats:
             if self._still_deaf():
                 continue
             try:
-                self.publisher.publish(MessageType.HEARTBEAT, "/", self.announcement)
+                self.publisher.publish(MessageType.HEARTBEAT, "/", self.said())
             except Exception:
                 self.logger.exception("could not queue a heartbeat")
             for uid in self.nodes.expire():

@@ -83,7 +83,9 @@ class ClusterManager(ClusterApi, RoomMembership,
     :param subscriptions: ``"all"`` (default): every node receives every message.
         ``"rooms"``: a node receives the broadcasts to one room only while it has a
         member in it (see :mod:`socketio_adapters.cluster.routing`); the backend must
-        route rooms, and every node and emitter of the cluster must use the same value.
+        route rooms. A node routes only while every live node says it is in this
+        mode too (so nodes can switch one at a time); an emitter routes whenever it
+        is in this mode, so set it on every server first.
     """
 
     name = "cluster"
@@ -136,6 +138,8 @@ class ClusterManager(ClusterApi, RoomMembership,
         self.self_sync = SelfSync(self.uid, self.publisher, request_timeout, self.log)
         self.inbound.self_sync = self.self_sync
         self.inbound.routing = self.routing
+        self.heartbeats.joined_callbacks.append(self._peers_changed)
+        self.heartbeats.gone_callbacks.append(self._peers_changed)
         self.heartbeats.self_sync = self.self_sync
         self.resume_gate = ResumeGate(self.publisher, self.nodes, backend.state,
                                       heartbeat_timeout, self.log, self.self_sync)
@@ -183,6 +187,7 @@ class ClusterManager(ClusterApi, RoomMembership,
             raise
         outbox.start()
         if not self.write_only:
+            self.heartbeats.traits = self.routing.traits()
             self.heartbeats.start()
         self.log.info("node %s started on %s", self.uid, self.backend.name)
 
@@ -288,7 +293,13 @@ class ClusterManager(ClusterApi, RoomMembership,
             "resumed_after_outage": self.resume_gate.passes,
             "received_broadcasts": self.inbound.broadcasts,
             "room_subscriptions": len(self.backend.room_keys),
+            "routes_rooms": self.routing.enabled and self.routing.peers_route,
         }
+
+    def _peers_changed(self, uid: str) -> None:
+        """A node joined, left or announced something new: do all route rooms?"""
+        self.routing.peers_changed({peer: self.nodes.info(peer)
+                                    for peer in self.nodes.alive()})
 
     # ---------------------------------------------------------------- recovery
 

@@ -26,6 +26,14 @@ room, besides the messages for itself and those for every node.
   ``generate_id``), so nothing is ever routed to a key no member listens to.
 - With connection state recovery, broadcasts go through the durable log, which
   every node follows: nothing is routed, and nothing is subscribed.
+- **Mixed clusters**: a node in this mode says so in its heartbeats
+  (:data:`ROUTES_ROOMS`), and routes a broadcast to a room key only while every live
+  node it knows said so. A node with ``subscriptions="all"`` (or one whose recovery
+  turned routing off, or one of an older version) subscribes to no room key: while
+  it is alive, broadcasts to rooms go to every node, so nodes can switch modes one
+  at a time (a rolling deploy) without losing a message. An emitter hears no
+  heartbeats: with ``subscriptions="rooms"`` it routes, so every server must be in
+  this mode before an emitter is.
 """
 
 from __future__ import annotations
@@ -34,12 +42,13 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
 
 from ..backends.base import Backend, RoomTarget
 from ..errors import ConfigurationError
 from ..protocol import Target
 
-__all__ = ["MODES", "SID_LENGTH", "RoomRouting", "room_key", "routable"]
+__all__ = ["MODES", "ROUTES_ROOMS", "SID_LENGTH", "RoomRouting", "room_key", "routable"]
 
 MODES = ("all", "rooms")
 """The values of the ``subscriptions`` option."""
@@ -47,6 +56,8 @@ SID_LENGTH = 20
 """Length of the sids engine.io and socket.io (Python and Node) make."""
 KEY_BYTES = 10
 """A key is this many bytes of BLAKE2b, as hex: 20 characters."""
+ROUTES_ROOMS = "routes_rooms"
+"""The key of a node's heartbeats that says it subscribes to room keys."""
 LINGER_SECONDS = 2.0
 """How long a room key stays subscribed after its last local member left."""
 
@@ -97,13 +108,36 @@ class RoomRouting:
         self._stopped = False
         """Set by :meth:`stop`: room changes after it (sockets leaving as the server
         closes) start no work."""
+        self.peers_route = True
+        """Every live node this one knows announced that it routes rooms (see the
+        module doc: while one does not, nothing is routed)."""
         self.failures = 0
         """Batches the broker did not confirm (logged; the backend subscribes its
         keys again when it reconnects)."""
 
+    def traits(self) -> dict[str, Any]:
+        """What this node says of itself in its heartbeats."""
+        return {ROUTES_ROOMS: True} if self.enabled else {}
+
+    def peers_changed(self, announced: dict[str, Any]) -> None:
+        """The live nodes and what each announced (``uid -> info``) changed."""
+        holdouts = sorted(uid for uid, info in announced.items()
+                          if not (isinstance(info, dict) and info.get(ROUTES_ROOMS) is True))
+        routed = not holdouts
+        if self.enabled and routed != self.peers_route:
+            if routed:
+                self.logger.info("every node routes rooms: broadcasts to one room go "
+                                 "to the nodes subscribed to it again")
+            else:
+                self.logger.warning(
+                    "node %s does not route rooms (subscriptions=all, recovery on, or "
+                    "an older version): broadcasts to rooms go to every node while it "
+                    "is alive", ", ".join(holdouts))
+        self.peers_route = routed
+
     def target(self, namespace: str, selected: Target) -> RoomTarget | None:
         """Where a broadcast without ack goes: a room's key, or None (every node)."""
-        if not self.enabled or len(selected.rooms) != 1:
+        if not self.enabled or not self.peers_route or len(selected.rooms) != 1:
             return None
         room = selected.rooms[0]
         return RoomTarget(room_key(namespace, room)) if routable(room) else None
