@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["BackgroundTasks", "settle"]
+__all__ = ["BackgroundTasks", "settle", "within"]
+
+T = TypeVar("T")
 
 
 async def settle(work: Awaitable[Any], seconds: float, logger: logging.Logger,
@@ -24,6 +26,31 @@ async def settle(work: Awaitable[Any], seconds: float, logger: logging.Logger,
     if not task.cancelled() and task.exception() is not None:
         logger.warning("%s failed: %r", what, task.exception())
     return True
+
+
+async def within(work: Awaitable[T], seconds: float | None) -> T:
+    """``await asyncio.wait_for(work, seconds)`` without its lost cancellation.
+
+    Before Python 3.12, ``wait_for`` returns the result, and drops the cancellation,
+    when its task is cancelled in the very loop turn in which ``work`` completed: a
+    loop around it (a listener reading on until it is cancelled) then never ends,
+    and whoever awaits it after cancelling waits forever. Here a cancellation always
+    propagates (the result of ``work``, if it had one, is dropped with it); on a
+    timeout ``work`` is cancelled, awaited, and :class:`asyncio.TimeoutError`
+    raised."""
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait((task,), timeout=seconds)
+    except BaseException:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        await asyncio.wait((task,))  # as wait_for: no work left running on a timeout
+        if not task.cancelled():
+            return task.result()  # it finished before it saw the cancellation
+        raise asyncio.TimeoutError
+    return task.result()
 
 
 class BackgroundTasks:

@@ -15,6 +15,7 @@ import asyncpg  # type: ignore[import-untyped]
 import asyncpg.exceptions as pg_errors  # type: ignore[import-untyped]
 
 from ...options import Option, positive_float
+from ...tasks import within
 from ..base import LOG, Capabilities, Outgoing, RecordKey, RoomTarget
 from .connections import PostgresConnections, close_quietly, create_table
 from .log import PostgresLog
@@ -128,7 +129,7 @@ class PostgresBackend(PostgresLog, PostgresSessions):
             while True:
                 if inbox.empty():
                     try:
-                        text = await asyncio.wait_for(inbox.get(), interval)
+                        text = await within(inbox.get(), interval)
                     except asyncio.TimeoutError:
                         await _probe(conn, interval)
                         continue

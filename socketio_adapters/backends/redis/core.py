@@ -11,6 +11,7 @@ import hiredis
 import redis.exceptions
 
 from ...options import Option, parse_bool, positive_float
+from ...tasks import within
 from ..base import LOG, Capabilities, Destination, Outgoing, RoomTarget
 from .connections import RedisConnections
 from .log import RedisLog
@@ -107,7 +108,7 @@ class RedisBackend(RedisLog, RedisSessions):
             pinged = False
             while True:
                 try:
-                    replies = await asyncio.wait_for(raw.replies(), interval)
+                    replies = await within(raw.replies(), interval)
                 except asyncio.TimeoutError:
                     # a half-open connection (a NAT or balancer that dropped it) stays
                     # silent forever: ask, and give up when no answer comes
@@ -116,7 +117,7 @@ class RedisBackend(RedisLog, RedisSessions):
                             f"no answer to PING within {interval}s: the subscriber "
                             "connection is silent") from None
                     raw.write(command(b"PING"))
-                    await asyncio.wait_for(raw.drain(), interval)
+                    await within(raw.drain(), interval)
                     pinged = True
                     continue
                 pinged = False
