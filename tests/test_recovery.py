@@ -380,9 +380,9 @@ async def test_a_node_behind_the_client_does_not_resend_what_it_saw(
         feed = reader.feed
         reading = asyncio.Event()
 
-        async def stalled(key: Any, body: bytes) -> None:
+        async def stalled(key: Any, body: bytes, time_ms: int | None = None) -> None:
             await reading.wait()
-            await feed(key, body)
+            await feed(key, body, time_ms)
 
         monkeypatch.setattr(reader, "feed", stalled)
         await ahead.sio.emit("ev", "seen")

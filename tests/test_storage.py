@@ -5,16 +5,20 @@ Each backend's driver is proven against its real broker by conformance/test_log.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
 import pytest
 
+from socketio_adapters.backends.base import LOG
+from socketio_adapters.backends.memory import MemoryBackend
 from socketio_adapters.storage import (
     LOG_RECORD_ENTRIES,
     LogReader,
     LogRecord,
+    LogWindow,
     Offset,
     OffsetCodec,
     RecordKey,
@@ -295,6 +299,152 @@ async def test_reads_are_bounded_by_age_and_length() -> None:
     assert await read(log, "4.0", "5.1", max_length=2) is None
     # records are fetched at most max_length + 1 at a time
     assert log.fetches[-1][2] == 3
+
+
+# ------------------------------------------------------------------ the window
+
+
+def windowed(log: Log, max_bytes: int = 1 << 20, max_entries: int = 100,
+             max_age: float = 60) -> tuple[LogReader, LogWindow]:
+    """A reader that keeps a window, fed ``log``'s records as a live reader would be
+    (the first start at its first record)."""
+    window = LogWindow(max_bytes, max_entries, max_age)
+    r = LogReader(OffsetCodec(1), Delivered(), logging.getLogger("test.storage"),
+                  "test", window)
+    return r, window
+
+
+async def feed_all(r: LogReader, log: Log) -> None:
+    for key, body, stamp in log.records:
+        await r.feed(key, body, stamp)
+
+
+async def read_through(window: LogWindow, log: Log, after: str, upto: str | None,
+                       retention: float = 60, max_length: int = 100) -> Any:
+    return await read_entries(window.over(log.fetch), OffsetCodec(1), after, upto,
+                              retention, max_length)
+
+
+async def test_a_range_inside_the_window_is_read_from_memory() -> None:
+    log = sample()
+    r, window = windowed(log)
+    r.restart(None)
+    await feed_all(r, log)
+    for after, upto in [("1.0", "5.1"), ("2.0", "2.1"), ("2.2", "5.0"), ("5.1", "5.1"),
+                        ("5.0", "2.1")]:
+        assert await read_through(window, log, after, upto) == await read(
+            sample(), after, upto)
+    # offsets in its span that name no entry read as they do from the broker
+    for after in ("3.0", "2.3", "5.2"):
+        assert await read_through(window, log, after, "5.1") is None
+    assert await read_through(window, log, "1.0", "5.1", max_length=6) is None
+    assert log.fetches == []  # the broker was never asked
+    assert window.served > 0
+
+
+async def test_a_range_not_wholly_in_the_window_is_read_from_the_broker() -> None:
+    log = sample()
+    r, window = windowed(log)
+    r.restart(((2,), log.records[1][1]))  # the first start: at record 2
+    await feed_all(r, log)  # record 1 is older than the position: not kept
+    assert (window.first, window.last) == ((2,), (5,))
+    # older than the window: the broker answers, the same as without a window
+    assert await read_through(window, log, "1.0", "5.1") == await read(sample(), "1.0",
+                                                                         "5.1")
+    assert log.fetches[0][0] == (1,)
+    # ahead of what this node read (a client from a node further on): the broker too
+    log.fetches.clear()
+    log.records.append(((7,), b"h", now_ms()))
+    assert await read_through(window, log, "7.0", "5.1") == []
+    assert log.fetches == [((7,), (5,), 1)]
+
+
+async def test_the_window_is_bounded_by_bytes_entries_and_age() -> None:
+    now = now_ms()
+    window = LogWindow(max_bytes=10, max_entries=4, max_age=60)
+    window.add((1,), b"12345", 1, now)
+    window.add((2,), b"123456", 1, now)  # 11 bytes: the oldest goes
+    assert (window.first, window.last, len(window)) == ((2,), (2,), 1)
+    window.add((3,), b"abc", 3, now)  # a record of three entries
+    assert (window.first, len(window)) == ((2,), 2)
+    window.add((4,), b"x", 1, now)  # five entries: record 2 goes
+    assert (window.first, len(window)) == ((3,), 2)
+    window.add((5,), b"y", 1, now)  # five entries again: record 3 goes
+    assert (window.first, len(window)) == ((4,), 2)
+    window.add((7,), b"big" * 10, 1, now)  # larger than the window on its own
+    assert len(window) == 0 and window.fetch((7,), (7,), 1) is None
+    window.add((8,), b"z", 1, now - 61_000)  # appended long ago (a backlog)
+    assert len(window) == 0
+    aging = LogWindow(1 << 20, 100, max_age=0.05)
+    aging.add((1,), b"a", 1)
+    assert aging.fetch((1,), (1,), 1) is not None
+    await asyncio.sleep(0.06)
+    assert aging.fetch((1,), (1,), 1) is None and len(aging) == 0
+    # a record fed again (a resumed read) is kept once
+    window.clear()
+    window.add((9,), b"a", 1, now)
+    window.add((9,), b"a", 1, now)
+    window.add((8,), b"older", 1, now)
+    assert len(window) == 1
+
+
+async def test_a_reconnect_empties_the_window_and_a_gap_is_never_served() -> None:
+    log = sample()
+    r, window = windowed(log)
+    r.restart(None)
+    await feed_all(r, log)
+    # a reconnect: the reader resumes at its position's record; what came before
+    # is read from the broker again
+    assert r.restart(((5,), log.records[3][1])) == (5,)
+    assert len(window) == 0
+    await r.feed((5,), log.records[3][1], log.records[3][2])
+    assert await read_through(window, log, "2.0", "5.1") is not None
+    assert log.fetches and log.fetches[0][0] == (2,)
+    # records trimmed before the node read them on: the window starts after the gap,
+    # so a range from before it goes to the broker (which no longer holds its start)
+    log.fetches.clear()
+    r.restart(((5,), log.records[3][1]))
+    trimmed = Log([((9,), b"i", now_ms()), ((10,), b"j", now_ms())])
+    await feed_all(r, trimmed)
+    assert window.first == (9,)
+    assert await read_through(window, trimmed, "5.1", "10.0") is None
+    assert trimmed.fetches and trimmed.fetches[0][0] == (5,)
+
+
+async def test_a_backend_keeps_a_window_that_a_lost_connection_empties() -> None:
+    class Windowed(MemoryBackend):
+        log_in_memory = False  # as a broker's backend: reads go through fetch_log
+        fetched = 0
+
+        async def fetch_log(self, first: RecordKey, last: RecordKey,
+                            limit: int) -> list[LogRecord] | None:
+            self.fetched += 1
+            return await super().fetch_log(first, last, limit)
+
+    got = Delivered()
+    backend = Windowed("memory://window-test")
+    backend.enable_log(got, 60.0, 1000, cache_bytes=1 << 20)
+    assert MemoryBackend("memory://other").log_in_memory
+    async def nothing(payload: bytes) -> None:
+        pass
+
+    await backend.start("node", nothing)
+    try:
+        await backend.publish([(LOG, b"\x01")])
+        await backend.publish([(LOG, b"\x02")])
+        await backend.publish([(LOG, b"\x03")])
+        for _ in range(100):
+            if len(got.items) == 3:
+                break
+            await asyncio.sleep(0.01)
+        first, _, last = (offset for offset, _ in got.items)
+        assert await backend.read_log(first, last) == got.items[1:]
+        assert backend.fetched == 0
+        backend.state.mark_down()  # the connection dropped: the broker may have lost
+        assert await backend.read_log(first, last) == got.items[1:]
+        assert backend.fetched > 0
+    finally:
+        await backend.stop()
 
 
 # ------------------------------------------------------------------ sessions

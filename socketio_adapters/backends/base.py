@@ -59,6 +59,7 @@ from ..storage import (
     LogReader,
     LogRecord,
     LogSettings,
+    LogWindow,
     OffsetCodec,
     RecordKey,
     read_entries,
@@ -161,6 +162,9 @@ class Backend(Frames, RoomSubscriptions, abc.ABC):
     log_packs: ClassVar[bool] = False
     """Pack the consecutive log entries of a batch into one record (where the
     broker's cost per record dominates)."""
+    log_in_memory: ClassVar[bool] = False
+    """The log is read back from this process's memory (no broker): no window of
+    recent records is kept for restores."""
 
     def __init__(self, url: str, **options: Any) -> None:
         RoomSubscriptions.__init__(self)
@@ -309,18 +313,26 @@ class Backend(Frames, RoomSubscriptions, abc.ABC):
     # ------------------------------------------------------------ durable log, sessions
 
     def enable_log(self, deliver: DeliverLog | None, retention: float,
-                   max_length: int) -> None:
+                   max_length: int, cache_bytes: int = 0) -> None:
         """Keep the durable log (call before :meth:`start`); ``deliver`` receives its
-        entries, in order, or is ``None`` on an emitter, which only appends."""
+        entries, in order, or is ``None`` on an emitter, which only appends. A reader
+        keeps up to ``cache_bytes`` of the records it read last, and
+        :meth:`read_log` reads a range there when it lies wholly inside (see
+        :mod:`socketio_adapters.storage.window`)."""
         if not self.capabilities.durable_log:
             raise ConfigurationError(
                 f"the {self.name} backend keeps no durable log, so it cannot recover "
                 "connection state")
         if self._opened:
             raise RuntimeError("enable_log() must be called before start()")
-        self.log = LogSettings(deliver, retention, max_length)
+        self.log = LogSettings(deliver, retention, max_length, cache_bytes)
+        window = None
+        if deliver is not None and cache_bytes > 0 and not self.log_in_memory:
+            window = LogWindow(cache_bytes, max(1, max_length // 2), retention / 2)
+            # the broker may lose what it held while we are away: start anew
+            self.state.on_down.append(window.clear)
         self._log_reader = LogReader(OffsetCodec(self.log_key_parts, self.log_key_max),
-                                     deliver, self.logger, f"{self.name} log")
+                                     deliver, self.logger, f"{self.name} log", window)
 
     @property
     def log_reader(self) -> LogReader:
@@ -343,8 +355,11 @@ class Backend(Frames, RoomSubscriptions, abc.ABC):
         log = self.log
         if log is None:
             raise NotImplementedError(f"the {self.name} backend keeps no durable log")
-        return await read_entries(self.fetch_log, self.log_reader.codec, after, upto,
-                                  log.retention, log.max_length)
+        reader = self.log_reader
+        fetch = self.fetch_log if reader.window is None else reader.window.over(
+            self.fetch_log)
+        return await read_entries(fetch, reader.codec, after, upto, log.retention,
+                                  log.max_length)
 
     async def fetch_log(self, first: RecordKey, last: RecordKey,
                         limit: int) -> list[LogRecord] | None:

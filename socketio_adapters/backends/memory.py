@@ -65,6 +65,7 @@ class MemoryBackend(Backend):
     name: ClassVar[str] = "memory"
     capabilities: ClassVar[Capabilities] = Capabilities(
         multi_process=False, durable_log=True, session_store=True, routes_rooms=True)
+    log_in_memory: ClassVar[bool] = True
 
     def __init__(self, url: str = "memory://", **options: Any) -> None:
         super().__init__(url, **options)
@@ -95,7 +96,7 @@ class MemoryBackend(Backend):
             if isinstance(item, bytes):
                 await self._dispatch(item)
             elif reader is not None:
-                await reader.feed(item.key, item.body)
+                await reader.feed(item.key, item.body, item.stamp)
 
     async def publish(self, batch: Sequence[Outgoing]) -> None:
         hub = self._hub

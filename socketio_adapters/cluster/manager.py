@@ -315,7 +315,8 @@ class ClusterManager(ClusterApi, RoomMembership,
             raise RuntimeError("enable_recovery() must be called before start()")
         backend = self.backend
         backend.enable_log(None if self.write_only else self.inbound.on_entry,
-                           options.log_age, options.max_log_length)
+                           options.log_age, options.max_log_length,
+                           options.log_cache_bytes)
         self.recovery = Recovery.build(
             options, self.uid, backend, backend if backend.capabilities.session_store
             else None, self.local, self.publisher, self.drops.drop, self.request_timeout,

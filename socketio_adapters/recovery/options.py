@@ -24,12 +24,17 @@ class RecoveryOptions:
         behind gets a fresh session.
     :param max_log_age: seconds an entry stays in the log; a client whose last event
         is older gets a fresh session (default: an hour, at least twice the window).
+    :param log_cache_bytes: bytes of the log records a node read last that it keeps
+        in memory (at most half of ``max_log_length`` entries, for at most half of
+        ``max_log_age``), so that a restore whose missed events are all there reads
+        them from memory instead of the broker; ``0`` turns it off.
     """
 
     max_disconnection_duration: float = 120.0
     skip_middlewares: bool = True
     max_log_length: int = 10_000
     max_log_age: float | None = None
+    log_cache_bytes: int = 4 * 1024 * 1024
 
     def __post_init__(self) -> None:
         if not self.max_disconnection_duration > 0:
@@ -38,6 +43,8 @@ class RecoveryOptions:
             raise ConfigurationError("max_log_length must be at least 1")
         if self.max_log_age is not None and not self.max_log_age > 0:
             raise ConfigurationError("max_log_age must be > 0 seconds")
+        if self.log_cache_bytes < 0:
+            raise ConfigurationError("log_cache_bytes must be >= 0")
 
     @property
     def log_age(self) -> float:
@@ -60,7 +67,7 @@ class RecoveryOptions:
             raise ConfigurationError(
                 f"connection_state_recovery must be a dict or True, not {value!r}")
         known = {"max_disconnection_duration", "skip_middlewares", "max_log_length",
-                 "max_log_age"}
+                 "max_log_age", "log_cache_bytes"}
         camel = {"maxDisconnectionDuration": "max_disconnection_duration",
                  "skipMiddlewares": "skip_middlewares"}
         options: dict[str, Any] = {}

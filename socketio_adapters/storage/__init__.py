@@ -9,6 +9,8 @@ once over a small driver that each backend implements.
   was lost), and each entry once, in order, with its offset.
 - :mod:`.ranges`: reading back the entries between two offsets, bounded by the
   log's age and length.
+- :mod:`.window`: the records a node read last, kept in memory, from which a range
+  is read when it lies wholly inside.
 - :mod:`.sessions`: the session store interface and record expiry stamps.
 - :mod:`.memory`: a log and a session table kept in memory (the backends with no
   broker).
@@ -23,6 +25,7 @@ from .packing import LOG_RECORD_ENTRIES, entries_of, pack_entries
 from .ranges import FetchRange, LogRecord, read_entries
 from .reader import DeliverLog, LogReader, LogSettings
 from .sessions import SessionStore, stamp_expiry, unstamp_expiry
+from .window import LogWindow
 
 __all__ = [
     "LOG_RECORD_ENTRIES",
@@ -31,6 +34,7 @@ __all__ = [
     "LogReader",
     "LogRecord",
     "LogSettings",
+    "LogWindow",
     "MemoryLog",
     "MemorySessions",
     "Offset",

@@ -15,6 +15,9 @@ delivers the record's entries once each, in order, with their offsets. Before ea
 
 A record the reader resumed at that is gone by the time the backend reads (trimmed
 while the node was away) is reported once, with what the node missed.
+
+With a :class:`~.window.LogWindow`, every record fed is also kept there, and a
+restart empties it (see :mod:`.window`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass
 
 from .offsets import Offset, OffsetCodec, RecordKey
 from .packing import entries_of
+from .window import LogWindow
 
 __all__ = ["DeliverLog", "LogReader", "LogSettings"]
 
@@ -42,13 +46,17 @@ class LogSettings:
     """Seconds an entry must stay readable; older entries may be trimmed."""
     max_length: int
     """Entries kept at least; a read further back than this many entries fails."""
+    cache_bytes: int = 0
+    """Bytes of the records read last that the node keeps for restores (0: none;
+    see :mod:`.window`)."""
 
 
 class LogReader:
     """Where one node stands in the log, and the entries it delivers from it."""
 
     def __init__(self, codec: OffsetCodec, deliver: DeliverLog | None,
-                 logger: logging.Logger, where: str) -> None:
+                 logger: logging.Logger, where: str,
+                 window: LogWindow | None = None) -> None:
         self.codec = codec
         self.deliver = deliver
         self.logger = logger
@@ -61,6 +69,8 @@ class LogReader:
         numbers on after it, so that old offsets never name new entries)."""
         self.failures = 0
         """Entries whose delivery raised (logged, then skipped)."""
+        self.window = window
+        """The records fed last, for restores (None: none kept)."""
         self._begun = False
         self._epoch: Hashable = None
         self._resumed_at: RecordKey | None = None
@@ -79,6 +89,8 @@ class LogReader:
         and body) and, where the broker can tell, the identity of the log (another
         identity means it was created anew). Returns the key of the first record to
         read, included, or None for the start of the log."""
+        if self.window is not None:
+            self.window.clear()  # what is fed next may not follow what it holds
         if last is not None:
             self._see(last[0])
         if not self._begun:
@@ -103,8 +115,9 @@ class LogReader:
         self._resumed_at = None if position is None else position.key
         return self._resumed_at
 
-    async def feed(self, key: RecordKey, body: bytes) -> None:
-        """Deliver the entries of the record ``key`` that follow the position."""
+    async def feed(self, key: RecordKey, body: bytes, time_ms: int | None = None) -> None:
+        """Deliver the entries of the record ``key`` that follow the position
+        (``time_ms``: when it was appended, where the broker tells)."""
         self._see(key)
         position = self.position
         skip = 0
@@ -121,6 +134,8 @@ class LogReader:
                 "it: entries up to %s are lost for its clients", self.where,
                 "-".join(map(str, resumed)), "-".join(map(str, key)))
         entries = entries_of(body)
+        if self.window is not None:  # before any delivery: a restore may read it then
+            self.window.add(key, body, len(entries), time_ms)
         deliver = self.deliver
         for index in range(skip, len(entries)):
             # the position moves before the entry is handed over: a delivery that

@@ -141,9 +141,12 @@ class AmqpLog(AmqpConnection):
 
     async def _feed_log(self, message: DeliveredMessage) -> None:
         """Hand one delivery of the live reader to the log reader (not a marker)."""
-        key = record_key(message.header.properties.headers)
+        headers = message.header.properties.headers or {}
+        key = record_key(headers)
         if key is not None:
-            await self.log_reader.feed(key, message.body)
+            stamp = headers.get(TIME_HEADER)
+            await self.log_reader.feed(key, message.body,
+                                       stamp if isinstance(stamp, int) else None)
 
     @contextlib.asynccontextmanager
     async def _cursor(self, channel: AbstractChannel,

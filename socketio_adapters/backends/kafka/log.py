@@ -58,13 +58,14 @@ class KafkaLog(KafkaClients):
         """Which log the reader follows, as far as this node can tell (see
         :meth:`_log_identity`)."""
 
-    def enable_log(self, deliver: DeliverLog | None, retention: float, max_length: int) -> None:
+    def enable_log(self, deliver: DeliverLog | None, retention: float, max_length: int,
+                   cache_bytes: int = 0) -> None:
         if not valid_topic(self.log_topic) or self.log_topic == self.topic:
             raise ConfigurationError(
                 f"bad log topic {self.log_topic!r} for the kafka backend: 1 to 249 "
                 "letters, digits, '.', '_' or '-', not the channel's topic (set option "
                 "'log_topic')")
-        super().enable_log(deliver, retention, max_length)
+        super().enable_log(deliver, retention, max_length, cache_bytes)
 
     # ------------------------------------------------------------------ the topic
 
@@ -150,7 +151,8 @@ class KafkaLog(KafkaClients):
     async def _feed_log(self, records: Iterable[Any]) -> None:
         feed = self.log_reader.feed
         for record in records:
-            await feed(record_key(record), record_body(record))
+            key = record_key(record)
+            await feed(key, record_body(record), key[1])
 
     async def _check_log(self, watch: Any, consumer: Any) -> None:
         """Raise when the log topic vanished or ends before the reader's position."""

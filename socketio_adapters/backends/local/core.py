@@ -33,6 +33,7 @@ class LocalBackend(Backend):
         session_store=True, multi_process=True, routes_rooms=True)
     connection_errors: ClassVar[tuple[type[BaseException], ...]] = (OSError, EOFError)
     log_key_parts: ClassVar[int] = 2
+    log_in_memory: ClassVar[bool] = True
 
     def __init__(self, url: str = "local://", **options: Any) -> None:
         super().__init__(url, **options)
@@ -189,7 +190,7 @@ class LocalBackend(Backend):
         reader = self.log_reader
         resume = reader.restart(self._replica.last())
         for record in self._replica.from_key(resume):
-            await reader.feed(record.key, record.body)
+            await reader.feed(record.key, record.body, record.stamp)
 
     async def _handle(self, frame: list[Any]) -> None:
         kind = frame[0]
@@ -199,7 +200,7 @@ class LocalBackend(Backend):
             record = StoredRecord(tuple(frame[1]), frame[2], frame[3])
             if self._replica.add(record):
                 self._trim()
-                await self.log_reader.feed(record.key, record.body)
+                await self.log_reader.feed(record.key, record.body, record.stamp)
         elif kind == Frame.REPLY:
             future = self._replies.pop(frame[1], None)
             if future is not None and not future.done():

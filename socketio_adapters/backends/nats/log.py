@@ -47,12 +47,12 @@ class NatsLog(NatsBase):
         this node has to create again starts after both, so no offset is reused)."""
 
     def enable_log(self, deliver: DeliverLog | None, retention: float,
-                   max_length: int) -> None:
+                   max_length: int, cache_bytes: int = 0) -> None:
         if len(name_token(self.channel)) > MAX_NAME_TOKEN:
             raise ConfigurationError(
                 f"nats backend: channel {self.channel!r} is too long for a JetStream "
                 f"stream name ({MAX_NAME_TOKEN} characters once escaped)")
-        super().enable_log(deliver, retention, max_length)
+        super().enable_log(deliver, retention, max_length, cache_bytes)
 
     # ---------------------------------------------------------------- the stream
 
@@ -123,7 +123,7 @@ class NatsLog(NatsBase):
 
     async def _feed(self, seq: int, body: bytes, time_ms: int) -> None:
         async with self._order:  # one payload or record at a time, in order
-            await self.log_reader.feed((seq,), body)
+            await self.log_reader.feed((seq,), body, time_ms)
 
     async def _last_record(self, link: Link) -> tuple[RecordKey, bytes] | None:
         """The key and body of the stream's last message (None: empty)."""

@@ -47,7 +47,9 @@ class LogSql:
             "FROM (SELECT to_regclass(quote_ident($1))::oid AS oid) AS t "
             f"LEFT JOIN LATERAL (SELECT id, data FROM {table} ORDER BY id DESC LIMIT 1) "
             "AS last ON true")
-        self.read = f"SELECT id, data FROM {table} WHERE id >= $1 ORDER BY id LIMIT $2"
+        self.read = (
+            "SELECT id, data, floor(extract(epoch FROM created) * 1000)::bigint AS ms "
+            f"FROM {table} WHERE id >= $1 ORDER BY id LIMIT $2")
         self.fetch = (
             "SELECT id, data, floor(extract(epoch FROM created) * 1000)::bigint AS ms "
             f"FROM {table} WHERE id BETWEEN $1 AND $2 ORDER BY id LIMIT $3")
@@ -88,7 +90,7 @@ class PostgresLog(PostgresConnections):
             rows = await conn.fetch(self._log_sql.read, 0 if start is None else start[0],
                                     LOG_READ_ROWS)
             for row in rows:
-                await reader.feed((row["id"],), row["data"])
+                await reader.feed((row["id"],), row["data"], row["ms"])
             position = reader.position
             start = None if position is None else position.key
             if len(rows) < LOG_READ_ROWS:

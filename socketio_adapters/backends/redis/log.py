@@ -140,7 +140,8 @@ class RedisLog(RedisConnections):
             entries = reply[key] if isinstance(reply, dict) else reply[0][1]
             for entry_id, fields in entries:
                 cursor = entry_id
-                await reader.feed(entry_key(entry_id), record_body(fields))
+                record = entry_key(entry_id)
+                await reader.feed(record, record_body(fields), record[0])
 
     def _warn_trimmed(self, position: RecordKey) -> None:
         """Warn that records were trimmed before this node read them, unless
