@@ -117,11 +117,16 @@ class LocalDelivery:
         # first that the event can be sent (raising before any ack is awaited)
         encoded = encode_event(server.packet_class, namespace, packet_data)
         if callback is None:
-            parts = encoded if isinstance(encoded, list) else [encoded]
-            eio_pkts = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in parts]
-            for eio_sid in recipients.values():
-                for eio_pkt in eio_pkts:
-                    await server._send_eio_packet(eio_sid, eio_pkt)
+            send = server._send_eio_packet
+            if isinstance(encoded, list):  # binary: the packet, then its attachments
+                eio_pkts = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in encoded]
+                for eio_sid in recipients.values():
+                    for eio_pkt in eio_pkts:
+                        await send(eio_sid, eio_pkt)
+            else:
+                eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
+                for eio_sid in recipients.values():
+                    await send(eio_sid, eio_pkt)
         else:
             for sid, eio_sid in recipients.items():
                 ack_id = self.manager._generate_ack_id(sid, callback)
