@@ -874,7 +874,7 @@ async def profile_scenario(mode: str, kind: str, outdir: Path, config: Config,
     _make_dir(outdir)
     a, b = await start_socket_nodes(mode, config, children)
     nodes = [(a, "node")] if a is b else [(a, "A"), (b, "B")]
-    receiver = Receiver(recovering=mode == "recovery")
+    receiver = config.receiver(mode, children)
     reports: list[str] = []
     spies: list[tuple[Child, Path]] = []
     try:
@@ -1224,7 +1224,12 @@ async def run_all(args: argparse.Namespace, config: Config,
                                     "scenarios": scenarios,
                                     "ratios": compute_ratios(config.spec, scenarios)}
         if args.profile:
-            profile_reports = await run_profile(args, config, ctl, children, errors)
+            # with the receiving client of the first section (--client js: Node.js)
+            _, client, compression = plan[0]
+            profile_config = dataclasses.replace(config, client=client,
+                                                 ws_compression=compression)
+            profile_reports = await run_profile(args, profile_config, ctl, children,
+                                                errors)
     for section, entry in per_section.items():
         for line in table(config.spec, entry["scenarios"], entry["ratios"], args.events,
                           section if len(plan) > 1 or section != "python" else "",

@@ -23,12 +23,23 @@ theirs). In ``async_mode="asgi"`` the ASGI server negotiates the extension, not 
 app: uvicorn with ``--ws-per-message-deflate false`` (``uvicorn.run(...,
 ws_per_message_deflate=False)``); hypercorn always accepts it.
 
+Uncompressed, the driver also writes the frames of one burst in one go: engine.io's
+writer task sends every packet it found queued one after the other, and aiohttp
+writes each frame to the socket at once (a ``send`` system call, and a TCP segment,
+per event). :class:`AiohttpWebSocket` frames them itself (a server's frames are
+unmasked: a header and the payload) and writes what a burst queued to the
+connection's transport once, when the writer task yields. Only while the transport's
+buffer is under its high-water mark: past it, frames go through aiohttp again, which
+waits for the client to read (flow control as before).
+
 With :mod:`.forwarding` and cluster/local.py, this is one of the modules that touch
 python-engineio's internals (its server's ``_async`` table).
 """
 
 from __future__ import annotations
 
+import asyncio
+import struct
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigurationError
@@ -44,6 +55,24 @@ ENVIRON_KEY = "socketio_adapters.websocket_compress"
 is answered: the negotiated deflate window bits, 0 when frames go uncompressed.
 For a client that opens with the websocket transport, this is the environ that
 ``sio.get_environ(sid)`` returns."""
+
+FLUSH_BYTES = 64 * 1024
+"""Frames held for one write: past this, they are written at once."""
+
+_TEXT, _BINARY = 0x81, 0x82  # FIN and the opcode: a whole text or binary message
+_LEN1 = struct.Struct("!BB").pack
+_LEN2 = struct.Struct("!BBH").pack
+_LEN3 = struct.Struct("!BBQ").pack
+
+
+def frame_header(first: int, length: int) -> bytes:
+    """The header of an unmasked websocket frame (RFC 6455, section 5.2)."""
+    if length < 126:
+        return _LEN1(first, length)
+    if length < 65536:
+        return _LEN2(first, 126, length)
+    return _LEN3(first, 127, length)
+
 
 _ASGI_SWITCHES = ("the ASGI server negotiates it, not the app: run uvicorn with "
                   "--ws-per-message-deflate false (uvicorn.run(..., "
@@ -63,6 +92,12 @@ class AiohttpWebSocket:
         self.server = server
         self._sock: WebSocketResponse | None = None
         self.environ: dict[str, Any] = {}
+        self._transport: asyncio.Transport | None = None
+        """Where frames are written in bursts (None: through aiohttp only, as when
+        they are compressed)."""
+        self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._flush: asyncio.Handle | None = None
 
     async def __call__(self, environ: dict[str, Any]) -> WebSocketResponse:
         from aiohttp.web import WebSocketResponse
@@ -72,8 +107,13 @@ class AiohttpWebSocket:
             max_msg_size=self.server.max_http_buffer_size, compress=self.compress)
         await sock.prepare(request)
         environ[ENVIRON_KEY] = int(sock.compress)
+        if not sock.compress:
+            self._transport = request.transport
         self.environ = environ
-        await self.handler(self)
+        try:
+            await self.handler(self)
+        finally:
+            self._write_pending()
         return sock
 
     @property
@@ -83,13 +123,47 @@ class AiohttpWebSocket:
         return self._sock
 
     async def close(self) -> None:
+        self._write_pending()
         await self.sock.close()
 
     async def send(self, message: str | bytes) -> None:
+        sock, transport = self.sock, self._transport
+        if (transport is None or sock.closed or transport.is_closing()
+                or transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]):
+            # compressed, closing (aiohttp raises), or a client that does not keep up:
+            # aiohttp writes the frame and waits for the client to read
+            self._write_pending()
+            if isinstance(message, bytes):
+                await sock.send_bytes(message)
+            else:
+                await sock.send_str(message)
+            return
         if isinstance(message, bytes):
-            await self.sock.send_bytes(message)
+            data, first = message, _BINARY
         else:
-            await self.sock.send_str(message)
+            data, first = message.encode(), _TEXT
+        pending = self._pending
+        pending.append(frame_header(first, len(data)))
+        pending.append(data)
+        self._pending_size += len(data)
+        if self._pending_size >= FLUSH_BYTES:
+            self._write_pending()
+        elif self._flush is None:
+            self._flush = asyncio.get_running_loop().call_soon(self._write_pending)
+
+    def _write_pending(self) -> None:
+        """Write the frames held, in one call (dropped when the websocket closed in
+        between: its close frame is written, nothing may follow it)."""
+        flush, self._flush = self._flush, None
+        if flush is not None:
+            flush.cancel()
+        pending = self._pending
+        if not pending:
+            return
+        self._pending, self._pending_size = [], 0
+        transport = self._transport
+        if transport is not None and not transport.is_closing() and not self.sock.closed:
+            transport.write(b"".join(pending))
 
     async def wait(self) -> str | bytes:
         msg = await self.sock.receive()

@@ -6,7 +6,16 @@ import msgpack
 import pytest
 
 from socketio_adapters.errors import MalformedMessage
-from socketio_adapters.protocol import Message, MessageType, decode, encode, sender_prefix
+from socketio_adapters.protocol import (
+    Broadcast,
+    Message,
+    MessageType,
+    Target,
+    decode,
+    encode,
+    sender_prefix,
+)
+from socketio_adapters.protocol.payloads import EVERYONE
 
 
 def test_round_trip_keeps_types_and_bytes() -> None:
@@ -196,3 +205,27 @@ def test_truncated_frame_is_refused() -> None:
 
     (_, frame), = pack_frames([(None, b"abc"), (None, b"def")], None)
     assert unpack_frame(frame[:-1]) is None
+
+
+def test_target_for_everyone_is_shared_and_bad_rooms_still_refused() -> None:
+    """An empty target (the usual broadcast) reads as one shared instance; an empty
+    field of the wrong kind, or a bad room beside an empty one, is still refused."""
+    empties: list[Any] = [{}, {"rooms": [], "except": []}, {"rooms": None}, {"except": ()}]
+    for opts in empties:
+        assert Target.from_wire(opts) is EVERYONE
+    assert Target.from_wire({"rooms": ["a"], "except": []}) == Target(("a",), ())
+    bads: list[Any] = [{"rooms": {}}, {"rooms": ""}, {"rooms": 0}, {"except": False},
+                       {"rooms": [], "except": [1]}, {"rooms": ["a", 2]}, []]
+    for bad in bads:
+        with pytest.raises(MalformedMessage):
+            Target.from_wire(bad)
+    bad_events: list[Any] = [{"packet": ["e"], "opts": {}, "all": 1},
+                             {"packet": ["e"], "opts": {}, "requestId": 5},
+                             {"packet": ["e"], "opts": {}, "seq": True},
+                             {"packet": [], "opts": {}}, {"packet": "e", "opts": {}}]
+    for data in bad_events:
+        with pytest.raises(MalformedMessage):
+            Broadcast.from_wire(data)
+    event = Broadcast.from_wire({"packet": ["e", 1], "opts": {"rooms": []},
+                                 "requestId": "r", "all": True, "seq": 3})
+    assert event == Broadcast(["e", 1], EVERYONE, "r", True, 3)

@@ -31,6 +31,8 @@ from .requests import RequestTable
 
 __all__ = ["Heartbeats"]
 
+_ANNOUNCING = frozenset({MessageType.HEARTBEAT, MessageType.INITIAL_HEARTBEAT})
+
 
 class Heartbeats:
     """The heartbeat loop and the node table's upkeep."""
@@ -91,17 +93,20 @@ class Heartbeats:
     def seen(self, message: Message) -> None:
         """A message arrived from ``message.uid``: heartbeats announce a node, any
         other message keeps a known node alive."""
-        if message.type in (MessageType.HEARTBEAT, MessageType.INITIAL_HEARTBEAT):
+        kind = message.type
+        if kind is MessageType.BROADCAST:  # most messages: only a sign of life
+            self.nodes.refresh(message.uid)
+        elif kind in _ANNOUNCING:
             joined = self.nodes.touch(message.uid)
             if joined:
                 self.logger.info("node %s joined", message.uid)
             info = message.data if isinstance(message.data, dict) else None
             if self.nodes.announce(message.uid, info) or joined:
                 self._call(self.joined_callbacks, message.uid)
-            if message.type is MessageType.INITIAL_HEARTBEAT:
+            if kind is MessageType.INITIAL_HEARTBEAT:
                 self.publisher.publish(MessageType.HEARTBEAT, "/", self.said(),
                                        target=message.uid)
-        elif message.type is MessageType.ADAPTER_CLOSE:
+        elif kind is MessageType.ADAPTER_CLOSE:
             self.gone(message.uid, "closed")
         else:
             self.nodes.refresh(message.uid)

@@ -172,7 +172,7 @@ class Inbound:
         except MalformedMessage as exc:
             self.drops.drop(str(exc))
             return
-        await self.dispatch(message)
+        await self._dispatch_live(message)
 
     def _own_marker(self, payload: bytes, sync: SelfSync) -> None:
         try:
@@ -199,11 +199,16 @@ class Inbound:
             return
         if message.uid == self.uid:
             return
+        await self._dispatch_live(message)
+
+    async def _dispatch_live(self, message: Message) -> None:
+        """:meth:`dispatch` of a message from pub/sub, from another node."""
+        kind = message.type
         try:
-            handler = self._handlers.get(message.type)
+            handler = self._handlers.get(kind)
             if handler is not None:
-                await handler(message, parse_payload(message.type, message.data))
-            elif message.type not in _UNHANDLED:
+                await handler(message, parse_payload(kind, message.data))
+            elif kind not in _UNHANDLED:
                 raise MalformedMessage("a type this node does not take over pub/sub")
             self.heartbeats.seen(message)
         except _FAILURES as exc:

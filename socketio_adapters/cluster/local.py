@@ -10,6 +10,7 @@ members of any except room and the sockets being disconnected.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -19,7 +20,7 @@ from socketio import packet as sio_packet
 
 from ..protocol import Target
 
-__all__ = ["LocalDelivery"]
+__all__ = ["LocalDelivery", "encode_event"]
 
 POLL_BACKLOG = 12
 """Packets queued for a long-polling client before a restore waits for its next poll
@@ -28,6 +29,31 @@ the margin leaves room for pings and live events)."""
 YIELD_EVERY = 64
 """Events queued for a restored websocket client between two yields to the event
 loop, so that a long catch-up neither stalls the node nor delays the first packets."""
+
+
+_JSON_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+"""What python-socketio's packet writes its data with (``json.dumps(data,
+separators=(",", ":"))``), without making an encoder per call."""
+
+
+def encode_event(packet_class: Any, namespace: str, data: list[Any]) -> str | list[Any]:
+    """A socket.io EVENT packet for ``data``, as ``packet_class(EVENT, namespace=...,
+    data=...).encode()`` writes it. For python-socketio's own packet class with the
+    standard json module, the text is written here: one JSON encoding, without
+    first walking the data for binary parts (an event with bytes cannot be written
+    as JSON: then, as for any other packet class, python-socketio's packet writes
+    it, with its attachments)."""
+    if packet_class is sio_packet.Packet and packet_class.json.dumps is json.dumps:
+        try:
+            body = _JSON_ENCODE(data)
+        except TypeError:  # bytes among the arguments (or a value no one can send)
+            pass
+        else:
+            return f"{sio_packet.EVENT}{body}" if namespace == "/" \
+                else f"{sio_packet.EVENT}{namespace},{body}"
+    encoded: str | list[Any] = packet_class(sio_packet.EVENT, namespace=namespace,
+                                            data=data).encode()
+    return encoded
 
 
 class LocalDelivery:
@@ -89,14 +115,18 @@ class LocalDelivery:
         # encoded once for every recipient, as python-socketio's manager does; with a
         # callback each recipient's packet has its ack id, and this encoding proves
         # first that the event can be sent (raising before any ack is awaited)
-        encoded = server.packet_class(sio_packet.EVENT, namespace=namespace,
-                                      data=packet_data).encode()
+        encoded = encode_event(server.packet_class, namespace, packet_data)
         if callback is None:
-            parts = encoded if isinstance(encoded, list) else [encoded]
-            eio_pkts = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in parts]
-            for eio_sid in recipients.values():
-                for eio_pkt in eio_pkts:
-                    await server._send_eio_packet(eio_sid, eio_pkt)
+            send = server._send_eio_packet
+            if isinstance(encoded, list):  # binary: the packet, then its attachments
+                eio_pkts = [eio_packet.Packet(eio_packet.MESSAGE, p) for p in encoded]
+                for eio_sid in recipients.values():
+                    for eio_pkt in eio_pkts:
+                        await send(eio_sid, eio_pkt)
+            else:
+                eio_pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
+                for eio_sid in recipients.values():
+                    await send(eio_sid, eio_pkt)
         else:
             for sid, eio_sid in recipients.items():
                 ack_id = self.manager._generate_ack_id(sid, callback)

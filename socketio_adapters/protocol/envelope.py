@@ -95,6 +95,7 @@ _NSP: bytes = msgpack.packb("nsp")
 _TYPE: bytes = msgpack.packb("type")
 _DATA: bytes = msgpack.packb("data")
 _packer = msgpack.Packer(use_bin_type=True)
+_unpackb = msgpack.unpackb
 
 
 def _packb(value: Any) -> bytes:
@@ -120,16 +121,19 @@ def encode(message: Message) -> bytes:
 def decode(payload: bytes) -> Message:
     """Decode bytes from a broker, or raise :class:`MalformedMessage`."""
     try:
-        raw = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        raw = _unpackb(payload, strict_map_key=False)
     except Exception as exc:  # msgpack raises several unrelated error classes
         raise MalformedMessage(f"not msgpack: {exc!r}") from None
     if not isinstance(raw, dict):
         raise MalformedMessage(f"envelope is a {type(raw).__name__}, not a map")
-    uid, nsp, kind = raw.get("uid"), raw.get("nsp"), raw.get("type")
+    get = raw.get
+    uid, nsp, kind = get("uid"), get("nsp"), get("type")
     if not isinstance(uid, str) or not uid:
         raise MalformedMessage("envelope has no sender uid")
     if not isinstance(nsp, str):
         raise MalformedMessage("envelope has no namespace")
-    if not isinstance(kind, int) or isinstance(kind, bool) or kind not in _TYPES:
+    # (True == 1: a bool is no type)
+    found = None if isinstance(kind, bool) or not isinstance(kind, int) else _TYPES.get(kind)
+    if found is None:
         raise MalformedMessage(f"unknown message type {kind!r}")
-    return Message(uid=uid, nsp=nsp, type=_TYPES[kind], data=raw.get("data"))
+    return Message(uid, nsp, found, get("data"))

@@ -18,18 +18,39 @@ from .engine import EngineFrame, EngineRequest
 from .envelope import MessageType
 from .fields import as_map, request_id_of
 
-__all__ = ["Ack", "Broadcast", "ClientCount", "Disconnect", "FetchSockets",
-           "Payload",
-           "Response", "RoomChange", "ServerEvent", "SessionClaim", "SocketInfo",
-           "SocketsFound", "Sync", "Target", "parse_payload"]
+__all__ = [
+    "EVERYONE",
+    "Ack",
+    "Broadcast",
+    "ClientCount",
+    "Disconnect",
+    "FetchSockets",
+    "Payload",
+    "Response",
+    "RoomChange",
+    "ServerEvent",
+    "SessionClaim",
+    "SocketInfo",
+    "SocketsFound",
+    "Sync",
+    "Target",
+    "parse_payload",
+]
 
 
 def _rooms(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
-    if not isinstance(value, list | tuple) or not all(isinstance(r, str) for r in value):
+    if not isinstance(value, (list, tuple)):
         raise MalformedMessage("rooms are not a list of strings")
+    for room in value:
+        if not isinstance(room, str):
+            raise MalformedMessage("rooms are not a list of strings")
     return tuple(value)
+
+
+_NO_ROOMS = (list, tuple, type(None))
+"""What an empty rooms field may be (:func:`_rooms` reads each as no room)."""
 
 
 def _packet(value: Any) -> list[Any]:
@@ -70,13 +91,21 @@ class Target:
     @classmethod
     def from_wire(cls, data: Any) -> Target:
         opts = as_map(data)
-        return cls(_rooms(opts.get("rooms")), _rooms(opts.get("except")))
+        rooms, excepts = opts.get("rooms"), opts.get("except")
+        if (not rooms and not excepts and isinstance(rooms, _NO_ROOMS)
+                and isinstance(excepts, _NO_ROOMS)):
+            return EVERYONE  # the most common target: one shared instance
+        return cls(_rooms(rooms), _rooms(excepts))
 
     def matches(self, rooms: set[str]) -> bool:
         """Whether a socket in ``rooms`` (its own sid included) is targeted."""
         if self.rooms and rooms.isdisjoint(self.rooms):
             return False
         return rooms.isdisjoint(self.excepts)
+
+
+EVERYONE = Target()
+"""Every socket: no room, no except."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +134,23 @@ class Broadcast:
 
     @classmethod
     def from_wire(cls, data: Any) -> Broadcast:
+        # every event a node delivers is read here: the checks of request_id_of and
+        # _flag are written inline
         d = as_map(data)
-        seq = d.get("seq")
+        get = d.get
+        seq = get("seq")
         if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
             raise MalformedMessage("a broadcast's seq is not an integer")
-        return cls(_event(d.get("packet")), Target.from_wire(d.get("opts")),
-                   request_id_of(d), _flag(d.get("all"), False), seq)
+        request_id = get("requestId")
+        if request_id is not None and not isinstance(request_id, str):
+            raise MalformedMessage("bad requestId")
+        count = get("all")
+        if count is None:
+            count = False
+        elif not isinstance(count, bool):
+            raise MalformedMessage(f"flag is not a boolean: {count!r}")
+        return cls(_event(get("packet")), Target.from_wire(get("opts")), request_id,
+                   count, seq)
 
 
 @dataclass(frozen=True, slots=True)
