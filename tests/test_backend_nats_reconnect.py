@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -15,6 +16,7 @@ pytest.importorskip("nats")
 from conformance.brokers import BrokerStartError, NatsBroker
 from conformance.cluster import eventually
 from socketio_adapters import create_backend
+from socketio_adapters.backends.base import RoomTarget
 from socketio_adapters.backends.nats import NatsBackend
 
 pytestmark = pytest.mark.broker
@@ -84,3 +86,39 @@ async def test_a_batch_sent_while_nats_py_comes_back_leaves_the_subscription_hea
     finally:
         await restart
     await _hears(backend, got, b"after")
+
+
+async def test_a_room_subscription_reaches_the_server_before_its_confirmation(
+        node: tuple[NatsBackend, asyncio.Queue[bytes]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """nats-py's ``flush()`` writes its PING ahead of the SUBs in its buffer: a join
+    confirmed by that PING's PONG could miss a broadcast published right after it
+    (seen once in the conformance suite with ``subscriptions=rooms``). The bytes
+    written to the socket must hold the SUB before the PING that confirms it."""
+    backend, got = node
+    await _hears(backend, got, b"before")
+    transport: Any = backend.ready_link().nc._transport
+    wire: list[bytes] = []
+    write, writelines = transport.write, transport.writelines
+
+    def record(data: bytes) -> None:
+        wire.append(bytes(data))
+        write(data)
+
+    def record_lines(lines: list[bytes]) -> None:
+        wire.extend(bytes(line) for line in lines)
+        writelines(lines)
+
+    monkeypatch.setattr(transport, "write", record)
+    monkeypatch.setattr(transport, "writelines", record_lines)
+    key = "0123456789abcdef0123"
+    await backend.subscribe_rooms([key])
+    monkeypatch.undo()
+    sent = b"".join(wire)
+    sub = sent.find(b"SUB " + backend.names.room_subject(key).encode())
+    assert sub >= 0, sent
+    assert b"PING" in sent[sub:], f"the PING was written before the SUB: {sent!r}"
+    assert b"PING" not in sent[:sub], f"the PING was written before the SUB: {sent!r}"
+    await backend.publish([(RoomTarget(key), b"to the room")])
+    while (await asyncio.wait_for(got.get(), 5.0)) != b"to the room":
+        pass

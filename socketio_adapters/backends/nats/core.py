@@ -227,9 +227,9 @@ class NatsBackend(NatsLog, NatsSessions):
             await nc.subscribe(self.node_subject(self.node_id), cb=on_message)
             self._rooms = {}  # the last connection's went with it
             self._on_message = on_message
-            await self._room_subscriptions(nc, sorted(self.room_keys))
-            await self._subscribe_every_room(lambda keys: self._room_subscriptions(nc, keys),
-                                             self._rooms)  # SUBs are live
+            await self._room_subscriptions(link, sorted(self.room_keys))
+            await self._subscribe_every_room(
+                lambda keys: self._room_subscriptions(link, keys), self._rooms)
             if self.log is not None:
                 reader = await self._follow_log(link)
             self._link = link
@@ -250,22 +250,23 @@ class NatsBackend(NatsLog, NatsSessions):
 
     # ------------------------------------------------------------------ room keys
 
-    async def _room_subscriptions(self, nc: Any, keys: Sequence[str]) -> None:
-        """Subscribe to the room keys on ``nc``, then flush: when the server answers
-        the flush's PING it has taken every SUB before it."""
+    async def _room_subscriptions(self, link: Link, keys: Sequence[str]) -> None:
+        """Subscribe to the room keys on ``link``, then confirm: when the server
+        answers the PING written after them it has taken every SUB (the broadcast
+        and node subjects' too, on a (re)connect, which always calls this)."""
         on_message = self._on_message
         if on_message is None:
             return
         for key in keys:
             if key not in self._rooms:
-                self._rooms[key] = await nc.subscribe(self.names.room_subject(key),
-                                                      cb=on_message)
-        await nc.flush(max(1, int(self.settings["connect_timeout"])))
+                self._rooms[key] = await link.nc.subscribe(self.names.room_subject(key),
+                                                           cb=on_message)
+        await link.confirm(max(1.0, float(self.settings["connect_timeout"])))
 
     async def _subscribe_rooms(self, keys: Sequence[str]) -> None:
         link = self._link
         if link is not None:  # else the listener subscribes every key when back
-            await self._room_subscriptions(link.nc, keys)
+            await self._room_subscriptions(link, keys)
 
     async def _unsubscribe_rooms(self, keys: Sequence[str]) -> None:
         link = self._link
@@ -274,7 +275,7 @@ class NatsBackend(NatsLog, NatsSessions):
             return
         for subscription in subscriptions:
             await subscription.unsubscribe()
-        await link.nc.flush(max(1, int(self.settings["connect_timeout"])))
+        await link.confirm(max(1.0, float(self.settings["connect_timeout"])))
 
     # ------------------------------------------------------------------ publishing
 

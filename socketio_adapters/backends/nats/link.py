@@ -71,6 +71,24 @@ def server_name(nc: NatsClient) -> str:
     return f"{uri.hostname}:{uri.port}" if uri is not None else "the server"
 
 
+async def written(nc: NatsClient, timeout: float) -> None:
+    """Wait until nats-py's flusher task has written its buffer (publishes, SUBs,
+    UNSUBs) to the socket, or the connection is down, or ``timeout`` passed.
+
+    nats-py's ``flush()`` writes its PING straight to the socket, ahead of what is
+    still in that buffer: its PONG would then come back before the server saw those
+    commands, and a subscription "confirmed" that way could miss the next message
+    published to it. The flusher runs as soon as the loop gives it a turn, unless it
+    is waiting for the socket to drain, so this yields first and then sleeps briefly.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    turns = 0
+    while nc.pending_data_size and nc.is_connected and loop.time() < deadline:
+        turns += 1
+        await asyncio.sleep(0 if turns <= 8 else 0.001)
+
+
 class _Client(NatsClient):
     """nats-py's client, with a PONG for a given-up PING taken in stride.
 
@@ -153,12 +171,7 @@ class Link:
         if lost.done():
             raise ConnectionError("nats connection lost before the server confirmed "
                                   "the batch")
-        # nats-py writes its PING straight to the socket, ahead of the publishes still
-        # in its buffer: let its flusher task write those first
-        for _ in range(8):
-            if not nc.pending_data_size or not nc.is_connected:
-                break
-            await asyncio.sleep(0)
+        await written(nc, timeout)
         pong = asyncio.ensure_future(nc.flush(timeout))  # type: ignore[arg-type]
         try:
             await asyncio.wait((pong, lost), return_when=asyncio.FIRST_COMPLETED)
