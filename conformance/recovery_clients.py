@@ -72,7 +72,20 @@ class RecoveringClient:
 
     async def take(self, event: str, count: int, namespace: str = "/",
                    timeout: float = 20.0) -> list[Any]:
-        return [await self.next(event, namespace, timeout) for _ in range(count)]
+        """The next ``count`` ``event``s; if one does not come within ``timeout``,
+        an assertion error says how many came, the last ones, and whether the client
+        was disconnected meanwhile (a lost event and a lost session look alike)."""
+        got: list[Any] = []
+        for _ in range(count):
+            try:
+                got.append(await self.next(event, namespace, timeout))
+            except asyncio.TimeoutError:
+                raise AssertionError(
+                    f"{len(got)} of {count} {event!r} events came, then none for "
+                    f"{timeout}s; the last ones: {got[-5:]}; the client "
+                    f"{'was' if self.disconnected.is_set() else 'was not'} "
+                    "disconnected") from None
+        return got
 
     def pending(self, event: str, namespace: str = "/") -> list[Any]:
         """The ``event``s received and not yet taken (taking them)."""
