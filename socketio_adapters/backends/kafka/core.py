@@ -16,6 +16,7 @@ from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
 from ..base import LOG, Capabilities, Destination, Outgoing, RoomTarget
 from .clients import FRAMING
+from .gaps import GAP_PAUSE, Contiguity
 from .log import KafkaLog
 from .topics import TopicChanged, describe, ensure_topic, open_watch
 
@@ -196,9 +197,12 @@ class KafkaBackend(KafkaLog):
         own = self.node_id.encode()
         dispatch = self._dispatch
         next_check = time.monotonic() + interval
+        orders = {tp: Contiguity() for tp in assigned}  # see .gaps
         while True:
             fetched = await consumer.getmany(timeout_ms=poll_ms)
             entries = fetched.pop(self._log_tp, None) if reads_log else None
+            if fetched:
+                fetched = await self._without_holes(consumer, orders, fetched)
             for record in in_time_order(fetched.values()):
                 to = target_of(record.headers)
                 if to != own and (to is not None or record.key == own):
@@ -210,10 +214,34 @@ class KafkaBackend(KafkaLog):
                 raise aiokafka.errors.KafkaConnectionError(
                     f"connection to the broker at {watch.host}:{watch.port} closed")
             if entries:
-                await self._feed_log(entries)
+                await self._feed_log(consumer, entries)
             if time.monotonic() >= next_check:
                 await self._check(watch, consumer, assigned, reads_log)
                 next_check = time.monotonic() + interval
+
+    async def _without_holes(self, consumer: Any, orders: dict[Any, Contiguity],
+                             fetched: dict[Any, list[Any]]) -> dict[Any, list[Any]]:
+        """The records of each channel partition up to a hole in its offsets; the
+        consumer reads again from the missing one (see :mod:`.gaps`)."""
+        now = time.monotonic()
+        taken: dict[Any, list[Any]] = {}
+        holes = False
+        for tp, records in fetched.items():
+            order = orders[tp]
+            lost = order.lost
+            taken[tp], again = order.readable(records, now)
+            if order.lost != lost:
+                self._channel_lost += 1
+                self.logger.warning(
+                    "kafka: a record of partition %d of topic %r never became readable "
+                    "after a later one did (%ss): lost for this node", tp.partition,
+                    self.topic, order.wait)
+            if again:
+                consumer.seek(tp, order.expected)
+                holes = True
+        if holes:
+            await asyncio.sleep(GAP_PAUSE)
+        return taken
 
     async def _check(self, watch: Any, consumer: Any, assigned: list[Any],
                      reads_log: bool) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import aiokafka  # type: ignore[import-untyped]
@@ -18,6 +18,7 @@ from aiokafka.admin import NewTopic  # type: ignore[import-untyped]
 from ...errors import ConfigurationError
 from ...storage import DeliverLog, LogRecord, RecordKey
 from .clients import KafkaClients
+from .gaps import GAP_PAUSE, Contiguity
 from .topics import (
     REFUSED_CONFIG,
     TopicChanged,
@@ -54,6 +55,10 @@ class KafkaLog(KafkaClients):
         self._log_topic_ready = False
         """Whether this node created (or found) the log topic since its last failure."""
         self._log_topic_lock = asyncio.Lock()
+        self._log_order = Contiguity()
+        """Holes in the offsets of the log records the listener is given."""
+        self._channel_lost = 0
+        """Holes in the channel partitions given up on (see :mod:`.gaps`)."""
         self._log_generation = 0
         """Which log the reader follows, as far as this node can tell (see
         :meth:`_log_identity`)."""
@@ -110,6 +115,7 @@ class KafkaLog(KafkaClients):
         """Seek the listener's consumer where the log reader starts: the record of its
         position (included), or the start of the log."""
         tp = self._log_tp
+        self._log_order.restart()
         last = await self._last_record(consumer)
         start = self.log_reader.restart(last, await self._log_identity(consumer, last))
         if start is None:
@@ -148,11 +154,31 @@ class KafkaLog(KafkaClients):
             self._log_generation += 1
         return self._log_generation
 
-    async def _feed_log(self, records: Iterable[Any]) -> None:
+    async def _feed_log(self, consumer: Any, records: Sequence[Any]) -> None:
+        """Hand the listener's log records to the reader in offset order: when a
+        record comes before an earlier one is readable, read again from the missing
+        one (see :mod:`.gaps`)."""
+        order = self._log_order
+        lost = order.lost
+        records, again = order.readable(records, time.monotonic())
+        if order.lost != lost:
+            self.logger.warning(
+                "kafka: a record of log topic %r never became readable after a later "
+                "one did (%ss): its entries are lost for this node's clients",
+                self.log_topic, order.wait)
         feed = self.log_reader.feed
         for record in records:
             key = record_key(record)
             await feed(key, record_body(record), key[1])
+        if again:
+            consumer.seek(self._log_tp, order.expected)
+            await asyncio.sleep(GAP_PAUSE)
+
+    @property
+    def skipped_records(self) -> int:
+        """Records of the log or the channel never given to the listener though a
+        later one was (logged): messages this node did not get."""
+        return self._log_order.lost + self._channel_lost
 
     async def _check_log(self, watch: Any, consumer: Any) -> None:
         """Raise when the log topic vanished or ends before the reader's position."""
