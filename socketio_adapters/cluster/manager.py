@@ -52,8 +52,7 @@ from .server_events import ServerEvents
 __all__ = ["ClusterManager", "Room"]
 
 
-class ClusterManager(ClusterApi, RoomMembership,
-                     socketio.AsyncManager):  # type: ignore[misc]
+class ClusterManager(ClusterApi, RoomMembership, socketio.AsyncManager):  # type: ignore[misc]
     """A client manager for ``socketio.AsyncServer`` that spans many nodes.
 
     :param backend: the :class:`~socketio_adapters.backends.base.Backend` that moves
@@ -82,10 +81,8 @@ class ClusterManager(ClusterApi, RoomMembership,
         recover sessions needs it too, so that its events get offsets.
     :param subscriptions: ``"all"`` (default): every node receives every message.
         ``"rooms"``: a node receives the broadcasts to one room only while it has a
-        member in it (see :mod:`socketio_adapters.cluster.routing`); the backend must
-        route rooms. A node routes only while every live node says it is in this
-        mode too (so nodes can switch one at a time); an emitter routes whenever it
-        is in this mode, so set it on every server first.
+        member in it, on a backend that routes rooms; mixed clusters and emitters:
+        see :mod:`socketio_adapters.cluster.routing`.
     """
 
     name = "cluster"

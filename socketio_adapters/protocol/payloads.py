@@ -18,24 +18,9 @@ from .engine import EngineFrame, EngineRequest
 from .envelope import MessageType
 from .fields import as_map, request_id_of
 
-__all__ = [
-    "EVERYONE",
-    "Ack",
-    "Broadcast",
-    "ClientCount",
-    "Disconnect",
-    "FetchSockets",
-    "Payload",
-    "Response",
-    "RoomChange",
-    "ServerEvent",
-    "SessionClaim",
-    "SocketInfo",
-    "SocketsFound",
-    "Sync",
-    "Target",
-    "parse_payload",
-]
+__all__ = ["EVERYONE", "Ack", "Broadcast", "ClientCount", "Disconnect", "FetchSockets",
+           "Payload", "Response", "RoomChange", "ServerEvent", "SessionClaim",
+           "SocketInfo", "SocketsFound", "Sync", "Target", "parse_payload"]
 
 
 def _rooms(value: Any) -> tuple[str, ...]:
