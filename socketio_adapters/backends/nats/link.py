@@ -72,21 +72,32 @@ def server_name(nc: NatsClient) -> str:
 
 
 async def written(nc: NatsClient, timeout: float) -> None:
-    """Wait until nats-py's flusher task has written its buffer (publishes, SUBs,
-    UNSUBs) to the socket, or the connection is down, or ``timeout`` passed.
+    """Wait until what nats-py holds in its buffer now (publishes, SUBs, UNSUBs) is
+    on the socket, or the connection is down, or ``timeout`` passed.
 
     nats-py's ``flush()`` writes its PING straight to the socket, ahead of what is
     still in that buffer: its PONG would then come back before the server saw those
     commands, and a subscription "confirmed" that way could miss the next message
-    published to it. The flusher runs as soon as the loop gives it a turn, unless it
-    is waiting for the socket to drain, so this yields first and then sleeps briefly.
+    published to it. nats-py's flusher task writes the whole buffer each time it
+    takes a request from its queue, in order: a request queued here is done once
+    everything buffered before it was written (what other tasks add meanwhile is not
+    waited for). A flusher that stopped (the connection dropped) never answers it,
+    hence the timeout.
     """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    turns = 0
-    while nc.pending_data_size and nc.is_connected and loop.time() < deadline:
-        turns += 1
-        await asyncio.sleep(0 if turns <= 8 else 0.001)
+    flusher, queue = nc._flusher_task, nc._flush_queue
+    if not nc.pending_data_size or not nc.is_connected or queue is None or (
+            flusher is None or flusher.done()):
+        return
+    done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+    async def queued() -> None:
+        await queue.put(done)
+        await done
+
+    try:
+        await asyncio.wait_for(queued(), timeout)
+    except asyncio.TimeoutError:
+        pass  # the PING that follows is not answered either: the caller hears of it
 
 
 class _Client(NatsClient):
