@@ -79,11 +79,16 @@ async def written(nc: NatsClient, timeout: float) -> None:
     still in that buffer: its PONG would then come back before the server saw those
     commands, and a subscription "confirmed" that way could miss the next message
     published to it. nats-py's flusher task writes the whole buffer each time it
-    takes a request from its queue, in order: a request queued here is done once
-    everything buffered before it was written (what other tasks add meanwhile is not
-    waited for). A flusher that stopped (the connection dropped) never answers it,
-    hence the timeout.
+    takes a request from its queue: an empty buffer means it was all written. If it
+    is not empty after a few loop turns (the flusher waits for the socket to drain,
+    or other tasks keep adding to it), a request queued here is done once everything
+    buffered before it was written, whatever is added meanwhile. A flusher that
+    stopped (the connection dropped) never answers it, hence the timeout.
     """
+    for _ in range(8):  # the flusher usually writes it all within a turn or two
+        if not nc.pending_data_size or not nc.is_connected:
+            return
+        await asyncio.sleep(0)
     flusher, queue = nc._flusher_task, nc._flush_queue
     if not nc.pending_data_size or not nc.is_connected or queue is None or (
             flusher is None or flusher.done()):
