@@ -19,9 +19,10 @@ Connection string
 
 Per-room subscriptions (``subscriptions=rooms``)
     A room key is the subject ``<channel>.r.<key>``, subscribed on the listener's
-    connection; a join returns after a flush (the server took the SUB). nats-py
-    restores the subscriptions when it reconnects; a new connection subscribes every
-    key before it is ready.
+    connection; a join returns once the server answered a PING written after the
+    SUB (nats-py's own ``flush()`` can write its PING ahead of the SUB: see
+    ``link.written``). nats-py restores the subscriptions when it reconnects; a new
+    connection subscribes every key before it is ready.
 
 Options
     ``channel`` and ``connect_timeout`` (see the base backend), ``publish_timeout``
