@@ -50,7 +50,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -71,6 +70,7 @@ from .bench_cross_node import (
 )
 from .distributor_node import NAMESPACE
 from .environment import REPO_ROOT, each_broker, environment
+from .runs import cancel_on_sigterm, run_to_end
 
 JS_DIR = REPO_ROOT / "conformance" / "js"
 JS_CLIENT = REPO_ROOT / "benchmarks" / "distributor_client.mjs"
@@ -507,9 +507,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def _main(args: argparse.Namespace, env: dict[str, Any]
                 ) -> tuple[dict[str, Any], bool]:
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    cancel_on_sigterm()
 
     async def run(name: str, url: str, broker: list[int]) -> dict[str, Any]:
         return await _backend(name, url, broker, args, env)
@@ -523,14 +521,10 @@ def main(argv: list[str] | None = None) -> int:
     env = environment()  # before this run writes its results into the tree
     print(machine_line(env), f"load average {args.load_at_start:.2f}", sep="; ",
           flush=True)
-    try:
-        results, failed = asyncio.run(_main(args, env))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted", file=sys.stderr)
+    outcome = run_to_end(_main(args, env), _RUNNING)
+    if outcome is None:
         return 130
-    finally:
-        for children in _RUNNING:
-            children.kill_all_now()
+    results, failed = outcome
     print(summary_table(results))
     return 1 if failed else 0
 

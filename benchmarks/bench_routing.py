@@ -43,7 +43,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -63,6 +62,7 @@ from .bench_cross_node import BenchError, Child, Children, cpu_seconds, tree_cpu
 from .environment import REPO_ROOT, each_broker, environment
 from .node import HOST
 from .routing_node import EVERYONE, RoutingNode, held_rooms, room_name, stream_plan
+from .runs import cancel_on_sigterm, load_average, run_to_end
 
 BACKENDS = ("redis", "nats", "rabbitmq", "postgres", "local", "memory")
 WAIT = 120.0
@@ -554,9 +554,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def _main(args: argparse.Namespace, env: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    cancel_on_sigterm()
 
     async def run(name: str, url: str, broker: list[int]) -> dict[str, Any]:
         return await run_backend(name, url, broker, args, env)
@@ -582,22 +580,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.began = time.monotonic()
     env = environment()
-    load = os.getloadavg()
     print(f"bench_routing: {', '.join(args.mode)} on {', '.join(args.backend)}; "
-          f"{env['cpu_count']} CPUs; load average {load[0]:.2f} {load[1]:.2f} "
-          f"{load[2]:.2f}", flush=True)
-    try:
-        _results, failed = asyncio.run(_main(args, env))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted", file=sys.stderr)
+          f"{env['cpu_count']} CPUs; {load_average()}", flush=True)
+    outcome = run_to_end(_main(args, env), _RUNNING)
+    if outcome is None:
         return 130
-    finally:
-        for children in _RUNNING:
-            children.kill_all_now()
-    load = os.getloadavg()
-    print(f"bench_routing: done in {time.monotonic() - args.began:.1f}s; load average "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
-    return 1 if failed else 0
+    print(f"bench_routing: done in {time.monotonic() - args.began:.1f}s; "
+          f"{load_average()}", flush=True)
+    return 1 if outcome[1] else 0
 
 
 if __name__ == "__main__":
