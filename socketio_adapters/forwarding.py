@@ -27,6 +27,7 @@ from engineio import packet as eio_packet
 
 from .cluster import ClusterManager
 from .errors import ClusterTimeout, NotStarted, PayloadTooLarge
+from .polling import cap_polls_for
 from .protocol import EngineFrame, EngineRequest, FrameKind
 from .relay import RelayEnd, pump
 from .websocket import websocket_compression as choose_compression
@@ -178,6 +179,10 @@ class ForwardingEngine(engineio.AsyncServer):  # type: ignore[misc]
         return await self._make_response(response, environ)
 
     async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        if event == "connect" and len(args) > 1 and isinstance(args[1], dict):
+            socket = self.sockets.get(args[0])
+            if socket is not None:  # a Python client reads at most 16 packets a poll
+                cap_polls_for(socket, args[1])
         if (event == "disconnect" and len(args) > 1
                 and args[1] == self.reason.CLIENT_DISCONNECT):
             # a client closed a long-polling session: answer its pending poll with
