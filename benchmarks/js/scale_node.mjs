@@ -22,13 +22,12 @@
 // returns); a job's "flushed" time is when Redis answered a PING sent after its loop
 // on the publishing client. Times are CLOCK_MONOTONIC seconds, as in node_server.mjs.
 // There is no GET /scale/sessions: @socket.io/redis-adapter has no connection state
-// recovery. The process stops on SIGTERM/SIGINT, and by itself when its parent dies.
-import { createServer } from "node:http";
+// recovery. The process stops on SIGTERM/SIGINT, and by itself when its parent dies
+// (bench_common.mjs).
 import { setImmediate as turn } from "node:timers/promises";
 import { parseArgs } from "node:util";
-import { createAdapter } from "@socket.io/redis-adapter";
-import { createClient } from "redis";
 import { Server } from "socket.io";
+import { Jobs, jsonServer, monotonic, runMain, serve, useRedisAdapter } from "./bench_common.mjs";
 
 const { values: opts } = parseArgs({
   options: {
@@ -39,54 +38,16 @@ const { values: opts } = parseArgs({
 });
 if (!opts.url) throw new Error("--url redis://... is needed");
 
-const HOST = "127.0.0.1";
 const MODE = "node-scale";
-const parent = process.ppid;
-
-/** CLOCK_MONOTONIC in seconds: what Python's time.monotonic() reads on Linux. */
-function monotonic() {
-  return Number(process.hrtime.bigint()) / 1e9;
-}
-
-const pubClient = createClient({ url: opts.url });
-const subClient = pubClient.duplicate();
-let job = null;
+let pubClient = null;
+const jobs = new Jobs(() => pubClient.ping());
 let fetched = { latencies: [], counts: [] };
-
-function report(j) {
-  const since = (mark) => (mark === null ? null : mark - j.started);
-  return {
-    kind: j.kind, n: j.n, done: j.done, error: j.error, started: j.started,
-    loop_seconds: since(j.loopDone), flushed_seconds: since(j.flushed),
-  };
-}
-
-function startJob(kind, n, loop) {
-  if (job !== null && !job.done) return [409, { error: `${job.kind} job still running` }];
-  const j = { kind, n, done: false, error: null, started: monotonic(), loopDone: null,
-    flushed: null };
-  job = j;
-  (async () => {
-    try {
-      await loop(j);
-      j.loopDone = monotonic();
-      await pubClient.ping();
-      j.flushed = monotonic();
-    } catch (err) {
-      j.error = String(err && err.stack ? err.stack : err);
-      process.stderr.write(`${kind} job failed: ${j.error}\n`);
-    } finally {
-      j.done = true;
-    }
-  })();
-  return [202, report(j)];
-}
 
 const number = (query, name, fallback) => Number(query.get(name) ?? fallback);
 
 function broadcast(query) {
   const seconds = number(query, "seconds", "60");
-  return startJob("broadcast", number(query, "n", "500"), async (j) => {
+  return jobs.start("broadcast", number(query, "n", "500"), async (j) => {
     const until = monotonic() + seconds;
     for (let i = 0; i < j.n; i++) {
       if (monotonic() >= until) {
@@ -103,7 +64,7 @@ function roomStream(query) {
   const seconds = number(query, "seconds", "5");
   const most = number(query, "max", "100000");
   const senders = number(query, "senders", "1");
-  return startJob("rooms", most, async (j) => {
+  return jobs.start("rooms", most, async (j) => {
     const names = Array.from({ length: rooms }, (_, k) => `r${k}`);
     const until = monotonic() + seconds;
     let next = 0;
@@ -127,7 +88,7 @@ function fetchLoop(query) {
   io.of("/").adapter.requestsTimeout = timeout * 1000;
   fetched = { latencies: [], counts: [] };
   const mine = fetched;
-  return startJob("fetch", number(query, "calls", "50"), async (j) => {
+  return jobs.start("fetch", number(query, "calls", "50"), async (j) => {
     const until = monotonic() + seconds;
     for (let k = 0; k < j.n; k++) {
       if (mine.latencies.length > 0 && monotonic() >= until) return;
@@ -153,60 +114,20 @@ async function route(method, path, query) {
   }
   if (key === "GET /bench/status") {
     return [200, { mode: MODE, pid: process.pid, clients: io.engine.clientsCount,
-      job: job === null ? null : report(job) }];
+      job: jobs.status() }];
   }
   return [404, { error: `no ${key} on a Node.js scale node` }];
 }
 
-const httpServer = createServer((req, res) => {
-  const url = new URL(req.url, `http://${HOST}`);
-  route(req.method, url.pathname, url.searchParams).then(([status, body]) => {
-    res.writeHead(status, { "content-type": "application/json" });
-    res.end(JSON.stringify(body));
-  }, (err) => {
-    res.writeHead(500, { "content-type": "application/json" });
-    res.end(JSON.stringify({ error: String(err) }));
-  });
-});
-
+const httpServer = jsonServer(route);
 const io = new Server(httpServer);
 io.on("connection", (socket) => {
   const room = socket.handshake.auth?.room;
   if (typeof room === "string") socket.join(room);
 });
 
-let stopping = false;
-async function stop(code) {
-  if (stopping) return;
-  stopping = true;
-  const bound = setTimeout(() => process.exit(code), 5000);
-  bound.unref();
-  io.disconnectSockets(true);
-  await new Promise((resolve) => io.close(() => resolve()));
-  for (const client of [subClient, pubClient]) await client.quit().catch(() => {});
-  process.exit(code);
-}
-
-async function main() {
-  for (const client of [pubClient, subClient]) {
-    client.on("error", (err) => process.stderr.write(`redis: ${err}\n`));
-  }
-  await Promise.all([pubClient.connect(), subClient.connect()]);
-  io.adapter(createAdapter(pubClient, subClient, { key: opts.channel }));
-  await new Promise((resolve, reject) => {
-    httpServer.once("error", reject);
-    httpServer.listen(Number(opts.port), HOST, resolve);
-  });
-  for (const sig of ["SIGTERM", "SIGINT"]) process.on(sig, () => stop(0));
-  // the parent died (we were re-parented): stop, as benchmarks/node.py does
-  setInterval(() => {
-    if (process.ppid !== parent) stop(0);
-  }, 1000).unref();
-  process.stdout.write(JSON.stringify({ ready: true, port: httpServer.address().port,
-    pid: process.pid, mode: MODE }) + "\n");
-}
-
-main().catch((err) => {
-  process.stderr.write(`${err && err.stack ? err.stack : err}\n`);
-  process.exit(1);
+runMain(async () => {
+  const redis = await useRedisAdapter(io, opts.url, opts.channel);
+  pubClient = redis.pubClient;
+  await serve(io, httpServer, Number(opts.port), MODE, [redis.subClient, redis.pubClient]);
 });
