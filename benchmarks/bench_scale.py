@@ -29,8 +29,14 @@ first node hosts the hub), each scenario with fresh processes:
 The clients are raw Engine.IO/Socket.IO websockets in a few driver processes
 (``python -m benchmarks.swarm_client``). Loopback only; every load loop is bounded
 in count and time; every process is stopped on exit, on failure and on SIGTERM or
-Ctrl-C. Results: ``<json-dir>/scale-<scenario>-<backend>.json``. See
-benchmarks/README.md.
+Ctrl-C. Results: ``<json-dir>/scale-<scenario>-<backend>.json``.
+
+``--anchor node`` (with ``--backend redis`` only) runs the same scenarios on Node.js
+socket.io nodes with ``@socket.io/redis-adapter`` instead of ours
+(``benchmarks/js/scale_node.mjs``, see :mod:`benchmarks.scale_anchor`), for figures
+to set ours against; it writes ``scale-<scenario>-redis-node.json``. The saved
+recovery session is not measured there (that adapter has no recovery), and the JSON
+says so. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -41,7 +47,6 @@ import datetime
 import json
 import math
 import os
-import resource
 import secrets
 import shutil
 import signal
@@ -67,10 +72,18 @@ from .bench_cross_node import (
     wait_all,
 )
 from .environment import REPO_ROOT, each_broker, environment
+from .proc_readings import check_nofile, rss_bytes, tree_rss_bytes
+from .scale_anchor import (
+    ANCHORS,
+    NO_RECOVERY,
+    anchor_environment,
+    anchor_error,
+    node_command,
+    result_name,
+)
 
 SCENARIOS = ("nodes", "clients")
 BACKENDS = ("local", "redis", "rabbitmq", "nats", "kafka", "postgres")
-NODE_SERVER_JS = REPO_ROOT / "benchmarks" / "js" / "node_server.mjs"
 FD_MARGIN = 256
 """File descriptors a process needs beyond its sockets (broker, logs, control)."""
 WAIT = 120.0
@@ -84,48 +97,6 @@ _RUNNING: list[Children] = []
 
 def log(began: float, text: str) -> None:
     print(f"[{time.monotonic() - began:6.1f}s] {text}", flush=True)
-
-
-# ---------------------------------------------------------------------- /proc
-
-
-def rss_bytes(pid: int) -> int | None:
-    """Resident memory of a process (``VmRSS``), or None if it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def tree_rss_bytes(roots: list[int]) -> int:
-    """Resident memory of processes ``roots`` and their live descendants."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(
-                stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    chosen, todo = set(), list(roots)
-    while todo:
-        pid = todo.pop()
-        if pid in chosen:
-            continue
-        chosen.add(pid)
-        todo.extend(p for p, parent in parents.items() if parent == pid)
-    return sum(rss_bytes(p) or 0 for p in chosen)
-
-
-def check_nofile(needed: int) -> None:
-    """Fail clearly when a process could not open ``needed`` file descriptors."""
-    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        raise BenchError(f"{needed} file descriptors needed in one process but the hard "
-                         f"limit is {hard}: raise it (ulimit -Hn) or use fewer clients "
-                         "or more --swarms")
 
 
 # ---------------------------------------------------------------------- the cluster
@@ -142,6 +113,7 @@ class Run:
     ctl: Control
     began: float
     swarm_count: int
+    anchor: str = "python"
 
     def broker_cpu(self) -> float | None:
         if not self.broker_pids:
@@ -187,10 +159,7 @@ async def start_cluster(run: Run, node_count: int, clients: int, *,
     per_swarm = math.ceil(clients / swarm_count) + FD_MARGIN
     check_nofile(max(per_node, per_swarm))
     channel = f"scale-{secrets.token_hex(4)}"
-    cmd = [sys.executable, "-m", "benchmarks.scale_node", "--url", run.url,
-           "--channel", channel, "--nofile", str(per_node)]
-    if recovery:
-        cmd.append("--recovery")
+    cmd = node_command(run.anchor, run.url, channel, per_node, recovery)
     first = await run.children.spawn("node-0", *cmd)
     rest = await asyncio.gather(*(run.children.spawn(f"node-{k}", *cmd)
                                   for k in range(1, node_count)))
@@ -423,7 +392,11 @@ async def scenario_clients(run: Run, args: argparse.Namespace) -> dict[str, Any]
         finally:
             await stop_cluster(run, cluster)
     result["fetch_sockets"] = fetch
-    result["sessions"] = await measure_sessions(run, args)
+    if run.anchor == "node":
+        log(run.began, f"  saved recovery session: {NO_RECOVERY}")
+        result["sessions"] = {"skipped": NO_RECOVERY}
+    else:
+        result["sessions"] = await measure_sessions(run, args)
     return result
 
 
@@ -566,7 +539,7 @@ async def run_backend(name: str, url: str, broker_pids: list[int],
     try:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             run = Run(name, url, broker_pids, children, Control(session), args.began,
-                      args.swarms)
+                      args.swarms, args.anchor)
             for scenario in args.scenario:
                 load = os.getloadavg()
                 try:
@@ -595,14 +568,14 @@ def write_result(args: argparse.Namespace, scenario: str, backend: str, url: str
                  load: tuple[float, float, float]) -> None:
     if args.json_dir == "-":
         return
-    path = Path(args.json_dir) / f"scale-{scenario}-{backend}.json"
+    path = Path(args.json_dir) / result_name(scenario, backend, args.anchor)
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "benchmark": "bench_scale", "scenario": scenario, "backend": backend,
         "url": url, "anchor": args.anchor,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "load_average_at_start": list(load), "settings": settings(args, scenario),
-        "results": found, "environment": env}
+        "results": found, "environment": {**env, **anchor_environment(args.anchor)}}
     path.write_text(json.dumps(document, indent=2) + "\n")
     print(f"results written to {path}", flush=True)
 
@@ -623,9 +596,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--backend", default="redis",
                         help=f"comma-separated, of {', '.join(BACKENDS)}, or all "
                              "(default redis)")
-    parser.add_argument("--anchor", choices=("python", "node"), default="python",
+    parser.add_argument("--anchor", choices=ANCHORS, default="python",
                         help="python: our nodes (default); node: Node.js socket.io with "
-                             "@socket.io/redis-adapter beside them (benchmarks/js)")
+                             "@socket.io/redis-adapter instead (benchmarks/js/"
+                             "scale_node.mjs), --backend redis only, results in "
+                             "scale-<scenario>-redis-node.json")
     group = parser.add_argument_group("nodes")
     group.add_argument("--node-counts", type=_counts, default=[2, 4, 8],
                        help="node counts, comma-separated (default 2,4,8)")
@@ -659,7 +634,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     group.add_argument("--at-once", type=int, default=200,
                        help="handshakes in flight at once, over all drivers (default 200)")
     parser.add_argument("--json-dir", default=str(REPO_ROOT / "benchmarks" / "results"),
-                        help="where scale-<scenario>-<backend>.json go; '-' for nowhere")
+                        help="where scale-<scenario>-<backend>[-node].json go; '-' for "
+                             "nowhere")
     args = parser.parse_args(argv)
     args.scenario = [s.strip() for s in args.scenario.split(",") if s.strip()]
     unknown = [s for s in args.scenario if s not in SCENARIOS]
@@ -675,12 +651,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "fetch_calls", "sessions", "swarms", "at_once", "room_max", "room_senders"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1")
-    if args.anchor == "node":
-        if not NODE_SERVER_JS.exists():
-            parser.error("--anchor node needs benchmarks/js (issue 14 part 2): "
-                         f"{NODE_SERVER_JS.relative_to(REPO_ROOT)} is missing")
-        parser.error("--anchor node: benchmarks/js/node_server.mjs is there, but "
-                     "bench_scale does not drive it yet (issue 14 part 5 hook)")
+    problem = anchor_error(args.anchor, args.backend.split(","))
+    if problem:
+        parser.error(problem)
     return args
 
 
@@ -700,7 +673,8 @@ def main(argv: list[str] | None = None) -> int:
     args.began = time.monotonic()
     env = environment()
     load = os.getloadavg()
-    print(f"bench_scale: {', '.join(args.scenario)} on {args.backend}; "
+    print(f"bench_scale: {', '.join(args.scenario)} on {args.backend}, "
+          f"{'Node.js socket.io' if args.anchor == 'node' else 'our'} nodes; "
           f"{env['cpu_count']} CPUs; load average {load[0]:.2f} {load[1]:.2f} "
           f"{load[2]:.2f}", flush=True)
     try:

@@ -1,14 +1,22 @@
 """The scale benchmark still runs: both scenarios at a tiny size on ``local://``
-(no broker), and its JSON files hold the figures the README quotes."""
+(no broker), and with ``--anchor node`` (Node.js socket.io nodes with
+@socket.io/redis-adapter) on a redis-server started from its local binary; its JSON
+files hold the figures the README quotes."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.environment import REPO_ROOT
+from conformance.brokers import available
+
+JS_PACKAGES = ("socket.io", "@socket.io/redis-adapter", "redis")
 
 TINY = ["--backend", "local", "--node-counts", "2", "--clients-per-node", "10",
         "--broadcasts", "20", "--clients", "20", "--client-nodes", "2", "--rooms", "5",
@@ -41,12 +49,53 @@ def test_tiny_scale_run_writes_every_figure(tmp_path: Path) -> None:
     assert clients["environment"]["python"]
 
 
-def test_node_anchor_says_what_it_cannot_do_yet() -> None:
+
+def test_node_anchor_runs_on_redis_only() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_scale", "--anchor", "node"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+        [sys.executable, "-m", "benchmarks.bench_scale", "--anchor", "node", "--backend",
+         "local"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
-    if (REPO_ROOT / "benchmarks" / "js" / "node_server.mjs").exists():
-        assert "bench_scale does not drive it yet" in done.stderr
-    else:
-        assert "needs benchmarks/js (issue 14 part 2)" in done.stderr
+    assert "--anchor node runs with --backend redis only" in done.stderr
+
+
+def _node_anchor_missing() -> str | None:
+    """What the Node.js anchor lacks on this machine, or None."""
+    if shutil.which("node") is None:
+        return "node (Node.js) is not on PATH"
+    if not available("redis"):
+        return "redis-server is not installed"
+    modules = REPO_ROOT / "benchmarks" / "js" / "node_modules"
+    if not all((modules / name).is_dir() for name in JS_PACKAGES):
+        return "benchmarks/js/node_modules is missing (npm ci --prefix benchmarks/js)"
+    return None
+
+
+def test_tiny_node_anchor_run_on_redis_writes_every_figure(tmp_path: Path) -> None:
+    missing = _node_anchor_missing()
+    if missing:
+        pytest.skip(f"--anchor node needs Node.js, redis-server and benchmarks/js: {missing}")
+    tiny = [*TINY[2:], "--backend", "redis", "--anchor", "node"]
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_scale", *tiny, "--json-dir",
+         str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=90)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    nodes = json.loads((tmp_path / "scale-nodes-redis-node.json").read_text())
+    assert nodes["anchor"] == "node"
+    assert nodes["environment"]["js"]["@socket.io/redis-adapter"]
+    step = nodes["results"]["steps"]["2"]
+    assert step["delivered"] == 20 * 20
+    assert step["delivered_per_s"] > 0
+    assert set(step["cpu_ms_per_1000"]["per_node"]) == {"node-0", "node-1"}
+    assert step["cpu_ms_per_1000"]["broker"] is not None
+
+    clients = json.loads((tmp_path / "scale-clients-redis-node.json").read_text())
+    found = clients["results"]
+    assert found["connect"]["per_s"] > 0
+    assert found["memory_per_socket"]["sockets"] == 20
+    assert len(found["one_broadcast"]["seconds"]) == 3
+    assert found["rooms"]["delivered"] >= found["rooms"]["emitted"] > 0
+    assert found["fetch_sockets"]["2"]["sockets"] == 20
+    assert found["fetch_sockets"]["2"]["n"] >= 1
+    assert "connection state recovery" in found["sessions"]["skipped"]
+    assert not list(tmp_path.glob("scale-*-redis.json"))  # ours keep their names
