@@ -62,7 +62,7 @@ from .bench_cross_node import BenchError, Child, Children, cpu_seconds, tree_cpu
 from .environment import REPO_ROOT, each_broker, environment
 from .node import HOST
 from .routing_node import EVERYONE, RoutingNode, held_rooms, room_name, stream_plan
-from .runs import cancel_on_sigterm, load_average, run_to_end
+from .runs import cancel_on_sigterm, load_average, log, run_to_end
 
 BACKENDS = ("redis", "nats", "rabbitmq", "postgres", "local", "memory")
 WAIT = 120.0
@@ -74,10 +74,6 @@ QUIET = 0.5
 
 _RUNNING: list[Children] = []
 """Every process group started, for the synchronous last resort in :func:`main`."""
-
-
-def log(began: float, text: str) -> None:
-    print(f"[{time.monotonic() - began:6.1f}s] {text}", flush=True)
 
 
 # ---------------------------------------------------------------------- the nodes

@@ -49,7 +49,6 @@ import math
 import os
 import secrets
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -73,6 +72,7 @@ from .bench_cross_node import (
 )
 from .environment import REPO_ROOT, each_broker, environment
 from .proc_readings import check_nofile, rss_bytes, tree_rss_bytes
+from .runs import cancel_on_sigterm, load_average, log, run_to_end
 from .scale_anchor import (
     ANCHORS,
     NO_RECOVERY,
@@ -93,10 +93,6 @@ STALL = 15.0
 
 _RUNNING: list[Children] = []
 """Every process group started, for the synchronous last resort in :func:`main`."""
-
-
-def log(began: float, text: str) -> None:
-    print(f"[{time.monotonic() - began:6.1f}s] {text}", flush=True)
 
 
 # ---------------------------------------------------------------------- the cluster
@@ -658,9 +654,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def _main(args: argparse.Namespace, env: dict[str, Any]) -> tuple[dict[str, Any], bool]:
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    cancel_on_sigterm()
 
     async def run(name: str, url: str, broker: list[int]) -> dict[str, Any]:
         return await run_backend(name, url, broker, args, env)
@@ -672,23 +666,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.began = time.monotonic()
     env = environment()
-    load = os.getloadavg()
     print(f"bench_scale: {', '.join(args.scenario)} on {args.backend}, "
           f"{'Node.js socket.io' if args.anchor == 'node' else 'our'} nodes; "
-          f"{env['cpu_count']} CPUs; load average {load[0]:.2f} {load[1]:.2f} "
-          f"{load[2]:.2f}", flush=True)
-    try:
-        _results, failed = asyncio.run(_main(args, env))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted", file=sys.stderr)
+          f"{env['cpu_count']} CPUs; {load_average()}", flush=True)
+    outcome = run_to_end(_main(args, env), _RUNNING)
+    if outcome is None:
         return 130
-    finally:
-        for children in _RUNNING:
-            children.kill_all_now()
-    load = os.getloadavg()
-    print(f"bench_scale: done in {time.monotonic() - args.began:.1f}s; load average "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
-    return 1 if failed else 0
+    print(f"bench_scale: done in {time.monotonic() - args.began:.1f}s; "
+          f"{load_average()}", flush=True)
+    return 1 if outcome[1] else 0
 
 
 if __name__ == "__main__":

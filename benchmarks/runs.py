@@ -8,10 +8,11 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import Coroutine
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Killable", "cancel_on_sigterm", "load_average", "run_to_end"]
+__all__ = ["Killable", "cancel_on_sigterm", "load_average", "log", "run_to_end"]
 
 T = TypeVar("T")
 
@@ -45,3 +46,8 @@ def load_average() -> str:
     lines."""
     load = os.getloadavg()
     return f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+
+
+def log(began: float, text: str) -> None:
+    """One progress line, with the seconds since ``began`` (``time.monotonic()``)."""
+    print(f"[{time.monotonic() - began:6.1f}s] {text}", flush=True)
