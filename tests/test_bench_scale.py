@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,27 @@ TINY = ["--backend", "local", "--node-counts", "2", "--clients-per-node", "10",
         "--fetch-seconds", "2", "--sessions", "10", "--swarms", "1"]
 
 
+def _check_nodes(nodes: dict[str, Any]) -> dict[str, Any]:
+    """The figures of a tiny ``nodes`` run (2 nodes of 10 clients, 20 broadcasts)."""
+    step: dict[str, Any] = nodes["results"]["steps"]["2"]
+    assert step["delivered"] == 20 * 20
+    assert step["delivered_per_s"] > 0
+    assert set(step["cpu_ms_per_1000"]["per_node"]) == {"node-0", "node-1"}
+    return step
+
+
+def _check_clients(clients: dict[str, Any]) -> dict[str, Any]:
+    """The figures of a tiny ``clients`` run (20 clients over 2 nodes)."""
+    found: dict[str, Any] = clients["results"]
+    assert found["connect"]["per_s"] > 0
+    assert found["memory_per_socket"]["sockets"] == 20
+    assert len(found["one_broadcast"]["seconds"]) == 3
+    assert found["rooms"]["delivered"] >= found["rooms"]["emitted"] > 0
+    assert found["fetch_sockets"]["2"]["sockets"] == 20
+    assert found["fetch_sockets"]["2"]["n"] >= 1
+    return found
+
+
 def test_tiny_scale_run_writes_every_figure(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_scale", *TINY, "--json-dir",
@@ -31,19 +53,10 @@ def test_tiny_scale_run_writes_every_figure(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
     nodes = json.loads((tmp_path / "scale-nodes-local.json").read_text())
-    step = nodes["results"]["steps"]["2"]
-    assert step["delivered"] == 20 * 20
-    assert step["delivered_per_s"] > 0
-    assert set(step["cpu_ms_per_1000"]["per_node"]) == {"node-0", "node-1"}
+    _check_nodes(nodes)
 
     clients = json.loads((tmp_path / "scale-clients-local.json").read_text())
-    found = clients["results"]
-    assert found["connect"]["per_s"] > 0
-    assert found["memory_per_socket"]["sockets"] == 20
-    assert len(found["one_broadcast"]["seconds"]) == 3
-    assert found["rooms"]["delivered"] >= found["rooms"]["emitted"] > 0
-    assert found["fetch_sockets"]["2"]["sockets"] == 20
-    assert found["fetch_sockets"]["2"]["n"] >= 1
+    found = _check_clients(clients)
     assert found["sessions"]["sessions"] == 10
     assert found["sessions"]["record_bytes_mean"] > 0
     assert clients["environment"]["python"]
@@ -83,19 +96,10 @@ def test_tiny_node_anchor_run_on_redis_writes_every_figure(tmp_path: Path) -> No
     nodes = json.loads((tmp_path / "scale-nodes-redis-node.json").read_text())
     assert nodes["anchor"] == "node"
     assert nodes["environment"]["js"]["@socket.io/redis-adapter"]
-    step = nodes["results"]["steps"]["2"]
-    assert step["delivered"] == 20 * 20
-    assert step["delivered_per_s"] > 0
-    assert set(step["cpu_ms_per_1000"]["per_node"]) == {"node-0", "node-1"}
+    step = _check_nodes(nodes)
     assert step["cpu_ms_per_1000"]["broker"] is not None
 
     clients = json.loads((tmp_path / "scale-clients-redis-node.json").read_text())
-    found = clients["results"]
-    assert found["connect"]["per_s"] > 0
-    assert found["memory_per_socket"]["sockets"] == 20
-    assert len(found["one_broadcast"]["seconds"]) == 3
-    assert found["rooms"]["delivered"] >= found["rooms"]["emitted"] > 0
-    assert found["fetch_sockets"]["2"]["sockets"] == 20
-    assert found["fetch_sockets"]["2"]["n"] >= 1
+    found = _check_clients(clients)
     assert "connection state recovery" in found["sessions"]["skipped"]
     assert not list(tmp_path.glob("scale-*-redis.json"))  # ours keep their names
