@@ -40,8 +40,15 @@ def test_what_cannot_be_sent_raises_as_before() -> None:
             encode_event(sio_packet.Packet, "/", data)
     circular: list[Any] = ["e"]
     circular.append(circular)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="Circular reference"):
         encode_event(sio_packet.Packet, "/", circular)
+    deep: list[Any] = ["e"]
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(RecursionError):
+        sio_packet.Packet(sio_packet.EVENT, data=["e", deep]).encode()
+    with pytest.raises(RecursionError):
+        encode_event(sio_packet.Packet, "/", ["e", deep])
 
 
 class _Tagged(sio_packet.Packet):  # type: ignore[misc]

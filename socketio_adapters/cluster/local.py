@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import json.encoder
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -33,7 +34,26 @@ loop, so that a long catch-up neither stalls the node nor delays the first packe
 
 _JSON_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
 """What python-socketio's packet writes its data with (``json.dumps(data,
-separators=(",", ":"))``), without making an encoder per call."""
+separators=(",", ":"))``), without making an encoder object per call."""
+_MAKE_C_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODE = None if _MAKE_C_ENCODER is None else _MAKE_C_ENCODER(
+    None, None, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True)
+"""The C encoder that :data:`_JSON_ENCODE` makes on every call (CPython), made once
+with the same settings. It keeps no record of the containers it is in
+(``markers``), so a circular reference ends in RecursionError; :data:`_JSON_ENCODE`
+then raises what python-socketio's packet would."""
+
+
+def _json_text(data: list[Any]) -> str:
+    """``data`` as python-socketio's packet writes it; TypeError when JSON cannot
+    hold it (bytes among the arguments)."""
+    if _C_ENCODE is not None:
+        try:
+            return "".join(_C_ENCODE(data, 0))
+        except RecursionError:
+            pass  # circular, or too deep: the full encoder raises what it is
+    text: str = _JSON_ENCODE(data)
+    return text
 
 
 def encode_event(packet_class: Any, namespace: str, data: list[Any]) -> str | list[Any]:
@@ -45,7 +65,7 @@ def encode_event(packet_class: Any, namespace: str, data: list[Any]) -> str | li
     it, with its attachments)."""
     if packet_class is sio_packet.Packet and packet_class.json.dumps is json.dumps:
         try:
-            body = _JSON_ENCODE(data)
+            body = _json_text(data)
         except TypeError:  # bytes among the arguments (or a value no one can send)
             pass
         else:
