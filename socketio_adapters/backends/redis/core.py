@@ -11,11 +11,10 @@ import hiredis
 import redis.exceptions
 
 from ...options import Option, parse_bool, positive_float
-from ...tasks import within
 from ..base import LOG, Capabilities, Destination, Outgoing, RoomTarget
 from .connections import RedisConnections
 from .log import RedisLog
-from .resp import RawConnection, command
+from .resp import RawConnection, SilenceWatch, command
 from .sessions import RedisSessions
 
 __all__ = ["RedisBackend"]
@@ -97,6 +96,7 @@ class RedisBackend(RedisLog, RedisSessions):
 
     async def _listen(self, raw: RawConnection, ready: Callable[[], None]) -> None:
         rooms = set(self.room_keys)
+        watch: SilenceWatch | None = None
         channels = (self.broadcast_channel, self.node_channel(self.node_id),
                     *(self.room_channel(key) for key in sorted(rooms)))
         try:
@@ -104,23 +104,17 @@ class RedisBackend(RedisLog, RedisSessions):
             await raw.drain()
             pending = len(channels)  # confirmations prove the subscription is live
             dispatch = self._dispatch
-            interval = self.settings["ping_interval"]
-            pinged = False
+            # a half-open connection (a NAT or balancer that dropped it) stays silent
+            # forever: the watch asks, and closes it when no answer comes
+            watch = SilenceWatch(raw, self.settings["ping_interval"])
             while True:
                 try:
-                    replies = await within(raw.replies(), interval)
-                except asyncio.TimeoutError:
-                    # a half-open connection (a NAT or balancer that dropped it) stays
-                    # silent forever: ask, and give up when no answer comes
-                    if pinged:
-                        raise redis.exceptions.ConnectionError(
-                            f"no answer to PING within {interval}s: the subscriber "
-                            "connection is silent") from None
-                    raw.write(command(b"PING"))
-                    await within(raw.drain(), interval)
-                    pinged = True
-                    continue
-                pinged = False
+                    replies = await raw.replies()
+                except redis.exceptions.ConnectionError:
+                    if watch.failure is not None:
+                        raise watch.failure from None
+                    raise
+                watch.heard()
                 for reply in replies:
                     if isinstance(reply, hiredis.ReplyError):
                         raise redis.exceptions.ResponseError(str(reply))
@@ -141,6 +135,8 @@ class RedisBackend(RedisLog, RedisSessions):
                             f"redis unsubscribed this node from {reply[1]!r} (its slot "
                             "moved?)")
         finally:
+            if watch is not None:
+                watch.stop()
             self._listener = None
             waiting, self._room_replies = self._room_replies, {}
             for futures in waiting.values():
