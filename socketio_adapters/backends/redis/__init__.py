@@ -25,8 +25,9 @@ Per-room subscriptions (``subscriptions=rooms``)
 Options
     ``channel`` and ``connect_timeout`` (see the base backend), ``sharded`` (default
     ``false``), ``ping_interval`` (default ``5`` seconds: a subscriber connection
-    silent that long is sent a PING, and one silent twice that long is dropped and
-    reconnected: a half-open connection is noticed within 10 s), and redis-py's own
+    silent that long is sent a PING, checked every half interval, and one that does
+    not answer within another interval is dropped and reconnected: a half-open
+    connection is noticed within 10 to 13 s), and redis-py's own
     connection options: ``db``, ``socket_timeout``,
     ``socket_connect_timeout``, ``socket_keepalive``, ``health_check_interval``,
     ``max_connections``, ``retry_on_timeout``, ``ssl_cert_reqs``,

@@ -47,8 +47,9 @@ class RedisBackend(RedisLog, RedisSessions):
     options: ClassVar[tuple[Option, ...]] = (
         Option("sharded", parse_bool, False, "use SPUBLISH/SSUBSCRIBE (Redis 7+)"),
         Option("ping_interval", positive_float, 5.0,
-               "seconds of silence on the subscriber connection before a PING; no "
-               "answer within as long again: the connection is dead, reconnect"),
+               "seconds of silence on the subscriber connection before a PING (checked "
+               "every half interval); no answer within as long again: the connection "
+               "is dead, reconnect"),
         *RedisConnections.options,
     )
 
