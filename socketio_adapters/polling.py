@@ -14,12 +14,12 @@ get answers of at most that many packets; what is left goes with the next poll.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from engineio import exceptions as eio_exceptions
 from engineio import payload as eio_payload
 from engineio.async_socket import AsyncSocket
+
+from .engine_socket import QueueSocket, wait_without_tasks
 
 __all__ = ["PYTHON_AGENTS", "CappedPollSocket", "cap_polls_for"]
 
@@ -27,38 +27,21 @@ PYTHON_AGENTS = ("Python/", "python-requests/")
 """How the User-Agent of python-engineio's clients (asyncio, threads) begins."""
 
 
-class CappedPollSocket(AsyncSocket):  # type: ignore[misc]
+class CappedPollSocket(QueueSocket):
     """python-engineio's session, answering a poll with at most as many packets as
     its client decodes in one payload."""
 
-    async def poll(self) -> list[Any]:
-        limit = max(1, int(eio_payload.Payload.max_decode_packets))
-        queue = self.queue
-        try:
-            first = await asyncio.wait_for(
-                queue.get(), self.server.ping_interval + self.server.ping_timeout)
-            queue.task_done()
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            raise eio_exceptions.QueueEmpty() from None
-        if first is None:
-            return []
-        packets = [first]
-        while len(packets) < limit:
-            try:
-                pkt = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                break
-            queue.task_done()
-            if pkt is None:
-                queue.put_nowait(None)  # the end: the next poll sees it
-                break
-            packets.append(pkt)
-        return packets
+    @property
+    def poll_limit(self) -> int:  # type: ignore[override]
+        return max(1, int(eio_payload.Payload.max_decode_packets))
 
 
 def cap_polls_for(socket: Any, environ: dict[str, Any]) -> None:
     """Make ``socket`` (a new session, connecting with ``environ``) answer polls
-    with at most a Python client's limit of packets, if its client is Python's."""
+    with at most a Python client's limit of packets if its client is Python's, and
+    wait for its packets without a task per wait (:mod:`.engine_socket`) either way."""
     agent = str(environ.get("HTTP_USER_AGENT", ""))
-    if agent.startswith(PYTHON_AGENTS) and type(socket) is AsyncSocket:
+    if agent.startswith(PYTHON_AGENTS) and type(socket) in (AsyncSocket, QueueSocket):
         socket.__class__ = CappedPollSocket
+    else:
+        wait_without_tasks(socket)

@@ -42,6 +42,7 @@ import asyncio
 import struct
 from typing import TYPE_CHECKING, Any
 
+from .engine_socket import wait_without_tasks
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:  # aiohttp is there whenever async_mode "aiohttp" is
@@ -90,6 +91,8 @@ class AiohttpWebSocket:
     def __init__(self, handler: Any, server: Any) -> None:
         self.handler = handler
         self.server = server
+        # the session whose websocket this is: its writer waits without a task
+        wait_without_tasks(getattr(handler, "__self__", None))
         self._sock: WebSocketResponse | None = None
         self.environ: dict[str, Any] = {}
         self._transport: asyncio.Transport | None = None

@@ -15,8 +15,8 @@ import asyncpg  # type: ignore[import-untyped]
 import asyncpg.exceptions as pg_errors  # type: ignore[import-untyped]
 
 from ...options import Option, positive_float
-from ...tasks import within
 from ..base import LOG, Capabilities, Outgoing, RecordKey, RoomTarget
+from ..silence import SilenceWatch
 from .connections import PostgresConnections, close_quietly, create_table
 from .log import PostgresLog
 from .naming import pg_identifier, quote_identifier
@@ -41,6 +41,8 @@ class _Signal(enum.Enum):
     """The connection is gone."""
     LOG = enum.auto()
     """New log entries may be there: read them."""
+    SILENT = enum.auto()
+    """Nothing came for an interval: probe the connection."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,7 @@ class PostgresBackend(PostgresLog, PostgresSessions):
                 inbox.put_nowait(_Signal.LOG)
 
         conn.add_termination_listener(on_termination)
+        watch: SilenceWatch | None = None
         try:
             for channel in (self.broadcast_channel, self.node_channel(self.node_id)):
                 await conn.add_listener(channel, on_notification)  # quotes the name
@@ -126,15 +129,13 @@ class PostgresBackend(PostgresLog, PostgresSessions):
             self._inbox = inbox
             ready()
             interval = self.ping_interval
+            watch = SilenceWatch(interval, lambda _: inbox.put_nowait(_Signal.SILENT))
             while True:
-                if inbox.empty():
-                    try:
-                        text = await within(inbox.get(), interval)
-                    except asyncio.TimeoutError:
-                        await _probe(conn, interval)
-                        continue
-                else:
-                    text = inbox.get_nowait()
+                text = inbox.get_nowait() if not inbox.empty() else await inbox.get()
+                watch.heard()
+                if text is _Signal.SILENT:
+                    await _probe(conn, interval)  # raises when no answer comes
+                    continue
                 if text is _Signal.CLOSED:
                     raise pg_errors.ConnectionDoesNotExistError(
                         "the listening connection was closed")
@@ -152,6 +153,8 @@ class PostgresBackend(PostgresLog, PostgresSessions):
                     payload = await self._fetch_row(conn, payload) or text.encode()
                 await self._dispatch(payload)
         finally:
+            if watch is not None:
+                watch.stop()
             self._inbox = None
             while not inbox.empty():
                 item = inbox.get_nowait()

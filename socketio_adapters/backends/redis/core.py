@@ -12,9 +12,10 @@ import redis.exceptions
 
 from ...options import Option, parse_bool, positive_float
 from ..base import LOG, Capabilities, Destination, Outgoing, RoomTarget
+from ..silence import SilenceWatch
 from .connections import RedisConnections
 from .log import RedisLog
-from .resp import RawConnection, SilenceWatch, command
+from .resp import RawConnection, command
 from .sessions import RedisSessions
 
 __all__ = ["RedisBackend"]
@@ -105,15 +106,31 @@ class RedisBackend(RedisLog, RedisSessions):
             await raw.drain()
             pending = len(channels)  # confirmations prove the subscription is live
             dispatch = self._dispatch
-            # a half-open connection (a NAT or balancer that dropped it) stays silent
-            # forever: the watch asks, and closes it when no answer comes
-            watch = SilenceWatch(raw, self.settings["ping_interval"])
+            interval = self.settings["ping_interval"]
+            failure: list[redis.exceptions.ConnectionError] = []
+
+            def on_silence(intervals: int) -> None:
+                # a half-open connection stays silent forever: ask, then give up
+                if failure:
+                    return
+                if intervals == 1:
+                    try:
+                        raw.write(command(b"PING"))
+                    except redis.exceptions.ConnectionError:
+                        pass  # closed: the read waiting on it ends by itself
+                    return
+                failure.append(redis.exceptions.ConnectionError(
+                    f"no answer to PING within {interval:g}s: the subscriber "
+                    "connection is silent"))
+                raw.abort()  # the read waiting on it ends
+
+            watch = SilenceWatch(interval, on_silence)
             while True:
                 try:
                     replies = await raw.replies()
                 except redis.exceptions.ConnectionError:
-                    if watch.failure is not None:
-                        raise watch.failure from None
+                    if failure:
+                        raise failure[0] from None
                     raise
                 watch.heard()
                 for reply in replies:

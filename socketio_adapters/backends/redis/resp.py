@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import hiredis
@@ -11,7 +10,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.connection import AbstractConnection
 
-__all__ = ["PipelineError", "RawConnection", "SilenceWatch", "command"]
+__all__ = ["PipelineError", "RawConnection", "command"]
 
 _READ_SIZE = 256 * 1024
 
@@ -107,48 +106,3 @@ class RawConnection:
     async def close(self) -> None:
         await self.connection.disconnect()
 
-
-class SilenceWatch:
-    """Notices a subscriber connection gone silent, without a timer per read (a read
-    waits on the connection alone, as fast as it can be woken).
-
-    Every half ``interval`` a timer looks whether anything arrived since its last
-    look (:meth:`heard`, called on each read). After an interval of silence it sends
-    PING; after another one with no answer it closes the connection, which ends the
-    read waiting on it, and :attr:`failure` says why. A half-open connection (a NAT
-    or balancer that dropped it) is so noticed within about two or three intervals.
-    """
-
-    def __init__(self, raw: RawConnection, interval: float) -> None:
-        self.raw = raw
-        self.step = interval / 2
-        self.interval = interval
-        self.failure: redis.exceptions.ConnectionError | None = None
-        self._heard = True
-        self._silent_looks = 0
-        self._handle = asyncio.get_running_loop().call_later(self.step, self._look)
-
-    def heard(self) -> None:
-        self._heard = True
-
-    def stop(self) -> None:
-        self._handle.cancel()
-
-    def _look(self) -> None:
-        if self._heard:
-            self._heard = False
-            self._silent_looks = 0
-        else:
-            self._silent_looks += 1
-            if self._silent_looks == 2:  # an interval of silence: ask
-                try:
-                    self.raw.write(command(b"PING"))
-                except redis.exceptions.ConnectionError:
-                    return  # closed: the read waiting on it has ended
-            elif self._silent_looks >= 4:  # no answer within another interval
-                self.failure = redis.exceptions.ConnectionError(
-                    f"no answer to PING within {self.interval:g}s: the subscriber "
-                    "connection is silent")
-                self.raw.abort()
-                return
-        self._handle = asyncio.get_running_loop().call_later(self.step, self._look)

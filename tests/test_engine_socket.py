@@ -1,0 +1,127 @@
+"""An engine.io session that waits for its packets without a task per wait
+(socketio_adapters/engine_socket.py): the same answers as python-engineio's poll,
+the same timeout, no task made for a wait, nothing lost at the timeout; and the
+sessions of real servers become one."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+import pytest
+import socketio
+from engineio import exceptions as eio_exceptions
+from engineio.async_socket import AsyncSocket
+
+from socketio_adapters import AsyncServer, create_manager
+from socketio_adapters.engine_socket import QueueSocket, wait_without_tasks
+from socketio_adapters.polling import CappedPollSocket
+from socketio_adapters.websocket import websocket_compression
+
+from .test_websocket_compression import served
+
+
+class _Server:
+    def __init__(self, ping_interval: float = 25, ping_timeout: float = 20) -> None:
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+
+    def create_queue(self) -> asyncio.Queue[Any]:
+        return asyncio.Queue()
+
+
+def _pair(**server: float) -> tuple[Any, Any]:
+    """python-engineio's session and ours, on the same kind of server."""
+    ours = AsyncSocket(_Server(**server), "ours")
+    wait_without_tasks(ours)
+    return AsyncSocket(_Server(**server), "theirs"), ours
+
+
+async def test_a_poll_answers_what_python_engineio_answers() -> None:
+    for socket in _pair():
+        for item in (1, 2, 3):
+            socket.queue.put_nowait(item)
+        assert await socket.poll() == [1, 2, 3]
+        socket.queue.put_nowait(4)
+        socket.queue.put_nowait(None)
+        assert await socket.poll() == [4]  # then the end, kept for the next poll
+        assert await socket.poll() == []
+        assert socket.queue.qsize() == 0
+
+
+async def test_a_waiting_poll_takes_what_comes_without_a_task_of_its_own() -> None:
+    theirs, ours = _pair()
+    assert type(ours) is QueueSocket
+    for socket, extra_tasks in ((theirs, 1), (ours, 0)):
+        before = len(asyncio.all_tasks())
+        poll = asyncio.ensure_future(socket.poll())
+        await asyncio.sleep(0.01)
+        assert len(asyncio.all_tasks()) - before == 1 + extra_tasks  # the poll (+ wait)
+        socket.queue.put_nowait("a")
+        socket.queue.put_nowait("b")
+        assert await poll == ["a", "b"]
+
+
+async def test_no_packet_within_the_ping_timeout_ends_the_poll() -> None:
+    for socket in _pair(ping_interval=0.05, ping_timeout=0.05):
+        with pytest.raises(eio_exceptions.QueueEmpty):
+            await socket.poll()
+    _, ours = _pair(ping_interval=0.05, ping_timeout=0.05)
+    task = asyncio.ensure_future(ours.poll())
+    with pytest.raises(eio_exceptions.QueueEmpty):
+        await task
+    assert task.cancelling() == 0  # the timer's cancellation is not left on the task
+
+
+async def test_a_cancelled_poll_ends_as_python_engineio_s_does() -> None:
+    for socket in _pair():
+        task = asyncio.ensure_future(socket.poll())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(eio_exceptions.QueueEmpty):
+            await task
+
+
+async def test_a_packet_queued_as_the_wait_times_out_stays_queued() -> None:
+    _, ours = _pair(ping_interval=0.05, ping_timeout=0.05)
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(ours.poll())
+    # queued in the loop turn the timer fires in (timers of one turn run in order)
+    loop.call_later(0.1, ours.queue.put_nowait, "late")
+    try:
+        packets = await task
+    except eio_exceptions.QueueEmpty:
+        packets = []
+    assert packets == ["late"] or ours.queue.get_nowait() == "late"
+
+
+def test_only_python_engineio_s_own_session_class_is_changed() -> None:
+    class Other(AsyncSocket):  # type: ignore[misc]
+        pass
+
+    other = Other(_Server(), "x")
+    wait_without_tasks(other)
+    wait_without_tasks(None)
+    assert type(other) is Other
+    assert issubclass(CappedPollSocket, QueueSocket)
+
+
+@pytest.mark.parametrize("kind", ["our-server", "plain-server-driver"])
+async def test_sessions_of_real_servers_wait_without_tasks(kind: str) -> None:
+    manager = create_manager(f"memory://engine-socket-{secrets.token_hex(4)}")
+    if kind == "our-server":
+        sio: socketio.AsyncServer = AsyncServer(manager, async_mode="aiohttp")
+    else:  # python-socketio's server with this project's websocket driver
+        sio = socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")
+        websocket_compression(sio, False)
+    sio.on("ping_me", lambda sid: "pong")
+    client = socketio.AsyncClient(reconnection=False)
+    async with served(sio) as base:
+        await client.connect(base, transports=["websocket"], wait_timeout=5)
+        try:
+            assert await client.call("ping_me", timeout=5) == "pong"
+            [session] = sio.eio.sockets.values()
+            assert isinstance(session, QueueSocket)  # CappedPollSocket: a Python client
+        finally:
+            await client.disconnect()
