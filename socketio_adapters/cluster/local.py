@@ -1,6 +1,6 @@
 """Local delivery: the sockets of this node, and the only code that touches
 python-socketio's and engine.io's internals (rooms tables, packet encoding, the
-engine.io socket queues and their pacing).
+engine.io socket queues).
 
 A target (rooms, except rooms) selects sockets as socket.io's in-memory adapter
 does: the members of any of the rooms (every socket when there is none), less the
@@ -23,13 +23,9 @@ from ..protocol import Target
 
 __all__ = ["LocalDelivery", "encode_event"]
 
-POLL_BACKLOG = 12
-"""Packets queued for a long-polling client before a restore waits for its next poll
-to take them (python-engineio's client rejects a response of more than 16 packets;
-the margin leaves room for pings and live events)."""
 YIELD_EVERY = 64
-"""Events queued for a restored websocket client between two yields to the event
-loop, so that a long catch-up neither stalls the node nor delays the first packets."""
+"""Events queued for a restored client between two yields to the event loop, so that
+a long catch-up neither stalls the node nor delays the first packets."""
 
 
 _JSON_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
@@ -79,10 +75,8 @@ def encode_event(packet_class: Any, namespace: str, data: list[Any]) -> str | li
 class LocalDelivery:
     """Sends to, selects and changes the sockets connected to this node."""
 
-    def __init__(self, manager: socketio.AsyncManager, wait_seconds: float) -> None:
+    def __init__(self, manager: socketio.AsyncManager) -> None:
         self.manager = manager
-        self.wait_seconds = wait_seconds
-        """How long a restore waits for a long-polling client to take its packets."""
         self._queued = 0
 
     @property
@@ -229,22 +223,21 @@ class LocalDelivery:
         return set(self.manager.get_rooms(sid, namespace))
 
     async def send_event(self, eio_sid: str, namespace: str, packet_data: list[Any]) -> None:
-        """Send one event to one restored client, paced: a long-polling client's
-        queue waits for its next poll; raises ConnectionError when it went away."""
+        """Send one event to one restored client, yielding to the loop every
+        :data:`YIELD_EVERY` events; raises ConnectionError when it went away.
+
+        A long-polling client takes every queued event with its next poll: only
+        :class:`socketio_adapters.AsyncServer` restores sessions, and it answers the
+        polls of a Python client (which reads at most 16 packets a poll) with at most
+        that many (:mod:`socketio_adapters.polling`)."""
         server = self.server
         sock = server.eio.sockets.get(eio_sid)
         if sock is None or sock.closed:
             raise ConnectionError("the restored client went away")
-        if not sock.upgraded and sock.queue.qsize() >= POLL_BACKLOG:
-            try:
-                await asyncio.wait_for(sock.queue.join(), self.wait_seconds)
-            except asyncio.TimeoutError:
-                raise ConnectionError("the restored client stopped polling") from None
-            if sock.closed:
-                raise ConnectionError("the restored client went away")
-        else:
-            self._queued += 1
-            if self._queued % YIELD_EVERY == 0:
-                await asyncio.sleep(0)
-        await server._send_packet(eio_sid, server.packet_class(
-            sio_packet.EVENT, namespace=namespace, data=packet_data))
+        self._queued += 1
+        if self._queued % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
+        encoded = encode_event(server.packet_class, namespace, packet_data)
+        for part in encoded if isinstance(encoded, list) else (encoded,):
+            await server._send_eio_packet(eio_sid,
+                                          eio_packet.Packet(eio_packet.MESSAGE, part))

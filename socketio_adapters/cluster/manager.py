@@ -128,7 +128,7 @@ class ClusterManager(ClusterApi, RoomMembership, socketio.AsyncManager):  # type
                                      heartbeat_interval, self.log,
                                      on_tick=self.remote_callbacks.expire)
         self.server_events = ServerEvents(self.publisher, self.tasks, self.log)
-        self.local = LocalDelivery(self, request_timeout)
+        self.local = LocalDelivery(self)
         self.inbound = Inbound(self.uid, self.local, self.publisher, self.heartbeats,
                                self.requests, self.remote_callbacks, self.server_events,
                                self.drops, self.tasks, self.log)

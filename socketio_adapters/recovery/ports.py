@@ -21,7 +21,7 @@ class LocalSockets(Protocol):
 
     async def send_event(self, eio_sid: str, namespace: str,
                          packet_data: list[Any]) -> None:
-        """Send one event, paced; ConnectionError when the client went away."""
+        """Send one event; ConnectionError when the client went away."""
 
 
 class LogAppender(Protocol):
