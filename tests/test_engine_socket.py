@@ -83,17 +83,22 @@ async def test_a_cancelled_poll_ends_as_python_engineio_s_does() -> None:
             await task
 
 
-async def test_a_packet_queued_as_the_wait_times_out_stays_queued() -> None:
-    _, ours = _pair(ping_interval=0.05, ping_timeout=0.05)
-    loop = asyncio.get_running_loop()
+@pytest.mark.parametrize("first", ["packet", "end"])
+async def test_a_packet_that_comes_as_the_wait_ends_stays_queued(first: str) -> None:
+    _, ours = _pair()
     task = asyncio.ensure_future(ours.poll())
-    # queued in the loop turn the timer fires in (timers of one turn run in order)
-    loop.call_later(0.1, ours.queue.put_nowait, "late")
-    try:
-        packets = await task
-    except eio_exceptions.QueueEmpty:
-        packets = []
-    assert packets == ["late"] or ours.queue.get_nowait() == "late"
+    await asyncio.sleep(0.01)  # waiting on the empty queue
+    # in one loop turn, in either order: a packet comes and the wait is ended (as the
+    # timer ends it, or the writer's cancellation)
+    if first == "packet":
+        ours.queue.put_nowait("late")
+        task.cancel()
+    else:
+        task.cancel()
+        ours.queue.put_nowait("late")
+    with pytest.raises(eio_exceptions.QueueEmpty):
+        await task
+    assert ours.queue.get_nowait() == "late"  # for the next poll: not lost
 
 
 def test_only_python_engineio_s_own_session_class_is_changed() -> None:

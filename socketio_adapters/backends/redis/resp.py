@@ -105,4 +105,3 @@ class RawConnection:
 
     async def close(self) -> None:
         await self.connection.disconnect()
-
