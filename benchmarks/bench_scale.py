@@ -6,6 +6,7 @@
         [--room-senders 8] [--fetch-nodes 2,4,8] [--fetch-calls 50]
         [--fetch-seconds 20] [--sessions 2000]
         [--json-dir benchmarks/results] [--anchor python|node]
+        [--emits ordered|fire-and-forget]
 
 Per backend, on a broker started from local binaries (``local://`` needs none; its
 first node hosts the hub), each scenario with fresh processes:
@@ -36,7 +37,12 @@ socket.io nodes with ``@socket.io/redis-adapter`` instead of ours
 (``benchmarks/js/scale_node.mjs``, see :mod:`benchmarks.scale_anchor`), for figures
 to set ours against; it writes ``scale-<scenario>-redis-node.json``. The saved
 recovery session is not measured there (that adapter has no recovery), and the JSON
-says so. See benchmarks/README.md.
+says so.
+
+Node's adapter publishes fire-and-forget; ours emit ordered by default (each ``await
+sio.emit`` waits for the broker). ``--emits fire-and-forget`` runs our nodes with
+``ordered=false``, the like-for-like comparison with ``--anchor node``, and writes
+``scale-<scenario>-<backend>-ff.json``. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ from .proc_readings import check_nofile, rss_bytes, tree_rss_bytes
 from .runs import cancel_on_sigterm, load_average, log, run_to_end
 from .scale_anchor import (
     ANCHORS,
+    EMITS,
     NO_RECOVERY,
     anchor_environment,
     anchor_error,
@@ -110,6 +117,7 @@ class Run:
     began: float
     swarm_count: int
     anchor: str = "python"
+    emits: str = "ordered"
 
     def broker_cpu(self) -> float | None:
         if not self.broker_pids:
@@ -155,7 +163,7 @@ async def start_cluster(run: Run, node_count: int, clients: int, *,
     per_swarm = math.ceil(clients / swarm_count) + FD_MARGIN
     check_nofile(max(per_node, per_swarm))
     channel = f"scale-{secrets.token_hex(4)}"
-    cmd = node_command(run.anchor, run.url, channel, per_node, recovery)
+    cmd = node_command(run.anchor, run.url, channel, per_node, recovery, run.emits)
     first = await run.children.spawn("node-0", *cmd)
     rest = await asyncio.gather(*(run.children.spawn(f"node-{k}", *cmd)
                                   for k in range(1, node_count)))
@@ -535,7 +543,7 @@ async def run_backend(name: str, url: str, broker_pids: list[int],
     try:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             run = Run(name, url, broker_pids, children, Control(session), args.began,
-                      args.swarms, args.anchor)
+                      args.swarms, args.anchor, args.emits)
             for scenario in args.scenario:
                 load = os.getloadavg()
                 try:
@@ -564,11 +572,11 @@ def write_result(args: argparse.Namespace, scenario: str, backend: str, url: str
                  load: tuple[float, float, float]) -> None:
     if args.json_dir == "-":
         return
-    path = Path(args.json_dir) / result_name(scenario, backend, args.anchor)
+    path = Path(args.json_dir) / result_name(scenario, backend, args.anchor, args.emits)
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "benchmark": "bench_scale", "scenario": scenario, "backend": backend,
-        "url": url, "anchor": args.anchor,
+        "url": url, "anchor": args.anchor, "emits": args.emits,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "load_average_at_start": list(load), "settings": settings(args, scenario),
         "results": found, "environment": {**env, **anchor_environment(args.anchor)}}
@@ -597,6 +605,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "@socket.io/redis-adapter instead (benchmarks/js/"
                              "scale_node.mjs), --backend redis only, results in "
                              "scale-<scenario>-redis-node.json")
+    parser.add_argument("--emits", choices=EMITS, default=None,
+                        help="how our nodes emit: ordered (the default: each emit "
+                             "waits for the broker) or fire-and-forget (ordered=false, "
+                             "as Node's adapter publishes; results in "
+                             "scale-<scenario>-<backend>-ff.json); --anchor node is "
+                             "always fire-and-forget")
     group = parser.add_argument_group("nodes")
     group.add_argument("--node-counts", type=_counts, default=[2, 4, 8],
                        help="node counts, comma-separated (default 2,4,8)")
@@ -647,9 +661,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    "fetch_calls", "sessions", "swarms", "at_once", "room_max", "room_senders"):
         if getattr(args, option) < 1:
             parser.error(f"--{option.replace('_', '-')} must be at least 1")
-    problem = anchor_error(args.anchor, args.backend.split(","))
+    problem = anchor_error(args.anchor, args.backend.split(","), args.emits)
     if problem:
         parser.error(problem)
+    if args.emits is None:
+        args.emits = "fire-and-forget" if args.anchor == "node" else "ordered"
     return args
 
 
@@ -667,7 +683,8 @@ def main(argv: list[str] | None = None) -> int:
     args.began = time.monotonic()
     env = environment()
     print(f"bench_scale: {', '.join(args.scenario)} on {args.backend}, "
-          f"{'Node.js socket.io' if args.anchor == 'node' else 'our'} nodes; "
+          f"{'Node.js socket.io' if args.anchor == 'node' else 'our'} nodes, "
+          f"{args.emits} emits; "
           f"{env['cpu_count']} CPUs; {load_average()}", flush=True)
     outcome = run_to_end(_main(args, env), _RUNNING)
     if outcome is None:

@@ -1,10 +1,12 @@
 """One server node of the scale benchmark, started by :mod:`benchmarks.bench_scale`.
 
-    python -m benchmarks.scale_node --url URL --channel NAME [--recovery] [--port 0]
-        [--nofile N]
+    python -m benchmarks.scale_node --url URL --channel NAME [--recovery]
+        [--fire-and-forget] [--port 0] [--nofile N]
 
 A :class:`benchmarks.node.BenchNode` in mode ``cluster`` (python-socketio's
-``AsyncServer`` on ``socketio_adapters.create_manager``) or, with ``--recovery``,
+``AsyncServer`` on ``socketio_adapters.create_manager``, ordered emits: each waits
+for the broker), ``cluster-ff`` with ``--fire-and-forget`` (``ordered=false``, as
+Node's adapters publish) or, with ``--recovery``,
 ``cluster-recovery`` (``socketio_adapters.AsyncServer`` with connection state
 recovery), aiohttp on 127.0.0.1, plus:
 
@@ -47,8 +49,11 @@ log = logging.getLogger("benchmarks.scale_node")
 class ScaleNode(BenchNode):
     """A cluster node with the scale benchmark's endpoints (see the module doc)."""
 
-    def __init__(self, url: str, channel: str, recovery: bool) -> None:
-        super().__init__("cluster-recovery" if recovery else "cluster", url, channel)
+    def __init__(self, url: str, channel: str, recovery: bool,
+                 fire_and_forget: bool = False) -> None:
+        mode = ("cluster-recovery" if recovery
+                else "cluster-ff" if fire_and_forget else "cluster")
+        super().__init__(mode, url, channel)
         self.fetch_latencies: list[float] = []
         self.fetch_counts: list[int] = []
         self.saved_sessions = 0
@@ -169,14 +174,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channel", default="scale")
     parser.add_argument("--recovery", action="store_true",
                         help="connection state recovery on")
+    parser.add_argument("--fire-and-forget", action="store_true",
+                        help="emits return once queued (ordered=false) instead of "
+                             "waiting for the broker; not with --recovery")
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     parser.add_argument("--nofile", type=int, default=1024,
                         help="file descriptors this node needs (sockets + margin)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.recovery and args.fire_and_forget:
+        parser.error("--fire-and-forget does not go with --recovery")
     raise_nofile(args.nofile)
-    node = ScaleNode(args.url, args.channel, args.recovery)
+    node = ScaleNode(args.url, args.channel, args.recovery, args.fire_and_forget)
     asyncio.run(serve(node, args.port))
     return 0
 

@@ -60,7 +60,30 @@ def test_tiny_scale_run_writes_every_figure(tmp_path: Path) -> None:
     assert found["sessions"]["sessions"] == 10
     assert found["sessions"]["record_bytes_mean"] > 0
     assert clients["environment"]["python"]
+    assert nodes["emits"] == clients["emits"] == "ordered"
 
+
+def test_fire_and_forget_run_writes_its_own_files(tmp_path: Path) -> None:
+    # ours as Node's adapter publishes: same figures, files of their own
+    tiny = [*TINY, "--scenario", "nodes", "--emits", "fire-and-forget"]
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_scale", *tiny, "--json-dir",
+         str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "fire-and-forget emits" in done.stdout
+    nodes = json.loads((tmp_path / "scale-nodes-local-ff.json").read_text())
+    assert nodes["emits"] == "fire-and-forget"
+    _check_nodes(nodes)
+    assert not (tmp_path / "scale-nodes-local.json").exists()
+
+
+def test_node_anchor_emits_fire_and_forget_only() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_scale", "--anchor", "node", "--backend",
+         "redis", "--emits", "ordered"], cwd=REPO_ROOT, capture_output=True, text=True,
+        timeout=30)
+    assert done.returncode == 2
+    assert "--anchor node emits fire-and-forget only" in done.stderr
 
 
 def test_node_anchor_runs_on_redis_only() -> None:
@@ -95,6 +118,7 @@ def test_tiny_node_anchor_run_on_redis_writes_every_figure(tmp_path: Path) -> No
 
     nodes = json.loads((tmp_path / "scale-nodes-redis-node.json").read_text())
     assert nodes["anchor"] == "node"
+    assert nodes["emits"] == "fire-and-forget"
     assert nodes["environment"]["js"]["@socket.io/redis-adapter"]
     step = _check_nodes(nodes)
     assert step["cpu_ms_per_1000"]["broker"] is not None
