@@ -15,14 +15,28 @@ after the timeout or when cancelled), is python-engineio's. A session becomes on
 it, or when its websocket opens with this project's aiohttp driver
 (:mod:`socketio_adapters.websocket`). Like :mod:`.polling` and cluster/local.py, a
 module that touches python-engineio's internals (the session's ``queue``).
+
+Once its websocket is open, a session whose driver can write a frame at once
+(:class:`socketio_adapters.websocket.AiohttpWebSocket`, uncompressed, sets
+:attr:`QueueSocket.write_now`) skips the queue while its writer waits on an empty
+one: :meth:`QueueSocket.send` hands the packet's frame to the driver, which joins the
+frames of one loop turn into one write, and the writer task is not woken. That is
+the path of a session that gets one event at a time (a room's members, an emit
+awaited each time). The order is kept: a packet goes through the queue whenever one
+is queued or the writer is sending, and the driver writes its frames in the order
+given. The writer's timeout (no packet for ``ping_interval + ping_timeout``, then
+``QueueEmpty``) counts the packets written this way.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
 from engineio import exceptions as eio_exceptions
+from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
 __all__ = ["QueueSocket", "wait_without_tasks"]
@@ -33,6 +47,38 @@ class QueueSocket(AsyncSocket):  # type: ignore[misc]
 
     poll_limit: int | None = None
     """At most this many packets per poll (None: every packet queued)."""
+
+    write_now: Callable[[str | bytes], bool] | None = None
+    """Set by the websocket driver: writes one encoded packet's frame without
+    waiting, or returns False (it cannot now: the packet goes through the queue)."""
+
+    _writer_waiting = False
+    """The websocket writer waits on the empty queue (:meth:`_next`)."""
+
+    _written_at = 0.0
+    """``time.monotonic()`` of the last packet written through :attr:`write_now`."""
+
+    async def send(self, pkt: Any) -> None:
+        write = self.write_now
+        if write is None or pkt is None or not self._writes_now():
+            await super().send(pkt)
+            return
+        if not await self.check_ping_timeout():
+            return
+        if self._writes_now() and write(pkt.encode()):
+            self._written_at = time.monotonic()
+        else:
+            await self.queue.put(pkt)
+        self.server.logger.info('%s: Sending packet %s data %s', self.sid,
+                                eio_packet.packet_names[pkt.packet_type],
+                                pkt.data if not isinstance(pkt.data, bytes)
+                                else '<binary>')
+
+    def _writes_now(self) -> bool:
+        """Whether a packet may skip the queue: the writer waits on it, and it is
+        empty (a packet put there since stays until the writer wakes: those after it
+        must wait their turn)."""
+        return self._writer_waiting and self.queue.empty()
 
     async def poll(self) -> list[Any]:
         queue = self.queue
@@ -64,14 +110,24 @@ class QueueSocket(AsyncSocket):  # type: ignore[misc]
         if task is None:  # pragma: no cover - poll() always runs in a task
             raise RuntimeError("poll() outside a task")
         expired = False
+        loop = asyncio.get_running_loop()
+        timeout = self.server.ping_interval + self.server.ping_timeout
+        timer: asyncio.TimerHandle
 
         def expire() -> None:
-            nonlocal expired
+            nonlocal expired, timer
+            # packets written past the queue count: wait on from the last of them
+            left = self._written_at + timeout - time.monotonic()
+            if left > 0:
+                timer = loop.call_later(left, expire)
+                return
             expired = True
             task.cancel()
 
-        timer = asyncio.get_running_loop().call_later(
-            self.server.ping_interval + self.server.ping_timeout, expire)
+        timer = loop.call_later(timeout, expire)
+        # only the websocket writer polls once the session is upgraded (a long-poll
+        # then gets a NOOP without polling)
+        self._writer_waiting = bool(self.upgraded)
         try:
             return await self.queue.get()
         except asyncio.CancelledError:
@@ -80,6 +136,7 @@ class QueueSocket(AsyncSocket):  # type: ignore[misc]
                 uncancel()  # our own cancellation: nobody else asked for it
             raise eio_exceptions.QueueEmpty() from None
         finally:
+            self._writer_waiting = False
             timer.cancel()
 
 

@@ -30,7 +30,10 @@ per event). :class:`AiohttpWebSocket` frames them itself (a server's frames are
 unmasked: a header and the payload) and writes what a burst queued to the
 connection's transport once, when the writer task yields. Only while the transport's
 buffer is under its high-water mark: past it, frames go through aiohttp again, which
-waits for the client to read (flow control as before).
+waits for the client to read (flow control as before). The same framing,
+:meth:`AiohttpWebSocket.write_now`, takes the session's packets directly while its
+writer task waits on an empty queue (:mod:`.engine_socket`): one event to one socket
+then costs no wake-up of that task.
 
 With :mod:`.forwarding` and cluster/local.py, this is one of the modules that touch
 python-engineio's internals (its server's ``_async`` table).
@@ -42,7 +45,7 @@ import asyncio
 import struct
 from typing import TYPE_CHECKING, Any
 
-from .engine_socket import wait_without_tasks
+from .engine_socket import QueueSocket, wait_without_tasks
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:  # aiohttp is there whenever async_mode "aiohttp" is
@@ -91,8 +94,12 @@ class AiohttpWebSocket:
     def __init__(self, handler: Any, server: Any) -> None:
         self.handler = handler
         self.server = server
-        # the session whose websocket this is: its writer waits without a task
-        wait_without_tasks(getattr(handler, "__self__", None))
+        # the session whose websocket this is: its writer waits without a task, and
+        # while it waits, the session's packets come straight to write_now
+        session = getattr(handler, "__self__", None)
+        wait_without_tasks(session)
+        if isinstance(session, QueueSocket):
+            session.write_now = self.write_now
         self._sock: WebSocketResponse | None = None
         self.environ: dict[str, Any] = {}
         self._transport: asyncio.Transport | None = None
@@ -130,17 +137,24 @@ class AiohttpWebSocket:
         await self.sock.close()
 
     async def send(self, message: str | bytes) -> None:
-        sock, transport = self.sock, self._transport
-        if (transport is None or sock.closed or transport.is_closing()
-                or transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]):
+        if not self.write_now(message):
             # compressed, closing (aiohttp raises), or a client that does not keep up:
             # aiohttp writes the frame and waits for the client to read
             self._write_pending()
+            sock = self.sock
             if isinstance(message, bytes):
                 await sock.send_bytes(message)
             else:
                 await sock.send_str(message)
-            return
+
+    def write_now(self, message: str | bytes) -> bool:
+        """Hold ``message``'s frame for this loop turn's write, or return False when
+        it must go through aiohttp: compressed, not open, closing, or past the
+        transport's high-water mark."""
+        sock, transport = self._sock, self._transport
+        if (transport is None or sock is None or sock.closed or transport.is_closing()
+                or transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]):
+            return False
         if isinstance(message, bytes):
             data, first = message, _BINARY
         else:
@@ -153,6 +167,7 @@ class AiohttpWebSocket:
             self._write_pending()
         elif self._flush is None:
             self._flush = asyncio.get_running_loop().call_soon(self._write_pending)
+        return True
 
     def _write_pending(self) -> None:
         """Write the frames held, in one call (dropped when the websocket closed in

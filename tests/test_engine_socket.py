@@ -1,17 +1,20 @@
 """An engine.io session that waits for its packets without a task per wait
 (socketio_adapters/engine_socket.py): the same answers as python-engineio's poll,
-the same timeout, no task made for a wait, nothing lost at the timeout; and the
-sessions of real servers become one."""
+the same timeout, no task made for a wait, nothing lost at the timeout; the sessions
+of real servers become one; and once upgraded, packets skip the queue while the
+writer waits on an empty one, in order, and count against its timeout."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 from typing import Any
 
 import pytest
 import socketio
 from engineio import exceptions as eio_exceptions
+from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
 from socketio_adapters import AsyncServer, create_manager
@@ -23,6 +26,8 @@ from .test_websocket_compression import served
 
 
 class _Server:
+    logger = logging.getLogger("tests.engine_socket")
+
     def __init__(self, ping_interval: float = 25, ping_timeout: float = 20) -> None:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
@@ -128,5 +133,143 @@ async def test_sessions_of_real_servers_wait_without_tasks(kind: str) -> None:
             assert await client.call("ping_me", timeout=5) == "pong"
             [session] = sio.eio.sockets.values()
             assert isinstance(session, QueueSocket)  # CappedPollSocket: a Python client
+        finally:
+            await client.disconnect()
+
+
+def _message(text: str) -> Any:
+    return eio_packet.Packet(eio_packet.MESSAGE, text)
+
+
+class _Driver:
+    """A websocket driver's ``write_now``: what it was handed, and whether it takes
+    more."""
+
+    def __init__(self) -> None:
+        self.written: list[str | bytes] = []
+        self.takes = True
+
+    def write_now(self, message: str | bytes) -> bool:
+        if self.takes:
+            self.written.append(message)
+        return self.takes
+
+
+def _upgraded(**server: float) -> tuple[Any, _Driver]:
+    _, ours = _pair(**server)
+    driver = _Driver()
+    ours.write_now = driver.write_now
+    ours.upgraded = True
+    ours.last_ping = None  # no ping awaiting its answer
+    return ours, driver
+
+
+async def test_while_the_writer_waits_packets_go_straight_to_the_driver() -> None:
+    ours, driver = _upgraded()
+    writer = asyncio.ensure_future(ours.poll())
+    await asyncio.sleep(0.01)  # the writer waits on the empty queue
+    await ours.send(_message("a"))
+    await ours.send(_message("b"))
+    assert driver.written == ["4a", "4b"]
+    assert ours.queue.empty()
+    await asyncio.sleep(0.01)
+    assert not writer.done()  # not woken
+    writer.cancel()
+    with pytest.raises(eio_exceptions.QueueEmpty):
+        await writer
+
+
+async def test_packets_after_a_queued_one_keep_their_turn() -> None:
+    ours, driver = _upgraded()
+    writer = asyncio.ensure_future(ours.poll())
+    await asyncio.sleep(0.01)
+    driver.takes = False  # past the high-water mark: this one is queued
+    await ours.send(_message("a"))
+    driver.takes = True
+    await ours.send(_message("b"))  # the writer has not taken "a" yet: after it
+    assert [p.data for p in await writer] == ["a", "b"]
+    assert driver.written == []
+    await ours.send(_message("c"))  # nobody waits: queued
+    assert ours.queue.qsize() == 1
+
+
+async def test_a_session_not_upgraded_always_queues() -> None:
+    ours, driver = _upgraded()
+    ours.upgraded = False  # a long-poll waits: its response carries the packets
+    poll = asyncio.ensure_future(ours.poll())
+    await asyncio.sleep(0.01)
+    await ours.send(_message("a"))
+    assert [p.data for p in await poll] == ["a"]
+    assert driver.written == []
+
+
+async def test_packets_written_past_the_queue_count_against_the_writer_s_timeout() -> None:
+    ours, driver = _upgraded(ping_interval=0.1, ping_timeout=0.1)  # 0.2 s
+    writer = asyncio.ensure_future(ours.poll())
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    for i in range(8):  # 0.4 s of packets, one every 0.05 s
+        await asyncio.sleep(0.05)
+        await ours.send(_message(str(i)))
+    assert not writer.done()
+    quiet = loop.time()
+    with pytest.raises(eio_exceptions.QueueEmpty):
+        await writer
+    ended = loop.time()
+    assert len(driver.written) == 8
+    assert ended - began >= 0.4 + 0.15
+    assert 0.15 <= ended - quiet < 0.5
+    assert writer.cancelling() == 0
+
+
+async def test_a_closed_session_refuses_packets_as_python_engineio_s_does() -> None:
+    ours, driver = _upgraded()
+    writer = asyncio.ensure_future(ours.poll())
+    await asyncio.sleep(0.01)
+    ours.closed = True
+    with pytest.raises(eio_exceptions.SocketIsClosedError):
+        await ours.send(_message("late"))
+    assert driver.written == []
+    writer.cancel()
+    with pytest.raises(eio_exceptions.QueueEmpty):
+        await writer
+
+
+async def test_a_real_server_writes_events_in_order_past_the_queue() -> None:
+    manager = create_manager(f"memory://engine-socket-{secrets.token_hex(4)}")
+    sio = socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")
+    websocket_compression(sio, False)
+    got: list[int] = []
+    done = asyncio.Event()
+    client = socketio.AsyncClient(reconnection=False)
+
+    def on_n(i: int) -> None:
+        got.append(i)
+        if len(got) == 200:
+            done.set()
+
+    client.on("n", on_n)
+
+    async with served(sio) as base:
+        await client.connect(base, transports=["websocket"], wait_timeout=5)
+        try:
+            [session] = sio.eio.sockets.values()
+            written: list[str | bytes] = []
+            write = session.write_now
+
+            def counting(message: str | bytes) -> bool:
+                taken = bool(write(message))
+                if taken:
+                    written.append(message)
+                return taken
+
+            session.write_now = counting
+            for i in range(200):  # one at a time, and bursts of ten in one turn
+                await sio.emit("n", i)
+                if i % 10 == 9:
+                    await asyncio.sleep(0.002)
+            await asyncio.wait_for(done.wait(), 10)
+            assert got == list(range(200))
+            assert written  # some went past the queue
         finally:
             await client.disconnect()
