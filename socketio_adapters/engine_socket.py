@@ -49,8 +49,10 @@ class QueueSocket(AsyncSocket):  # type: ignore[misc]
     """At most this many packets per poll (None: every packet queued)."""
 
     write_now: Callable[[str | bytes], bool] | None = None
-    """Set by the websocket driver: writes one encoded packet's frame without
-    waiting, or returns False (it cannot now: the packet goes through the queue)."""
+    """Set by the websocket driver once its websocket is the session's transport (and
+    cleared when it ends): writes one encoded packet's frame without waiting, or
+    returns False (it cannot now: the packet goes through the queue, as it does when
+    this raises)."""
 
     _writer_waiting = False
     """The websocket writer waits on the empty queue (:meth:`_next`)."""
@@ -65,7 +67,11 @@ class QueueSocket(AsyncSocket):  # type: ignore[misc]
             return
         if not await self.check_ping_timeout():
             return
-        if self._writes_now() and write(pkt.encode()):
+        try:
+            written = self._writes_now() and write(pkt.encode())
+        except Exception:  # the writer meets it and closes the socket, as before
+            written = False
+        if written:
             self._written_at = time.monotonic()
         else:
             await self.queue.put(pkt)

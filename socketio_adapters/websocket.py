@@ -63,6 +63,10 @@ For a client that opens with the websocket transport, this is the environ that
 FLUSH_BYTES = 64 * 1024
 """Frames held for one write: past this, they are written at once."""
 
+_PROBE_ANSWER = "3probe"
+"""engine.io's answer to an upgrade's probe (PONG "probe"): the only packet a session
+sends through a websocket that is not (yet) its transport."""
+
 _TEXT, _BINARY = 0x81, 0x82  # FIN and the opcode: a whole text or binary message
 _LEN1 = struct.Struct("!BB").pack
 _LEN2 = struct.Struct("!BBH").pack
@@ -95,11 +99,11 @@ class AiohttpWebSocket:
         self.handler = handler
         self.server = server
         # the session whose websocket this is: its writer waits without a task, and
-        # while it waits, the session's packets come straight to write_now
+        # once this websocket is its transport, its packets come straight to
+        # write_now while the writer waits (see send)
         session = getattr(handler, "__self__", None)
         wait_without_tasks(session)
-        if isinstance(session, QueueSocket):
-            session.write_now = self.write_now
+        self._session = session if isinstance(session, QueueSocket) else None
         self._sock: WebSocketResponse | None = None
         self.environ: dict[str, Any] = {}
         self._transport: asyncio.Transport | None = None
@@ -124,6 +128,9 @@ class AiohttpWebSocket:
             await self.handler(self)
         finally:
             self._write_pending()
+            session = self._session
+            if session is not None and session.write_now == self.write_now:
+                session.write_now = None  # no longer its transport (nor a cycle)
         return sock
 
     @property
@@ -137,6 +144,13 @@ class AiohttpWebSocket:
         await self.sock.close()
 
     async def send(self, message: str | bytes) -> None:
+        session = self._session
+        if (session is not None and session.write_now is None and session.upgraded
+                and message != _PROBE_ANSWER):
+            # the session's writer sends through this websocket: it is the transport
+            # (another upgrade attempt running beside it only ever sends the probe's
+            # answer), so the session may hand it packets while the writer waits
+            session.write_now = self.write_now
         if not self.write_now(message):
             # compressed, closing (aiohttp raises), or a client that does not keep up:
             # aiohttp writes the frame and waits for the client to read

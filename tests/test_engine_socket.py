@@ -1,16 +1,19 @@
 """An engine.io session that waits for its packets without a task per wait
 (socketio_adapters/engine_socket.py): the same answers as python-engineio's poll,
 the same timeout, no task made for a wait, nothing lost at the timeout; the sessions
-of real servers become one; and once upgraded, packets skip the queue while the
-writer waits on an empty one, in order, and count against its timeout."""
+of real servers become one; and once its websocket is the transport, packets skip the
+queue while the writer waits on an empty one, in order, count against its timeout,
+and never go to a websocket that is not (or no longer) the transport."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 from typing import Any
 
+import aiohttp
 import pytest
 import socketio
 from engineio import exceptions as eio_exceptions
@@ -222,6 +225,19 @@ async def test_packets_written_past_the_queue_count_against_the_writer_s_timeout
     assert writer.cancelling() == 0
 
 
+async def test_a_write_that_fails_leaves_the_packet_to_the_writer() -> None:
+    ours, _ = _upgraded()
+
+    def broken(message: str | bytes) -> bool:
+        raise OSError("the transport broke")
+
+    ours.write_now = broken
+    writer = asyncio.ensure_future(ours.poll())
+    await asyncio.sleep(0.01)
+    await ours.send(_message("a"))  # the emitter is not the one to see the error
+    assert [p.data for p in await writer] == ["a"]  # the writer meets it, and closes
+
+
 async def test_a_closed_session_refuses_packets_as_python_engineio_s_does() -> None:
     ours, driver = _upgraded()
     writer = asyncio.ensure_future(ours.poll())
@@ -235,7 +251,19 @@ async def test_a_closed_session_refuses_packets_as_python_engineio_s_does() -> N
         await writer
 
 
-async def test_a_real_server_writes_events_in_order_past_the_queue() -> None:
+async def _bound(session: Any) -> Any:
+    """The session's ``write_now`` once its websocket is its transport (its writer has
+    sent through it)."""
+    for _ in range(500):
+        if session.write_now is not None:
+            return session.write_now
+        await asyncio.sleep(0.01)
+    raise AssertionError("the websocket never became the session's transport")
+
+
+@pytest.mark.parametrize("transports", [["websocket"], ["polling", "websocket"]])
+async def test_a_real_server_writes_events_in_order_past_the_queue(
+        transports: list[str]) -> None:
     manager = create_manager(f"memory://engine-socket-{secrets.token_hex(4)}")
     sio = socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")
     websocket_compression(sio, False)
@@ -251,11 +279,11 @@ async def test_a_real_server_writes_events_in_order_past_the_queue() -> None:
     client.on("n", on_n)
 
     async with served(sio) as base:
-        await client.connect(base, transports=["websocket"], wait_timeout=5)
+        await client.connect(base, transports=transports, wait_timeout=5)
         try:
             [session] = sio.eio.sockets.values()
             written: list[str | bytes] = []
-            write = session.write_now
+            write = await _bound(session)  # after the upgrade, with long-polling first
 
             def counting(message: str | bytes) -> bool:
                 taken = bool(write(message))
@@ -273,3 +301,53 @@ async def test_a_real_server_writes_events_in_order_past_the_queue() -> None:
             assert written  # some went past the queue
         finally:
             await client.disconnect()
+
+
+async def test_a_websocket_that_ends_no_longer_takes_the_session_s_packets() -> None:
+    manager = create_manager(f"memory://engine-socket-{secrets.token_hex(4)}")
+    sio = socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")
+    websocket_compression(sio, False)
+    client = socketio.AsyncClient(reconnection=False)
+    async with served(sio) as base:
+        await client.connect(base, transports=["websocket"], wait_timeout=5)
+        [session] = sio.eio.sockets.values()
+        await _bound(session)
+        await client.disconnect()
+        for _ in range(500):
+            if session.write_now is None:
+                break
+            await asyncio.sleep(0.01)
+        assert session.write_now is None  # nor does the session keep its driver alive
+
+
+async def test_events_go_to_the_upgraded_websocket_not_to_a_second_attempt() -> None:
+    # a long-polling session opens two websockets; the first completes the upgrade
+    # (probe, then UPGRADE), the second only ever opened: the session's events must
+    # reach the first
+    manager = create_manager(f"memory://engine-socket-{secrets.token_hex(4)}")
+    sio = socketio.AsyncServer(client_manager=manager, async_mode="aiohttp")
+    websocket_compression(sio, False)
+    async with served(sio) as base, aiohttp.ClientSession() as http:
+        opened = await (await http.get(base + "/socket.io/?EIO=4&transport=polling")).text()
+        sid = json.loads(opened[1:])["sid"]
+        polling = base + f"/socket.io/?EIO=4&transport=polling&sid={sid}"
+        await (await http.post(polling, data="40")).text()
+        assert (await (await http.get(polling)).text()).startswith("40")
+        ws_url = base.replace("http", "ws") + f"/socket.io/?EIO=4&transport=websocket&sid={sid}"
+        first = await http.ws_connect(ws_url)
+        second = await http.ws_connect(ws_url)
+        try:
+            await first.send_str("2probe")
+            assert (await asyncio.wait_for(first.receive(), 5)).data == "3probe"
+            await first.send_str("5")
+            assert (await asyncio.wait_for(first.receive(), 5)).data == "6"  # NOOP
+            await asyncio.sleep(0.05)
+            await sio.emit("hello", 1)
+            await sio.emit("hello", 2)
+            got = [(await asyncio.wait_for(first.receive(), 5)).data for _ in range(2)]
+            assert got == ['42["hello",1]', '42["hello",2]']
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(second.receive(), 0.3)
+        finally:
+            await first.close()
+            await second.close()
