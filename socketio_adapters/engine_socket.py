@@ -31,6 +31,7 @@ given. The writer's timeout (no packet for ``ping_interval + ping_timeout``, the
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,11 +40,33 @@ from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
+from .deadline import TaskDeadline
+
 __all__ = ["QueueSocket", "wait_without_tasks"]
+
+_log = logging.getLogger(__name__)
+
+_THEIR_WEBSOCKET_HANDLER = AsyncSocket._websocket_handler
+_THEIR_SEND_PING = AsyncSocket._send_ping
+
+
+def _replaced(name: str, original: Any) -> bool:
+    """Whether python-engineio's method ``name`` was replaced on its class since
+    import (python-socketio's Admin UI, ``sio.instrument()``, wraps the websocket
+    handler and the ping to count packets): our own versions then step aside."""
+    return getattr(AsyncSocket, name) is not original
 
 
 class QueueSocket(AsyncSocket):  # type: ignore[misc]
     """python-engineio's session, waiting for its first packet without a task."""
+
+    # python-engineio's session state (set in its __init__), as used here
+    connected: bool
+    upgraded: bool
+    upgrading: bool
+    closing: bool
+    closed: bool
+    last_ping: float | None
 
     poll_limit: int | None = None
     """At most this many packets per poll (None: every packet queued)."""
@@ -61,20 +84,28 @@ class QueueSocket(AsyncSocket):  # type: ignore[misc]
     """``time.monotonic()`` of the last packet written through :attr:`write_now`."""
 
     async def send(self, pkt: Any) -> None:
-        write = self.write_now
-        if write is None or pkt is None or not self._writes_now():
+        if self.write_now is None or pkt is None or not self._writes_now():
             await super().send(pkt)
             return
         if not await self.check_ping_timeout():
             return
-        try:
-            written = self._writes_now() and write(pkt.encode())
-        except Exception:  # the writer meets it and closes the socket, as before
-            written = False
+        self._put(pkt)
+
+    def _put(self, pkt: Any) -> None:
+        """Hand ``pkt`` to :attr:`write_now` if it may skip the queue and the driver
+        takes it, else queue it (an exception from the driver included: the writer
+        meets it and closes the socket); then log it as python-engineio's ``send``."""
+        write = self.write_now
+        written = False
+        if write is not None and self._writes_now():
+            try:
+                written = write(pkt.encode())
+            except Exception:  # the writer meets it and closes the socket, as before
+                written = False
         if written:
             self._written_at = time.monotonic()
         else:
-            await self.queue.put(pkt)
+            self.queue.put_nowait(pkt)  # python-engineio's queue has no size limit
         self.server.logger.info('%s: Sending packet %s data %s', self.sid,
                                 eio_packet.packet_names[pkt.packet_type],
                                 pkt.data if not isinstance(pkt.data, bytes)
@@ -111,39 +142,166 @@ class QueueSocket(AsyncSocket):  # type: ignore[misc]
 
     async def _next(self) -> Any:
         """The next packet, as python-engineio waits for it: QueueEmpty after
-        ``ping_interval + ping_timeout`` seconds without one, or when cancelled."""
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover - poll() always runs in a task
-            raise RuntimeError("poll() outside a task")
-        expired = False
-        loop = asyncio.get_running_loop()
-        timeout = self.server.ping_interval + self.server.ping_timeout
-        timer: asyncio.TimerHandle
-
-        def expire() -> None:
-            nonlocal expired, timer
-            # packets written past the queue count: wait on from the last of them
-            left = self._written_at + timeout - time.monotonic()
-            if left > 0:
-                timer = loop.call_later(left, expire)
-                return
-            expired = True
-            task.cancel()
-
-        timer = loop.call_later(timeout, expire)
+        ``ping_interval + ping_timeout`` seconds without one (packets written past
+        the queue count), or when cancelled."""
+        deadline = TaskDeadline(self.server.ping_interval + self.server.ping_timeout,
+                                self._last_written)
         # only the websocket writer polls once the session is upgraded (a long-poll
         # then gets a NOOP without polling)
         self._writer_waiting = bool(self.upgraded)
         try:
-            return await self.queue.get()
-        except asyncio.CancelledError:
-            uncancel = getattr(task, "uncancel", None)  # Python 3.11+
-            if expired and uncancel is not None:
-                uncancel()  # our own cancellation: nobody else asked for it
+            with deadline:
+                return await self.queue.get()
+        except (asyncio.TimeoutError, asyncio.CancelledError):
             raise eio_exceptions.QueueEmpty() from None
         finally:
             self._writer_waiting = False
-            timer.cancel()
+            deadline.cancel()
+
+    def _last_written(self) -> float:
+        return self._written_at
+
+    def schedule_ping(self) -> None:
+        """python-engineio's ping cycle (a PING ``ping_interval`` after the client's
+        PONG, once the previous PING was answered), with a timer where it starts a
+        task that sleeps."""
+        if _replaced("_send_ping", _THEIR_SEND_PING):
+            super().schedule_ping()
+        elif self.last_ping:
+            self.last_ping = None
+            asyncio.get_running_loop().call_later(self.server.ping_interval, self._ping)
+
+    def _ping(self) -> None:
+        if not self.closing and not self.closed:
+            self.last_ping = time.time()
+            self._put(eio_packet.Packet(eio_packet.PING))
+
+    async def _websocket_handler(self, ws: Any) -> None:
+        """python-engineio's websocket session, reading in the connection's own task:
+        the upgrade of a long-polling session (probe, then UPGRADE), the writer task,
+        then every packet the client sends until it closes, sends what is not an
+        engine.io packet, or is silent for ``ping_interval + ping_timeout``; then the
+        session closes. python-engineio's starts a task for each packet it reads and
+        waits for it with ``asyncio.wait_for``."""
+        if _replaced("_websocket_handler", _THEIR_WEBSOCKET_HANDLER):
+            await super()._websocket_handler(ws)
+            return
+        deadline = TaskDeadline(self.server.ping_interval + self.server.ping_timeout)
+        try:
+            if self.connected:
+                if not await self._upgrade_to(ws, deadline):
+                    return
+            else:
+                self.connected = True
+                self.upgraded = True
+            writer = asyncio.ensure_future(self._write_to(ws))
+            self.server.logger.info('%s: Upgrade to websocket successful', self.sid)
+            await self._read_from(ws, deadline)
+        finally:
+            deadline.cancel()
+        self.queue.put_nowait(None)  # the writer's end
+        await writer
+        await self.close(wait=False, abort=True,
+                         reason=self.server.reason.TRANSPORT_CLOSE)
+
+    async def _upgrade_to(self, ws: Any, deadline: TaskDeadline) -> bool:
+        """Whether the client upgraded its session to ``ws``: it sends PING "probe",
+        gets PONG "probe", then sends UPGRADE. Its long-poll gets a NOOP meanwhile."""
+        self.upgrading = True  # a long-poll is answered with a NOOP from now on
+        try:
+            probe = await self._read_one(ws, deadline)
+            if probe is None or probe.packet_type != eio_packet.PING \
+                    or probe.data != "probe":
+                self.server.logger.info('%s: Failed websocket upgrade, no PING packet',
+                                        self.sid)
+                return False
+            try:
+                await ws.send(eio_packet.Packet(eio_packet.PONG, data="probe").encode())
+            except Exception:
+                return False  # the websocket closed: the session stays on long-polling
+            self.queue.put_nowait(eio_packet.Packet(eio_packet.NOOP))  # ends the poll
+            done = await self._read_one(ws, deadline)
+            if done is None or done.packet_type != eio_packet.UPGRADE:
+                self.server.logger.info('%s: Failed websocket upgrade, expected UPGRADE '
+                                        'packet, received %s instead.', self.sid,
+                                        done and done.encode())
+                return False
+            self.upgraded = True
+            return True
+        finally:
+            self.upgrading = False
+
+    async def _read_one(self, ws: Any, deadline: TaskDeadline) -> Any:
+        """The next packet ``ws`` brings, or None: closed, silent past the deadline,
+        cancelled, too large or not an engine.io packet (said in the log)."""
+        try:
+            with deadline:
+                data = await ws.wait()
+        except (Exception, asyncio.CancelledError):
+            return None  # closed, a read error, the deadline, the server stopping
+        return self._packet_from(data)
+
+    def _packet_from(self, data: str | bytes | None) -> Any:
+        """The engine.io packet a frame holds, or None: no frame (the end), too
+        large or not an engine.io packet (said in the log)."""
+        if data is None:
+            return None
+        if len(data) > self.server.max_http_buffer_size:
+            _log.warning("session %s: a packet of %d bytes is over max_http_buffer_size: "
+                         "closing its websocket", self.sid, len(data))
+            return None
+        try:
+            return eio_packet.Packet(encoded_packet=data)
+        except Exception:
+            _log.warning("session %s: not an engine.io packet (%r): closing its "
+                         "websocket", self.sid, data[:40])
+            return None
+
+    async def _read_from(self, ws: Any, deadline: TaskDeadline) -> None:
+        """Every packet the client sends, to python-engineio's ``receive`` (the read
+        written out here, not a call to :meth:`_read_one`: one coroutine less for
+        each session's life)."""
+        while True:
+            try:
+                with deadline:
+                    data = await ws.wait()
+            except (Exception, asyncio.CancelledError):
+                return  # closed, a read error, the deadline, the server stopping
+            pkt = self._packet_from(data)
+            if pkt is None:
+                return
+            try:
+                await self.receive(pkt)
+            except eio_exceptions.UnknownPacketError:
+                pass
+            except eio_exceptions.SocketIsClosedError:
+                self.server.logger.info('Receive error -- socket is closed')
+                return
+            except asyncio.CancelledError:
+                return  # the server stopping: the session closes
+            except Exception:
+                self.server.logger.exception('Unknown receive error')
+
+    async def _write_to(self, ws: Any) -> None:
+        """The writer task: every packet queued, in order, until the end (None), an
+        error writing, or no packet for ``ping_interval + ping_timeout``."""
+        while True:
+            try:
+                packets = await self.poll()
+            except eio_exceptions.QueueEmpty:
+                break
+            if not packets:
+                break
+            try:
+                for pkt in packets:
+                    await ws.send(pkt.encode())
+            except Exception:
+                break
+        try:
+            await ws.close()
+        except Exception:  # the connection is gone already
+            self.server.logger.debug('%s: closing the websocket failed', self.sid,
+                                     exc_info=True)
 
 
 def wait_without_tasks(socket: Any) -> None:

@@ -98,12 +98,14 @@ class AiohttpWebSocket:
     def __init__(self, handler: Any, server: Any) -> None:
         self.handler = handler
         self.server = server
-        # the session whose websocket this is: its writer waits without a task, and
-        # once this websocket is its transport, its packets come straight to
-        # write_now while the writer waits (see send)
+        # the session whose websocket this is: its writer waits without a task, it
+        # reads without a task per packet, and once this websocket is its transport,
+        # its packets come straight to write_now while the writer waits (see send)
         session = getattr(handler, "__self__", None)
         wait_without_tasks(session)
         self._session = session if isinstance(session, QueueSocket) else None
+        if self._session is not None and getattr(handler, "__name__", "") == "_websocket_handler":
+            self.handler = self._session._websocket_handler  # ours, if it became one now
         self._sock: WebSocketResponse | None = None
         self.environ: dict[str, Any] = {}
         self._transport: asyncio.Transport | None = None
@@ -146,10 +148,12 @@ class AiohttpWebSocket:
     async def send(self, message: str | bytes) -> None:
         session = self._session
         if (session is not None and session.write_now is None and session.upgraded
-                and message != _PROBE_ANSWER):
+                and message != _PROBE_ANSWER and "send" not in vars(self)):
             # the session's writer sends through this websocket: it is the transport
             # (another upgrade attempt running beside it only ever sends the probe's
-            # answer), so the session may hand it packets while the writer waits
+            # answer), so the session may hand it packets while the writer waits;
+            # not when this send is wrapped (python-socketio's Admin UI counts the
+            # packets it sends): every packet must then come through it
             session.write_now = self.write_now
         if not self.write_now(message):
             # compressed, closing (aiohttp raises), or a client that does not keep up:
