@@ -45,8 +45,8 @@ async def test_a_wait_past_the_deadline_raises_timeout_and_leaves_no_cancellatio
     finally:
         deadline.cancel()
     assert 0.04 < time.monotonic() - began < 1.0
-    task = asyncio.current_task()
-    assert task is not None and task.cancelling() == 0
+    cancelling = getattr(asyncio.current_task(), "cancelling", None)  # Python 3.11+
+    assert cancelling is None or cancelling() == 0
     await asyncio.sleep(0.01)  # the task goes on waiting normally
 
 

@@ -33,6 +33,13 @@ def _server(**options: Any) -> AsyncServer:
     return AsyncServer(manager, async_mode="aiohttp", **options)
 
 
+async def _text(ws: Any, timeout: float = 5) -> str:
+    """The next text frame."""
+    data = await asyncio.wait_for(ws.receive_str(), timeout)
+    assert isinstance(data, str)
+    return data
+
+
 def _session_tasks() -> list[str]:
     """The names of the running tasks of engine.io sessions (their coroutines)."""
     names = []
@@ -73,10 +80,10 @@ async def test_the_ping_cycle_keeps_a_client_that_answers() -> None:
     sio = _server(ping_interval=0.2, ping_timeout=0.5)
     async with served(sio) as base, aiohttp.ClientSession() as http:
         async with http.ws_connect(base + ENGINE_WS) as ws:
-            await asyncio.wait_for(ws.receive_str(), 5)
+            await _text(ws)
             pings = 0
             while pings < 4:  # four pings, one every 0.2 s, each answered
-                if await asyncio.wait_for(ws.receive_str(), 5) == "2":
+                if await _text(ws) == "2":
                     pings += 1
                     await ws.send_str("3")
             assert len(sio.eio.sockets) == 1
@@ -90,16 +97,16 @@ async def test_a_client_that_does_not_answer_pings_is_disconnected() -> None:
     sio.on("n", lambda sid: None)
     async with served(sio) as base, aiohttp.ClientSession() as http:
         async with http.ws_connect(base + ENGINE_WS) as ws:
-            await asyncio.wait_for(ws.receive_str(), 5)
+            await _text(ws)
             await ws.send_str("40")
-            assert (await asyncio.wait_for(ws.receive_str(), 5)).startswith("40")
+            assert (await _text(ws)).startswith("40")
             frames: list[str] = []
             for _ in range(50):  # events every 0.05 s (the reader's wait never ends),
                 if reasons:      # no PONG
                     break
                 await ws.send_str('42["n"]')
                 try:
-                    frames.append(await asyncio.wait_for(ws.receive_str(), 0.05))
+                    frames.append(await _text(ws, 0.05))
                 except asyncio.TimeoutError:
                     pass
         assert reasons == [sio.reason.PING_TIMEOUT]
@@ -156,9 +163,9 @@ async def test_a_frame_that_is_not_an_engine_io_packet_closes_the_session(
     sio.on("disconnect", lambda sid, reason: reasons.append(reason))
     async with served(sio) as base, aiohttp.ClientSession() as http:
         async with http.ws_connect(base + ENGINE_WS) as ws:
-            await asyncio.wait_for(ws.receive_str(), 5)
+            await _text(ws)
             await ws.send_str("40")
-            assert (await asyncio.wait_for(ws.receive_str(), 5)).startswith("40")
+            assert (await _text(ws)).startswith("40")
             with caplog.at_level(logging.INFO):
                 await ws.send_str(frame)
                 end = await asyncio.wait_for(ws.receive(), 5)
@@ -188,12 +195,12 @@ async def test_an_upgrade_from_long_polling_then_events_over_the_websocket() -> 
         ws_url = base.replace("http", "ws") + ENGINE_WS + f"&sid={sid}"
         async with http.ws_connect(ws_url) as ws:
             await ws.send_str("2probe")
-            assert await asyncio.wait_for(ws.receive_str(), 5) == "3probe"
+            assert await _text(ws) == "3probe"
             assert await (await http.get(polling)).text() == "6"  # the poll ends: NOOP
             await ws.send_str("5")
-            assert await asyncio.wait_for(ws.receive_str(), 5) == "6"
+            assert await _text(ws) == "6"
             await sio.emit("hello", 1)
-            assert await asyncio.wait_for(ws.receive_str(), 5) == '42["hello",1]'
+            assert await _text(ws) == '42["hello",1]'
             [session] = sio.eio.sockets.values()
             assert session.upgraded and not session.upgrading
 
