@@ -4,7 +4,7 @@
         [--node-counts 2,4,8] [--clients-per-node 50] [--broadcasts 200]
         [--clients 10000] [--client-nodes 4] [--rooms 1000] [--room-seconds 5]
         [--room-senders 8] [--fetch-nodes 2,4,8] [--fetch-calls 50]
-        [--fetch-seconds 20] [--sessions 2000]
+        [--fetch-seconds 20] [--inbound 5] [--sessions 2000]
         [--json-dir benchmarks/results] [--anchor python|node]
         [--emits ordered|fire-and-forget]
 
@@ -21,7 +21,9 @@ first node hosts the hub), each scenario with fresh processes:
     connect them all, one broadcast to all of them (until the last has it), a stream of
     room emits round-robin over ``--rooms`` rooms for ``--room-seconds`` by
     ``--room-senders`` concurrent loops (delivered messages per second), resident memory
-    per connected socket (``VmRSS`` of each node before and after connecting),
+    per connected socket (``VmRSS`` of each node before and after connecting), every
+    client sending ``--inbound`` events to its node (events received per second
+    across the nodes, CPU seconds per 1,000 received),
     ``fetch_sockets()`` latency against the node count (``--fetch-nodes``), and the
     memory of a saved recovery session (``--sessions`` clients on one node with
     connection state recovery on lose their transport, and the broker keeps their
@@ -392,6 +394,7 @@ async def scenario_clients(run: Run, args: argparse.Namespace) -> dict[str, Any]
                     "(node RSS)")
                 result["one_broadcast"] = await measure_one(run, cluster)
                 result["rooms"] = await measure_rooms(run, cluster, args)
+                result["inbound"] = await measure_inbound(run, cluster, args)
             fetch[str(count)] = await measure_fetch(run, cluster, args)
         finally:
             await stop_cluster(run, cluster)
@@ -448,6 +451,44 @@ async def measure_rooms(run: Run, cluster: Cluster,
     log(run.began, f"  rooms: {emitted:,} emits to {args.rooms:,} rooms, {expected:,} "
         f"delivered in {seconds:.2f}s: {out['delivered_per_s']:,.0f} delivered/s "
         f"({out['emits_per_s']:,.0f} emits/s)")
+    return out
+
+
+async def measure_inbound(run: Run, cluster: Cluster,
+                          args: argparse.Namespace) -> dict[str, Any]:
+    """Every client sends ``--inbound`` ``up`` events to its node (a handler counts
+    them): events received per second across the nodes, and CPU seconds of each."""
+    expected = cluster.sockets * args.inbound
+    before = await asyncio.gather(*(run.ctl.call(n, "GET", "/scale/received")
+                                    for n in cluster.nodes))
+    cpu = CpuWindow(run, {**cluster.node_pids,
+                          **{s.name: s.proc.pid for s in cluster.swarms}})
+    cpu.start()
+    began = time.monotonic()
+    await asyncio.gather(*(run.ctl.call(s, "POST", "/swarm/send", count=args.inbound,
+                                        event="up") for s in cluster.swarms))
+
+    async def progress() -> tuple[int, float | None]:
+        now = await asyncio.gather(*(run.ctl.call(n, "GET", "/scale/received")
+                                     for n in cluster.nodes))
+        count = sum(a["received"] - b["received"] for a, b in zip(now, before, strict=True))
+        lasts = [a["last"] for a in now if a["last"] is not None]
+        return count, max(lasts) if lasts else None
+
+    async def sent() -> bool:
+        states = await swarm_states(run, cluster)
+        return all(s["send_done"] for s in states)
+
+    last = await wait_all("inbound", expected, progress, sent, WAIT, STALL)
+    used = cpu.stop()
+    seconds = last - began
+    nodes = [used[n.name] for n in cluster.nodes if n.name in used]
+    out = {"per_client": args.inbound, "received": expected, "seconds": round(seconds, 3),
+           "received_per_s": round(expected / seconds, 1), "cpu_s": used,
+           "node_cpu_ms_per_1000_received": round(sum(nodes) * 1e6 / expected, 2)}
+    log(run.began, f"  inbound: {expected:,} events from the clients in {seconds:.2f}s: "
+        f"{out['received_per_s']:,.0f} received/s, nodes "
+        f"{out['node_cpu_ms_per_1000_received']:.1f} ms CPU per 1,000 received")
     return out
 
 
@@ -527,8 +568,8 @@ SCENARIO_RUNNERS: dict[str, Callable[[Run, argparse.Namespace],
 def settings(args: argparse.Namespace, scenario: str) -> dict[str, Any]:
     keys = {"nodes": ("node_counts", "clients_per_node", "broadcasts"),
             "clients": ("clients", "client_nodes", "rooms", "room_seconds", "room_max",
-                        "room_senders", "fetch_nodes", "fetch_calls", "fetch_seconds",
-                        "sessions")}[scenario]
+                        "room_senders", "inbound", "fetch_nodes", "fetch_calls",
+                        "fetch_seconds", "sessions")}[scenario]
     return {k: getattr(args, k) for k in (*keys, "swarms", "at_once")}
 
 
@@ -627,6 +668,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="emits the room stream sends at most (default 50000)")
     group.add_argument("--room-senders", type=int, default=8,
                        help="concurrent emit loops of the room stream (default 8)")
+    group.add_argument("--inbound", type=int, default=5,
+                       help="events each client sends its node (default 5)")
     group.add_argument("--fetch-nodes", type=_counts, default=[2, 4, 8],
                        help="node counts for fetch_sockets (default 2,4,8)")
     group.add_argument("--fetch-calls", type=int, default=50,

@@ -22,7 +22,9 @@ recovery), aiohttp on 127.0.0.1, plus:
 - ``POST /scale/fetch?calls=C&seconds=S&timeout=T``: up to C ``fetch_sockets()`` calls
   one after the other, none started after S seconds (at least one);
   ``GET /scale/fetch`` returns their latencies and socket counts;
-- ``GET /scale/sessions``: how many recovery sessions this node saved and their bytes.
+- ``GET /scale/sessions``: how many recovery sessions this node saved and their bytes;
+- ``GET /scale/received``: how many ``up`` events its clients sent it (a handler that
+  counts them) and when the last one came (``time.monotonic()``).
 
 The ``/bench/status`` endpoint of :class:`~benchmarks.node.BenchNode` reports the jobs.
 The process stops on SIGTERM or SIGINT, and by itself when its parent dies.
@@ -58,7 +60,10 @@ class ScaleNode(BenchNode):
         self.fetch_counts: list[int] = []
         self.saved_sessions = 0
         self.saved_bytes = 0
+        self.received = 0
+        self.received_last: float | None = None
         self.sio.on("connect", self._on_connect)
+        self.sio.on("up", self._on_up)
         self.app.add_routes([
             web.post("/scale/broadcast", self.handle_broadcast),
             web.post("/scale/one", self.handle_one),
@@ -66,6 +71,7 @@ class ScaleNode(BenchNode):
             web.post("/scale/fetch", self.handle_fetch),
             web.get("/scale/fetch", self.handle_fetch_result),
             web.get("/scale/sessions", self.handle_sessions),
+            web.get("/scale/received", self.handle_received),
         ])
         if recovery:
             self._count_saved_sessions()
@@ -89,6 +95,13 @@ class ScaleNode(BenchNode):
                           auth: Any = None) -> None:
         if isinstance(auth, dict) and isinstance(auth.get("room"), str):
             await self.sio.enter_room(sid, auth["room"])
+
+    def _on_up(self, sid: str, *args: Any) -> None:
+        self.received += 1
+        self.received_last = time.monotonic()
+
+    async def handle_received(self, request: web.Request) -> web.Response:
+        return web.json_response({"received": self.received, "last": self.received_last})
 
     async def handle_broadcast(self, request: web.Request) -> web.Response:
         n = int(request.query.get("n", "500"))

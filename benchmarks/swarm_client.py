@@ -20,6 +20,10 @@ on 127.0.0.1:
     it took, the counts and last arrival time of each event name, dropped transports;
 ``POST /swarm/reset``
     zero the event counts;
+``POST /swarm/send?count=K&event=E``
+    every open client sends K events named E to its node (``42["E",k]``, k < K),
+    one round over all clients per k; ``GET /swarm/status`` says how many were sent
+    and when the sending was over;
 ``POST /swarm/drop?count=K``
     close K clients' websockets without a Socket.IO disconnect (a lost transport: a
     server with connection state recovery keeps their sessions);
@@ -76,10 +80,13 @@ class Swarm:
         self.dropped = 0
         self.connect_task: asyncio.Task[None] | None = None
         self.connect_seconds: float | None = None
+        self.send_task: asyncio.Task[None] | None = None
+        self.sent = 0
         self.app.add_routes([
             web.post("/swarm/connect", self.handle_connect),
             web.get("/swarm/status", self.handle_status),
             web.post("/swarm/reset", self.handle_reset),
+            web.post("/swarm/send", self.handle_send),
             web.post("/swarm/drop", self.handle_drop),
             web.post("/swarm/close", self.handle_close),
         ])
@@ -172,12 +179,34 @@ class Swarm:
             "connected": self.connected, "failed": self.failed, "errors": self.errors,
             "connect_done": done, "connect_seconds": self.connect_seconds,
             "open": sum(1 for ws in self.sockets if not ws.closed),
-            "counts": self.counts, "last": self.last, "dropped": self.dropped})
+            "counts": self.counts, "last": self.last, "dropped": self.dropped,
+            "sent": self.sent,
+            "send_done": self.send_task is not None and self.send_task.done()})
 
     async def handle_reset(self, request: web.Request) -> web.Response:
         self.counts.clear()
         self.last.clear()
         return web.json_response({"ok": True})
+
+    async def handle_send(self, request: web.Request) -> web.Response:
+        if self.send_task is not None and not self.send_task.done():
+            return web.json_response({"error": "still sending"}, status=409)
+        count = int(request.query.get("count", "1"))
+        event = request.query.get("event", "up")
+        self.sent = 0
+        self.send_task = asyncio.create_task(self._send_all(count, event))
+        return web.json_response({"ok": True}, status=202)
+
+    async def _send_all(self, count: int, event: str) -> None:
+        sockets = [ws for ws in self.sockets if not ws.closed]
+        for k in range(count):
+            frame = f'42["{event}",{k}]'
+            for i, ws in enumerate(sockets):
+                if not ws.closed:
+                    await ws.send_str(frame)
+                    self.sent += 1
+                if i % 100 == 99:
+                    await asyncio.sleep(0)  # the readers answer pings meanwhile
 
     async def handle_drop(self, request: web.Request) -> web.Response:
         count = int(request.query.get("count", "0"))

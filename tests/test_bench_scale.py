@@ -41,6 +41,11 @@ def _check_clients(clients: dict[str, Any]) -> dict[str, Any]:
     assert found["memory_per_socket"]["sockets"] == 20
     assert len(found["one_broadcast"]["seconds"]) == 3
     assert found["rooms"]["delivered"] >= found["rooms"]["emitted"] > 0
+    assert found["inbound"]["received"] == 20 * found["inbound"]["per_client"] > 0
+    assert found["inbound"]["received_per_s"] > 0
+    # CPU is read in clock ticks (10 ms): a tiny run may use less than one
+    assert found["inbound"]["node_cpu_ms_per_1000_received"] >= 0
+    assert len(found["inbound"]["cpu_s"]) >= 3  # two nodes, the swarm (and the broker)
     assert found["fetch_sockets"]["2"]["sockets"] == 20
     assert found["fetch_sockets"]["2"]["n"] >= 1
     return found

@@ -17,6 +17,8 @@
 //                                 one after the other (the adapter's requestsTimeout
 //                                 is T), none started after S seconds (at least one)
 //   GET  /scale/fetch             {"latencies": [s, ...], "counts": [n, ...]}
+//   GET  /scale/received          {"received": n, "last": t}: the "up" events the
+//                                 node's sockets sent it, and when the last came
 //   GET  /bench/status            the current or last job, as benchmarks/node.py does
 // Node's emits are fire-and-forget (the adapter hands the PUBLISH to node-redis and
 // returns); a job's "flushed" time is when Redis answered a PING sent after its loop
@@ -42,6 +44,8 @@ const MODE = "node-scale";
 let pubClient = null;
 const jobs = new Jobs(() => pubClient.ping());
 let fetched = { latencies: [], counts: [] };
+let received = 0;
+let receivedLast = null;
 
 const number = (query, name, fallback) => Number(query.get(name) ?? fallback);
 
@@ -106,6 +110,7 @@ async function route(method, path, query) {
   if (key === "POST /scale/rooms") return roomStream(query);
   if (key === "POST /scale/fetch") return fetchLoop(query);
   if (key === "GET /scale/fetch") return [200, fetched];
+  if (key === "GET /scale/received") return [200, { received, last: receivedLast }];
   if (key === "POST /scale/one") {
     const sent = monotonic();
     io.emit("one", { t: sent });
@@ -124,6 +129,10 @@ const io = new Server(httpServer);
 io.on("connection", (socket) => {
   const room = socket.handshake.auth?.room;
   if (typeof room === "string") socket.join(room);
+  socket.on("up", () => {
+    received += 1;
+    receivedLast = monotonic();
+  });
 });
 
 runMain(async () => {
