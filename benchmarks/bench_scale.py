@@ -6,7 +6,7 @@
         [--room-senders 8] [--fetch-nodes 2,4,8] [--fetch-calls 50]
         [--fetch-seconds 20] [--inbound 5] [--sessions 2000]
         [--json-dir benchmarks/results] [--anchor python|node]
-        [--emits ordered|fire-and-forget]
+        [--emits ordered|fire-and-forget] [--gc-threshold N]
 
 Per backend, on a broker started from local binaries (``local://`` needs none; its
 first node hosts the hub), each scenario with fresh processes:
@@ -44,7 +44,10 @@ says so.
 Node's adapter publishes fire-and-forget; ours emit ordered by default (each ``await
 sio.emit`` waits for the broker). ``--emits fire-and-forget`` runs our nodes with
 ``ordered=false``, the like-for-like comparison with ``--anchor node``, and writes
-``scale-<scenario>-<backend>-ff.json``. See benchmarks/README.md.
+``scale-<scenario>-<backend>-ff.json``. Our nodes time CPython's cycle collector
+(the room stream and the inbound events report its milliseconds); ``--gc-threshold N``
+starts them with ``gc.set_threshold(N, 10, 10)`` and adds ``-gcN`` to the file's
+name. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -120,6 +123,7 @@ class Run:
     swarm_count: int
     anchor: str = "python"
     emits: str = "ordered"
+    gc_threshold: int = 0
 
     def broker_cpu(self) -> float | None:
         if not self.broker_pids:
@@ -165,7 +169,8 @@ async def start_cluster(run: Run, node_count: int, clients: int, *,
     per_swarm = math.ceil(clients / swarm_count) + FD_MARGIN
     check_nofile(max(per_node, per_swarm))
     channel = f"scale-{secrets.token_hex(4)}"
-    cmd = node_command(run.anchor, run.url, channel, per_node, recovery, run.emits)
+    cmd = node_command(run.anchor, run.url, channel, per_node, recovery, run.emits,
+                       run.gc_threshold)
     first = await run.children.spawn("node-0", *cmd)
     rest = await asyncio.gather(*(run.children.spawn(f"node-{k}", *cmd)
                                   for k in range(1, node_count)))
@@ -252,6 +257,32 @@ async def one_broadcast(run: Run, cluster: Cluster) -> float:
 
     last = await wait_delivered(run, cluster, "one broadcast", "one", cluster.sockets, done)
     return float(last - sent)
+
+
+async def gc_readings(run: Run, cluster: Cluster) -> list[dict[str, Any]] | None:
+    """Each node's cycle-collector clock (``GET /scale/gc``); None for Node's nodes."""
+    if run.anchor == "node":
+        return None
+    return list(await asyncio.gather(*(run.ctl.call(n, "GET", "/scale/gc")
+                                       for n in cluster.nodes)))
+
+
+def gc_used(before: list[dict[str, Any]] | None,
+            after: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """The nodes' collector time and collections between two readings."""
+    if before is None or after is None:
+        return None
+    return {"ms": round(sum(a["seconds"] - b["seconds"]
+                            for a, b in zip(after, before, strict=True)) * 1000, 1),
+            "collections": sum(a["collections"] - b["collections"]
+                               for a, b in zip(after, before, strict=True)),
+            "full": sum(a["full"] - b["full"] for a, b in zip(after, before, strict=True))}
+
+
+def gc_text(used: dict[str, Any] | None) -> str:
+    if used is None:
+        return ""
+    return f"; cycle collector {used['ms']:,.0f} ms ({used['full']} full)"
 
 
 def job_done(run: Run, node: Child) -> Callable[[], Awaitable[bool]]:
@@ -430,6 +461,7 @@ async def measure_rooms(run: Run, cluster: Cluster,
     pids = dict(cluster.node_pids)
     pids.update((s.name, s.proc.pid) for s in cluster.swarms)
     cpu = CpuWindow(run, pids)
+    gc_before = await gc_readings(run, cluster)
     cpu.start()
     began = time.monotonic()
     await run.ctl.call(emitter, "POST", "/scale/rooms", rooms=args.rooms,
@@ -442,15 +474,17 @@ async def measure_rooms(run: Run, cluster: Cluster,
     last = await wait_delivered(run, cluster, "rooms", "r", expected,
                                 job_done(run, emitter))
     used = cpu.stop()
+    collector = gc_used(gc_before, await gc_readings(run, cluster))
     seconds = last - began
     out = {"rooms": args.rooms, "senders": args.room_senders, "emitted": emitted,
            "delivered": expected,
            "emit_seconds": round(job["loop_seconds"], 3), "seconds": round(seconds, 3),
            "emits_per_s": round(emitted / seconds, 1),
-           "delivered_per_s": round(expected / seconds, 1), "cpu_s": used}
+           "delivered_per_s": round(expected / seconds, 1), "cpu_s": used,
+           "gc": collector}
     log(run.began, f"  rooms: {emitted:,} emits to {args.rooms:,} rooms, {expected:,} "
         f"delivered in {seconds:.2f}s: {out['delivered_per_s']:,.0f} delivered/s "
-        f"({out['emits_per_s']:,.0f} emits/s)")
+        f"({out['emits_per_s']:,.0f} emits/s){gc_text(collector)}")
     return out
 
 
@@ -463,6 +497,7 @@ async def measure_inbound(run: Run, cluster: Cluster,
                                     for n in cluster.nodes))
     cpu = CpuWindow(run, {**cluster.node_pids,
                           **{s.name: s.proc.pid for s in cluster.swarms}})
+    gc_before = await gc_readings(run, cluster)
     cpu.start()
     began = time.monotonic()
     await asyncio.gather(*(run.ctl.call(s, "POST", "/swarm/send", count=args.inbound,
@@ -481,14 +516,17 @@ async def measure_inbound(run: Run, cluster: Cluster,
 
     last = await wait_all("inbound", expected, progress, sent, WAIT, STALL)
     used = cpu.stop()
+    collector = gc_used(gc_before, await gc_readings(run, cluster))
     seconds = last - began
     nodes = [used[n.name] for n in cluster.nodes if n.name in used]
     out = {"per_client": args.inbound, "received": expected, "seconds": round(seconds, 3),
            "received_per_s": round(expected / seconds, 1), "cpu_s": used,
-           "node_cpu_ms_per_1000_received": round(sum(nodes) * 1e6 / expected, 2)}
+           "node_cpu_ms_per_1000_received": round(sum(nodes) * 1e6 / expected, 2),
+           "gc": collector}
     log(run.began, f"  inbound: {expected:,} events from the clients in {seconds:.2f}s: "
         f"{out['received_per_s']:,.0f} received/s, nodes "
-        f"{out['node_cpu_ms_per_1000_received']:.1f} ms CPU per 1,000 received")
+        f"{out['node_cpu_ms_per_1000_received']:.1f} ms CPU per 1,000 received"
+        f"{gc_text(collector)}")
     return out
 
 
@@ -584,7 +622,7 @@ async def run_backend(name: str, url: str, broker_pids: list[int],
     try:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             run = Run(name, url, broker_pids, children, Control(session), args.began,
-                      args.swarms, args.anchor, args.emits)
+                      args.swarms, args.anchor, args.emits, args.gc_threshold)
             for scenario in args.scenario:
                 load = os.getloadavg()
                 try:
@@ -613,11 +651,13 @@ def write_result(args: argparse.Namespace, scenario: str, backend: str, url: str
                  load: tuple[float, float, float]) -> None:
     if args.json_dir == "-":
         return
-    path = Path(args.json_dir) / result_name(scenario, backend, args.anchor, args.emits)
+    path = Path(args.json_dir) / result_name(scenario, backend, args.anchor, args.emits,
+                                             args.gc_threshold)
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "benchmark": "bench_scale", "scenario": scenario, "backend": backend,
         "url": url, "anchor": args.anchor, "emits": args.emits,
+        "gc_threshold": args.gc_threshold or None,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "load_average_at_start": list(load), "settings": settings(args, scenario),
         "results": found, "environment": {**env, **anchor_environment(args.anchor)}}
@@ -686,6 +726,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                        help="client driver processes (default 4)")
     group.add_argument("--at-once", type=int, default=200,
                        help="handshakes in flight at once, over all drivers (default 200)")
+    parser.add_argument("--gc-threshold", type=int, default=0,
+                        help="our nodes run gc.set_threshold(N, 10, 10) (default 0: "
+                             "Python's own, 700)")
     parser.add_argument("--json-dir", default=str(REPO_ROOT / "benchmarks" / "results"),
                         help="where scale-<scenario>-<backend>[-node].json go; '-' for "
                              "nowhere")
@@ -707,6 +750,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     problem = anchor_error(args.anchor, args.backend.split(","), args.emits)
     if problem:
         parser.error(problem)
+    if args.gc_threshold and args.anchor == "node":
+        parser.error("--gc-threshold sets CPython's collector: not with --anchor node")
+    if args.gc_threshold < 0:
+        parser.error("--gc-threshold must be 0 (Python's default) or more")
     if args.emits is None:
         args.emits = "fire-and-forget" if args.anchor == "node" else "ordered"
     return args

@@ -44,7 +44,7 @@ def anchor_error(anchor: str, backends: list[str], emits: str | None = None) -> 
 
 
 def node_command(anchor: str, url: str, channel: str, nofile: int,
-                 recovery: bool, emits: str = "ordered") -> list[str]:
+                 recovery: bool, emits: str = "ordered", gc_threshold: int = 0) -> list[str]:
     """The command of one server node. Node.js raises its own soft ``RLIMIT_NOFILE``
     to the hard limit at start, so ``nofile`` only goes to ours. A Node node on
     ``recovery`` is a caller's error (see :data:`NO_RECOVERY`). Our recovery nodes
@@ -56,14 +56,19 @@ def node_command(anchor: str, url: str, channel: str, nofile: int,
         return ["node", str(NODE_SCALE_JS), "--url", url, "--channel", channel]
     cmd = [sys.executable, "-m", "benchmarks.scale_node", "--url", url, "--channel",
            channel, "--nofile", str(nofile)]
+    if gc_threshold:
+        cmd += ["--gc-threshold", str(gc_threshold)]
     if recovery:
         return [*cmd, "--recovery"]
     return [*cmd, "--fire-and-forget"] if emits == "fire-and-forget" else cmd
 
 
-def result_name(scenario: str, backend: str, anchor: str, emits: str = "ordered") -> str:
+def result_name(scenario: str, backend: str, anchor: str, emits: str = "ordered",
+                gc_threshold: int = 0) -> str:
     suffix = ("-node" if anchor == "node"
               else "-ff" if emits == "fire-and-forget" else "")
+    if gc_threshold:
+        suffix += f"-gc{gc_threshold}"
     return f"scale-{scenario}-{backend}{suffix}.json"
 
 

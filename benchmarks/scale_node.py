@@ -1,7 +1,7 @@
 """One server node of the scale benchmark, started by :mod:`benchmarks.bench_scale`.
 
     python -m benchmarks.scale_node --url URL --channel NAME [--recovery]
-        [--fire-and-forget] [--port 0] [--nofile N]
+        [--fire-and-forget] [--gc-threshold N] [--port 0] [--nofile N]
 
 A :class:`benchmarks.node.BenchNode` in mode ``cluster`` (python-socketio's
 ``AsyncServer`` on ``socketio_adapters.create_manager``, ordered emits: each waits
@@ -24,7 +24,11 @@ recovery), aiohttp on 127.0.0.1, plus:
   ``GET /scale/fetch`` returns their latencies and socket counts;
 - ``GET /scale/sessions``: how many recovery sessions this node saved and their bytes;
 - ``GET /scale/received``: how many ``up`` events its clients sent it (a handler that
-  counts them) and when the last one came (``time.monotonic()``).
+  counts them) and when the last one came (``time.monotonic()``);
+- ``GET /scale/gc``: the seconds CPython's cycle collector ran in this process so far
+  (timed by a ``gc.callbacks`` hook), its collections and the full ones among them.
+  ``--gc-threshold N`` starts the node with ``gc.set_threshold(N, 10, 10)`` (Python's
+  default first threshold is 700 allocations).
 
 The ``/bench/status`` endpoint of :class:`~benchmarks.node.BenchNode` reports the jobs.
 The process stops on SIGTERM or SIGINT, and by itself when its parent dies.
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import sys
 import time
@@ -46,6 +51,26 @@ from .node import BenchNode, Job, raise_nofile, serve
 __all__ = ["ScaleNode"]
 
 log = logging.getLogger("benchmarks.scale_node")
+
+
+class GcClock:
+    """The time CPython's cycle collector runs in this process (``gc.callbacks``)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = 0
+        self.full = 0
+        self._began = 0.0
+        gc.callbacks.append(self._phase)
+
+    def _phase(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+            return
+        self.seconds += time.perf_counter() - self._began
+        self.collections += 1
+        if info.get("generation") == 2:
+            self.full += 1
 
 
 class ScaleNode(BenchNode):
@@ -62,6 +87,7 @@ class ScaleNode(BenchNode):
         self.saved_bytes = 0
         self.received = 0
         self.received_last: float | None = None
+        self.gc_clock = GcClock()
         self.sio.on("connect", self._on_connect)
         self.sio.on("up", self._on_up)
         self.app.add_routes([
@@ -72,6 +98,7 @@ class ScaleNode(BenchNode):
             web.get("/scale/fetch", self.handle_fetch_result),
             web.get("/scale/sessions", self.handle_sessions),
             web.get("/scale/received", self.handle_received),
+            web.get("/scale/gc", self.handle_gc),
         ])
         if recovery:
             self._count_saved_sessions()
@@ -102,6 +129,11 @@ class ScaleNode(BenchNode):
 
     async def handle_received(self, request: web.Request) -> web.Response:
         return web.json_response({"received": self.received, "last": self.received_last})
+
+    async def handle_gc(self, request: web.Request) -> web.Response:
+        clock = self.gc_clock
+        return web.json_response({"seconds": clock.seconds, "collections": clock.collections,
+                                  "full": clock.full, "threshold": gc.get_threshold()})
 
     async def handle_broadcast(self, request: web.Request) -> web.Response:
         n = int(request.query.get("n", "500"))
@@ -190,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fire-and-forget", action="store_true",
                         help="emits return once queued (ordered=false) instead of "
                              "waiting for the broker; not with --recovery")
+    parser.add_argument("--gc-threshold", type=int, default=0,
+                        help="gc.set_threshold(N, 10, 10) at start (0: Python's default)")
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     parser.add_argument("--nofile", type=int, default=1024,
                         help="file descriptors this node needs (sockets + margin)")
@@ -199,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.recovery and args.fire_and_forget:
         parser.error("--fire-and-forget does not go with --recovery")
     raise_nofile(args.nofile)
+    if args.gc_threshold > 0:
+        gc.set_threshold(args.gc_threshold, 10, 10)
     node = ScaleNode(args.url, args.channel, args.recovery, args.fire_and_forget)
     asyncio.run(serve(node, args.port))
     return 0

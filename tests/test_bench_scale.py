@@ -66,6 +66,10 @@ def test_tiny_scale_run_writes_every_figure(tmp_path: Path) -> None:
     assert found["sessions"]["record_bytes_mean"] > 0
     assert clients["environment"]["python"]
     assert nodes["emits"] == clients["emits"] == "ordered"
+    for stage in ("rooms", "inbound"):  # our nodes time their cycle collector
+        collector = found[stage]["gc"]
+        assert collector["collections"] >= collector["full"] >= 0
+        assert collector["ms"] >= 0
 
 
 def test_fire_and_forget_run_writes_its_own_files(tmp_path: Path) -> None:
@@ -80,6 +84,30 @@ def test_fire_and_forget_run_writes_its_own_files(tmp_path: Path) -> None:
     assert nodes["emits"] == "fire-and-forget"
     _check_nodes(nodes)
     assert not (tmp_path / "scale-nodes-local.json").exists()
+
+
+def test_a_gc_threshold_run_writes_its_own_files(tmp_path: Path) -> None:
+    # a first threshold of 5: the collector runs on almost every allocation, so the
+    # nodes' clocks must count collections
+    tiny = [*TINY, "--scenario", "clients", "--gc-threshold", "5"]
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_scale", *tiny, "--json-dir",
+         str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    clients = json.loads((tmp_path / "scale-clients-local-gc5.json").read_text())
+    assert clients["gc_threshold"] == 5
+    found = _check_clients(clients)
+    assert found["inbound"]["gc"]["collections"] > 0
+    assert not (tmp_path / "scale-clients-local.json").exists()
+
+
+def test_gc_threshold_is_for_our_nodes_only() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_scale", "--anchor", "node", "--backend",
+         "redis", "--gc-threshold", "10000"], cwd=REPO_ROOT, capture_output=True,
+        text=True, timeout=30)
+    assert done.returncode == 2
+    assert "--gc-threshold sets CPython's collector" in done.stderr
 
 
 def test_node_anchor_emits_fire_and_forget_only() -> None:
@@ -131,4 +159,5 @@ def test_tiny_node_anchor_run_on_redis_writes_every_figure(tmp_path: Path) -> No
     clients = json.loads((tmp_path / "scale-clients-redis-node.json").read_text())
     found = _check_clients(clients)
     assert "connection state recovery" in found["sessions"]["skipped"]
+    assert found["inbound"]["gc"] is None  # V8's collector is not timed
     assert not list(tmp_path.glob("scale-*-redis.json"))  # ours keep their names
