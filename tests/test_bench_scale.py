@@ -25,6 +25,16 @@ TINY = ["--backend", "local", "--node-counts", "2", "--clients-per-node", "10",
         "--fetch-seconds", "2", "--sessions", "10", "--swarms", "1"]
 
 
+def _bench(json_dir: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -m benchmarks.bench_scale ARGS --json-dir JSON_DIR``, which must
+    succeed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_scale", *args, "--json-dir",
+         str(json_dir)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
 def _check_nodes(nodes: dict[str, Any]) -> dict[str, Any]:
     """The figures of a tiny ``nodes`` run (2 nodes of 10 clients, 20 broadcasts)."""
     step: dict[str, Any] = nodes["results"]["steps"]["2"]
@@ -52,10 +62,7 @@ def _check_clients(clients: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_tiny_scale_run_writes_every_figure(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_scale", *TINY, "--json-dir",
-         str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stdout + done.stderr
+    _bench(tmp_path, *TINY)
 
     nodes = json.loads((tmp_path / "scale-nodes-local.json").read_text())
     _check_nodes(nodes)
@@ -75,10 +82,7 @@ def test_tiny_scale_run_writes_every_figure(tmp_path: Path) -> None:
 def test_fire_and_forget_run_writes_its_own_files(tmp_path: Path) -> None:
     # ours as Node's adapter publishes: same figures, files of their own
     tiny = [*TINY, "--scenario", "nodes", "--emits", "fire-and-forget"]
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_scale", *tiny, "--json-dir",
-         str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = _bench(tmp_path, *tiny)
     assert "fire-and-forget emits" in done.stdout
     nodes = json.loads((tmp_path / "scale-nodes-local-ff.json").read_text())
     assert nodes["emits"] == "fire-and-forget"
@@ -90,10 +94,7 @@ def test_a_gc_threshold_run_writes_its_own_files(tmp_path: Path) -> None:
     # a first threshold of 5: the collector runs on almost every allocation, so the
     # nodes' clocks must count collections
     tiny = [*TINY, "--scenario", "clients", "--gc-threshold", "5"]
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_scale", *tiny, "--json-dir",
-         str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stdout + done.stderr
+    _bench(tmp_path, *tiny)
     clients = json.loads((tmp_path / "scale-clients-local-gc5.json").read_text())
     assert clients["gc_threshold"] == 5
     found = _check_clients(clients)
@@ -144,10 +145,7 @@ def test_tiny_node_anchor_run_on_redis_writes_every_figure(tmp_path: Path) -> No
     if missing:
         pytest.skip(f"--anchor node needs Node.js, redis-server and benchmarks/js: {missing}")
     tiny = [*TINY[2:], "--backend", "redis", "--anchor", "node"]
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_scale", *tiny, "--json-dir",
-         str(tmp_path)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=90)
-    assert done.returncode == 0, done.stdout + done.stderr
+    _bench(tmp_path, *tiny, timeout=90)
 
     nodes = json.loads((tmp_path / "scale-nodes-redis-node.json").read_text())
     assert nodes["anchor"] == "node"
