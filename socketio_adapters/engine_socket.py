@@ -33,7 +33,7 @@ task of its own, waited for with ``asyncio.wait_for``, and sleeps until each pin
 another task; :class:`QueueSocket` reads in the connection's own task under one
 :class:`socketio_adapters.deadline.TaskDeadline` and pings from a timer. A websocket
 session is then three tasks (aiohttp's connection and request, engine.io's writer)
-instead of five, with a quarter fewer objects for Python's cycle collector to walk
+instead of five, with a sixth fewer objects for Python's cycle collector to walk
 at each full collection (125 against 152 per socket, measured with 2,500 sockets).
 The protocol is python-engineio's (the upgrade's probe and UPGRADE, the writer, the
 end of the session when the client closes or is silent for ``ping_interval +
