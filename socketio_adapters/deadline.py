@@ -24,7 +24,10 @@ class TaskDeadline:
     """Ends a wait (``with deadline: await ...``) with :class:`asyncio.TimeoutError`
     once it has lasted ``seconds``, counted from its start, or from ``since()`` when
     that is later (activity that keeps the wait alive). Any other cancellation of the
-    task goes through as :class:`asyncio.CancelledError`. A plain context manager, so
+    task goes through as :class:`asyncio.CancelledError`, even one that lands in the
+    same loop turn as the expiry (as with ``asyncio.timeout``; before Python 3.11 a task
+    keeps no count of its cancellations, and the two are one TimeoutError). After a
+    TimeoutError the deadline serves the next wait as before. A plain context manager, so
     a wait makes no coroutine of its own either. Made, used and cancelled
     (:meth:`cancel`, once no wait is left) inside a running loop::
 
@@ -38,7 +41,8 @@ class TaskDeadline:
             deadline.cancel()
     """
 
-    __slots__ = ("_began", "_expired", "_loop", "_seconds", "_since", "_task", "_timer")
+    __slots__ = ("_began", "_cancelling", "_done", "_expired", "_loop", "_seconds",
+                 "_since", "_task", "_timer")
 
     def __init__(self, seconds: float, since: Callable[[], float] | None = None) -> None:
         self._seconds = seconds
@@ -47,7 +51,10 @@ class TaskDeadline:
         self._task: asyncio.Task[Any] | None = None
         """The task waiting now (None between waits)."""
         self._began = 0.0
+        self._cancelling = 0
+        """The task's cancellation requests when its wait began (Python 3.11+)."""
         self._expired = False
+        self._done = False
         self._timer = self._loop.call_later(seconds, self._expire)
 
     def __enter__(self) -> None:
@@ -56,20 +63,27 @@ class TaskDeadline:
         if task is None:  # pragma: no cover - an await always runs in a task
             raise RuntimeError("a TaskDeadline is entered inside a task")
         self._task, self._began = task, time.monotonic()
+        cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+        self._cancelling = cancelling() if cancelling is not None else 0
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         task, self._task = self._task, None
-        if exc_type is asyncio.CancelledError and self._expired and task is not None:
-            self._expired = False
-            uncancel = getattr(task, "uncancel", None)  # Python 3.11+
-            if uncancel is not None:
-                uncancel()  # our own cancellation: nobody else asked for it
+        if not self._expired or task is None:
+            return  # anything else (somebody else's cancellation too) goes through
+        self._expired = False
+        if not self._done:  # the timer fired: the next wait needs one
+            self._timer = self._loop.call_later(self._seconds, self._expire)
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+        # take back our own request; a count above the one at the wait's start is
+        # somebody else's, which goes through as CancelledError
+        others = uncancel() > self._cancelling if uncancel is not None else False
+        if exc_type is asyncio.CancelledError and not others:
             raise asyncio.TimeoutError() from None
-        # anything else (somebody else's cancellation included) goes through
 
     def cancel(self) -> None:
         """Stop the timer (the deadline is not used again)."""
+        self._done = True
         self._timer.cancel()
 
     def _expire(self) -> None:

@@ -37,10 +37,13 @@ instead of five, with a sixth fewer objects for Python's cycle collector to walk
 at each full collection (125 against 152 per socket, measured with 2,500 sockets).
 The protocol is python-engineio's (the upgrade's probe and UPGRADE, the writer, the
 end of the session when the client closes or is silent for ``ping_interval +
-ping_timeout``), with two differences: a frame that is not an engine.io packet
-closes the session with a line in this module's log (python-engineio's handler
-raised, and the session lingered until its ping timed out), and an upgrade attempt
-that stays silent ends after the same time (python-engineio's waited for ever).
+ping_timeout``), with three differences: a frame that is not an engine.io packet
+closes the session, counted in :data:`BAD_FRAMES` and said in this module's log (the
+first ten, then every thousandth: a client cannot flood it; python-engineio's handler
+raised, and the session lingered until its ping timed out); an upgrade attempt that
+stays silent ends after the same time (python-engineio's waited for ever); and an
+upgrade whose probe fails leaves the session on long-polling able to upgrade again
+(python-engineio's kept it "upgrading", answering its polls with NOOPs).
 When python-engineio's methods were replaced on its class (python-socketio's Admin
 UI, ``sio.instrument()``, wraps the handler and the ping to count packets), these
 step aside and python-engineio's run, wrapped.
@@ -49,6 +52,7 @@ step aside and python-engineio's run, wrapped.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -58,21 +62,26 @@ from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
+from .cluster.counters import Drops
 from .deadline import TaskDeadline
 
-__all__ = ["QueueSocket", "wait_without_tasks"]
+__all__ = ["BAD_FRAMES", "QueueSocket", "engineio_replaced", "wait_without_tasks"]
 
 _log = logging.getLogger(__name__)
 
-_THEIR_WEBSOCKET_HANDLER = AsyncSocket._websocket_handler
-_THEIR_SEND_PING = AsyncSocket._send_ping
+BAD_FRAMES = Drops(_log, "a websocket session on a frame that is not an engine.io "
+                         "packet or is too large")
+"""Sessions closed on a bad frame from their client, counted over the process
+(logged: the first ten, then every thousandth)."""
 
-
-def _replaced(name: str, original: Any) -> bool:
-    """Whether python-engineio's method ``name`` was replaced on its class since
-    import (python-socketio's Admin UI, ``sio.instrument()``, wraps the websocket
-    handler and the ping to count packets): our own versions then step aside."""
-    return getattr(AsyncSocket, name) is not original
+def engineio_replaced(name: str) -> bool:
+    """Whether python-engineio's method ``name`` is replaced on its class now
+    (python-socketio's Admin UI, ``sio.instrument()``, wraps the websocket handler and
+    the ping to count packets, before or after this module is imported): our own
+    versions then step aside."""
+    method = AsyncSocket.__dict__.get(name)
+    return not (inspect.isfunction(method)
+                and method.__qualname__ == f"AsyncSocket.{name}")
 
 
 class QueueSocket(AsyncSocket):  # type: ignore[misc]
@@ -183,7 +192,7 @@ class QueueSocket(AsyncSocket):  # type: ignore[misc]
         """python-engineio's ping cycle (a PING ``ping_interval`` after the client's
         PONG, once the previous PING was answered), with a timer where it starts a
         task that sleeps."""
-        if _replaced("_send_ping", _THEIR_SEND_PING):
+        if engineio_replaced("_send_ping"):
             super().schedule_ping()
         elif self.last_ping:
             self.last_ping = None
@@ -201,7 +210,7 @@ class QueueSocket(AsyncSocket):  # type: ignore[misc]
         engine.io packet, or is silent for ``ping_interval + ping_timeout``; then the
         session closes. python-engineio's starts a task for each packet it reads and
         waits for it with ``asyncio.wait_for``."""
-        if _replaced("_websocket_handler", _THEIR_WEBSOCKET_HANDLER):
+        if engineio_replaced("_websocket_handler"):
             await super()._websocket_handler(ws)
             return
         deadline = TaskDeadline(self.server.ping_interval + self.server.ping_timeout)
@@ -265,14 +274,14 @@ class QueueSocket(AsyncSocket):  # type: ignore[misc]
         if data is None:
             return None
         if len(data) > self.server.max_http_buffer_size:
-            _log.warning("session %s: a packet of %d bytes is over max_http_buffer_size: "
-                         "closing its websocket", self.sid, len(data))
+            BAD_FRAMES.drop(f"session {self.sid}: a packet of {len(data)} bytes is over "
+                            "max_http_buffer_size")
             return None
         try:
             return eio_packet.Packet(encoded_packet=data)
         except Exception:
-            _log.warning("session %s: not an engine.io packet (%r): closing its "
-                         "websocket", self.sid, data[:40])
+            BAD_FRAMES.drop(f"session {self.sid}: not an engine.io packet "
+                            f"({data[:40]!r})")
             return None
 
     async def _read_from(self, ws: Any, deadline: TaskDeadline) -> None:

@@ -14,6 +14,8 @@ import asyncio
 import json
 import logging
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +24,8 @@ import pytest
 import socketio
 from engineio.async_socket import AsyncSocket
 
-from socketio_adapters import AsyncServer, create_manager
+from socketio_adapters import AsyncServer, create_manager, engine_socket
+from socketio_adapters.cluster.counters import Drops
 from socketio_adapters.engine_socket import QueueSocket
 
 from .test_websocket_compression import ENGINE_WS, served
@@ -157,7 +160,10 @@ async def test_a_silent_client_ends_its_session_after_ping_interval_plus_timeout
 
 @pytest.mark.parametrize("frame", ["x", "", "\u00e9t\u00e9"])
 async def test_a_frame_that_is_not_an_engine_io_packet_closes_the_session(
-        frame: str, caplog: pytest.LogCaptureFixture) -> None:
+        frame: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drops = Drops(logging.getLogger(engine_socket.__name__), "a websocket session")
+    monkeypatch.setattr(engine_socket, "BAD_FRAMES", drops)
     sio = _server()
     reasons: list[str] = []
     sio.on("disconnect", lambda sid, reason: reasons.append(reason))
@@ -176,7 +182,22 @@ async def test_a_frame_that_is_not_an_engine_io_packet_closes_the_session(
             await asyncio.sleep(0.02)
         assert reasons == [sio.reason.TRANSPORT_CLOSE]
         assert not sio.eio.sockets
+    assert drops.count == 1
     assert "not an engine.io packet" in caplog.text
+
+
+def test_bad_frames_are_counted_and_cannot_flood_the_log(
+        caplog: pytest.LogCaptureFixture) -> None:
+    drops = Drops(logging.getLogger("test.bad_frames"), "a websocket session")
+    with caplog.at_level(logging.WARNING, "test.bad_frames"):
+        for k in range(2_000):
+            drops.drop(f"session {k}: not an engine.io packet")
+    assert drops.count == 2_000
+    lines = [r.getMessage() for r in caplog.records if r.name == "test.bad_frames"]
+    assert len(lines) == 12  # the first ten, the 1,000th and the 2,000th
+    assert lines[0] == ("dropped a websocket session (1 so far): session 0: not an "
+                        "engine.io packet")
+    assert lines[-1].startswith("dropped a websocket session (2000 so far)")
 
 
 async def _polling_session(http: aiohttp.ClientSession, base: str) -> tuple[str, str]:
@@ -262,3 +283,20 @@ async def test_the_admin_ui_counts_every_websocket_packet() -> None:
             await asyncio.wait_for(admin.shutdown(), 10)
     assert counts.get("packetsIn", 0) >= 20 + 1  # the events and the CONNECT
     assert counts.get("packetsOut", 0) >= 20 + 2  # the events, OPEN and CONNECT's answer
+
+
+def test_the_admin_ui_is_seen_whether_it_came_before_or_after_this_package() -> None:
+    """``sio.instrument()`` run before socketio_adapters is first imported: our
+    session still steps aside (python-engineio's methods are told apart from
+    replacements by what they are, not by what they were at import)."""
+    script = (
+        "import socketio\n"
+        "sio = socketio.AsyncServer(async_mode='aiohttp')\n"
+        "admin = sio.instrument(auth=False, mode='development')\n"
+        "from socketio_adapters.engine_socket import engineio_replaced as r\n"
+        "print(r('_websocket_handler'), r('_send_ping'))\n"
+        "admin.uninstrument()\n"
+        "print(r('_websocket_handler'), r('_send_ping'))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.split("\n")
+    assert out[:2] == ["True True", "False False"]

@@ -8,18 +8,19 @@ __all__ = ["Drops", "PublishCounters"]
 
 
 class Drops:
-    """Malformed or foreign messages dropped: counted, and logged (the first ten,
-    then every thousandth)."""
+    """Malformed or foreign input dropped: counted, and logged (the first ten, then
+    every thousandth, so that whoever sends it cannot flood the log)."""
 
-    def __init__(self, logger: logging.Logger) -> None:
+    def __init__(self, logger: logging.Logger,
+                 what: str = "a malformed cluster message") -> None:
         self.logger = logger
+        self.what = what
         self.count = 0
 
     def drop(self, why: str) -> None:
         self.count += 1
         if self.count <= 10 or self.count % 1000 == 0:
-            self.logger.warning("dropped a malformed cluster message (%d so far): %s",
-                                self.count, why)
+            self.logger.warning("dropped %s (%d so far): %s", self.what, self.count, why)
 
 
 class PublishCounters:
