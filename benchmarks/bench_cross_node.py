@@ -7,7 +7,7 @@ Run from the repository root:
     python -m benchmarks.bench_cross_node [--backend redis|rabbitmq|nats|kafka|postgres|all]
         [--events 20000] [--latency-events 2000] [--url URL] [--recovery]
         [--client python|js|python,js] [--concurrency [100]]
-        [--ws-compression shipped|on|off[,...]]
+        [--ws-compression shipped|on|off[,...]] [--loop asyncio|uvloop]
         [--json benchmarks/results/{backend}.json]
 
 Without ``--url`` the broker is started from its local binary (see
@@ -18,6 +18,9 @@ turn, each on its own broker, and ends with one summary table. ``--recovery`` ad
 own process (``python -m benchmarks.node``); this process hosts the python-socketio
 client, triggers the nodes over HTTP and measures; with ``--client js`` the receiving
 client is the official socket.io-client in a Node.js process (benchmarks/js/client.mjs).
+``--loop uvloop`` runs every Python process of the run (the nodes, the raw clients and
+this one) on uvloop instead of asyncio's own loop (benchmarks/loops.py), and writes
+``{backend}-uvloop.json``.
 On Redis, the ``node`` and ``node-single`` scenarios run Node's socket.io with
 @socket.io/redis-adapter (benchmarks/js/node_server.mjs) as the reference row. See
 benchmarks/README.md for what is measured and how.
@@ -54,6 +57,8 @@ import socketio
 import socketio_adapters
 
 from .environment import REPO_ROOT, environment
+from .loops import LOOPS
+from .loops import run as run_on
 from .node import RECOVERY_OPTIONS
 from .raw_clients import RAW_CLIENTS
 
@@ -155,6 +160,8 @@ class Child:
     proc: asyncio.subprocess.Process
     log_path: Path
     port: int = 0
+    loop: str | None = None
+    """The event loop its ready line names (Python nodes)."""
 
     @property
     def url(self) -> str:
@@ -215,7 +222,9 @@ class Children:
             await proc.wait()
             raise BenchError(f"{name} exited with {proc.returncode} before it was ready; "
                              f"its log:\n{child.log_tail()}")
-        child.port = int(json.loads(line).get("port", 0))
+        ready = json.loads(line)
+        child.port = int(ready.get("port", 0))
+        child.loop = ready.get("loop")
         return child
 
     async def stop(self, child: Child, sig: int = signal.SIGTERM) -> None:
@@ -606,6 +615,8 @@ class Config:
     """Websocket compression of the python nodes (:data:`COMPRESSION`)."""
     concurrency: int = DEFAULT_CONCURRENCY
     """Emitters at once on node A in the ``cluster-concurrent`` scenario."""
+    loop: str = "asyncio"
+    """The event loop of every Python process (:data:`benchmarks.loops.LOOPS`)."""
 
     @property
     def backend(self) -> str:
@@ -626,10 +637,20 @@ def node_cmd(mode: str, config: Config, channel: str) -> list[str]:
         return ["node", str(JS_DIR / "node_server.mjs"), "--mode", JS_SCENARIOS[mode],
                 "--url", config.url, "--channel", channel]
     cmd = [sys.executable, "-m", "benchmarks.node", "--mode", NODE_MODES.get(mode, mode),
-           "--backend", config.backend, "--url", config.url, "--channel", channel]
+           "--backend", config.backend, "--url", config.url, "--channel", channel,
+           "--loop", config.loop]
     if config.ws_compression != "shipped" and mode not in ("raw-pub", "raw-sub"):
         cmd += ["--ws-compression", config.ws_compression]
     return cmd
+
+
+async def spawn_node(children: Children, name: str, mode: str, config: Config,
+                     channel: str) -> Child:
+    """Start one node; a Python node must run on the loop asked for."""
+    child = await children.spawn(name, *node_cmd(mode, config, channel))
+    if mode not in JS_SCENARIOS and child.loop != config.loop:
+        raise BenchError(f"{name} runs on {child.loop}, not on {config.loop}")
+    return child
 
 
 async def start_socket_nodes(mode: str, config: Config,
@@ -639,10 +660,10 @@ async def start_socket_nodes(mode: str, config: Config,
     if mode in JS_SCENARIOS:
         ensure_js()
     if mode in ("single", "node-single"):
-        node = await children.spawn(mode, *node_cmd(mode, config, channel))
+        node = await spawn_node(children, mode, mode, config, channel)
         return node, node
-    b = await children.spawn(f"{mode}-B", *node_cmd(mode, config, channel))
-    a = await children.spawn(f"{mode}-A", *node_cmd(mode, config, channel))
+    b = await spawn_node(children, f"{mode}-B", mode, config, channel)
+    a = await spawn_node(children, f"{mode}-A", mode, config, channel)
     return a, b
 
 
@@ -781,8 +802,8 @@ async def raw_latency(config: Config, ctl: Control, pub: Child,
 async def run_raw_scenario(config: Config, ctl: Control,
                            children: Children) -> dict[str, dict[str, Any]]:
     channel = f"bench-raw-{secrets.token_hex(4)}"
-    sub = await children.spawn("raw-sub", *node_cmd("raw-sub", config, channel))
-    pub = await children.spawn("raw-pub", *node_cmd("raw-pub", config, channel))
+    sub = await spawn_node(children, "raw-sub", "raw-sub", config, channel)
+    pub = await spawn_node(children, "raw-pub", "raw-pub", config, channel)
     meter = config.meter(pub=pub.proc.pid, sub=sub.proc.pid)
     try:
         async def publish(variant: str, n: int) -> dict[str, Any]:
@@ -1247,6 +1268,7 @@ async def run_all(args: argparse.Namespace, config: Config,
         "backend": config.backend,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config": {"events": args.events, "latency_events": args.latency_events,
+                   "loop": config.loop,
                    "repeats": config.repeats, "latency_interval_s": args.interval,
                    "warmup_events": args.warmup, "transport": "websocket",
                    "raw_each_events": config.spec.raw_each_events,
@@ -1322,6 +1344,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(default: aiohttp compresses when the client offers it, as "
                              "the JS client does), on, off, or several comma-separated, "
                              "measured in turn with the js client")
+    parser.add_argument("--loop", choices=LOOPS, default="asyncio",
+                        help="the event loop of every Python process (default asyncio's "
+                             "own; uvloop: what uvicorn picks when it is installed)")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds a run may take before it is declared failed")
     parser.add_argument("--stall", type=float, default=10.0,
@@ -1408,8 +1433,9 @@ def run_backend(args: argparse.Namespace, kind: str) -> dict[str, Any]:
                         repeats=args.repeats or spec.repeats, interval=args.interval,
                         timeout=args.timeout, stall=args.stall, warmup=args.warmup,
                         broker_pid=pid,
-                        concurrency=args.concurrency or DEFAULT_CONCURRENCY)
-        result = asyncio.run(main_async(args, config, children))
+                        concurrency=args.concurrency or DEFAULT_CONCURRENCY,
+                        loop=args.loop)
+        result = run_on(main_async(args, config, children), args.loop)
     except Exception as exc:  # the broker did not start, ...: the next backend still runs
         result["errors"]["backend"] = f"{type(exc).__name__}: {exc}"
         print(f"{kind}: ERROR: {exc}", file=sys.stderr, flush=True)
@@ -1427,7 +1453,10 @@ def run_backend(args: argparse.Namespace, kind: str) -> dict[str, Any]:
 def write_json(args: argparse.Namespace, result: dict[str, Any]) -> None:
     if args.json == "-" or "scenarios" not in result:
         return
-    path = Path(args.json.replace("{backend}", result["backend"]))
+    name = args.json
+    if name == DEFAULT_JSON and args.loop != "asyncio":
+        name = name.replace("{backend}", "{backend}-" + args.loop)
+    path = Path(name.replace("{backend}", result["backend"]))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"results written to {path}")

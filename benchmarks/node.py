@@ -3,7 +3,7 @@
     python -m benchmarks.node
         --mode single|cluster|cluster-ff|cluster-recovery|pysio|raw-pub|raw-sub
         [--backend redis|rabbitmq|nats|kafka|postgres] [--url URL] [--channel NAME]
-        [--port 0] [--ws-compression on|off]
+        [--port 0] [--ws-compression on|off] [--loop asyncio|uvloop]
 
 Socket.IO modes serve python-socketio on an aiohttp app bound to 127.0.0.1:
 
@@ -78,6 +78,8 @@ from aiohttp import web
 
 from socketio_adapters import websocket_compression
 
+from .loops import LOOPS, loop_name
+from .loops import run as run_on
 from .raw_clients import BATCH, RAW_CLIENTS, RawClient, raw_client
 
 __all__ = ["MODES", "PYSIO_MANAGERS", "RECOVERY_OPTIONS", "BenchNode", "Job", "Served",
@@ -426,7 +428,7 @@ async def serve(node: Served, port: int) -> None:
             raise RuntimeError("aiohttp did not bind a socket")
         bound = int(sockets[0].getsockname()[1])
         print(json.dumps({"ready": True, "port": bound, "pid": os.getpid(),
-                          "mode": node.mode}), flush=True)
+                          "mode": node.mode, "loop": loop_name()}), flush=True)
         await stop.wait()
     finally:
         watchdog.cancel()
@@ -449,12 +451,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     parser.add_argument("--ws-compression", choices=("on", "off"), default=None,
                         help="websocket permessage-deflate (default: as shipped)")
+    parser.add_argument("--loop", choices=LOOPS, default="asyncio",
+                        help="the event loop (default asyncio's own; benchmarks/loops.py)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     compression = None if args.ws_compression is None else args.ws_compression == "on"
     node = BenchNode(args.mode, args.url, args.channel, args.backend, compression)
-    asyncio.run(serve(node, args.port))
+    run_on(serve(node, args.port), args.loop)
     return 0
 
 

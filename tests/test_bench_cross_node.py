@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -100,3 +101,44 @@ def test_node_switches_websocket_compression_on_its_own_server_only() -> None:
     shipped = BenchNode("single", None, "ch")
     assert off.sio.eio._async["websocket"] is AiohttpWebSocket
     assert shipped.sio.eio._async["websocket"] is not AiohttpWebSocket
+
+
+def test_python_nodes_get_the_loop_and_node_server_does_not() -> None:
+    config = _config(loop="uvloop")
+    for mode in ("single", "cluster", "pysio", "raw-pub", "raw-sub"):
+        cmd = bench.node_cmd(mode, config, "ch")
+        assert cmd[cmd.index("--loop") + 1] == "uvloop"
+    assert "--loop" not in bench.node_cmd("node", config, "ch")
+    assert bench.parse_args([]).loop == "asyncio"
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--loop", "trio"])
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_a_node_says_which_loop_it_runs_on(loop: str, tmp_path: Path) -> None:
+    children = bench.Children(tmp_path)
+    try:
+        child = await bench.spawn_node(children, "single", "single", _config(loop=loop),
+                                       "ch")
+        assert child.loop == loop and child.port > 0
+    finally:
+        await children.stop_all()
+
+
+async def test_a_node_on_another_loop_than_asked_is_refused(tmp_path: Path) -> None:
+    children = bench.Children(tmp_path)
+    config = _config(loop="uvloop")
+    real = bench.node_cmd
+
+    def asyncio_node(mode: str, config: bench.Config, channel: str) -> list[str]:
+        cmd = real(mode, config, channel)
+        cmd[cmd.index("--loop") + 1] = "asyncio"
+        return cmd
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(bench, "node_cmd", asyncio_node)
+            with pytest.raises(bench.BenchError, match="runs on asyncio, not on uvloop"):
+                await bench.spawn_node(children, "single", "single", config, "ch")
+    finally:
+        await children.stop_all()
