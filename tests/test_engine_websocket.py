@@ -20,13 +20,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
+import engineio
 import pytest
 import socketio
+from aiohttp import web
 from engineio.async_socket import AsyncSocket
 
+from conformance.cluster import serve
 from socketio_adapters import AsyncServer, create_manager, engine_socket
 from socketio_adapters.cluster.counters import Drops
 from socketio_adapters.engine_socket import QueueSocket
+from socketio_adapters.websocket import websocket_compression
 
 from .test_websocket_compression import ENGINE_WS, served
 
@@ -300,3 +304,58 @@ def test_the_admin_ui_is_seen_whether_it_came_before_or_after_this_package() -> 
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=60, check=True).stdout.split("\n")
     assert out[:2] == ["True True", "False False"]
+
+
+_ENDINGS = {"server_disconnect": "server disconnect", "client_close": "client disconnect",
+            "abort": "transport close", "binary": "transport close"}
+
+
+@pytest.mark.parametrize("ours", [False, True], ids=["python-engineio", "QueueSocket"])
+@pytest.mark.parametrize("scenario", sorted(_ENDINGS))
+async def test_a_websocket_session_ends_as_python_engineio_s_does(
+        scenario: str, ours: bool) -> None:
+    """The same session, run by python-engineio's handler and by ours: what the client
+    gets, binary frames both ways, and one disconnect with the same reason, whoever
+    ends it (the server, the client's CLOSE packet, its connection dropping)."""
+    eio = engineio.AsyncServer(async_mode="aiohttp")
+    if ours:
+        websocket_compression(eio, enabled=False)  # this project's driver
+    events: list[tuple[str, Any]] = []
+    eio.on("disconnect", lambda sid, reason: events.append(("disconnect", reason)))
+    eio.on("message", lambda sid, data: events.append(("message", data)))
+    app = web.Application()
+    eio.attach(app)
+    runner, port = await serve(app)
+    try:
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(f"http://127.0.0.1:{port}/engine.io/"
+                                       "?EIO=4&transport=websocket")
+            assert (await _text(ws)).startswith("0")  # OPEN
+            (sid,) = eio.sockets
+            assert isinstance(eio.sockets[sid], QueueSocket) is ours
+            if scenario == "server_disconnect":
+                await eio.disconnect(sid)
+                assert await _text(ws) == "1"  # CLOSE: the client closes its websocket
+            elif scenario == "client_close":
+                await ws.send_str("1")
+            elif scenario == "abort":
+                connection = ws._response.connection
+                assert connection is not None and connection.transport is not None
+                connection.transport.abort()
+            else:
+                await ws.send_bytes(b"\x00\x01")
+                await eio.send(sid, b"\x02\x03")
+                frame = await asyncio.wait_for(ws.receive(), 5)
+                assert (frame.type, frame.data) == (aiohttp.WSMsgType.BINARY, b"\x02\x03")
+            await ws.close()
+            for _ in range(250):
+                if not eio.sockets and any(e[0] == "disconnect" for e in events):
+                    break
+                await asyncio.sleep(0.02)
+        expected: list[tuple[str, Any]] = [("disconnect", _ENDINGS[scenario])]
+        if scenario == "binary":
+            expected.insert(0, ("message", b"\x00\x01"))
+        assert events == expected
+        assert not eio.sockets
+    finally:
+        await runner.cleanup()
