@@ -13,6 +13,7 @@ its sid, rooms and session back and every event it missed, once.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import secrets
 import time
@@ -23,6 +24,7 @@ import socketio
 from socketio import packet as sio_packet
 
 from .cluster import ClusterManager, RemoteSocket, Room
+from .eager import EAGER_TASKS, start_eagerly
 from .errors import ConfigurationError
 from .forwarding import ForwardingEngine
 from .recovery import (
@@ -98,6 +100,27 @@ class AsyncServer(socketio.AsyncServer):  # type: ignore[misc]
 
     def _engineio_server_class(self) -> type[ForwardingEngine]:
         return ForwardingEngine
+
+    def start_background_task(self, target: Callable[..., Any], *args: Any,
+                              **kwargs: Any) -> asyncio.Future[Any]:
+        """python-socketio's, but the handler of an event a client sent starts at
+        once, with no task unless it waits (:mod:`socketio_adapters.eager`)."""
+        if target == self._handle_event_internal and self._eager(args):
+            return start_eagerly(target(*args, **kwargs))
+        return super().start_background_task(target, *args, **kwargs)  # type: ignore[no-any-return]
+
+    def _eager(self, args: tuple[Any, ...]) -> bool:
+        """Whether an event's handler may start in the caller's turn: any handler
+        from Python 3.12, before only one python-socketio calls inline (a plain
+        function, not a coroutine function or a namespace class)."""
+        if EAGER_TASKS:  # pragma: no cover - this project's machine runs 3.11
+            return True
+        try:
+            _server, _sid, _eio_sid, data, namespace, _id = args
+            handler, _ = self._get_event_handler(data[0], namespace, data[1:])
+        except Exception:  # python-socketio changed its internals: as it does
+            return False
+        return handler is not None and not inspect.iscoroutinefunction(handler)
 
     # ------------------------------------------------------------ recovery
 
