@@ -7,6 +7,7 @@
         [--fetch-seconds 20] [--inbound 5] [--sessions 2000]
         [--json-dir benchmarks/results] [--anchor python|node]
         [--emits ordered|fire-and-forget] [--gc-threshold N]
+        [--server python-socketio|socketio-adapters]
 
 Per backend, on a broker started from local binaries (``local://`` needs none; its
 first node hosts the hub), each scenario with fresh processes:
@@ -47,7 +48,9 @@ sio.emit`` waits for the broker). ``--emits fire-and-forget`` runs our nodes wit
 ``scale-<scenario>-<backend>-ff.json``. Our nodes time CPython's cycle collector
 (the room stream and the inbound events report its milliseconds); ``--gc-threshold N``
 starts them with ``gc.set_threshold(N, 10, 10)`` and adds ``-gcN`` to the file's
-name. See benchmarks/README.md.
+name. Our nodes serve with python-socketio's ``AsyncServer`` on our manager;
+``--server socketio-adapters`` gives them ``socketio_adapters.AsyncServer`` (which
+starts event handlers without a task each) and adds ``-sioa``. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ from .scale_anchor import (
     ANCHORS,
     EMITS,
     NO_RECOVERY,
+    SERVERS,
     anchor_environment,
     anchor_error,
     node_command,
@@ -124,6 +128,7 @@ class Run:
     anchor: str = "python"
     emits: str = "ordered"
     gc_threshold: int = 0
+    server: str = "python-socketio"
 
     def broker_cpu(self) -> float | None:
         if not self.broker_pids:
@@ -170,7 +175,7 @@ async def start_cluster(run: Run, node_count: int, clients: int, *,
     check_nofile(max(per_node, per_swarm))
     channel = f"scale-{secrets.token_hex(4)}"
     cmd = node_command(run.anchor, run.url, channel, per_node, recovery, run.emits,
-                       run.gc_threshold)
+                       run.gc_threshold, run.server)
     first = await run.children.spawn("node-0", *cmd)
     rest = await asyncio.gather(*(run.children.spawn(f"node-{k}", *cmd)
                                   for k in range(1, node_count)))
@@ -622,7 +627,8 @@ async def run_backend(name: str, url: str, broker_pids: list[int],
     try:
         async with aiohttp.ClientSession(timeout=timeout) as session:
             run = Run(name, url, broker_pids, children, Control(session), args.began,
-                      args.swarms, args.anchor, args.emits, args.gc_threshold)
+                      args.swarms, args.anchor, args.emits, args.gc_threshold,
+                      args.server)
             for scenario in args.scenario:
                 load = os.getloadavg()
                 try:
@@ -652,12 +658,13 @@ def write_result(args: argparse.Namespace, scenario: str, backend: str, url: str
     if args.json_dir == "-":
         return
     path = Path(args.json_dir) / result_name(scenario, backend, args.anchor, args.emits,
-                                             args.gc_threshold)
+                                             args.gc_threshold, args.server)
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "benchmark": "bench_scale", "scenario": scenario, "backend": backend,
         "url": url, "anchor": args.anchor, "emits": args.emits,
         "gc_threshold": args.gc_threshold or None,
+        "server": None if args.anchor == "node" else args.server,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "load_average_at_start": list(load), "settings": settings(args, scenario),
         "results": found, "environment": {**env, **anchor_environment(args.anchor)}}
@@ -729,6 +736,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gc-threshold", type=int, default=0,
                         help="our nodes run gc.set_threshold(N, 10, 10) (default 0: "
                              "Python's own, 700)")
+    parser.add_argument("--server", choices=SERVERS, default="python-socketio",
+                        help="our nodes' server class, on our manager (default "
+                             "python-socketio's AsyncServer; socketio-adapters: ours)")
     parser.add_argument("--json-dir", default=str(REPO_ROOT / "benchmarks" / "results"),
                         help="where scale-<scenario>-<backend>[-node].json go; '-' for "
                              "nowhere")
@@ -752,6 +762,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(problem)
     if args.gc_threshold and args.anchor == "node":
         parser.error("--gc-threshold sets CPython's collector: not with --anchor node")
+    if args.server != "python-socketio" and args.anchor == "node":
+        parser.error("--server picks our nodes' server class: not with --anchor node")
     if args.gc_threshold < 0:
         parser.error("--gc-threshold must be 0 (Python's default) or more")
     if args.emits is None:

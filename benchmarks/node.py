@@ -135,7 +135,8 @@ class BenchNode:
     """The aiohttp app of one benchmark process; see the module doc."""
 
     def __init__(self, mode: str, url: str | None, channel: str,
-                 backend: str = "redis", ws_compression: bool | None = None) -> None:
+                 backend: str = "redis", ws_compression: bool | None = None,
+                 ours: bool = False) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         if mode != "single" and not url:
@@ -147,6 +148,9 @@ class BenchNode:
         self.url = url or ""
         self.channel = channel
         self.ws_compression = ws_compression
+        self.ours = ours
+        """The cluster modes on ``socketio_adapters.AsyncServer`` rather than
+        python-socketio's (recovery is always on ours)."""
         self.app = web.Application()
         self.sio: Any = None
         self.manager: Any = None
@@ -187,12 +191,13 @@ class BenchNode:
             manager = create_manager(url + "&ordered=false" if self.mode == "cluster-ff"
                                      else url)
             self.manager = manager
-            if self.mode in ("cluster", "cluster-ff"):
+            if self.mode in ("cluster", "cluster-ff") and not self.ours:
                 self.sio = socketio.AsyncServer(client_manager=manager,
                                                 async_mode="aiohttp")
             else:
+                recovery = RECOVERY_OPTIONS if self.mode == "cluster-recovery" else None
                 self.sio = AsyncServer(manager, async_mode="aiohttp",
-                                       connection_state_recovery=RECOVERY_OPTIONS)
+                                       connection_state_recovery=recovery)
             attach_aiohttp(self.app, manager)
         else:
             self.manager = PYSIO_MANAGERS[self.backend](self.url, self.channel)

@@ -77,10 +77,10 @@ class ScaleNode(BenchNode):
     """A cluster node with the scale benchmark's endpoints (see the module doc)."""
 
     def __init__(self, url: str, channel: str, recovery: bool,
-                 fire_and_forget: bool = False) -> None:
+                 fire_and_forget: bool = False, ours: bool = False) -> None:
         mode = ("cluster-recovery" if recovery
                 else "cluster-ff" if fire_and_forget else "cluster")
-        super().__init__(mode, url, channel)
+        super().__init__(mode, url, channel, ours=ours)
         self.fetch_latencies: list[float] = []
         self.fetch_counts: list[int] = []
         self.saved_sessions = 0
@@ -224,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
                              "waiting for the broker; not with --recovery")
     parser.add_argument("--gc-threshold", type=int, default=0,
                         help="gc.set_threshold(N, 10, 10) at start (0: Python's default)")
+    parser.add_argument("--server", choices=("python-socketio", "socketio-adapters"),
+                        default="python-socketio",
+                        help="python-socketio's AsyncServer on our manager, or ours")
     parser.add_argument("--port", type=int, default=0, help="0: any free port")
     parser.add_argument("--nofile", type=int, default=1024,
                         help="file descriptors this node needs (sockets + margin)")
@@ -235,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     raise_nofile(args.nofile)
     if args.gc_threshold > 0:
         gc.set_threshold(args.gc_threshold, 10, 10)
-    node = ScaleNode(args.url, args.channel, args.recovery, args.fire_and_forget)
+    node = ScaleNode(args.url, args.channel, args.recovery, args.fire_and_forget,
+                     ours=args.server == "socketio-adapters")
     asyncio.run(serve(node, args.port))
     return 0
 

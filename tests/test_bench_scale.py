@@ -102,6 +102,35 @@ def test_a_gc_threshold_run_writes_its_own_files(tmp_path: Path) -> None:
     assert not (tmp_path / "scale-clients-local.json").exists()
 
 
+def test_a_run_on_our_server_class_writes_its_own_files(tmp_path: Path) -> None:
+    tiny = [*TINY, "--scenario", "clients", "--server", "socketio-adapters"]
+    _bench(tmp_path, *tiny)
+    clients = json.loads((tmp_path / "scale-clients-local-sioa.json").read_text())
+    assert clients["server"] == "socketio-adapters"
+    _check_clients(clients)
+    assert not (tmp_path / "scale-clients-local.json").exists()
+
+
+def test_our_nodes_serve_with_the_server_class_asked_for() -> None:
+    from benchmarks.scale_node import ScaleNode
+    from socketio_adapters import AsyncServer
+
+    ours = ScaleNode("local:///tmp/unused/hub", "ch", recovery=False, ours=True)
+    theirs = ScaleNode("local:///tmp/unused/hub", "ch", recovery=False)
+    assert isinstance(ours.sio, AsyncServer)
+    assert not isinstance(theirs.sio, AsyncServer)
+    assert ours.sio.manager is not None and ours.sio.manager is ours.manager
+
+
+def test_server_class_is_for_our_nodes_only() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_scale", "--anchor", "node", "--backend",
+         "redis", "--server", "socketio-adapters"], cwd=REPO_ROOT, capture_output=True,
+        text=True, timeout=30)
+    assert done.returncode == 2
+    assert "--server picks our nodes' server class" in done.stderr
+
+
 def test_gc_threshold_is_for_our_nodes_only() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_scale", "--anchor", "node", "--backend",
