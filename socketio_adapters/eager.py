@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sys
-import types
 from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
 
@@ -59,23 +58,44 @@ def start_eagerly(coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
             failed.set_exception(exc)
         return failed
     if sys.version_info >= (3, 11):
-        return loop.create_task(_resume(coro, pending), context=context)
-    return loop.create_task(_resume(coro, pending))  # pragma: no cover - 3.10
+        return loop.create_task(_Resumed(coro, pending), context=context)
+    return loop.create_task(_Resumed(coro, pending))  # pragma: no cover - 3.10
 
 
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, T], pending: Any) -> Generator[Any, Any, T]:
-    """The rest of ``coro``, in a task, from where its first step stopped: hand the
-    task what that step was waiting for (a future, or None for a bare yield), pass a
-    cancellation in, then run on."""
-    while True:
-        try:
-            yield pending
-        except BaseException as exc:  # the task was cancelled while it waited
-            try:
-                pending = coro.throw(exc)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
-            continue
-        break
-    return (yield from coro)  # type: ignore[no-any-return]
+class _Resumed(Coroutine[Any, Any, T]):
+    """The rest of ``coro``, for a task, from where its first step stopped. The task's
+    first step gets what that step waits for (a future, or None for a bare yield);
+    after that, what the task sends and throws goes to ``coro``. A cancellation before
+    the task's first step also reaches ``coro``, at its wait, and cancels what it
+    waits for, as cancelling a task that waits does."""
+
+    __slots__ = ("_coro", "_pending", "_started")
+
+    def __init__(self, coro: Coroutine[Any, Any, T], pending: Any) -> None:
+        self._coro = coro
+        self._pending = pending
+        self._started = False
+
+    def send(self, value: Any) -> Any:
+        if not self._started:
+            self._started = True
+            pending, self._pending = self._pending, None
+            return pending
+        return self._coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if not self._started:
+            self._started = True
+            pending, self._pending = self._pending, None
+            if isinstance(pending, asyncio.Future):
+                pending.cancel()
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)  # pragma: no cover - asyncio throws one
+
+    def close(self) -> None:
+        self._pending = None
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, T]:
+        raise TypeError("the rest of a started coroutine runs as a task's, not awaited")

@@ -96,6 +96,28 @@ async def test_a_cancelled_wait_is_cancelled_inside_the_coroutine() -> None:
     assert seen == ["cancelled inside", "finally"]
 
 
+async def test_a_cancellation_before_the_task_s_first_step_reaches_the_wait() -> None:
+    """Cancelled in the same turn as it started: the coroutine, already at its first
+    wait, gets the cancellation there, and what it waited for is cancelled too (as
+    for a task that waits on another)."""
+    seen: list[str] = []
+    inner = asyncio.ensure_future(asyncio.Event().wait())
+
+    async def waiting() -> None:
+        try:
+            await inner
+        except asyncio.CancelledError:
+            seen.append("cancelled inside")
+            raise
+
+    future = start_eagerly(waiting())
+    future.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await future
+    assert seen == ["cancelled inside"]
+    assert inner.cancelled()
+
+
 async def test_a_coroutine_that_catches_the_cancellation_goes_on() -> None:
     async def stubborn() -> str:
         try:
