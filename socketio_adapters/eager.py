@@ -37,7 +37,8 @@ EAGER_TASKS = sys.version_info >= (3, 12)
 def start_eagerly(coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
     """Run ``coro`` now, up to its first wait: a done future if it finished (with its
     result or error), else a task that goes on from there. In a copy of the current
-    context, as a task would run it."""
+    context, as a task would run it (on Python 3.10, whose tasks take no context, the
+    rest runs in a copy of its own: what the first step set there is not seen)."""
     loop = asyncio.get_running_loop()
     if EAGER_TASKS:  # pragma: no cover - this project's machine runs 3.11
         return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg]
