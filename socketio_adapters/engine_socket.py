@@ -19,8 +19,9 @@ module that touches python-engineio's internals (the session's ``queue``).
 Once its websocket is open, a session whose driver can write a frame at once
 (:class:`socketio_adapters.websocket.AiohttpWebSocket`, uncompressed, sets
 :attr:`QueueSocket.write_now`) skips the queue while its writer waits on an empty
-one: :meth:`QueueSocket.send` hands the packet's frame to the driver, which joins the
-frames of one loop turn into one write, and the writer task is not woken. That is
+one: :meth:`QueueSocket.send` hands the packet's frame to the driver, which writes
+the first frame of a loop turn at once and the rest of the turn's in one write, and
+the writer task is not woken. That is
 the path of a session that gets one event at a time (a room's members, an emit
 awaited each time). The order is kept: a packet goes through the queue whenever one
 is queued or the writer is sending, and the driver writes its frames in the order

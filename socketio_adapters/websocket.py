@@ -23,14 +23,17 @@ theirs). In ``async_mode="asgi"`` the ASGI server negotiates the extension, not 
 app: uvicorn with ``--ws-per-message-deflate false`` (``uvicorn.run(...,
 ws_per_message_deflate=False)``); hypercorn always accepts it.
 
-Uncompressed, the driver also writes the frames of one burst in one go: engine.io's
-writer task sends every packet it found queued one after the other, and aiohttp
-writes each frame to the socket at once (a ``send`` system call, and a TCP segment,
-per event). :class:`AiohttpWebSocket` frames them itself (a server's frames are
-unmasked: a header and the payload) and writes what a burst queued to the
-connection's transport once, when the writer task yields. Only while the transport's
-buffer is under its high-water mark: past it, frames go through aiohttp again, which
-waits for the client to read (flow control as before). The same framing,
+Uncompressed, the driver also writes a burst of frames in two writes rather than one
+each: engine.io's writer task sends every packet it found queued one after the
+other, and aiohttp writes each frame to the socket at once (a ``send`` system call,
+and a TCP segment, per event). :class:`AiohttpWebSocket` frames them itself (a
+server's frames are unmasked: a header and the payload), writes the first frame of a
+loop turn to the connection's transport at once (an event delivered alone waits for
+nothing: on a busy core, the rest of the node's turn would otherwise run before the
+client could read it), and holds the frames that follow in the same turn for one
+write when it ends. Only while the transport's buffer is under its high-water mark:
+past it, frames go through aiohttp again, which waits for the client to read (flow
+control as before). The same framing,
 :meth:`AiohttpWebSocket.write_now`, takes the session's packets directly while its
 writer task waits on an empty queue (:mod:`.engine_socket`): one event to one socket
 then costs no wake-up of that task.
@@ -166,9 +169,10 @@ class AiohttpWebSocket:
                 await sock.send_str(message)
 
     def write_now(self, message: str | bytes) -> bool:
-        """Hold ``message``'s frame for this loop turn's write, or return False when
-        it must go through aiohttp: compressed, not open, closing, or past the
-        transport's high-water mark."""
+        """Write ``message``'s frame now if it is the first of this loop turn, else
+        hold it for the turn's write; or return False when it must go through
+        aiohttp: compressed, not open, closing, or past the transport's high-water
+        mark."""
         sock, transport = self._sock, self._transport
         if (transport is None or sock is None or sock.closed or transport.is_closing()
                 or transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]):
@@ -177,13 +181,19 @@ class AiohttpWebSocket:
             data, first = message, _BINARY
         else:
             data, first = message.encode(), _TEXT
+        if self._flush is None:
+            # the first frame of this loop turn goes out now (an event delivered
+            # alone waits for nothing); those that follow it in the same turn are
+            # held and written together when it ends
+            transport.write(frame_header(first, len(data)) + data)
+            self._flush = asyncio.get_running_loop().call_soon(self._write_pending)
+            return True
         pending = self._pending
         pending.append(frame_header(first, len(data)))
         pending.append(data)
         self._pending_size += len(data)
         if self._pending_size >= FLUSH_BYTES:
             self._write_pending()
-        elif self._flush is None:
             self._flush = asyncio.get_running_loop().call_soon(self._write_pending)
         return True
 

@@ -136,20 +136,24 @@ def _driver() -> tuple[AiohttpWebSocket, _Transport, _Sock]:
     return ws, transport, sock
 
 
-async def test_one_write_per_burst() -> None:
+async def test_the_first_frame_at_once_the_rest_of_its_turn_in_one_write() -> None:
+    """An event delivered alone is written when it is sent (nothing else in its turn
+    to wait for); the frames that follow it in the same loop turn are written
+    together when the sender yields."""
     ws, transport, sock = _driver()
     await ws.send("4hello")
+    assert transport.writes == [frame_header(0x81, 6) + b"4hello"]
     await ws.send(b"\x01\x02")
     await ws.send("4" + "y" * 200)
-    assert transport.writes == []  # not before the sender yields
+    assert len(transport.writes) == 1  # held until the sender yields
     await asyncio.sleep(0)
-    assert transport.writes == [b"".join([
-        frame_header(0x81, 6), b"4hello", frame_header(0x82, 2), b"\x01\x02",
-        frame_header(0x81, 201), b"4" + b"y" * 200])]
+    assert transport.writes[1:] == [b"".join([
+        frame_header(0x82, 2), b"\x01\x02", frame_header(0x81, 201), b"4" + b"y" * 200])]
     assert sock.sent == []
-    await ws.send("4again")
+    await ws.send("4again")  # a new turn: at once again
+    assert transport.writes[2] == frame_header(0x81, 6) + b"4again"
     await asyncio.sleep(0)
-    assert transport.writes[1] == frame_header(0x81, 6) + b"4again"
+    assert len(transport.writes) == 3
 
 
 def test_frame_headers() -> None:
@@ -161,12 +165,17 @@ def test_frame_headers() -> None:
 
 async def test_a_large_burst_is_written_as_it_grows() -> None:
     ws, transport, _ = _driver()
+    await ws.send("4first")
     await ws.send("x" * (FLUSH_BYTES - 10))
-    assert transport.writes == []
+    assert len(transport.writes) == 1
     await ws.send("y" * 20)
-    assert len(transport.writes) == 1 and len(transport.writes[0]) > FLUSH_BYTES
+    assert len(transport.writes) == 2 and len(transport.writes[1]) > FLUSH_BYTES
+    await ws.send("4after")  # still the same turn: held
+    assert len(transport.writes) == 2
     await asyncio.sleep(0)
-    assert len(transport.writes) == 1  # nothing left over to write
+    assert transport.writes[2] == frame_header(0x81, 6) + b"4after"
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 3  # nothing left over to write
 
 
 async def test_a_slow_client_goes_through_aiohttp() -> None:
@@ -183,20 +192,23 @@ async def test_a_slow_client_goes_through_aiohttp() -> None:
 
 async def test_close_writes_what_is_held_first() -> None:
     ws, transport, sock = _driver()
+    await ws.send("4first")
     await ws.send("4last")
     await ws.close()
-    assert transport.writes == [frame_header(0x81, 5) + b"4last"] and sock.closed
+    assert transport.writes == [frame_header(0x81, 6) + b"4first",
+                                frame_header(0x81, 5) + b"4last"] and sock.closed
     await asyncio.sleep(0)
-    assert len(transport.writes) == 1
+    assert len(transport.writes) == 2
 
 
 async def test_nothing_is_written_after_the_websocket_closed() -> None:
     """aiohttp closed it (the client's CLOSE): held frames are dropped, and a later
     send goes to aiohttp, which raises as before."""
     ws, transport, sock = _driver()
+    await ws.send("4first")
     await ws.send("4held")
     sock.closed = True
     await asyncio.sleep(0)
-    assert transport.writes == []
+    assert transport.writes == [frame_header(0x81, 6) + b"4first"]
     await ws.send("4after")
     assert sock.sent == ["4after"]
