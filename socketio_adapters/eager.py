@@ -15,7 +15,9 @@ first step sees the caller's task as ``asyncio.current_task()`` (an
 ``asyncio.timeout`` there would cancel the wrong task), so :class:`AsyncServer
 <socketio_adapters.AsyncServer>` starts only the handlers that are plain functions
 this way (python-socketio calls them inline; they cannot ``await``); coroutine
-handlers get their task as before.
+handlers get their task as before, and a plain handler of the client's next event
+gets one too while that task has not started, so that events start in the order they
+arrive.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ def start_eagerly(coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
     """Run ``coro`` now, up to its first wait: a done future if it finished (with its
     result or error), else a task that goes on from there. In a copy of the current
     context, as a task would run it (on Python 3.10, whose tasks take no context, the
-    rest runs in a copy of its own: what the first step set there is not seen)."""
+    rest runs in a copy of its own: what the first step set there is not seen). An
+    error of the first step nobody reads reaches the loop when the future is dropped,
+    as a task's does."""
     loop = asyncio.get_running_loop()
     if EAGER_TASKS:  # pragma: no cover - this project's machine runs 3.11
         return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg]
@@ -52,23 +56,37 @@ def start_eagerly(coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:
-        failed: asyncio.Future[T] = loop.create_future()
-        if isinstance(exc, asyncio.CancelledError):
-            failed.cancel()
-        else:
-            failed.set_exception(exc)
-        return failed
+        return _failed(loop, exc)
     if sys.version_info >= (3, 11):
         return loop.create_task(_Resumed(coro, pending), context=context)
     return loop.create_task(_Resumed(coro, pending))  # pragma: no cover - 3.10
+
+
+def _failed(loop: asyncio.AbstractEventLoop, exc: BaseException) -> asyncio.Future[T]:
+    """A done future with the error of a first step (cancelled, for a cancellation),
+    its traceback from the coroutine on, as a task's is. The dropped first entry,
+    :func:`start_eagerly`'s frame, would hold the future and its callers' frames in a
+    reference cycle: an error nobody reads would reach the loop when the cycle
+    collector runs, not when the future is dropped, as a task's does."""
+    failed: asyncio.Future[T] = loop.create_future()
+    if isinstance(exc, asyncio.CancelledError):
+        failed.cancel()
+    elif exc.__traceback__ is not None:
+        failed.set_exception(exc.with_traceback(exc.__traceback__.tb_next))
+    else:  # pragma: no cover - a caught error has a traceback
+        failed.set_exception(exc)
+    return failed
 
 
 class _Resumed(Coroutine[Any, Any, T]):
     """The rest of ``coro``, for a task, from where its first step stopped. The task's
     first step gets what that step waits for (a future, or None for a bare yield);
     after that, what the task sends and throws goes to ``coro``. A cancellation before
-    the task's first step also reaches ``coro``, at its wait, and cancels what it
-    waits for, as cancelling a task that waits does."""
+    the task's first step does what cancelling a task that waits does: it cancels
+    what ``coro`` waits for and the task waits for that to end, then ``coro`` gets
+    its outcome (the cancellation, or a result if it would not be cancelled); with
+    nothing to cancel, ``coro`` gets the cancellation at its wait. Its name, code and
+    frame are ``coro``'s, for the task's repr and stack."""
 
     __slots__ = ("_coro", "_pending", "_started")
 
@@ -88,11 +106,20 @@ class _Resumed(Coroutine[Any, Any, T]):
         if not self._started:
             self._started = True
             pending, self._pending = self._pending, None
-            if isinstance(pending, asyncio.Future):
-                pending.cancel()
+            if _cancel_waited(pending, typ, val):
+                # as a task that waits does: wait for what it waits for to end (a
+                # task may take its time, or even return), then go on with that
+                return pending
         if val is None and tb is None:
             return self._coro.throw(typ)
         return self._coro.throw(typ, val, tb)  # pragma: no cover - asyncio throws one
+
+    def __getattr__(self, name: str) -> Any:
+        """What asyncio's task repr, ``Task.get_stack()`` and debuggers read of a
+        coroutine (its name, code, frame, what it awaits): the handler's."""
+        if name in _SHOWN:
+            return getattr(self._coro, name)
+        raise AttributeError(name)
 
     def close(self) -> None:
         self._pending = None
@@ -100,3 +127,22 @@ class _Resumed(Coroutine[Any, Any, T]):
 
     def __await__(self) -> Generator[Any, None, T]:
         raise TypeError("the rest of a started coroutine runs as a task's, not awaited")
+
+
+_SHOWN = frozenset({"__name__", "__qualname__", "cr_code", "cr_frame", "cr_running",
+                    "cr_await"})
+"""The attributes of a coroutine that :class:`_Resumed` shows as its own."""
+
+
+def _cancel_waited(pending: Any, typ: Any, val: Any) -> bool:
+    """If ``throw(typ, val)`` throws a cancellation (an instance, or the class), cancel
+    ``pending``, what the coroutine waits for, as cancelling a task that waits does
+    (with the cancellation's message); whether that cancellation is under way."""
+    exc = typ if isinstance(typ, BaseException) else val
+    if isinstance(exc, asyncio.CancelledError):
+        message = exc.args[0] if exc.args else None
+    elif isinstance(typ, type) and issubclass(typ, asyncio.CancelledError):
+        message = None
+    else:
+        return False
+    return asyncio.isfuture(pending) and bool(pending.cancel(msg=message))

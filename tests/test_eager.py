@@ -2,18 +2,21 @@
 wait makes no task; one that waits goes on in a task, cancellable, in its own context;
 its errors reach the loop as a task's would; and AsyncServer starts a client's events
 this way, in order, with acks, while coroutine handlers (before Python 3.12) keep
-their own task."""
+their own task and the plain handlers of the client's next events wait for it to
+start."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
 import gc
+import json
 import secrets
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import aiohttp
 import pytest
 import socketio
 
@@ -97,9 +100,9 @@ async def test_a_cancelled_wait_is_cancelled_inside_the_coroutine() -> None:
 
 
 async def test_a_cancellation_before_the_task_s_first_step_reaches_the_wait() -> None:
-    """Cancelled in the same turn as it started: the coroutine, already at its first
-    wait, gets the cancellation there, and what it waited for is cancelled too (as
-    for a task that waits on another)."""
+    """Cancelled in the same turn as it started: what the coroutine, already at its
+    first wait, waits for is cancelled, and the coroutine gets the cancellation there
+    once that has ended (as for a task that waits on another)."""
     seen: list[str] = []
     inner = asyncio.ensure_future(asyncio.Event().wait())
 
@@ -134,24 +137,136 @@ async def test_a_coroutine_that_catches_the_cancellation_goes_on() -> None:
 
 
 async def test_an_error_in_the_first_step_is_the_future_s_and_reaches_the_loop() -> None:
+    """An error nobody read reaches the loop when its future is dropped, as a task's
+    does, without waiting for the cycle collector; one that was read does not."""
     loop = asyncio.get_running_loop()
     reported: list[dict[str, Any]] = []
     previous = loop.get_exception_handler()
     loop.set_exception_handler(lambda _loop, context: reported.append(context))
 
-    async def broken() -> None:
-        raise ValueError("boom")
+    async def broken(what: str) -> None:
+        raise ValueError(what)
 
+    async def handler_like(what: str) -> None:
+        await broken(what)
+
+    with _no_cycle_collector():
+        try:
+            future = start_eagerly(handler_like("read"))
+            assert future.done() and isinstance(future.exception(), ValueError)
+            unread = start_eagerly(handler_like("unread"))
+            assert unread.done()
+            del unread, future
+        finally:
+            loop.set_exception_handler(previous)
+    assert [str(c.get("exception")) for c in reported] == ["unread"]
+
+
+@contextmanager
+def _no_cycle_collector() -> Iterator[None]:
+    """The cycle collector off meanwhile: what is freed is freed by its count."""
+    gc.collect()
+    was_on = gc.isenabled()
+    gc.disable()
     try:
-        future = start_eagerly(broken())
-        assert future.done() and isinstance(future.exception(), ValueError)
-        unread = start_eagerly(broken())
-        assert unread.done()
-        del unread, future
-        gc.collect()  # nobody read its error: the loop is told, as for a task
+        yield
     finally:
-        loop.set_exception_handler(previous)
-    assert any(isinstance(c.get("exception"), ValueError) for c in reported)
+        if was_on:
+            gc.enable()
+
+
+async def test_a_cancellation_before_the_first_step_waits_for_the_awaited_task() -> None:
+    """Cancelled in the turn it started, waiting on a task: the task it waits on is
+    cancelled and the coroutine resumes once that one has ended (its cleanup done), as
+    a task that waits on another does."""
+    log: list[str] = []
+
+    async def inner() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.01)  # a cleanup that takes a while
+            log.append("inner cleaned up")
+            raise
+
+    async def outer(waited: asyncio.Task[None]) -> None:
+        try:
+            await waited
+        except asyncio.CancelledError:
+            log.append(f"outer cancelled, inner done: {waited.done()}")
+            raise
+
+    waited = asyncio.ensure_future(inner())
+    await asyncio.sleep(0)  # inner waits
+    future = start_eagerly(outer(waited))
+    future.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await future
+    assert log == ["inner cleaned up", "outer cancelled, inner done: True"]
+
+
+async def test_a_cancellation_the_awaited_task_swallows_gives_its_result() -> None:
+    """Cancelled before its first step, waiting on a task that catches the
+    cancellation and returns: the coroutine gets that result, as in a task."""
+    async def inner() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return "inner kept going"
+        return "woke"
+
+    async def outer(waited: asyncio.Task[str]) -> str:
+        return f"outer got: {await waited}"
+
+    waited = asyncio.ensure_future(inner())
+    await asyncio.sleep(0)
+    future = start_eagerly(outer(waited))
+    future.cancel()
+    assert await future == "outer got: inner kept going"
+
+
+@pytest.mark.parametrize("thrown", [
+    (asyncio.CancelledError,), (asyncio.CancelledError(),),
+    (asyncio.CancelledError, asyncio.CancelledError(), None)],
+    ids=["the class", "an instance", "the class and an instance"])
+async def test_a_cancellation_thrown_in_any_form_before_the_first_step_waits(
+        thrown: tuple[Any, ...]) -> None:
+    """``throw`` takes an exception or its class (asyncio throws an instance): either
+    way, before the first step, the continuing coroutine cancels what it waits for
+    and hands it to the task to wait on, not the cancellation at once."""
+    waited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def waiting() -> None:
+        await waited
+
+    future = start_eagerly(waiting())
+    assert isinstance(future, asyncio.Task)
+    assert future.get_coro().throw(*thrown) is waited
+    assert waited.cancelled()
+    with pytest.raises(asyncio.CancelledError):
+        await future  # its first step finds what it waits for cancelled: so is it
+
+
+async def test_the_continuing_task_shows_the_handler_in_its_repr_and_stack() -> None:
+    """The task that goes on with a handler reads as the handler's in its repr, its
+    stack and what a debugger reads of its coroutine."""
+    gate = asyncio.Event()
+
+    async def handler_like() -> None:
+        await gate.wait()
+
+    future = start_eagerly(handler_like())
+    assert isinstance(future, asyncio.Task)
+    await asyncio.sleep(0)  # its first step has run: it waits on the gate
+    assert "handler_like() running at" in repr(future), repr(future)
+    assert [f.f_code.co_name for f in future.get_stack()] == ["handler_like"]
+    coro: Any = future.get_coro()
+    assert coro.__name__ == "handler_like" and coro.__qualname__.endswith(".handler_like")
+    assert coro.cr_code is handler_like.__code__ and not coro.cr_running
+    assert coro.cr_frame.f_code is handler_like.__code__
+    assert getattr(coro.cr_await, "__qualname__", "") == "Event.wait"
+    gate.set()
+    await future
 
 
 # ---------------------------------------------------------------- AsyncServer
@@ -193,6 +308,86 @@ async def test_plain_handlers_make_no_task_run_in_order_and_answer_acks() -> Non
 
     await _client_sends(sio, send)
     assert got == list(range(200))
+
+
+@asynccontextmanager
+async def _polling(base: str) -> AsyncIterator[Callable[..., Coroutine[Any, Any, None]]]:
+    """A raw engine.io long-polling client connected to ``/``; it POSTs socket.io
+    packets, several in one payload, which the server handles in one loop turn."""
+    async with aiohttp.ClientSession() as http:
+        url = base + "/socket.io/?EIO=4&transport=polling"
+        opened = await (await http.get(url)).text()
+        url += "&sid=" + json.loads(opened[1:])["sid"]
+
+        async def post(*packets: str) -> None:
+            answer = await http.post(url, data="\x1e".join(packets))
+            assert (await answer.text()).lower() == "ok"
+
+        await post("40")
+        assert (await (await http.get(url)).text()).startswith("40")
+        yield post
+
+
+async def test_a_client_s_events_start_in_order_when_coroutine_and_plain_handlers_mix(
+        ) -> None:
+    """A coroutine handler's task, not started yet, comes before the client's next
+    event, whose plain handler waits for its turn in a task too; the count of tasks
+    not started is left empty, also for a session that ends meanwhile."""
+    sio = _server()
+    order: list[str] = []
+
+    async def coroutine_handler(sid: str) -> None:  # its effect before any wait
+        order.append("a")
+
+    sio.on("a", coroutine_handler)
+    sio.on("b", lambda sid: order.append("b"))
+    async with served(sio) as base:
+        async with _polling(base) as post:
+            await post('42["a"]', '42["b"]', '42["a"]', '42["b"]')
+            await _until(lambda: len(order) == 4)
+            assert order == ["a", "b", "a", "b"]
+            await post('42["b"]', '42["a"]', '42["b"]', '41')  # and it leaves
+            await _until(lambda: len(order) == 7)
+        assert order[4:] == ["b", "a", "b"]
+        assert sio._unstarted == {}
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+async def test_an_error_in_a_plain_handler_reaches_the_loop_at_once() -> None:
+    """As python-socketio's task's does: once, in the handler's loop turn (before a
+    callback the handler queued runs), not when the cycle collector runs."""
+    sio = _server()
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    next_turn: list[list[str]] = []
+
+    def broken(sid: str) -> None:
+        loop.call_soon(lambda: next_turn.append([str(c.get("exception")) for c in reported]))
+        raise ValueError("boom")
+
+    sio.on("boom", broken)
+    with _no_cycle_collector():
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        try:
+            async with served(sio) as base:
+                async with _polling(base) as post:
+                    await post('42["boom"]')
+                    await _until(lambda: bool(next_turn))
+                    for _ in range(5):
+                        await asyncio.sleep(0)
+        finally:
+            loop.set_exception_handler(previous)
+    assert next_turn == [["boom"]]
+    assert [(c["message"], str(c["exception"])) for c in reported] == [
+        ("Task exception was never retrieved", "boom")]
 
 
 async def test_a_coroutine_handler_is_its_own_task_and_its_timeout_its_own() -> None:
