@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("redis")
 
 from socketio_adapters import create_backend
+from socketio_adapters.backends.base import LOG
 from socketio_adapters.backends.redis import (
     RedisBackend,
     keep_length,
@@ -68,3 +69,41 @@ def test_an_appended_entry_is_one_well_formed_xadd() -> None:
     assert reader.gets() == [b"XADD", b"app#log", b"MAXLEN", b"~", b"1500", b"*", b"p",
                              payload]
     assert reader.gets() is False
+
+
+class _Recording:
+    """A publisher connection that answers every command as Redis would here."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[object]] = []
+
+    async def pipeline(self, *commands: bytes) -> list[object]:
+        reader = hiredis.Reader()
+        reader.feed(b"".join(commands))
+        parsed = []
+        reply = reader.gets()
+        while reply is not False:
+            parsed.append(reply)
+            reply = reader.gets()
+        self.sent = parsed
+        return [b"PONG" if c[0] == b"PING" else b"1-0" if c[0] == b"XADD" else 1
+                for c in parsed]
+
+
+async def test_a_pipeline_of_publishes_starts_with_a_ping() -> None:
+    """So that Redis writes the subscribers' copies before its replies (see
+    SUBSCRIBERS_FIRST): once per pipeline, ahead of its first PUBLISH; none for log
+    entries alone; the log's bookkeeping sees the XADDs' replies only."""
+    backend = _backend()
+    backend.enable_log(None, 60.0, 500)
+    backend._xadd = xadd_head(b"app#log", keep_length(500))  # as _open sets it
+    connection = _Recording()
+    backend._publisher = connection  # type: ignore[assignment]
+    await backend.publish([(None, b"a"), ("n1", b"b")])
+    assert [c[0] for c in connection.sent] == [b"PING", b"PUBLISH", b"PUBLISH"]
+    assert connection.sent[1][1:] == [b"app", b"a"]
+    await backend.publish([(LOG, b"e")])
+    assert [c[0] for c in connection.sent][:1] == [b"XADD"]
+    await backend.publish([(LOG, b"e"), (None, b"c")])
+    assert [c[0] for c in connection.sent][:3] == [b"PING", b"XADD", b"PUBLISH"]
+    assert backend._server_ms == 1  # from the XADD's ID, not the PING's PONG

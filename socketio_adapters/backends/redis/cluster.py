@@ -88,10 +88,11 @@ def parse_cluster_url(url: str) -> tuple[list[HostPort], str | None, str | None]
 
 
 def _all_moved(exc: BaseException) -> bool:
-    """Whether every reply of a pipeline was MOVED (so no command of it ran)."""
+    """Whether every reply of a pipeline was MOVED (so no command of it ran; the PING
+    ahead of its PUBLISHes, :data:`SUBSCRIBERS_FIRST`, does nothing)."""
     return isinstance(exc, PipelineError) and all(
         isinstance(reply, hiredis.ReplyError) and str(reply).startswith("MOVED ")
-        for reply in exc.replies)
+        for reply in exc.replies if reply != b"PONG")
 
 
 def _redirected(exc: BaseException) -> bool:

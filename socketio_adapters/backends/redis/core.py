@@ -18,7 +18,19 @@ from .log import RedisLog
 from .resp import RawConnection, command
 from .sessions import RedisSessions
 
-__all__ = ["RedisBackend"]
+__all__ = ["SUBSCRIBERS_FIRST", "RedisBackend"]
+
+SUBSCRIBERS_FIRST = command(b"PING")
+"""Sent ahead of the PUBLISHes of a pipeline, so that Redis writes the subscribers'
+copies before its replies. Redis writes the clients that got output in a turn last
+one first: a lone PUBLISH's reply, added after the copies, goes out before them
+(seen with Redis 7.0: the reply, then the copies). The sending node is woken by that
+reply while Redis still has the copies to write, and on a busy core it may run
+(reading the reply, waking the emitter) before the receiving nodes get their copy.
+A reply to the PING puts the sender in line first: the copies go out first.
+Measured on this project's 2-core machine (bench_cross_node, Redis, official
+JavaScript client): room-broadcast p50 0.320 against 0.339 ms, p99 0.44 to 0.71 against
+0.56 to 0.75 ms (four interleaved runs each)."""
 
 
 async def _first_failure(*coroutines: Awaitable[None]) -> None:
@@ -224,19 +236,22 @@ class RedisBackend(RedisLog, RedisSessions):
     async def publish(self, batch: Sequence[Outgoing]) -> None:
         publish = self._publish_cmd
         commands: list[bytes] = []
-        appended = False
+        appended = published = False
         for target, payload in batch:
             if target == LOG:
                 commands.append(self._append(payload))
                 appended = True
             else:
                 commands.append(command(publish, self._target(target), payload))
+                published = True
+        if published:
+            commands.insert(0, SUBSCRIBERS_FIRST)
         async with self._publishing:  # one round trip at a time, in call order
             if appended:
                 commands.extend(self._trim())
             replies = await self._round_trip(commands)
             if appended:
-                self._appended(replies)
+                self._appended(replies[1:] if published else replies)
 
     async def _round_trip(self, commands: list[bytes]) -> list[Any]:
         publisher = self._publisher
