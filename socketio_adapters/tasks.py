@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-__all__ = ["BackgroundTasks", "settle", "within"]
+__all__ = ["BackgroundTasks", "settle", "wait_while", "within"]
 
 T = TypeVar("T")
+
+
+async def wait_while(blocked: Callable[[], bool], changed: asyncio.Event,
+                     seconds: float) -> bool:
+    """Wait while ``blocked()`` is true, checking again each time ``changed`` is set
+    (cleared before each wait), for at most ``seconds``; whether it ended unblocked."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while blocked():
+        left = deadline - loop.time()
+        if left <= 0:
+            return False
+        changed.clear()
+        try:
+            await asyncio.wait_for(changed.wait(), left)
+        except asyncio.TimeoutError:
+            return not blocked()
+    return True
 
 
 async def settle(work: Awaitable[Any], seconds: float, logger: logging.Logger,

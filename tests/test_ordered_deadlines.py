@@ -86,7 +86,7 @@ async def test_the_watchdog_forgets_answered_emits() -> None:
         for i in range(2_000):
             await sio.emit("e", i)
         outbox = manager.publisher.require()
-        assert len(outbox._deadlines) == 0
+        assert len(outbox._watchdog._deadlines) == 0
         assert not outbox.stalled
     finally:
         await manager.stop()

@@ -36,9 +36,11 @@ from dataclasses import dataclass
 
 from ..backends.base import Backend, Destination, Outgoing
 from ..backoff import Backoff
+from ..eager import start_eagerly
 from ..errors import EmitFailed, OutboxFull
-from ..tasks import settle
+from ..tasks import settle, wait_while
 from .counters import PublishCounters
+from .watchdog import EmitWatchdog
 
 __all__ = ["Outbox"]
 
@@ -94,9 +96,12 @@ class Outbox:
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()  # set whenever the queue shrank; waiters re-check
         self._task: asyncio.Task[None] | None = None
-        self._deadlines: deque[tuple[float, float, asyncio.Future[bool]]] = deque()
-        """(deadline, timeout, future) of ordered emits' waiters, oldest first."""
-        self._watchdog: asyncio.TimerHandle | None = None
+        self._waiting = False
+        """The writer waits for something to send."""
+        self._started: tuple[list[_Entry], bool, asyncio.Future[None]] | None = None
+        """(batch, urgent, future) of a send started in a caller's turn, for the
+        writer to see through (see :meth:`_start_now`)."""
+        self._watchdog = EmitWatchdog(self._expired)  # the ordered emits' deadlines
 
     def start(self) -> None:
         if self._task is None:
@@ -114,9 +119,19 @@ class Outbox:
         error = None if task.cancelled() else task.exception()
         self.logger.error("the outbox writer stopped (%r); starting it again", error)
         self._task = None
+        self._put_back_unsent()
+        self.start()
+
+    def _put_back_unsent(self) -> None:
+        """The writer stopped: queue again the batch it was sending, and one started
+        in a caller's turn that it never took (cancelled)."""
+        started, self._started = self._started, None
+        if started is not None:
+            started[2].cancel()
+            if started[1]:
+                self._put_back(started[0], True)
         if self._inflight:
             self._put_back(self._inflight, False)
-        self.start()
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Send what is queued (for at most ``timeout`` seconds; 0: nothing more),
@@ -131,12 +146,11 @@ class Outbox:
             await asyncio.wait_for(self.flush(), timeout)
         except asyncio.TimeoutError:
             self.logger.warning("outbox: %d messages not sent at stop", len(self._queue))
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+        self._watchdog.cancel()
         task, self._task = self._task, None
         task.cancel()
         await settle(task, 5.0, self.logger, "the outbox writer")
+        self._put_back_unsent()
         gate, self._gate_task = self._gate_task, None
         if gate is not None:
             gate.cancel()
@@ -197,63 +211,33 @@ class Outbox:
         """Queue a payload; True once the broker accepted it, False when it did not
         within ``timeout`` or a send failed first (it stays queued, sent in order
         once the broker answers). Raises when the broker refused it."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._append(_Entry((target, payload), future, True))
-        # one watchdog timer for every waiter (the oldest deadline first), not a
-        # wait_for each: under 100 concurrent emitters those cost more than the rest
-        self._deadlines.append((loop.time() + timeout, timeout, future))
-        if self._watchdog is None:
-            self._watchdog = loop.call_at(self._deadlines[0][0], self._check_deadlines)
-        return await future  # False once released: see _check_deadlines and _release
+        self._watchdog.watch(future, timeout)
+        return await future  # False once released: see _expired and _release
 
-    def _check_deadlines(self) -> None:
-        """The oldest waiting ordered emit reached its deadline: the broker does not
-        answer in time, so every waiting emit returns (its message stays queued)."""
-        self._watchdog = None
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][2].done():
-            deadlines.popleft()
-        if not deadlines:
-            return
-        loop = asyncio.get_running_loop()
-        deadline, timeout, _ = deadlines[0]
-        if deadline <= loop.time() and not self.stalled:
+    def _expired(self, timeout: float) -> None:
+        """An ordered emit waited in vain: every waiting emit returns (still queued)."""
+        if not self.stalled:
             self.stalled = True
             self.logger.warning(
                 "the broker did not accept a message within %ss: emits return once "
                 "queued until it answers again", timeout)
-            self._release()
-        elif deadline <= loop.time():
-            self._release()
-        while deadlines and deadlines[0][2].done():
-            deadlines.popleft()
-        if deadlines:
-            self._watchdog = loop.call_at(deadlines[0][0], self._check_deadlines)
+        self._release()
 
     async def wait_writable(self, size: int = 0) -> None:
         """Backpressure: wait while the queue is over its bounds, or over
         ``high_water`` messages while the broker is reachable; raise
         :class:`OutboxFull` after ``timeout`` seconds."""
-        if not self._blocked(size):
+        if not self._blocked(size) or await wait_while(
+                lambda: self._blocked(size), self._progress, self.timeout):
             return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        while self._blocked(size):
-            left = deadline - loop.time()
-            self._progress.clear()
-            try:
-                if left <= 0:
-                    raise asyncio.TimeoutError
-                await asyncio.wait_for(self._progress.wait(), left)
-            except asyncio.TimeoutError:
-                why = ("the broker is slower than the emitters" if self.reachable
-                       else "the broker is unreachable")
-                raise OutboxFull(
-                    f"{self.backend.name}: {len(self)} messages ({self._bytes} bytes) wait "
-                    f"for the broker (bounds: max_buffer={self.max_buffer}, "
-                    f"max_buffer_bytes={self.max_bytes}); no room within {self.timeout}s "
-                    f"({why})") from None
+        why = ("the broker is slower than the emitters" if self.reachable
+               else "the broker is unreachable")
+        raise OutboxFull(
+            f"{self.backend.name}: {len(self)} messages ({self._bytes} bytes) wait for "
+            f"the broker (bounds: max_buffer={self.max_buffer}, max_buffer_bytes="
+            f"{self.max_bytes}); no room within {self.timeout}s ({why})")
 
     async def flush(self) -> None:
         """Wait until everything queued so far was sent (or dropped)."""
@@ -280,29 +264,57 @@ class Outbox:
     def _append(self, entry: _Entry) -> None:
         self._bytes += len(entry.item[1])
         self._queue.append(entry)
+        if self._waiting and self._started is None and self.backend.writes_now():
+            self._start_now()
         self._wake.set()
+
+    def _take(self) -> tuple[list[_Entry], bool] | None:
+        """The next batch and whether it is urgent; None: nothing to send now."""
+        if self._urgent:
+            batch = list(self._urgent)
+            self._urgent.clear()
+            return batch, True
+        if not self._queue or self._held:
+            return None
+        if self.gate is not None and not self.backend.state.connected:
+            self._hold()  # our subscription is down: an outage is under way
+            return None
+        count = min(len(self._queue), self.batch_size)
+        self._inflight = batch = [self._queue.popleft() for _ in range(count)]
+        return batch, False
+
+    def _start_now(self) -> None:
+        """Start the next send in the caller's turn (its first step writes to the
+        broker) for the writer, which wakes a loop turn later, to see through."""
+        taken = self._take()
+        if taken is not None:
+            batch, urgent = taken
+            send = start_eagerly(self.backend.send([entry.item for entry in batch]))
+            self._started = (batch, urgent, send)
 
     async def _writer(self) -> None:
         backoff = Backoff(base=0.05, cap=2.0)
         while True:
-            if self._urgent:
-                batch, urgent = list(self._urgent), True
-                self._urgent.clear()
-            elif self._queue and not self._held:
-                if self.gate is not None and not self.backend.state.connected:
-                    self._hold()  # our subscription is down: an outage is under way
-                    continue
-                count = min(len(self._queue), self.batch_size)
-                self._inflight = batch = [self._queue.popleft() for _ in range(count)]
-                urgent = False
+            started, self._started = self._started, None
+            sending: Awaitable[None]
+            if started is not None:
+                batch, urgent, sending = started
             else:
-                if not self._queue:
-                    self._progress.set()
-                self._wake.clear()
-                await self._wake.wait()
-                continue
+                taken = self._take()
+                if taken is None:
+                    if not self._queue:
+                        self._progress.set()
+                    self._wake.clear()
+                    self._waiting = True
+                    try:
+                        await self._wake.wait()
+                    finally:
+                        self._waiting = False
+                    continue
+                batch, urgent = taken
+                sending = self.backend.send([entry.item for entry in batch])
             try:
-                await self.backend.send([entry.item for entry in batch])
+                await sending
             except asyncio.CancelledError:
                 self._put_back(batch, urgent)
                 raise
@@ -385,6 +397,4 @@ class Outbox:
                     future.set_exception(error)
         self._inflight = []
         self._progress.set()
-        deadlines = self._deadlines  # settled in order: forget the answered ones now
-        while deadlines and deadlines[0][2].done():
-            deadlines.popleft()
+        self._watchdog.forget_answered()  # settled in order
