@@ -1,7 +1,4 @@
-"""Coroutines started at once, without a task when they need none: the handlers of
-the events clients send, and the outbox's sends (cluster/outbox.py starts one in the
-emitter's turn when the backend can write at once, so the message is on its way
-before the emitter's call returns).
+"""Event handlers started at once, without a task when they need none.
 
 python-socketio runs the handler of every event a client sends in a task of its own
 (``async_handlers``, on by default, so that one slow handler does not hold up the

@@ -247,13 +247,6 @@ class Backend(Frames, RoomSubscriptions, abc.ABC):
         :func:`socketio_adapters.tls.verification_failure`)."""
         return verification_failure(exc) is not None
 
-    def writes_now(self) -> bool:
-        """Whether a :meth:`send` started now would write to the broker before its
-        first wait, with no timer on the way (a connection open and free): the
-        outbox then starts it in the emitter's turn rather than a loop turn later
-        in its writer task. False by default."""
-        return False
-
     def refusal(self, exc: BaseException) -> str | None:
         """What is wrong when ``exc`` says the broker cannot be used as configured,
         however often we try (refused credentials, an untrusted certificate);

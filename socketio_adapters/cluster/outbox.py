@@ -36,7 +36,6 @@ from dataclasses import dataclass
 
 from ..backends.base import Backend, Destination, Outgoing
 from ..backoff import Backoff
-from ..eager import start_eagerly
 from ..errors import EmitFailed, OutboxFull
 from ..tasks import settle, wait_while
 from .counters import PublishCounters
@@ -96,11 +95,6 @@ class Outbox:
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()  # set whenever the queue shrank; waiters re-check
         self._task: asyncio.Task[None] | None = None
-        self._waiting = False
-        """The writer waits for something to send."""
-        self._started: tuple[list[_Entry], bool, asyncio.Future[None]] | None = None
-        """(batch, urgent, future) of a send started in a caller's turn, for the
-        writer to see through (see :meth:`_start_now`)."""
         self._watchdog = EmitWatchdog(self._expired)  # the ordered emits' deadlines
 
     def start(self) -> None:
@@ -119,19 +113,9 @@ class Outbox:
         error = None if task.cancelled() else task.exception()
         self.logger.error("the outbox writer stopped (%r); starting it again", error)
         self._task = None
-        self._put_back_unsent()
-        self.start()
-
-    def _put_back_unsent(self) -> None:
-        """The writer stopped: queue again the batch it was sending, and one started
-        in a caller's turn that it never took (cancelled)."""
-        started, self._started = self._started, None
-        if started is not None:
-            started[2].cancel()
-            if started[1]:
-                self._put_back(started[0], True)
         if self._inflight:
             self._put_back(self._inflight, False)
+        self.start()
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Send what is queued (for at most ``timeout`` seconds; 0: nothing more),
@@ -150,7 +134,6 @@ class Outbox:
         task, self._task = self._task, None
         task.cancel()
         await settle(task, 5.0, self.logger, "the outbox writer")
-        self._put_back_unsent()
         gate, self._gate_task = self._gate_task, None
         if gate is not None:
             gate.cancel()
@@ -264,57 +247,29 @@ class Outbox:
     def _append(self, entry: _Entry) -> None:
         self._bytes += len(entry.item[1])
         self._queue.append(entry)
-        if self._waiting and self._started is None and self.backend.writes_now():
-            self._start_now()
         self._wake.set()
-
-    def _take(self) -> tuple[list[_Entry], bool] | None:
-        """The next batch and whether it is urgent; None: nothing to send now."""
-        if self._urgent:
-            batch = list(self._urgent)
-            self._urgent.clear()
-            return batch, True
-        if not self._queue or self._held:
-            return None
-        if self.gate is not None and not self.backend.state.connected:
-            self._hold()  # our subscription is down: an outage is under way
-            return None
-        count = min(len(self._queue), self.batch_size)
-        self._inflight = batch = [self._queue.popleft() for _ in range(count)]
-        return batch, False
-
-    def _start_now(self) -> None:
-        """Start the next send in the caller's turn (its first step writes to the
-        broker) for the writer, which wakes a loop turn later, to see through."""
-        taken = self._take()
-        if taken is not None:
-            batch, urgent = taken
-            send = start_eagerly(self.backend.send([entry.item for entry in batch]))
-            self._started = (batch, urgent, send)
 
     async def _writer(self) -> None:
         backoff = Backoff(base=0.05, cap=2.0)
         while True:
-            started, self._started = self._started, None
-            sending: Awaitable[None]
-            if started is not None:
-                batch, urgent, sending = started
-            else:
-                taken = self._take()
-                if taken is None:
-                    if not self._queue:
-                        self._progress.set()
-                    self._wake.clear()
-                    self._waiting = True
-                    try:
-                        await self._wake.wait()
-                    finally:
-                        self._waiting = False
+            if self._urgent:
+                batch, urgent = list(self._urgent), True
+                self._urgent.clear()
+            elif self._queue and not self._held:
+                if self.gate is not None and not self.backend.state.connected:
+                    self._hold()  # our subscription is down: an outage is under way
                     continue
-                batch, urgent = taken
-                sending = self.backend.send([entry.item for entry in batch])
+                count = min(len(self._queue), self.batch_size)
+                self._inflight = batch = [self._queue.popleft() for _ in range(count)]
+                urgent = False
+            else:
+                if not self._queue:
+                    self._progress.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
             try:
-                await sending
+                await self.backend.send([entry.item for entry in batch])
             except asyncio.CancelledError:
                 self._put_back(batch, urgent)
                 raise

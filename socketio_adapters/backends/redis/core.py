@@ -233,11 +233,6 @@ class RedisBackend(RedisLog, RedisSessions):
     async def _unsubscribe_rooms(self, keys: Sequence[str]) -> None:
         await self._change_rooms(self._unsubscribe_cmd(), keys)
 
-    def writes_now(self) -> bool:
-        """The publisher connection is open and no round trip is under way: a publish
-        writes its pipeline before it first waits (for the replies)."""
-        return self._publisher is not None and not self._publishing.locked()
-
     async def publish(self, batch: Sequence[Outgoing]) -> None:
         publish = self._publish_cmd
         commands: list[bytes] = []
