@@ -3,7 +3,8 @@
     python -m benchmarks.plots [--results benchmarks/results] [--out benchmarks/plots]
 
 Reads the JSON files the benchmarks write (``bench_cross_node``: ``<backend>.json``
-and ``redis-node.json``; ``bench_recovery``: ``recovery-<backend>.json``) and writes
+and ``redis-node.json``, the newer of ``redis.json`` and that one for the charts
+against Node's adapter; ``bench_recovery``: ``recovery-<backend>.json``) and writes
 one horizontal bar chart per figure: throughput and latency per backend against the
 anchors (one python-socketio node, python-socketio's own manager, Node's socket.io
 with its Redis adapter, the raw broker client), per client, and recovery time per
@@ -159,9 +160,22 @@ CLIENT_HEADINGS = {"python": "python-socketio client",
                    "js/ws-on": "official JavaScript client, compression forced on"}
 
 
+def _has_node_rows(data: dict[str, Any]) -> bool:
+    return any("node" in scenarios for _, scenarios in _sections(data))
+
+
+def node_run(results: Path) -> dict[str, Any] | None:
+    """The newest Redis run with Node's rows: ``redis.json`` (the latest cross-node
+    run) or ``redis-node.json`` (the run that compared websocket compression)."""
+    runs = [data for name in ("redis.json", "redis-node.json")
+            if (data := _load(results / name)) is not None and _has_node_rows(data)]
+    return max(runs, key=lambda data: str(data.get("date", "")), default=None)
+
+
 def node_charts(results: Path) -> list[tuple[str, Chart]]:
-    """Redis against Node's socket.io with its Redis adapter, per client."""
-    data = _load(results / "redis-node.json")
+    """Redis against Node's socket.io with its Redis adapter, per client, from the
+    newest run that has Node's rows."""
+    data = node_run(results)
     if data is None:
         return []
     charts = []

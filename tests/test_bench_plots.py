@@ -41,3 +41,19 @@ def test_missing_or_foreign_files_are_left_out(tmp_path: Path) -> None:
     assert [name for name, _ in groups] == ["redis"]
     assert [bar.label for bar in groups[0][1]] == ["ours, ordered"]
     assert plots.main(["--results", str(tmp_path / "none"), "--out", str(tmp_path)]) == 1
+
+
+def test_the_node_charts_come_from_the_newest_run_with_node_s_rows(tmp_path: Path) -> None:
+    def run(date: str, node: bool) -> str:
+        scenarios = {"cluster": {"throughput": {"median": 1.0}}}
+        if node:
+            scenarios["node"] = {"throughput": {"median": 2.0}}
+        return json.dumps({"date": date, "clients": {"js": {"scenarios": scenarios}}})
+
+    (tmp_path / "redis-node.json").write_text(run("2026-12-04T14:42", True))
+    (tmp_path / "redis.json").write_text(run("2026-12-05T18:06", True))
+    assert (plots.node_run(tmp_path) or {})["date"] == "2026-12-05T18:06"
+    (tmp_path / "redis.json").write_text(run("2026-12-06T00:00", False))  # no Node rows
+    assert (plots.node_run(tmp_path) or {})["date"] == "2026-12-04T14:42"
+    title = dict(plots.node_charts(tmp_path))["redis-node-throughput"].subtitle
+    assert "2026-12-04T14:42" in title
