@@ -27,10 +27,12 @@ one first: a lone PUBLISH's reply, added after the copies, goes out before them
 (seen with Redis 7.0: the reply, then the copies). The sending node is woken by that
 reply while Redis still has the copies to write, and on a busy core it may run
 (reading the reply, waking the emitter) before the receiving nodes get their copy.
-A reply to the PING puts the sender in line first: the copies go out first.
-Measured on this project's 2-core machine (bench_cross_node, Redis, official
-JavaScript client): room-broadcast p50 0.320 against 0.339 ms, p99 0.44 to 0.71 against
-0.56 to 0.75 ms (four interleaved runs each)."""
+A reply to the PING puts the sender in line first: the copies go out first. This
+holds for what Redis reads in one go (16 KiB): in a longer pipeline the replies to
+the later part may still go out before its copies. Measured on this project's 2-core
+machine (bench_cross_node, Redis, official JavaScript client): room-broadcast p50
+0.320 against 0.339 ms, p99 0.44 to 0.71 against 0.56 to 0.75 ms (four interleaved
+runs each)."""
 
 
 async def _first_failure(*coroutines: Awaitable[None]) -> None:
