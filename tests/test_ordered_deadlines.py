@@ -129,3 +129,32 @@ async def test_a_marker_is_sent_only_when_this_node_has_clients_to_deliver_to() 
             await client.close()
     finally:
         await node.stop()
+
+
+async def test_emits_held_back_for_a_slow_broker_buffer_once_it_stops_answering() -> None:
+    """Past the outbox's high-water mark an emit waits for room while the broker
+    answers (it is slower than the emitters); once the broker stops answering, emits
+    return once buffered: the waiting one goes on then, not after ``buffer_timeout``."""
+    backend = _Silent("memory://held-back")
+    manager = ClusterManager(backend, request_timeout=TIMEOUT, buffer_timeout=30.0,
+                             max_buffer=10_000, heartbeat_interval=60.0,
+                             heartbeat_timeout=120.0)
+    await manager.start()
+    try:
+        outbox = manager.publisher.require()
+        backend.silent = True
+        first = [asyncio.ensure_future(manager.emit("e", i, namespace="/"))
+                 for i in range(outbox.high_water + 1)]
+        await eventually(lambda: len(outbox) > outbox.high_water, True, "over high water")
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        held = asyncio.ensure_future(manager.emit("e", "held", namespace="/"))
+        await asyncio.sleep(TIMEOUT / 5)
+        assert not held.done()  # waiting for room while the broker looked reachable
+        await asyncio.wait_for(held, TIMEOUT * 10)
+        assert outbox.stalled and loop.time() - began < TIMEOUT * 10
+        await asyncio.wait_for(asyncio.gather(*first), TIMEOUT * 10)
+        backend.silent = False
+        await asyncio.wait_for(manager.flush(), 30.0)
+    finally:
+        await manager.stop()

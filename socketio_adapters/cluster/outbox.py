@@ -207,6 +207,7 @@ class Outbox:
                 "the broker did not accept a message within %ss: emits return once "
                 "queued until it answers again", timeout)
         self._release()
+        self._progress.set()  # emits held back for a reachable broker may buffer now
 
     async def wait_writable(self, size: int = 0) -> None:
         """Backpressure: wait while the queue is over its bounds, or over
@@ -289,6 +290,7 @@ class Outbox:
                 self._put_back(batch, urgent)
                 self._hold()
                 self.failures += 1
+                self._progress.set()  # unreachable now: held-back emits may buffer
                 if self.failures == 1 or self.failures % 50 == 0:
                     self.logger.log(
                         logging.WARNING if refusal is None else logging.ERROR,
