@@ -10,7 +10,9 @@ The queue is bounded in messages (``max_buffer``) and bytes (``max_bytes``).
 :meth:`Outbox.wait_writable` is the backpressure of emits: past the bounds, or past
 ``high_water`` messages while the broker is reachable (it is slower than the
 emitters), it waits for room up to ``timeout`` and then raises
-:class:`~socketio_adapters.errors.OutboxFull`; nothing queued is dropped for room.
+:class:`~socketio_adapters.errors.OutboxFull`; nothing queued is dropped for room. A
+broker that stops answering meanwhile (a stall, a failed send) ends a wait that was
+only for ``high_water``: the emit is buffered, as emits are during an outage.
 A message queued with ``put`` past the bounds (the node's own heartbeats and
 answers, which cannot wait) is dropped instead, logged and counted.
 
