@@ -17,6 +17,7 @@ from .connections import RedisConnections
 from .log import RedisLog
 from .resp import RawConnection, command
 from .sessions import RedisSessions
+from .subscriber import SubscriberReads
 
 __all__ = ["SUBSCRIBERS_FIRST", "RedisBackend"]
 
@@ -116,10 +117,6 @@ class RedisBackend(RedisLog, RedisSessions):
         channels = (self.broadcast_channel, self.node_channel(self.node_id),
                     *(self.room_channel(key) for key in sorted(rooms)))
         try:
-            raw.write(command(self._subscribe_cmd, *(c.encode() for c in channels)))
-            await raw.drain()
-            pending = len(channels)  # confirmations prove the subscription is live
-            dispatch = self._dispatch
             interval = self.settings["ping_interval"]
             failure: list[redis.exceptions.ConnectionError] = []
 
@@ -139,14 +136,19 @@ class RedisBackend(RedisLog, RedisSessions):
                 raw.abort()  # the read waiting on it ends
 
             watch = SilenceWatch(interval, on_silence)
+            dispatch = self._dispatch
+            # messages are delivered from the read callback; the rest comes here
+            reads = SubscriberReads(raw, dispatch, watch.heard)
+            raw.write(command(self._subscribe_cmd, *(c.encode() for c in channels)))
+            await raw.drain()
+            pending = len(channels)  # confirmations prove the subscription is live
             while True:
                 try:
-                    replies = await raw.replies()
+                    replies = await reads.replies()
                 except redis.exceptions.ConnectionError:
                     if failure:
                         raise failure[0] from None
                     raise
-                watch.heard()
                 for reply in replies:
                     if isinstance(reply, hiredis.ReplyError):
                         raise redis.exceptions.ResponseError(str(reply))
