@@ -33,6 +33,10 @@ POLLING = 50
 UPGRADING = 10
 """Clients of each kind that start on long-polling and may upgrade to websocket."""
 TOTAL = 2 * (POLLING + UPGRADING)
+MORE_BATCHES = 5
+"""Batches of UPGRADING more python-socketio clients connected, at most, while no
+websocket has been relayed: on one port the kernel chooses the worker of each
+connection, and it may give every upgrade to the worker that owns its session."""
 
 
 @pytest.fixture(params=("uvicorn", "gunicorn", "nginx"))
@@ -59,7 +63,7 @@ async def _workers(servers: Servers) -> set[int]:
 async def test_clients_need_no_sticky_routing(deployment: Servers) -> None:
     pids = await _workers(deployment)
     url = f"http://127.0.0.1:{deployment.ports[0]}"
-    py, js = PySwarm(), JsSwarm()
+    py, js, more = PySwarm(), JsSwarm(), PySwarm()
     try:
         await py.connect(url, POLLING, ["polling"])
         await py.connect(url, UPGRADING, ["polling", "websocket"])
@@ -91,7 +95,13 @@ async def test_clients_need_no_sticky_routing(deployment: Servers) -> None:
         assert acks == [42] * TOTAL
 
         # and it went through forwarding: requests and websockets reached nodes
-        # that did not own their session
+        # that did not own their session (more upgrades until one did, bounded)
+        for _ in range(MORE_BATCHES):
+            if await _relayed(deployment) > 0:
+                break
+            await more.connect(url, UPGRADING, ["polling", "websocket"])
+            await eventually(more.transports, ["websocket"] * len(more.clients),
+                             "more python clients' transports")
         counts = (await asyncio.to_thread(deployment.http, "/forwarding")).values()
         assert len(counts) == WORKERS
         forwarded = sum(c["forwarded"] for c in counts)
@@ -99,7 +109,7 @@ async def test_clients_need_no_sticky_routing(deployment: Servers) -> None:
         relayed = sum(c["relayed"] for c in counts)
         assert relayed > 0 and sum(c["taken"] for c in counts) == relayed
     finally:
-        await asyncio.gather(py.close(), js.close())
+        await asyncio.gather(py.close(), js.close(), more.close())
 
     # clients that leave leave nothing behind: no session, no relay, on any node
     async def left() -> list[int]:
@@ -109,6 +119,12 @@ async def test_clients_need_no_sticky_routing(deployment: Servers) -> None:
     await eventually(left, [0, 0], "every session and relay ends with its client")
     for kind in (PythonClient, JsClient):
         await _recovery_through(deployment, kind("polling"))
+
+
+async def _relayed(servers: Servers) -> int:
+    """Websockets relayed so far, on every worker."""
+    counts = (await asyncio.to_thread(servers.http, "/forwarding")).values()
+    return sum(c["relayed"] for c in counts)
 
 
 MISSED = [f"missed-{n}" for n in range(5)]
