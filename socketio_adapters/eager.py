@@ -18,6 +18,10 @@ this way (python-socketio calls them inline; they cannot ``await``); coroutine
 handlers get their task as before, and a plain handler of the client's next event
 gets one too while that task has not started, so that events start in the order they
 arrive.
+
+:func:`step_as` runs a coroutine's first step from a callback as a step of a task
+that waits meanwhile (the Redis subscriber's deliveries, started in the read callback
+as steps of the listener task that ran them before; the task awaits the rest).
 """
 
 from __future__ import annotations
@@ -25,10 +29,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sys
+from asyncio.tasks import _enter_task, _leave_task
 from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
 
-__all__ = ["EAGER_TASKS", "start_eagerly"]
+__all__ = ["EAGER_TASKS", "Continuation", "start_eagerly", "step_as"]
 
 T = TypeVar("T")
 
@@ -76,6 +81,30 @@ def _failed(loop: asyncio.AbstractEventLoop, exc: BaseException) -> asyncio.Futu
     else:  # pragma: no cover - a caught error has a traceback
         failed.set_exception(exc)
     return failed
+
+
+def step_as(task: asyncio.Task[Any], coro: Coroutine[Any, Any, T]
+            ) -> Continuation[T] | None:
+    """Run ``coro`` now, up to its first wait, as a step of ``task`` (which waits, not
+    running, meanwhile), in a copy of the current context: ``task`` is the current
+    task there, so an ``asyncio.timeout`` there is ``task``'s. None if it finished
+    (its error raised here); else the rest, for ``task`` to await (every step of it
+    in that same context).
+
+    For a reader that starts its deliveries in the loop's read callback where its
+    own task ran them before: what a delivery reaches (an application's handler)
+    sees the task it saw then. Enters the task with asyncio's own hooks
+    (``_enter_task``, ``_leave_task``: what its eager tasks use on Python 3.12)."""
+    loop = task.get_loop()
+    context = contextvars.copy_context()
+    _enter_task(loop, task)
+    try:
+        pending = context.run(coro.send, None)
+    except StopIteration:
+        return None
+    finally:
+        _leave_task(loop, task)
+    return Continuation(coro, pending, context)
 
 
 class _Resumed(Coroutine[Any, Any, T]):
@@ -132,6 +161,67 @@ class _Resumed(Coroutine[Any, Any, T]):
 _SHOWN = frozenset({"__name__", "__qualname__", "cr_code", "cr_frame", "cr_running",
                     "cr_await"})
 """The attributes of a coroutine that :class:`_Resumed` shows as its own."""
+
+
+class Continuation(Generator[Any, Any, T]):
+    """The rest of a coroutine :func:`step_as` started, for its task to await: it
+    first passes on what the first step waits for, then runs the coroutine, each step
+    in the first step's context. :meth:`cancel` before it is awaited: the coroutine
+    gets the cancellation at its wait (what it waits for is cancelled)."""
+
+    __slots__ = ("_context", "_coro", "_pending", "_started")
+
+    def __init__(self, coro: Coroutine[Any, Any, T], pending: Any,
+                 context: contextvars.Context) -> None:
+        self._coro = coro
+        self._pending = pending
+        self._context = context
+        self._started = False
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        return self
+
+    def __iter__(self) -> Generator[Any, Any, T]:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def send(self, value: Any) -> Any:
+        if not self._started:
+            self._started = True
+            pending, self._pending = self._pending, None
+            if isinstance(pending, _Raise):
+                return self._context.run(self._coro.throw, pending.error)
+            return pending
+        return self._context.run(self._coro.send, value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        self._started = True
+        self._pending = None
+        if val is None and tb is None:
+            return self._context.run(self._coro.throw, typ)
+        return self._context.run(self._coro.throw, typ, val, tb)  # pragma: no cover
+
+    def close(self) -> None:
+        self._pending = None
+        self._coro.close()
+
+    def cancel(self) -> None:
+        if self._started:
+            return
+        if asyncio.isfuture(self._pending) and self._pending.cancel():
+            return
+        self._pending = _Raise(asyncio.CancelledError())
+
+
+class _Raise:
+    """What a :class:`Continuation` throws into its coroutine when first awaited."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
 
 
 def _cancel_waited(pending: Any, typ: Any, val: Any) -> bool:

@@ -21,7 +21,7 @@ import pytest
 import socketio
 
 from socketio_adapters import AsyncServer, create_manager
-from socketio_adapters.eager import EAGER_TASKS, start_eagerly
+from socketio_adapters.eager import EAGER_TASKS, start_eagerly, step_as
 
 from .test_websocket_compression import served
 
@@ -418,3 +418,79 @@ async def test_a_coroutine_handler_is_its_own_task_and_its_timeout_its_own() -> 
     await _client_sends(sio, send)
     coro = reader[0].get_coro() if reader[0] is not None else None
     assert "_handle_event_internal" in getattr(coro, "__qualname__", "") or EAGER_TASKS
+
+
+# ------------------------------------------------------------ steps of another task
+
+STEP_VAR: contextvars.ContextVar[str] = contextvars.ContextVar("STEP_VAR", default="unset")
+
+
+async def test_a_step_as_a_waiting_task_sees_it_current_and_it_awaits_the_rest() -> None:
+    """step_as, from a callback while ``task`` waits: the first step runs with
+    ``task`` current; the rest, awaited by ``task``, runs in the first step's
+    context; a coroutine that finishes at once leaves nothing; an error of the first
+    step is raised there."""
+    loop = asyncio.get_running_loop()
+    seen: list[tuple[str, object, str]] = []
+    gate = loop.create_future()
+    handed: asyncio.Future[Any] = loop.create_future()
+
+    async def delivery(name: str, wait: bool) -> str:
+        STEP_VAR.set(name)
+        seen.append((name, asyncio.current_task(), STEP_VAR.get()))
+        if wait:
+            await gate
+            seen.append((name + " after", asyncio.current_task(), STEP_VAR.get()))
+        if name == "bad":
+            raise ValueError("first step")
+        return name
+
+    async def waiting_task() -> str:
+        rest = await handed
+        return str(await rest)
+
+    task = asyncio.ensure_future(waiting_task())
+    await asyncio.sleep(0)
+
+    def callback() -> None:
+        assert step_as(task, delivery("quick", False)) is None
+        with pytest.raises(ValueError, match="first step"):
+            step_as(task, delivery("bad", False))
+        handed.set_result(step_as(task, delivery("slow", True)))
+
+    loop.call_soon(callback)
+    await asyncio.sleep(0.01)
+    assert STEP_VAR.get() == "unset"  # each step ran in a context of its own
+    gate.set_result(None)
+    assert await asyncio.wait_for(task, 1) == "slow"
+    assert seen == [("quick", task, "quick"), ("bad", task, "bad"), ("slow", task, "slow"),
+                    ("slow after", task, "slow")]
+
+
+async def test_a_rest_cancelled_before_it_is_awaited_gets_the_cancellation() -> None:
+    loop = asyncio.get_running_loop()
+    gate: asyncio.Future[None] = loop.create_future()
+    outcome: list[str] = []
+
+    async def delivery() -> None:
+        try:
+            await gate
+        except asyncio.CancelledError:
+            outcome.append("cancelled at its wait")
+            raise
+
+    holder = asyncio.ensure_future(asyncio.sleep(10))
+    handed: asyncio.Future[Any] = loop.create_future()
+    loop.call_soon(lambda: handed.set_result(step_as(holder, delivery())))
+    rest = await handed
+    assert rest is not None
+    rest.cancel()
+    assert gate.cancelled()
+
+    async def await_it() -> None:
+        await rest
+
+    with pytest.raises(asyncio.CancelledError):
+        await await_it()
+    assert outcome == ["cancelled at its wait"]
+    holder.cancel()

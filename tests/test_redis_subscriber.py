@@ -6,7 +6,8 @@ to the listener task; writes and closing unchanged."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any
 
 import pytest
 
@@ -14,10 +15,14 @@ pytest.importorskip("redis")
 
 import redis.asyncio as aioredis
 import redis.exceptions
+import socketio
+from aiohttp import web
 
 from conformance.brokers import LocalBroker, available, broker_for
+from socketio_adapters import create_manager
 from socketio_adapters.backends.redis.resp import RawConnection, command
 from socketio_adapters.backends.redis.subscriber import SubscriberReads
+from socketio_adapters.deadline import TaskDeadline
 
 pytestmark = [pytest.mark.broker, pytest.mark.skipif(
     not available("redis"), reason="redis-server not installed: scripts/install-brokers.sh redis")]
@@ -50,6 +55,8 @@ class Deliveries:
         self.gate = asyncio.Event()
         self.held = asyncio.Event()
         self.more = asyncio.Event()
+        self.on_hold: Callable[[], object] | None = None
+        """Called as ``hold``'s delivery starts waiting, in that turn."""
 
     async def __call__(self, payload: bytes) -> None:
         self.seen.append(payload)
@@ -57,6 +64,8 @@ class Deliveries:
             raise ValueError("a delivery failed")
         if payload == b"hold":
             self.held.set()
+            if self.on_hold is not None:
+                self.on_hold()
             await self.gate.wait()
             self.seen.append(b"hold done")
         self.more.set()
@@ -69,18 +78,53 @@ class Deliveries:
         await asyncio.wait_for(seen(), WAIT)
 
 
-async def _subscribed(pool: aioredis.ConnectionPool, deliver: Deliveries,
-                      *channels: bytes) -> tuple[RawConnection, SubscriberReads, list[int]]:
-    raw = await RawConnection.open(pool)
-    heard: list[int] = []
-    reads = SubscriberReads(raw, deliver, lambda: heard.append(1))
-    raw.write(command(b"SUBSCRIBE", *channels))
-    await raw.drain()
-    confirmed: list[object] = []
-    while len(confirmed) < len(channels):
-        confirmed.extend(await asyncio.wait_for(reads.replies(), WAIT))
-    assert [r[0] for r in confirmed] == [b"subscribe"] * len(channels)  # type: ignore[index]
-    return raw, reads, heard
+class Listener:
+    """What the backend's listener task does: makes the reads and subscribes, then
+    handles the replies it is handed (the messages among them marked in
+    ``others`` too)."""
+
+    def __init__(self, deliver: Callable[[bytes], Coroutine[Any, Any, None]]) -> None:
+        self.deliver = deliver
+        self.others: list[object] = []
+        self.heard: list[int] = []
+        self.subscribed = asyncio.Event()
+        self.raw: RawConnection | None = None
+        self.reads: SubscriberReads | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self, pool: aioredis.ConnectionPool, *channels: bytes) -> None:
+        self.task = asyncio.ensure_future(self._run(pool, channels))
+        await asyncio.wait_for(self.subscribed.wait(), WAIT)
+
+    async def _run(self, pool: aioredis.ConnectionPool, channels: tuple[bytes, ...]
+                   ) -> None:
+        raw = self.raw = await RawConnection.open(pool)
+        reads = self.reads = SubscriberReads(raw, self.deliver,
+                                             lambda: self.heard.append(1))
+        raw.write(command(b"SUBSCRIBE", *channels))
+        await raw.drain()
+        confirmed: list[Any] = []
+        while len(confirmed) < len(channels):
+            confirmed.extend(await reads.replies())
+        assert [r[0] for r in confirmed] == [b"subscribe"] * len(channels)
+        self.subscribed.set()
+        try:
+            while True:
+                for reply in await reads.replies():
+                    if isinstance(reply, list) and reply[0] == b"message":
+                        self.others.append(b"task delivered")
+                        await self.deliver(reply[2])
+                    else:
+                        self.others.append(reply)
+        finally:
+            reads.stop()
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        if self.raw is not None:
+            await asyncio.wait_for(self.raw.close(), WAIT)
 
 
 async def _publish(pool: aioredis.ConnectionPool, *payloads: bytes,
@@ -92,37 +136,55 @@ async def _publish(pool: aioredis.ConnectionPool, *payloads: bytes,
         await publisher.close()
 
 
-async def _listen(reads: SubscriberReads, deliver: Deliveries, others: list[object]) -> None:
-    """What the backend's listener task does with the replies it is handed (the
-    messages among them are marked in ``others`` too)."""
-    while True:
-        for reply in await reads.replies():
-            if isinstance(reply, list) and reply[0] == b"message":
-                others.append(b"task delivered")
-                await deliver(reply[2])
-            else:
-                others.append(reply)
-
-
 async def test_messages_are_delivered_without_the_listener_task(
         pool: aioredis.ConnectionPool) -> None:
     """The read callback delivers messages (the listener task is handed none), and
     calls heard()."""
     deliver = Deliveries()
-    raw, reads, heard = await _subscribed(pool, deliver, b"ch")
-    others: list[object] = []
-    listener = asyncio.ensure_future(_listen(reads, deliver, others))
+    listener = Listener(deliver)
+    await listener.start(pool, b"ch")
     try:
         await asyncio.sleep(0)  # the listener gives the reads back to the callback
-        heard.clear()
+        listener.heard.clear()
         await _publish(pool, b"1", b"2", b"3")
         await deliver.until(3)
         assert deliver.seen == [b"1", b"2", b"3"]
-        assert others == []
-        assert heard
+        assert listener.others == []
+        assert listener.heard
     finally:
-        listener.cancel()
-        await raw.close()
+        await listener.stop()
+
+
+async def test_a_delivery_runs_as_the_listener_task(
+        pool: aioredis.ConnectionPool) -> None:
+    """As when the listener read the connection and ran each delivery itself: the
+    listener is the current task in a delivery, before and after it waits, and a
+    deadline there (``asyncio.timeout`` on 3.11+) cancels the delivery's wait, not
+    the listener."""
+    deliver = Deliveries()
+    seen: list[tuple[object, object]] = []
+
+    async def deadline_inside(payload: bytes) -> None:
+        before = asyncio.current_task()
+        deadline = TaskDeadline(0.05)
+        try:
+            with deadline:
+                await asyncio.Event().wait()  # never set: the deadline ends it
+        except asyncio.TimeoutError:
+            seen.append((before, asyncio.current_task()))
+        finally:
+            deadline.cancel()
+        await deliver(payload)
+
+    listener = Listener(deadline_inside)
+    await listener.start(pool, b"ch")
+    try:
+        await _publish(pool, b"1", b"2")
+        await deliver.until(2)
+        assert seen == [(listener.task, listener.task)] * 2
+        assert deliver.seen == [b"1", b"2"] and not listener.task.done()  # type: ignore[union-attr]
+    finally:
+        await listener.stop()
 
 
 async def test_a_delivery_that_waits_holds_back_the_ones_after_it(
@@ -130,9 +192,8 @@ async def test_a_delivery_that_waits_holds_back_the_ones_after_it(
     """The messages after a delivery that waits are delivered after it ends, in order
     (by the task, then by the callback again), including one that came meanwhile."""
     deliver = Deliveries()
-    raw, reads, _ = await _subscribed(pool, deliver, b"ch")
-    others: list[object] = []
-    listener = asyncio.ensure_future(_listen(reads, deliver, others))
+    listener = Listener(deliver)
+    await listener.start(pool, b"ch")
     try:
         await _publish(pool, b"1", b"hold", b"2")
         await asyncio.wait_for(deliver.held.wait(), WAIT)
@@ -142,14 +203,34 @@ async def test_a_delivery_that_waits_holds_back_the_ones_after_it(
         deliver.gate.set()
         await deliver.until(5)
         assert deliver.seen == [b"1", b"hold", b"hold done", b"2", b"3"]
-        assert b"task delivered" in others  # "2" at least: it waited in the parser
+        assert b"task delivered" in listener.others  # "2": it waited in the parser
         await _publish(pool, b"4")
         await deliver.until(6)
         assert deliver.seen[5:] == [b"4"]
-        assert not listener.done()
+        assert not listener.task.done()  # type: ignore[union-attr]
     finally:
-        listener.cancel()
-        await raw.close()
+        await listener.stop()
+
+
+async def test_cancelling_the_listener_cancels_a_delivery_that_waits(
+        pool: aioredis.ConnectionPool) -> None:
+    """Cancelled in the turn the callback handed it a delivery that waits (a node
+    that stops), the listener cancels that delivery too, as it did when it ran it."""
+    deliver = Deliveries()
+    listener = Listener(deliver)
+    await listener.start(pool, b"ch")
+    task = listener.task
+    assert task is not None
+    deliver.on_hold = task.cancel  # in the turn the callback hands the delivery over
+    try:
+        await _publish(pool, b"hold")
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), WAIT)
+        assert task.cancelled()
+    finally:
+        await listener.stop()
+    deliver.gate.set()
+    await asyncio.sleep(0.05)
+    assert deliver.seen == [b"hold"]
 
 
 async def test_a_failed_delivery_is_raised_to_the_listener_task(
@@ -157,17 +238,16 @@ async def test_a_failed_delivery_is_raised_to_the_listener_task(
     """Its error ends the listener (the backend reconnects); the message after it is
     not delivered by the callback meanwhile."""
     deliver = Deliveries()
-    raw, reads, _ = await _subscribed(pool, deliver, b"ch")
-    listener = asyncio.ensure_future(_listen(reads, deliver, []))
+    listener = Listener(deliver)
+    await listener.start(pool, b"ch")
     try:
         await _publish(pool, b"fail", b"after")
         with pytest.raises(ValueError, match="a delivery failed"):
-            await asyncio.wait_for(listener, WAIT)
+            await asyncio.wait_for(asyncio.shield(listener.task), WAIT)  # type: ignore[arg-type]
         await asyncio.sleep(0.05)
         assert deliver.seen == [b"fail"]
     finally:
-        listener.cancel()
-        await raw.close()
+        await listener.stop()
 
 
 async def test_other_replies_and_writes_go_through_the_listener_task(
@@ -175,9 +255,10 @@ async def test_other_replies_and_writes_go_through_the_listener_task(
     """A PING's answer and a later subscription's confirmation come to the task, in
     order with the messages around them; writes and their drain still work."""
     deliver = Deliveries()
-    raw, reads, _ = await _subscribed(pool, deliver, b"ch")
-    others: list[object] = []
-    listener = asyncio.ensure_future(_listen(reads, deliver, others))
+    listener = Listener(deliver)
+    await listener.start(pool, b"ch")
+    raw = listener.raw
+    assert raw is not None
     try:
         await _publish(pool, b"1")
         await deliver.until(1)
@@ -187,26 +268,26 @@ async def test_other_replies_and_writes_go_through_the_listener_task(
         await deliver.until(2)
         assert deliver.seen == [b"1", b"2"]
         # "2" was delivered by the callback; a PING's answer is PONG in RESP3
+        others = listener.others
         assert len(others) == 2 and others[0] in (b"PONG", [b"pong", b""])
         assert others[1] == [b"subscribe", b"other", 2]
     finally:
-        listener.cancel()
-        await raw.close()
+        await listener.stop()
 
 
 async def test_a_connection_redis_drops_ends_the_reads_and_closes(
         pool: aioredis.ConnectionPool) -> None:
     deliver = Deliveries()
-    raw, reads, _ = await _subscribed(pool, deliver, b"ch")
-    listener = asyncio.ensure_future(_listen(reads, deliver, []))
+    listener = Listener(deliver)
+    await listener.start(pool, b"ch")
     admin = await RawConnection.open(pool)
     try:
         assert await admin.call(b"CLIENT", b"KILL", b"TYPE", b"pubsub") == 1
     finally:
         await admin.close()
     with pytest.raises(redis.exceptions.ConnectionError, match="redis closed"):
-        await asyncio.wait_for(listener, WAIT)
-    await asyncio.wait_for(raw.close(), WAIT)  # redis-py's close sees the connection gone
+        await asyncio.wait_for(asyncio.shield(listener.task), WAIT)  # type: ignore[arg-type]
+    await listener.stop()  # redis-py's close sees the connection gone
 
 
 async def test_bytes_that_are_no_resp_end_the_reads(
@@ -214,13 +295,63 @@ async def test_bytes_that_are_no_resp_end_the_reads(
     """A reply Redis never sends (a proxy's garbage) ends the reads with a clear error
     and drops the connection."""
     deliver = Deliveries()
-    raw, reads, _ = await _subscribed(pool, deliver, b"ch")
-    listener = asyncio.ensure_future(_listen(reads, deliver, []))
+    listener = Listener(deliver)
+    await listener.start(pool, b"ch")
     try:
-        reads.data_received(b"!not resp\r\n")
+        assert listener.reads is not None
+        listener.reads.data_received(b"!not resp\r\n")
         with pytest.raises(redis.exceptions.ConnectionError, match="bad reply from redis"):
-            await asyncio.wait_for(listener, WAIT)
+            await asyncio.wait_for(asyncio.shield(listener.task), WAIT)  # type: ignore[arg-type]
         assert deliver.seen == []
     finally:
-        listener.cancel()
-        await asyncio.wait_for(raw.close(), WAIT)
+        await listener.stop()
+
+
+async def test_a_disconnect_handler_reached_from_a_delivery_runs_in_a_task(
+        redis_broker: LocalBroker) -> None:
+    """``disconnect_sockets()`` from node a: node b's disconnect handler, awaited
+    inline by python-socketio from the delivery, runs in a task (a deadline works
+    there, as ``asyncio.timeout`` does), to its end, and node a gets b's answer."""
+    nodes = [create_manager(redis_broker.url, channel="sub-disconnect",
+                            heartbeat_interval=0.2, heartbeat_timeout=2.0)
+             for _ in range(2)]
+    sio = socketio.AsyncServer(client_manager=nodes[1], async_mode="aiohttp")
+    app = web.Application()
+    sio.attach(app)
+    runner = web.AppRunner(app)
+    connected, ended = asyncio.Event(), asyncio.Event()
+    tasks: list[object] = []
+
+    async def on_connect(sid: str, environ: Any) -> None:
+        connected.set()
+
+    async def on_disconnect(sid: str, *reason: Any) -> None:
+        tasks.append(asyncio.current_task())
+        deadline = TaskDeadline(2)
+        try:
+            with deadline:
+                await asyncio.sleep(0)
+        finally:
+            deadline.cancel()
+        ended.set()
+
+    sio.on("connect", on_connect)
+    sio.on("disconnect", on_disconnect)
+    client = socketio.AsyncClient(reconnection=False)
+    try:
+        for node in nodes:
+            await node.start()
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        await client.connect(f"http://127.0.0.1:{port}", transports=["websocket"])
+        await asyncio.wait_for(connected.wait(), WAIT)
+        await asyncio.wait_for(nodes[0].disconnect_sockets(), WAIT)
+        await asyncio.wait_for(ended.wait(), WAIT)
+        assert len(tasks) == 1 and tasks[0] is not None
+    finally:
+        await client.disconnect()
+        await runner.cleanup()
+        for node in nodes:
+            await node.stop()

@@ -114,6 +114,7 @@ class RedisBackend(RedisLog, RedisSessions):
     async def _listen(self, raw: RawConnection, ready: Callable[[], None]) -> None:
         rooms = set(self.room_keys)
         watch: SilenceWatch | None = None
+        reads: SubscriberReads | None = None
         channels = (self.broadcast_channel, self.node_channel(self.node_id),
                     *(self.room_channel(key) for key in sorted(rooms)))
         try:
@@ -171,6 +172,8 @@ class RedisBackend(RedisLog, RedisSessions):
         finally:
             if watch is not None:
                 watch.stop()
+            if reads is not None:
+                reads.stop()
             self._listener = None
             waiting, self._room_replies = self._room_replies, {}
             for futures in waiting.values():

@@ -9,27 +9,29 @@ read meanwhile, so the next message is not started before the earlier ones are d
 (and Redis holds what the node cannot take yet, as it does for a task that reads).
 Then the read callback takes over again.
 
-A delivery is started with :func:`~socketio_adapters.eager.start_eagerly`: on Python
-3.12+ as a task of its own, started at once; on 3.11 its first step runs in the
-read callback, outside any task (what the backend delivers runs the application's
-code in tasks of its own, see :mod:`socketio_adapters.cluster.server_events`), and
-the rest, if any, in a task.
+A delivery's first step runs as a step of the listener task, which waits meanwhile
+(:func:`~socketio_adapters.eager.step_as`): the listener is the current task there,
+as when the listener read the connection and ran every delivery itself (an
+application's disconnect handler reached from a delivery may use ``asyncio.timeout``);
+the rest, if the delivery has to wait, is awaited by the listener. Each delivery runs
+in a context of its own (a copy), as a task's does.
 
-Measured on this project's 2-core machine (``bench_cross_node``, Redis, the official
-JavaScript client, 2,000 events a round): room-broadcast p50 0.287 to 0.290 ms
-against 0.313 to 0.327 ms with the listener task reading the connection.
+Measured on this project's 2-core machine (benchmarks/README.md, stop 28): five
+interleaved rounds with the official JavaScript client, room-broadcast p50 median
+0.311 against 0.323 ms ordered and 0.304 against 0.341 ms fire-and-forget.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import hiredis
 import redis.exceptions
 
-from ...eager import start_eagerly
+from ...eager import Continuation, step_as
 from .resp import RawConnection
 
 __all__ = ["SubscriberReads"]
@@ -57,12 +59,19 @@ class SubscriberReads(asyncio.Protocol):
         self._parser = raw.parser
         self._deliver = deliver
         self._heard = heard
+        listener = asyncio.current_task()
+        if listener is None:
+            raise RuntimeError("a subscriber's reads are made in its listener task")
+        self._listener = listener
+        self._stopped = False
         self._taken = False
         """The listener task has the replies (reading is paused): the callback only
         keeps what arrives."""
-        self._waiting: asyncio.Future[None] | None = None
-        """A delivery started by the callback that has to wait (or failed): the
-        listener task takes it first."""
+        self._waiting: Continuation[None] | None = None
+        """A delivery started by the callback that has to wait: the listener task
+        awaits it first."""
+        self._failure: BaseException | None = None
+        """A delivery's first step failed: the listener task raises it."""
         self._held: list[Any] = []
         """Replies the callback parsed for the listener task, before the parser's."""
         self._lost: BaseException | None = None
@@ -72,22 +81,35 @@ class SubscriberReads(asyncio.Protocol):
     # ------------------------------------------------------ the read callback
 
     def data_received(self, data: bytes) -> None:
+        if self._stopped:
+            return  # the listener ended: nothing more is delivered
         self._heard()
         self._parser.feed(data)
         if self._taken:
             return
-        deliver, gets = self._deliver, self._gets
+        if asyncio.current_task() is not None:
+            # called inside a task (a TLS transport that flushes as it closes): the
+            # listener takes these replies, as it takes any other
+            self._hand_over()
+            return
+        deliver, gets, listener = self._deliver, self._gets, self._listener
         reply = gets()
         while reply is not False:
-            if isinstance(reply, list) and reply[0] in _MESSAGES:
-                started = start_eagerly(deliver(reply[2]))
-                if (not started.done() or started.cancelled()
-                        or started.exception() is not None):
-                    self._hand_over(started)
-                    return
-            else:
+            if not (isinstance(reply, list) and reply[0] in _MESSAGES):
                 self._held.append(reply)
-                self._hand_over(None)
+                self._hand_over()
+                return
+            try:
+                rest = step_as(listener, deliver(reply[2]))
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:
+                self._failure = exc
+                self._hand_over()
+                return
+            if rest is not None:
+                self._waiting = rest
+                self._hand_over()
                 return
             reply = gets()
 
@@ -101,9 +123,8 @@ class SubscriberReads(asyncio.Protocol):
             self._transport.abort()
             return False
 
-    def _hand_over(self, waiting: asyncio.Future[None] | None) -> None:
+    def _hand_over(self) -> None:
         self._taken = True
-        self._waiting = waiting
         self._transport.pause_reading()
         self._wake_task()
 
@@ -139,10 +160,13 @@ class SubscriberReads(asyncio.Protocol):
 
     async def replies(self) -> list[Any]:
         """The replies the listener task is to handle (at least one), after a
-        delivery the callback left waiting has ended (raising its error); raises
+        delivery the callback started has ended (raising its error); raises
         :class:`redis.exceptions.ConnectionError` once the connection is gone and
         nothing is left."""
         while True:
+            failure, self._failure = self._failure, None
+            if failure is not None:
+                raise failure
             waiting, self._waiting = self._waiting, None
             if waiting is not None:
                 await waiting
@@ -160,4 +184,24 @@ class SubscriberReads(asyncio.Protocol):
                 self._taken = False
                 self._transport.resume_reading()
             self._wake = asyncio.get_running_loop().create_future()
-            await self._wake
+            try:
+                await self._wake
+            except asyncio.CancelledError:
+                await self._cancel_waiting()
+                raise
+
+    async def _cancel_waiting(self) -> None:
+        """The listener was cancelled in the turn the callback handed it a delivery
+        that waits: the delivery, a step of the listener's, gets the cancellation."""
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await waiting
+
+    def stop(self) -> None:
+        """The listener ended: what arrives now is not delivered."""
+        self._stopped = True
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.close()
