@@ -137,19 +137,11 @@ async def test_seeds_that_reach_no_node_fail_fast() -> None:
         await asyncio.wait_for(backend.start("n1", None), 15)
 
 
-@pytest.fixture(scope="module")
-def plain_redis() -> Iterator[LocalBroker]:
-    broker = broker_for("redis")
-    broker.start()
-    yield broker
-    broker.stop()
-
-
 @pytest.mark.broker
 @pytest.mark.skipif(not available("redis"),
                     reason="redis-server not installed: scripts/install-brokers.sh redis")
-async def test_a_redis_not_in_cluster_mode_is_named(plain_redis: LocalBroker) -> None:
-    backend = create_backend(f"redis+cluster://{HOST}:{plain_redis.port}")
+async def test_a_redis_not_in_cluster_mode_is_named(redis_broker: LocalBroker) -> None:
+    backend = create_backend(f"redis+cluster://{HOST}:{redis_broker.port}")
     with pytest.raises(ConfigurationError, match=r"not in cluster mode .* use a redis:// URL"):
         await asyncio.wait_for(backend.start("n1", None), 15)
 

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import pytest
 
-from conformance.brokers import LocalBroker, available, broker_for
+from conformance.brokers import LocalBroker, available
 from socketio_adapters import create_manager
 
 pytestmark = [pytest.mark.broker, pytest.mark.skipif(
     not available("redis"), reason="redis-server not installed: scripts/install-brokers.sh redis")]
-
-
-@pytest.fixture(scope="module")
-def redis_broker() -> Iterator[LocalBroker]:
-    broker = broker_for("redis")
-    broker.start()
-    yield broker
-    broker.stop()
 
 
 async def test_sharded_pubsub_carries_broadcasts_and_requests(

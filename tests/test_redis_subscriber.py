@@ -6,7 +6,7 @@ to the listener task; writes and closing unchanged."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ import redis.exceptions
 import socketio
 from aiohttp import web
 
-from conformance.brokers import LocalBroker, available, broker_for
+from conformance.brokers import LocalBroker, available
 from socketio_adapters import create_manager
 from socketio_adapters.backends.redis.resp import RawConnection, command
 from socketio_adapters.backends.redis.subscriber import SubscriberReads
@@ -29,14 +29,6 @@ pytestmark = [pytest.mark.broker, pytest.mark.skipif(
 
 WAIT = 5.0
 """Longest wait for something that comes at once (a bound, not a figure)."""
-
-
-@pytest.fixture(scope="module")
-def redis_broker() -> Iterator[LocalBroker]:
-    broker = broker_for("redis")
-    broker.start()
-    yield broker
-    broker.stop()
 
 
 @pytest.fixture
