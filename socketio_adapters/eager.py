@@ -95,9 +95,16 @@ def step_as(task: asyncio.Task[Any], coro: Coroutine[Any, Any, T]
     own task ran them before: what a delivery reaches (an application's handler)
     sees the task it saw then. Enters the task with asyncio's own hooks
     (``_enter_task``, ``_leave_task``: what its eager tasks use on Python 3.12)."""
+    if task.done():
+        coro.close()
+        raise RuntimeError(f"no step can run as {task!r}: it is done")
     loop = task.get_loop()
     context = contextvars.copy_context()
-    _enter_task(loop, task)
+    try:
+        _enter_task(loop, task)  # raises inside another running task
+    except BaseException:
+        coro.close()
+        raise
     try:
         pending = context.run(coro.send, None)
     except StopIteration:
@@ -205,7 +212,7 @@ class Continuation(Generator[Any, Any, T]):
 
     def close(self) -> None:
         self._pending = None
-        self._coro.close()
+        self._context.run(self._coro.close)
 
     def cancel(self) -> None:
         if self._started:

@@ -494,3 +494,51 @@ async def test_a_rest_cancelled_before_it_is_awaited_gets_the_cancellation() -> 
         await await_it()
     assert outcome == ["cancelled at its wait"]
     holder.cancel()
+
+
+async def test_a_step_as_a_done_or_busy_task_is_refused_and_closes_the_coroutine() -> None:
+    """No step runs as a finished task (its deadlines would never fire) or from inside
+    a running task; the coroutine is closed either way (no "never awaited")."""
+    closed: list[str] = []
+
+    async def delivery(name: str) -> None:
+        try:
+            await asyncio.sleep(0)
+        finally:
+            closed.append(name)
+
+    done = asyncio.ensure_future(asyncio.sleep(0))
+    await done
+    first = delivery("done")
+    first.send(None)  # started, so that closing it runs its finally
+    with pytest.raises(RuntimeError, match="it is done"):
+        step_as(done, first)
+    other = asyncio.ensure_future(asyncio.sleep(10))
+    second = delivery("busy")
+    second.send(None)
+    with pytest.raises(RuntimeError):
+        step_as(other, second)  # from inside this test's running task
+    other.cancel()
+    assert closed == ["done", "busy"]
+
+
+async def test_a_closed_rest_cleans_up_in_its_own_context() -> None:
+    loop = asyncio.get_running_loop()
+    seen: list[str] = []
+
+    async def delivery() -> None:
+        token = STEP_VAR.set("mine")
+        try:
+            await loop.create_future()
+        finally:
+            seen.append(STEP_VAR.get())
+            STEP_VAR.reset(token)  # a ValueError in another context
+
+    holder = asyncio.ensure_future(asyncio.sleep(10))
+    handed: asyncio.Future[Any] = loop.create_future()
+    loop.call_soon(lambda: handed.set_result(step_as(holder, delivery())))
+    rest = await handed
+    assert rest is not None
+    rest.close()
+    assert seen == ["mine"] and STEP_VAR.get() == "unset"
+    holder.cancel()

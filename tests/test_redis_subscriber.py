@@ -6,6 +6,7 @@ to the listener task; writes and closing unchanged."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
@@ -347,3 +348,38 @@ async def test_a_disconnect_handler_reached_from_a_delivery_runs_in_a_task(
         await runner.cleanup()
         for node in nodes:
             await node.stop()
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Task.cancelling() and uncancel(), "
+                    "what asyncio.timeout takes its cancellation back with, are 3.11+")
+async def test_a_deadline_that_expires_as_a_delivery_is_handed_over_is_its_own(
+        pool: aioredis.ConnectionPool) -> None:
+    """A delivery whose deadline has passed when it starts waiting cancels the
+    listener in the very turn the callback hands the delivery over: the delivery
+    gets its timeout, takes the cancellation back, and the listener goes on (as when
+    it ran the delivery itself), delivering the next message."""
+    deliver = Deliveries()
+    outcome: list[str] = []
+
+    async def expired_at_once(payload: bytes) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        before = task.cancelling()  # type: ignore[attr-defined]
+        try:
+            task.cancel()  # what a deadline already past does, from its first step
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if task.uncancel() > before:  # type: ignore[attr-defined]  # pragma: no cover
+                raise
+            outcome.append("timed out")
+        await deliver(payload)
+
+    listener = Listener(expired_at_once)
+    await listener.start(pool, b"ch")
+    try:
+        await _publish(pool, b"1", b"2")
+        await deliver.until(2)
+        assert outcome == ["timed out", "timed out"] and deliver.seen == [b"1", b"2"]
+        assert listener.task is not None and not listener.task.done()
+    finally:
+        await listener.stop()

@@ -13,8 +13,9 @@ A delivery's first step runs as a step of the listener task, which waits meanwhi
 (:func:`~socketio_adapters.eager.step_as`): the listener is the current task there,
 as when the listener read the connection and ran every delivery itself (an
 application's disconnect handler reached from a delivery may use ``asyncio.timeout``);
-the rest, if the delivery has to wait, is awaited by the listener. Each delivery runs
-in a context of its own (a copy), as a task's does.
+the rest, if the delivery has to wait, is awaited by the listener. A delivery
+started in the callback runs in a copy of the callback's context; those the listener
+takes after a hand-over run in the listener's, as every delivery did before.
 
 Measured on this project's 2-core machine (benchmarks/README.md, stop 28): five
 interleaved rounds with the official JavaScript client, room-broadcast p50 median
@@ -187,17 +188,23 @@ class SubscriberReads(asyncio.Protocol):
             try:
                 await self._wake
             except asyncio.CancelledError:
-                await self._cancel_waiting()
-                raise
+                if not await self._cancel_waiting():
+                    raise
 
-    async def _cancel_waiting(self) -> None:
+    async def _cancel_waiting(self) -> bool:
         """The listener was cancelled in the turn the callback handed it a delivery
-        that waits: the delivery, a step of the listener's, gets the cancellation."""
+        that waits: the delivery, a step of the listener's, gets the cancellation.
+        Whether that cancellation was the delivery's own and it took it back (an
+        ``asyncio.timeout`` in its first step that expired at once): the listener
+        then goes on, as when it ran the delivery itself."""
         waiting, self._waiting = self._waiting, None
-        if waiting is not None:
-            waiting.cancel()
-            with contextlib.suppress(Exception, asyncio.CancelledError):
-                await waiting
+        if waiting is None:
+            return False
+        waiting.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await waiting
+        cancelling = getattr(self._listener, "cancelling", None)  # Python 3.11+
+        return cancelling is not None and cancelling() == 0
 
     def stop(self) -> None:
         """The listener ended: what arrives now is not delivered."""
