@@ -5,7 +5,7 @@ broker's raw client library.
 Run from the repository root:
 
     python -m benchmarks.bench_cross_node [--backend redis|rabbitmq|nats|kafka|postgres|all]
-        [--events 20000] [--latency-events 2000] [--url URL] [--recovery]
+        [--events 20000] [--latency-events 2000] [--latency-rounds 5] [--url URL] [--recovery]
         [--client python|js|python,js] [--concurrency [100]]
         [--ws-compression shipped|on|off[,...]] [--loop asyncio|uvloop]
         [--json benchmarks/results/{backend}.json]
@@ -49,7 +49,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import socketio
@@ -617,6 +617,9 @@ class Config:
     """Emitters at once on node A in the ``cluster-concurrent`` scenario."""
     loop: str = "asyncio"
     """The event loop of every Python process (:data:`benchmarks.loops.LOOPS`)."""
+    latency_rounds: int = 5
+    """The latency events of every scenario are measured in this many rounds, the
+    scenarios taking turns (see :func:`run_latency_rounds`)."""
 
     @property
     def backend(self) -> str:
@@ -720,21 +723,20 @@ def cpu_text(cpu: dict[str, Any]) -> str:
 
 
 async def measure_latency(mode: str, ctl: Control, a: Child, receiver: AnyReceiver,
-                          config: Config) -> dict[str, Any]:
-    room = "latency-room"
-    if not await receiver.join(room):
-        raise BenchError(f"{mode}: could not join {room}")
+                          n: int, config: Config) -> list[float]:
+    """``n`` paced room broadcasts from A to the client, in the room it joined
+    (:data:`LATENCY_ROOM`); their one-way latencies in seconds."""
     await receiver.reset()
 
     async def sender_done() -> bool:
         return bool((await ctl.job(a))["done"])
 
-    n = config.latency_events
-    await ctl.call(a, "POST", "/bench/latency", n=n, room=room, interval=config.interval)
+    await ctl.call(a, "POST", "/bench/latency", n=n, room=LATENCY_ROOM,
+                   interval=config.interval)
     await wait_all(f"{mode} latency", n, receiver.progress, sender_done, config.timeout,
                    config.stall)
     await ctl.job_done(a)
-    return summarize_latency(await receiver.latency_values())
+    return await receiver.latency_values()
 
 
 async def run_socket_scenario(mode: str, config: Config, ctl: Control,
@@ -761,10 +763,7 @@ async def run_socket_scenario(mode: str, config: Config, ctl: Control,
                 print(f"  {mode} run {rep + 1}: {run['out_of_order']} events out of order",
                       flush=True)
             await asyncio.sleep(0.2)
-        latency = await measure_latency(mode, ctl, a, receiver, config)
-        print(f"  {mode} latency: p50 {latency['p50_ms']:.3f} ms, "
-              f"p99 {latency['p99_ms']:.3f} ms", flush=True)
-        return {"throughput": summarize_runs(runs), "latency": latency,
+        return {"throughput": summarize_runs(runs),
                 "emit_mode": EMIT_MODES[mode], "client": receiver.kind,
                 "server": "node" if mode in JS_SCENARIOS else "python",
                 "ws_compression": "off (Node's default)" if mode in JS_SCENARIOS
@@ -775,11 +774,11 @@ async def run_socket_scenario(mode: str, config: Config, ctl: Control,
             await children.stop(child)
 
 
-async def raw_latency(config: Config, ctl: Control, pub: Child,
-                      sub: Child) -> dict[str, Any]:
-    """One-way PUBLISH -> subscriber latency, paced like the Socket.IO latency runs."""
+async def raw_latency(config: Config, ctl: Control, pub: Child, sub: Child,
+                      n: int) -> list[float]:
+    """``n`` one-way PUBLISH -> subscriber latencies (seconds), paced like the
+    Socket.IO latency runs."""
     await ctl.call(sub, "POST", "/bench/reset")
-    n = config.latency_events
 
     async def progress() -> tuple[int, float | None]:
         body = await ctl.call(sub, "GET", "/bench/count")
@@ -793,10 +792,7 @@ async def raw_latency(config: Config, ctl: Control, pub: Child,
                    config.stall)
     await ctl.job_done(pub)
     latencies = (await ctl.call(sub, "GET", "/bench/latencies"))["latencies"]
-    latency = summarize_latency([float(x) for x in latencies])
-    print(f"  raw latency: p50 {latency['p50_ms']:.3f} ms, p99 {latency['p99_ms']:.3f} ms",
-          flush=True)
-    return latency
+    return [float(x) for x in latencies]
 
 
 async def run_raw_scenario(config: Config, ctl: Control,
@@ -842,11 +838,160 @@ async def run_raw_scenario(config: Config, ctl: Control,
                       f"({run['seconds']:.3f}s; CPU {cpu_text(run['cpu'])})", flush=True)
                 await asyncio.sleep(0.2)
             result[f"raw_{variant}"] = {"throughput": summarize_runs(runs)}
-        result["raw_each"]["latency"] = await raw_latency(config, ctl, pub, sub)
         return result
     finally:
         await children.stop(pub)
         await children.stop(sub)
+
+
+# ---------------------------------------------------------------------- latency rounds
+
+LATENCY_ROOM = "latency-room"
+RAW_WARM_EVENTS = 50
+"""Unmeasured paced publishes before the raw client's latency rounds."""
+
+
+class SocketProbe:
+    """A Socket.IO scenario's nodes and receiving client, started afresh for the
+    latency rounds: warmed up (:func:`warm_up`) and joined to :data:`LATENCY_ROOM`."""
+
+    def __init__(self, mode: str, config: Config, ctl: Control, children: Children) -> None:
+        self.mode = mode
+        self.config = config
+        self.ctl = ctl
+        self.children = children
+        self.nodes: list[Child] = []
+        self.receiver: AnyReceiver | None = None
+
+    async def open(self) -> None:
+        a, b = await start_socket_nodes(self.mode, self.config, self.children)
+        self.nodes = [a] if a is b else [a, b]
+        self.receiver = self.config.receiver(self.mode, self.children)
+        await self.receiver.connect(b)
+        await warm_up(self.mode, self.ctl, a, self.receiver, self.config)
+        if not await self.receiver.join(LATENCY_ROOM):
+            raise BenchError(f"{self.mode}: could not join {LATENCY_ROOM}")
+
+    async def measure(self, n: int) -> list[float]:
+        if self.receiver is None:
+            raise BenchError(f"{self.mode}: not started")
+        return await measure_latency(self.mode, self.ctl, self.nodes[0], self.receiver, n,
+                                     self.config)
+
+    async def close(self) -> None:
+        if self.receiver is not None:
+            await self.receiver.close()
+        for child in self.nodes:
+            await self.children.stop(child)
+
+
+class RawProbe:
+    """The broker's raw client: one publisher awaiting each publish, one subscriber."""
+
+    def __init__(self, config: Config, ctl: Control, children: Children) -> None:
+        self.config = config
+        self.ctl = ctl
+        self.children = children
+        self.nodes: list[Child] = []
+
+    async def open(self) -> None:
+        channel = f"bench-raw-latency-{secrets.token_hex(4)}"
+        self.nodes.append(await spawn_node(self.children, "raw-latency-sub", "raw-sub",
+                                           self.config, channel))
+        self.nodes.append(await spawn_node(self.children, "raw-latency-pub", "raw-pub",
+                                           self.config, channel))
+        await self.measure(RAW_WARM_EVENTS)
+
+    async def measure(self, n: int) -> list[float]:
+        sub, pub = self.nodes
+        return await raw_latency(self.config, self.ctl, pub, sub, n)
+
+    async def close(self) -> None:
+        for child in self.nodes:
+            await self.children.stop(child)
+
+
+def round_sizes(n: int, rounds: int) -> list[int]:
+    """``n`` events in ``rounds`` near-equal parts (none empty)."""
+    rounds = max(1, min(rounds, n))
+    return [n // rounds + (1 if r < n % rounds else 0) for r in range(rounds)]
+
+
+class LatencyProbe(Protocol):
+    """What :func:`run_latency_rounds` needs of a scenario."""
+
+    async def open(self) -> None: ...
+
+    async def measure(self, n: int) -> list[float]: ...
+
+    async def close(self) -> None: ...
+
+
+def make_probe(name: str, config: Config, ctl: Control, children: Children) -> LatencyProbe:
+    if name == "raw":
+        return RawProbe(config, ctl, children)
+    return SocketProbe(name, config, ctl, children)
+
+
+async def run_latency_rounds(config: Config, names: tuple[str, ...], ctl: Control,
+                             children: Children, scenarios: dict[str, Any],
+                             errors: dict[str, str], suffix: str = "",
+                             probe_for: Callable[[str, Config, Control, Children],
+                                                 LatencyProbe] = make_probe) -> None:
+    """Measure the latency of every scenario in ``names`` (those whose throughput
+    ran), the scenarios taking turns: all are started afresh and stay up, then each
+    round measures a part of ``config.latency_events`` on each scenario in turn, the
+    round's first scenario moving on by one each round. A drift of the machine over
+    the run (other guests on its host, its CPUs' state) then falls on every scenario
+    alike, rather than on whichever ran during it; measured one after the other, the
+    same code's p50 moved by up to 20% between runs a minute apart on this project's
+    2-core machine. Each scenario's figures are over all its rounds, with each round's
+    p50 beside them (``rounds_p50_ms``)."""
+    probes: dict[str, LatencyProbe] = {}
+    keys = {name: "raw_each" if name == "raw" else name for name in names}
+    try:
+        for name in names:
+            probe = probe_for(name, config, ctl, children)
+            try:
+                await probe.open()
+            except BenchError as exc:
+                errors[f"{name} latency{suffix}"] = str(exc)
+                print(f"  ERROR: {exc}", file=sys.stderr, flush=True)
+                await probe.close()
+                continue
+            probes[name] = probe
+        values: dict[str, list[float]] = {name: [] for name in probes}
+        per_round: dict[str, list[float]] = {name: [] for name in probes}
+        sizes = round_sizes(config.latency_events, config.latency_rounds)
+        for r, size in enumerate(sizes):
+            order = list(probes)
+            order = order[r % len(order):] + order[:r % len(order)] if order else order
+            line = []
+            for name in order:
+                try:
+                    got = await probes[name].measure(size)
+                except BenchError as exc:
+                    errors[f"{name} latency{suffix}"] = str(exc)
+                    print(f"  ERROR: {exc}", file=sys.stderr, flush=True)
+                    await probes.pop(name).close()
+                    del values[name]
+                    continue
+                values[name] += got
+                p50_ms = percentile(got, 50) * 1000
+                per_round[name].append(p50_ms)
+                line.append(f"{name} {p50_ms:.3f}")
+            print(f"  latency round {r + 1}/{len(sizes)} ({size} events each), p50 ms: "
+                  + ", ".join(line), flush=True)
+        for name, got in values.items():
+            latency = summarize_latency(got)
+            latency["rounds_p50_ms"] = per_round[name]
+            scenarios[keys[name]]["latency"] = latency
+            label = "raw" if name == "raw" else name
+            print(f"  {label} latency: p50 {latency['p50_ms']:.3f} ms, "
+                  f"p99 {latency['p99_ms']:.3f} ms", flush=True)
+    finally:
+        for probe in probes.values():
+            await probe.close()
 
 
 # ---------------------------------------------------------------------- profiling
@@ -1181,6 +1326,12 @@ async def run_scenarios(config: Config, names: tuple[str, ...], ctl: Control,
         except BenchError as exc:
             errors[name + suffix] = str(exc)
             print(f"  ERROR: {exc}", file=sys.stderr, flush=True)
+    measured = tuple(n for n in names if ("raw_each" if n == "raw" else n) in scenarios)
+    if measured and config.latency_events:
+        print(f"[{time.monotonic() - began:6.1f}s] {config.backend}: latency, "
+              f"{config.latency_rounds} rounds over {', '.join(measured)}{suffix}",
+              flush=True)
+        await run_latency_rounds(config, measured, ctl, children, scenarios, errors, suffix)
     return scenarios
 
 
@@ -1268,6 +1419,7 @@ async def run_all(args: argparse.Namespace, config: Config,
         "backend": config.backend,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "config": {"events": args.events, "latency_events": args.latency_events,
+                   "latency_rounds": config.latency_rounds,
                    "loop": config.loop,
                    "repeats": config.repeats, "latency_interval_s": args.interval,
                    "warmup_events": args.warmup, "transport": "websocket",
@@ -1314,6 +1466,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=None,
                         help="throughput runs per scenario; the median is reported "
                              "(default 3 for redis, 2 for the others)")
+    parser.add_argument("--latency-rounds", type=int, default=5,
+                        help="measure the latency events in this many rounds, the "
+                             "scenarios taking turns (default 5)")
     parser.add_argument("--interval", type=float, default=0.002,
                         help="seconds between latency broadcasts (default 0.002)")
     parser.add_argument("--warmup", type=int, default=1_000,
@@ -1377,6 +1532,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      f"{args.ws_compression!r}")
     if args.concurrency is not None and args.concurrency < 1:
         parser.error("--concurrency must be >= 1")
+    if args.latency_rounds < 1:
+        parser.error("--latency-rounds must be >= 1")
     args.kinds = (tuple(BACKENDS) if args.backend == "all"
                   else tuple(k.strip() for k in args.backend.split(",") if k.strip()))
     unknown = [k for k in args.kinds if k not in BACKENDS]
@@ -1434,7 +1591,7 @@ def run_backend(args: argparse.Namespace, kind: str) -> dict[str, Any]:
                         timeout=args.timeout, stall=args.stall, warmup=args.warmup,
                         broker_pid=pid,
                         concurrency=args.concurrency or DEFAULT_CONCURRENCY,
-                        loop=args.loop)
+                        loop=args.loop, latency_rounds=args.latency_rounds)
         result = run_on(main_async(args, config, children), args.loop)
     except Exception as exc:  # the broker did not start, ...: the next backend still runs
         result["errors"]["backend"] = f"{type(exc).__name__}: {exc}"

@@ -37,7 +37,7 @@ def test_client_and_compression_lists_give_one_section_each() -> None:
 
 @pytest.mark.parametrize("argv", [["--client", "ruby"], ["--client", "js,js"],
                                   ["--ws-compression", "maybe"], ["--concurrency", "0"],
-                                  ["--scenarios", "nodes"]])
+                                  ["--scenarios", "nodes"], ["--latency-rounds", "0"]])
 def test_bad_options_are_refused(argv: list[str]) -> None:
     with pytest.raises(SystemExit):
         bench.parse_args(argv)
@@ -142,3 +142,68 @@ async def test_a_node_on_another_loop_than_asked_is_refused(tmp_path: Path) -> N
                 await bench.spawn_node(children, "single", "single", config, "ch")
     finally:
         await children.stop_all()
+
+
+def test_latency_events_split_in_near_equal_rounds() -> None:
+    assert bench.round_sizes(2000, 5) == [400] * 5
+    assert bench.round_sizes(7, 3) == [3, 2, 2]
+    assert bench.round_sizes(2, 5) == [1, 1]
+
+
+class _Probe:
+    """A scenario whose latencies are its round number, in seconds; ``fail_at`` makes
+    that call raise as a lost event would."""
+
+    def __init__(self, name: str, calls: list[str], fail_at: int | None = None) -> None:
+        self.name = name
+        self.calls = calls
+        self.fail_at = fail_at
+        self.measured = 0
+        self.closed = False
+
+    async def open(self) -> None:
+        self.calls.append(f"open {self.name}")
+
+    async def measure(self, n: int) -> list[float]:
+        self.measured += 1
+        if self.measured == self.fail_at:
+            raise bench.BenchError(f"{self.name}: events lost")
+        self.calls.append(self.name)
+        return [self.measured / 1000] * n
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_latency_rounds_take_turns_and_gather_every_round() -> None:
+    calls: list[str] = []
+    probes = {"cluster": _Probe("cluster", calls), "node": _Probe("node", calls),
+              "raw": _Probe("raw", calls)}
+    scenarios: dict[str, Any] = {"cluster": {}, "node": {}, "raw_each": {}}
+    errors: dict[str, str] = {}
+    config = _config(latency_events=6, latency_rounds=3)
+    await bench.run_latency_rounds(config, ("cluster", "node", "raw"), None,  # type: ignore[arg-type]
+                                   None, scenarios, errors,  # type: ignore[arg-type]
+                                   probe_for=lambda name, *_: probes[name])
+    assert calls == ["open cluster", "open node", "open raw",
+                     "cluster", "node", "raw", "node", "raw", "cluster",
+                     "raw", "cluster", "node"]
+    assert scenarios["cluster"]["latency"]["n"] == 6
+    assert scenarios["cluster"]["latency"]["rounds_p50_ms"] == [1.0, 2.0, 3.0]
+    assert scenarios["raw_each"]["latency"]["p50_ms"] == 2.0
+    assert not errors and all(p.closed for p in probes.values())
+
+
+async def test_a_scenario_failing_a_round_is_dropped_and_said() -> None:
+    calls: list[str] = []
+    probes = {"cluster": _Probe("cluster", calls), "node": _Probe("node", calls, fail_at=2)}
+    scenarios: dict[str, Any] = {"cluster": {}, "node": {}}
+    errors: dict[str, str] = {}
+    config = _config(latency_events=6, latency_rounds=3)
+    await bench.run_latency_rounds(config, ("cluster", "node"), None,  # type: ignore[arg-type]
+                                   None, scenarios, errors,  # type: ignore[arg-type]
+                                   probe_for=lambda name, *_: probes[name])
+    assert "latency" not in scenarios["node"]
+    assert errors == {"node latency": "node: events lost"}
+    assert scenarios["cluster"]["latency"]["n"] == 6
+    assert probes["node"].closed and probes["cluster"].closed
