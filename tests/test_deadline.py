@@ -130,10 +130,12 @@ async def test_a_cancellation_in_the_same_turn_as_the_expiry_goes_through() -> N
     await asyncio.sleep(0)  # the wait has begun, its timer is due in 0.05 s
     asyncio.get_running_loop().call_later(0.06, task.cancel)
     time.sleep(0.1)  # noqa: ASYNC251 - block the loop: both timers are due in its next turn
-    with pytest.raises(asyncio.CancelledError):
+    # Python 3.11+ counts a task's cancellations; 3.10 makes the two one, which the
+    # deadline takes for its own (TaskDeadline's documented 3.10 behaviour)
+    counted = hasattr(task, "cancelling")
+    with pytest.raises(asyncio.CancelledError if counted else asyncio.TimeoutError):
         await task
-    if hasattr(task, "cancelling"):  # Python 3.11+ counts them; 3.10 makes them one
-        assert seen == ["CancelledError"]
+    assert seen == ["CancelledError" if counted else "TimeoutError"]
 
 
 async def test_after_a_timeout_the_deadline_serves_the_next_wait() -> None:

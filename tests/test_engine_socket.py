@@ -82,7 +82,8 @@ async def test_no_packet_within_the_ping_timeout_ends_the_poll() -> None:
     task = asyncio.ensure_future(ours.poll())
     with pytest.raises(eio_exceptions.QueueEmpty):
         await task
-    assert task.cancelling() == 0  # the timer's cancellation is not left on the task
+    # the timer's cancellation is not left on the task (counted from Python 3.11)
+    assert getattr(task, "cancelling", lambda: 0)() == 0
 
 
 async def test_a_cancelled_poll_ends_as_python_engineio_s_does() -> None:
@@ -225,7 +226,7 @@ async def test_packets_written_past_the_queue_count_against_the_writer_s_timeout
     assert len(driver.written) == 8
     assert ended - began >= 0.4 + 0.15
     assert 0.15 <= ended - quiet < 0.5
-    assert writer.cancelling() == 0
+    assert getattr(writer, "cancelling", lambda: 0)() == 0  # counted from Python 3.11
 
 
 async def test_a_write_that_fails_leaves_the_packet_to_the_writer() -> None:
