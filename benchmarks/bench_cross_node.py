@@ -652,6 +652,7 @@ async def spawn_node(children: Children, name: str, mode: str, config: Config,
     """Start one node; a Python node must run on the loop asked for."""
     child = await children.spawn(name, *node_cmd(mode, config, channel))
     if mode not in JS_SCENARIOS and child.loop != config.loop:
+        await children.stop(child)
         raise BenchError(f"{name} runs on {child.loop}, not on {config.loop}")
     return child
 
@@ -666,7 +667,11 @@ async def start_socket_nodes(mode: str, config: Config,
         node = await spawn_node(children, mode, mode, config, channel)
         return node, node
     b = await spawn_node(children, f"{mode}-B", mode, config, channel)
-    a = await spawn_node(children, f"{mode}-A", mode, config, channel)
+    try:
+        a = await spawn_node(children, f"{mode}-A", mode, config, channel)
+    except BaseException:
+        await children.stop(b)
+        raise
     return a, b
 
 
@@ -911,6 +916,11 @@ class RawProbe:
             await self.children.stop(child)
 
 
+def describe(exc: Exception) -> str:
+    """A benchmark's own error as it says itself; any other with its type."""
+    return str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
+
+
 def round_sizes(n: int, rounds: int) -> list[int]:
     """``n`` events in ``rounds`` near-equal parts (none empty)."""
     rounds = max(1, min(rounds, n))
@@ -954,12 +964,14 @@ async def run_latency_rounds(config: Config, names: tuple[str, ...], ctl: Contro
             probe = probe_for(name, config, ctl, children)
             try:
                 await probe.open()
-            except BenchError as exc:
-                errors[f"{name} latency{suffix}"] = str(exc)
-                print(f"  ERROR: {exc}", file=sys.stderr, flush=True)
+            except Exception as exc:  # the other scenarios, and the throughput, stay
+                errors[f"{name} latency{suffix}"] = describe(exc)
+                print(f"  ERROR: {describe(exc)}", file=sys.stderr, flush=True)
                 await probe.close()
                 continue
             probes[name] = probe
+        if not probes:
+            return
         values: dict[str, list[float]] = {name: [] for name in probes}
         per_round: dict[str, list[float]] = {name: [] for name in probes}
         sizes = round_sizes(config.latency_events, config.latency_rounds)
@@ -970,9 +982,9 @@ async def run_latency_rounds(config: Config, names: tuple[str, ...], ctl: Contro
             for name in order:
                 try:
                     got = await probes[name].measure(size)
-                except BenchError as exc:
-                    errors[f"{name} latency{suffix}"] = str(exc)
-                    print(f"  ERROR: {exc}", file=sys.stderr, flush=True)
+                except Exception as exc:
+                    errors[f"{name} latency{suffix}"] = describe(exc)
+                    print(f"  ERROR: {describe(exc)}", file=sys.stderr, flush=True)
                     await probes.pop(name).close()
                     del values[name]
                     continue
@@ -986,8 +998,7 @@ async def run_latency_rounds(config: Config, names: tuple[str, ...], ctl: Contro
             latency = summarize_latency(got)
             latency["rounds_p50_ms"] = per_round[name]
             scenarios[keys[name]]["latency"] = latency
-            label = "raw" if name == "raw" else name
-            print(f"  {label} latency: p50 {latency['p50_ms']:.3f} ms, "
+            print(f"  {name} latency: p50 {latency['p50_ms']:.3f} ms, "
                   f"p99 {latency['p99_ms']:.3f} ms", flush=True)
     finally:
         for probe in probes.values():

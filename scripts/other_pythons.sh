@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The unit tests of the code that differs by Python version, on every other Python
-# the package supports (pyproject.toml: 3.10 and later), each in its own virtualenv
+# the package supports (pyproject.toml: 3.10 and later; the version of .venv, or
+# $VENV, which runs every test, is left out), each in its own virtualenv
 # (.venv-3.X): the tasks started eagerly (socketio_adapters/eager.py: asyncio's own
 # eager tasks from 3.12, a continuation of ours before), the engine.io session that
 # waits without tasks (python-engineio's poll makes a wait_for task before 3.12
@@ -8,7 +9,7 @@
 # its listener task. scripts/test.sh runs this beside its main pass; the main pass
 # runs every test on the Python of .venv.
 #
-#   scripts/other_pythons.sh                  # 3.10, 3.12 and 3.13
+#   scripts/other_pythons.sh                  # 3.10 to 3.13 but .venv's
 #   OTHER_PYTHONS="3.12" scripts/other_pythons.sh
 #
 # An interpreter is python3.X on PATH, else pyenv's newest 3.X. A version this
@@ -27,15 +28,23 @@ find_python() {
     fi
     local root
     root=$(pyenv root 2>/dev/null || echo "${PYENV_ROOT:-$HOME/.pyenv}")
-    candidate=$(ls -d "$root"/versions/"$version".*/bin/python"$version" 2>/dev/null \
-        | sort -V | tail -n 1)
+    candidate=$( (ls -d "$root"/versions/"$version".*/bin/python"$version" 2>/dev/null \
+        || true) | sort -V | tail -n 1)
     if [ -n "$candidate" ] && "$candidate" -c "" 2>/dev/null; then
         echo "$candidate"
     fi
 }
 
+mkdir -p .results
+main=""
+if [ -x "${VENV:-.venv}/bin/python" ]; then
+    main=$("${VENV:-.venv}/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+fi
 status=0
-for version in ${OTHER_PYTHONS:-3.10 3.12 3.13}; do
+for version in ${OTHER_PYTHONS:-3.10 3.11 3.12 3.13}; do
+    if [ "$version" = "$main" ]; then
+        continue  # the main pass runs every test on it
+    fi
     python=$(find_python "$version")
     if [ -z "$python" ]; then
         echo "other pythons: no Python $version on this machine: its tests did not run"
@@ -43,7 +52,12 @@ for version in ${OTHER_PYTHONS:-3.10 3.12 3.13}; do
         continue
     fi
     venv=".venv-$version"
-    [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+    if [ ! -x "$venv/bin/pip" ] && ! { rm -rf "$venv" && "$python" -m venv "$venv"; }; then
+        echo "other pythons: Python $version ($python): making $venv failed"
+        rm -rf "$venv"
+        status=1
+        continue
+    fi
     if ! "$venv/bin/python" -m pip install -q --disable-pip-version-check -e ".[test]"; then
         echo "other pythons: Python $version: installing the package failed"
         status=1

@@ -131,7 +131,7 @@ if [ "${#room_specs[@]}" -gt 0 ]; then
 fi
 echo "test: and, beside it, the version-dependent unit tests on the other Pythons" \
     "(scripts/other_pythons.sh)"
-scripts/other_pythons.sh > .results/other-pythons.log 2>&1 &
+VENV="$VENV" nice -n 10 scripts/other_pythons.sh > .results/other-pythons.log 2>&1 &
 pythons_pid=$!
 SIOA_RESULTS=.results/conformance.json SIOA_BACKENDS="$BACKENDS" \
     "$VENV/bin/python" -m pytest tests conformance -q \

@@ -154,14 +154,18 @@ class _Probe:
     """A scenario whose latencies are its round number, in seconds; ``fail_at`` makes
     that call raise as a lost event would."""
 
-    def __init__(self, name: str, calls: list[str], fail_at: int | None = None) -> None:
+    def __init__(self, name: str, calls: list[str], fail_at: int | None = None,
+                 broken: bool = False) -> None:
         self.name = name
         self.calls = calls
         self.fail_at = fail_at
+        self.broken = broken
         self.measured = 0
         self.closed = False
 
     async def open(self) -> None:
+        if self.broken:  # as a client library's own error would
+            raise ConnectionError(f"{self.name}: refused")
         self.calls.append(f"open {self.name}")
 
     async def measure(self, n: int) -> list[float]:
@@ -207,3 +211,26 @@ async def test_a_scenario_failing_a_round_is_dropped_and_said() -> None:
     assert errors == {"node latency": "node: events lost"}
     assert scenarios["cluster"]["latency"]["n"] == 6
     assert probes["node"].closed and probes["cluster"].closed
+
+
+async def test_a_scenario_that_cannot_start_is_said_and_closed_and_the_rest_run(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    calls: list[str] = []
+    probes = {"cluster": _Probe("cluster", calls, broken=True), "node": _Probe("node", calls)}
+    scenarios: dict[str, Any] = {"cluster": {}, "node": {}}
+    errors: dict[str, str] = {}
+    config = _config(latency_events=4, latency_rounds=2)
+    await bench.run_latency_rounds(config, ("cluster", "node"), None,  # type: ignore[arg-type]
+                                   None, scenarios, errors,  # type: ignore[arg-type]
+                                   probe_for=lambda name, *_: probes[name])
+    assert errors == {"cluster latency": "ConnectionError: cluster: refused"}
+    assert probes["cluster"].closed and "latency" not in scenarios["cluster"]
+    assert calls == ["open node", "node", "node"]
+    assert scenarios["node"]["latency"]["n"] == 4
+
+    probes = {"cluster": _Probe("cluster", calls, broken=True)}
+    capsys.readouterr()
+    await bench.run_latency_rounds(config, ("cluster",), None,  # type: ignore[arg-type]
+                                   None, scenarios, errors,  # type: ignore[arg-type]
+                                   probe_for=lambda name, *_: probes[name])
+    assert "latency round" not in capsys.readouterr().out  # nothing left to measure
