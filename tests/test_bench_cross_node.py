@@ -179,16 +179,22 @@ class _Probe:
         self.closed = True
 
 
+async def _rounds(probes: dict[str, _Probe], scenarios: dict[str, Any],
+                  errors: dict[str, str], events: int, rounds: int) -> None:
+    """run_latency_rounds over ``probes`` (in their order) instead of real nodes."""
+    config = _config(latency_events=events, latency_rounds=rounds)
+    await bench.run_latency_rounds(config, tuple(probes), None,  # type: ignore[arg-type]
+                                   None, scenarios, errors,  # type: ignore[arg-type]
+                                   probe_for=lambda name, *_: probes[name])
+
+
 async def test_latency_rounds_take_turns_and_gather_every_round() -> None:
     calls: list[str] = []
     probes = {"cluster": _Probe("cluster", calls), "node": _Probe("node", calls),
               "raw": _Probe("raw", calls)}
     scenarios: dict[str, Any] = {"cluster": {}, "node": {}, "raw_each": {}}
     errors: dict[str, str] = {}
-    config = _config(latency_events=6, latency_rounds=3)
-    await bench.run_latency_rounds(config, ("cluster", "node", "raw"), None,  # type: ignore[arg-type]
-                                   None, scenarios, errors,  # type: ignore[arg-type]
-                                   probe_for=lambda name, *_: probes[name])
+    await _rounds(probes, scenarios, errors, 6, 3)
     assert calls == ["open cluster", "open node", "open raw",
                      "cluster", "node", "raw", "node", "raw", "cluster",
                      "raw", "cluster", "node"]
@@ -203,10 +209,7 @@ async def test_a_scenario_failing_a_round_is_dropped_and_said() -> None:
     probes = {"cluster": _Probe("cluster", calls), "node": _Probe("node", calls, fail_at=2)}
     scenarios: dict[str, Any] = {"cluster": {}, "node": {}}
     errors: dict[str, str] = {}
-    config = _config(latency_events=6, latency_rounds=3)
-    await bench.run_latency_rounds(config, ("cluster", "node"), None,  # type: ignore[arg-type]
-                                   None, scenarios, errors,  # type: ignore[arg-type]
-                                   probe_for=lambda name, *_: probes[name])
+    await _rounds(probes, scenarios, errors, 6, 3)
     assert "latency" not in scenarios["node"]
     assert errors == {"node latency": "node: events lost"}
     assert scenarios["cluster"]["latency"]["n"] == 6
@@ -219,10 +222,7 @@ async def test_a_scenario_that_cannot_start_is_said_and_closed_and_the_rest_run(
     probes = {"cluster": _Probe("cluster", calls, broken=True), "node": _Probe("node", calls)}
     scenarios: dict[str, Any] = {"cluster": {}, "node": {}}
     errors: dict[str, str] = {}
-    config = _config(latency_events=4, latency_rounds=2)
-    await bench.run_latency_rounds(config, ("cluster", "node"), None,  # type: ignore[arg-type]
-                                   None, scenarios, errors,  # type: ignore[arg-type]
-                                   probe_for=lambda name, *_: probes[name])
+    await _rounds(probes, scenarios, errors, 4, 2)
     assert errors == {"cluster latency": "ConnectionError: cluster: refused"}
     assert probes["cluster"].closed and "latency" not in scenarios["cluster"]
     assert calls == ["open node", "node", "node"]
@@ -230,7 +230,5 @@ async def test_a_scenario_that_cannot_start_is_said_and_closed_and_the_rest_run(
 
     probes = {"cluster": _Probe("cluster", calls, broken=True)}
     capsys.readouterr()
-    await bench.run_latency_rounds(config, ("cluster",), None,  # type: ignore[arg-type]
-                                   None, scenarios, errors,  # type: ignore[arg-type]
-                                   probe_for=lambda name, *_: probes[name])
+    await _rounds(probes, scenarios, errors, 4, 2)
     assert "latency round" not in capsys.readouterr().out  # nothing left to measure

@@ -22,7 +22,7 @@ import pytest
 import socketio
 
 from socketio_adapters import AsyncServer, create_manager
-from socketio_adapters.eager import EAGER_TASKS, start_eagerly, step_as
+from socketio_adapters.eager import EAGER_TASKS, Continuation, start_eagerly, step_as
 
 from .test_websocket_compression import served
 
@@ -431,6 +431,19 @@ async def test_a_coroutine_handler_is_its_own_task_and_its_timeout_its_own() -> 
 STEP_VAR: contextvars.ContextVar[str] = contextvars.ContextVar("STEP_VAR", default="unset")
 
 
+async def _stepped_from_a_callback(coro: Coroutine[Any, Any, None]
+                                   ) -> tuple[asyncio.Future[None], Continuation[None]]:
+    """``coro``'s first step run from a loop callback as a step of a task that waits
+    meanwhile (as the Redis subscriber's reads do); that task and the rest."""
+    loop = asyncio.get_running_loop()
+    holder = asyncio.ensure_future(asyncio.sleep(10))
+    handed: asyncio.Future[Continuation[None] | None] = loop.create_future()
+    loop.call_soon(lambda: handed.set_result(step_as(holder, coro)))
+    rest = await handed
+    assert rest is not None
+    return holder, rest
+
+
 async def test_a_step_as_a_waiting_task_sees_it_current_and_it_awaits_the_rest() -> None:
     """step_as, from a callback while ``task`` waits: the first step runs with
     ``task`` current; the rest, awaited by ``task``, runs in the first step's
@@ -485,11 +498,7 @@ async def test_a_rest_cancelled_before_it_is_awaited_gets_the_cancellation() -> 
             outcome.append("cancelled at its wait")
             raise
 
-    holder = asyncio.ensure_future(asyncio.sleep(10))
-    handed: asyncio.Future[Any] = loop.create_future()
-    loop.call_soon(lambda: handed.set_result(step_as(holder, delivery())))
-    rest = await handed
-    assert rest is not None
+    holder, rest = await _stepped_from_a_callback(delivery())
     rest.cancel()
     assert gate.cancelled()
 
@@ -540,11 +549,7 @@ async def test_a_closed_rest_cleans_up_in_its_own_context() -> None:
             seen.append(STEP_VAR.get())
             STEP_VAR.reset(token)  # a ValueError in another context
 
-    holder = asyncio.ensure_future(asyncio.sleep(10))
-    handed: asyncio.Future[Any] = loop.create_future()
-    loop.call_soon(lambda: handed.set_result(step_as(holder, delivery())))
-    rest = await handed
-    assert rest is not None
+    holder, rest = await _stepped_from_a_callback(delivery())
     rest.close()
     assert seen == ["mine"] and STEP_VAR.get() == "unset"
     holder.cancel()

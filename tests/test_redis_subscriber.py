@@ -6,6 +6,7 @@ to the listener task; writes and closing unchanged."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -120,6 +121,20 @@ class Listener:
             await asyncio.wait_for(self.raw.close(), WAIT)
 
 
+@contextlib.asynccontextmanager
+async def listening(pool: aioredis.ConnectionPool,
+                    deliver: Callable[[bytes], Coroutine[Any, Any, None]],
+                    *channels: bytes) -> AsyncIterator[Listener]:
+    """A :class:`Listener` subscribed to ``channels`` (``ch`` when none), stopped
+    after."""
+    listener = Listener(deliver)
+    await listener.start(pool, *(channels or (b"ch",)))
+    try:
+        yield listener
+    finally:
+        await listener.stop()
+
+
 async def _publish(pool: aioredis.ConnectionPool, *payloads: bytes,
                    channel: bytes = b"ch") -> None:
     publisher = await RawConnection.open(pool)
@@ -134,9 +149,7 @@ async def test_messages_are_delivered_without_the_listener_task(
     """The read callback delivers messages (the listener task is handed none), and
     calls heard()."""
     deliver = Deliveries()
-    listener = Listener(deliver)
-    await listener.start(pool, b"ch")
-    try:
+    async with listening(pool, deliver) as listener:
         await asyncio.sleep(0)  # the listener gives the reads back to the callback
         listener.heard.clear()
         await _publish(pool, b"1", b"2", b"3")
@@ -144,8 +157,6 @@ async def test_messages_are_delivered_without_the_listener_task(
         assert deliver.seen == [b"1", b"2", b"3"]
         assert listener.others == []
         assert listener.heard
-    finally:
-        await listener.stop()
 
 
 async def test_a_delivery_runs_as_the_listener_task(
@@ -169,15 +180,11 @@ async def test_a_delivery_runs_as_the_listener_task(
             deadline.cancel()
         await deliver(payload)
 
-    listener = Listener(deadline_inside)
-    await listener.start(pool, b"ch")
-    try:
+    async with listening(pool, deadline_inside) as listener:
         await _publish(pool, b"1", b"2")
         await deliver.until(2)
         assert seen == [(listener.task, listener.task)] * 2
         assert deliver.seen == [b"1", b"2"] and not listener.task.done()  # type: ignore[union-attr]
-    finally:
-        await listener.stop()
 
 
 async def test_a_delivery_that_waits_holds_back_the_ones_after_it(
@@ -185,9 +192,7 @@ async def test_a_delivery_that_waits_holds_back_the_ones_after_it(
     """The messages after a delivery that waits are delivered after it ends, in order
     (by the task, then by the callback again), including one that came meanwhile."""
     deliver = Deliveries()
-    listener = Listener(deliver)
-    await listener.start(pool, b"ch")
-    try:
+    async with listening(pool, deliver) as listener:
         await _publish(pool, b"1", b"hold", b"2")
         await asyncio.wait_for(deliver.held.wait(), WAIT)
         await _publish(pool, b"3")  # arrives while the held delivery waits
@@ -201,8 +206,6 @@ async def test_a_delivery_that_waits_holds_back_the_ones_after_it(
         await deliver.until(6)
         assert deliver.seen[5:] == [b"4"]
         assert not listener.task.done()  # type: ignore[union-attr]
-    finally:
-        await listener.stop()
 
 
 async def test_cancelling_the_listener_cancels_a_delivery_that_waits(
@@ -210,17 +213,13 @@ async def test_cancelling_the_listener_cancels_a_delivery_that_waits(
     """Cancelled in the turn the callback handed it a delivery that waits (a node
     that stops), the listener cancels that delivery too, as it did when it ran it."""
     deliver = Deliveries()
-    listener = Listener(deliver)
-    await listener.start(pool, b"ch")
-    task = listener.task
-    assert task is not None
-    deliver.on_hold = task.cancel  # in the turn the callback hands the delivery over
-    try:
+    async with listening(pool, deliver) as listener:
+        task = listener.task
+        assert task is not None
+        deliver.on_hold = task.cancel  # in the turn the callback hands the delivery over
         await _publish(pool, b"hold")
         await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), WAIT)
         assert task.cancelled()
-    finally:
-        await listener.stop()
     deliver.gate.set()
     await asyncio.sleep(0.05)
     assert deliver.seen == [b"hold"]
@@ -231,16 +230,12 @@ async def test_a_failed_delivery_is_raised_to_the_listener_task(
     """Its error ends the listener (the backend reconnects); the message after it is
     not delivered by the callback meanwhile."""
     deliver = Deliveries()
-    listener = Listener(deliver)
-    await listener.start(pool, b"ch")
-    try:
+    async with listening(pool, deliver) as listener:
         await _publish(pool, b"fail", b"after")
         with pytest.raises(ValueError, match="a delivery failed"):
             await asyncio.wait_for(asyncio.shield(listener.task), WAIT)  # type: ignore[arg-type]
         await asyncio.sleep(0.05)
         assert deliver.seen == [b"fail"]
-    finally:
-        await listener.stop()
 
 
 async def test_other_replies_and_writes_go_through_the_listener_task(
@@ -248,11 +243,9 @@ async def test_other_replies_and_writes_go_through_the_listener_task(
     """A PING's answer and a later subscription's confirmation come to the task, in
     order with the messages around them; writes and their drain still work."""
     deliver = Deliveries()
-    listener = Listener(deliver)
-    await listener.start(pool, b"ch")
-    raw = listener.raw
-    assert raw is not None
-    try:
+    async with listening(pool, deliver) as listener:
+        raw = listener.raw
+        assert raw is not None
         await _publish(pool, b"1")
         await deliver.until(1)
         raw.write(command(b"PING") + command(b"SUBSCRIBE", b"other"))
@@ -264,23 +257,19 @@ async def test_other_replies_and_writes_go_through_the_listener_task(
         others = listener.others
         assert len(others) == 2 and others[0] in (b"PONG", [b"pong", b""])
         assert others[1] == [b"subscribe", b"other", 2]
-    finally:
-        await listener.stop()
 
 
 async def test_a_connection_redis_drops_ends_the_reads_and_closes(
         pool: aioredis.ConnectionPool) -> None:
     deliver = Deliveries()
-    listener = Listener(deliver)
-    await listener.start(pool, b"ch")
-    admin = await RawConnection.open(pool)
-    try:
-        assert await admin.call(b"CLIENT", b"KILL", b"TYPE", b"pubsub") == 1
-    finally:
-        await admin.close()
-    with pytest.raises(redis.exceptions.ConnectionError, match="redis closed"):
-        await asyncio.wait_for(asyncio.shield(listener.task), WAIT)  # type: ignore[arg-type]
-    await listener.stop()  # redis-py's close sees the connection gone
+    async with listening(pool, deliver) as listener:  # its close sees the connection gone
+        admin = await RawConnection.open(pool)
+        try:
+            assert await admin.call(b"CLIENT", b"KILL", b"TYPE", b"pubsub") == 1
+        finally:
+            await admin.close()
+        with pytest.raises(redis.exceptions.ConnectionError, match="redis closed"):
+            await asyncio.wait_for(asyncio.shield(listener.task), WAIT)  # type: ignore[arg-type]
 
 
 async def test_bytes_that_are_no_resp_end_the_reads(
@@ -288,16 +277,12 @@ async def test_bytes_that_are_no_resp_end_the_reads(
     """A reply Redis never sends (a proxy's garbage) ends the reads with a clear error
     and drops the connection."""
     deliver = Deliveries()
-    listener = Listener(deliver)
-    await listener.start(pool, b"ch")
-    try:
+    async with listening(pool, deliver) as listener:
         assert listener.reads is not None
         listener.reads.data_received(b"!not resp\r\n")
         with pytest.raises(redis.exceptions.ConnectionError, match="bad reply from redis"):
             await asyncio.wait_for(asyncio.shield(listener.task), WAIT)  # type: ignore[arg-type]
         assert deliver.seen == []
-    finally:
-        await listener.stop()
 
 
 async def test_a_disconnect_handler_reached_from_a_delivery_runs_in_a_task(
@@ -374,12 +359,8 @@ async def test_a_deadline_that_expires_as_a_delivery_is_handed_over_is_its_own(
             outcome.append("timed out")
         await deliver(payload)
 
-    listener = Listener(expired_at_once)
-    await listener.start(pool, b"ch")
-    try:
+    async with listening(pool, expired_at_once) as listener:
         await _publish(pool, b"1", b"2")
         await deliver.until(2)
         assert outcome == ["timed out", "timed out"] and deliver.seen == [b"1", b"2"]
         assert listener.task is not None and not listener.task.done()
-    finally:
-        await listener.stop()
