@@ -2,9 +2,9 @@
 
 ``put`` never waits for the broker, so a burst of messages is sent in batches (one
 round trip carries many: a group commit) while order is kept. ``put_and_wait``
-returns once the broker accepted that message; ``put_ordered`` does too, but gives
-up waiting (the message stays queued) when the broker stops answering, so an emit
-during an outage returns once buffered.
+returns once the broker accepted that message; ``put_ordered`` gives a future that
+does too, but gives up waiting (the message stays queued) when the broker stops
+answering, so an emit during an outage returns once buffered.
 
 The queue is bounded in messages (``max_buffer``) and bytes (``max_bytes``).
 :meth:`Outbox.wait_writable` is the backpressure of emits: past the bounds, or past
@@ -192,14 +192,17 @@ class Outbox:
         self._append(_Entry((target, payload), future, False))
         await future
 
-    async def put_ordered(self, target: Destination, payload: bytes, timeout: float) -> bool:
-        """Queue a payload; True once the broker accepted it, False when it did not
-        within ``timeout`` or a send failed first (it stays queued, sent in order
-        once the broker answers). Raises when the broker refused it."""
+    def put_ordered(self, target: Destination, payload: bytes,
+                    timeout: float) -> asyncio.Future[bool]:
+        """Queue a payload; the future it returns gives True once the broker accepted
+        it, False when it did not within ``timeout`` or a send failed first (it stays
+        queued, sent in order once the broker answers: see :meth:`_expired` and
+        :meth:`_release`), and raises when the broker refused it. (A future, not a
+        coroutine: the emit awaits it with one frame less to resume.)"""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._append(_Entry((target, payload), future, True))
         self._watchdog.watch(future, timeout)
-        return await future  # False once released: see _expired and _release
+        return future
 
     def _expired(self, timeout: float) -> None:
         """An ordered emit waited in vain: every waiting emit returns (still queued)."""
@@ -234,6 +237,11 @@ class Outbox:
     def _full(self, size: int = 0) -> bool:
         return (len(self) >= self.max_buffer
                 or (self._bytes > 0 and self._bytes + size > self.max_bytes))
+
+    def blocked(self, size: int = 0) -> bool:
+        """Whether a payload of ``size`` bytes must wait for room
+        (:meth:`wait_writable`)."""
+        return self._blocked(size)
 
     def _blocked(self, size: int) -> bool:
         return self._full(size) or (len(self._queue) > self.high_water and self.reachable)

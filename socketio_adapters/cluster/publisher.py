@@ -95,7 +95,8 @@ class Publisher:
         its return)."""
         outbox = self.require()
         encoded = self.encode(kind, nsp, payload)
-        await outbox.wait_writable(len(encoded))
+        if outbox.blocked(len(encoded)):
+            await outbox.wait_writable(len(encoded))
         if ordered and outbox.reachable:
             return await outbox.put_ordered(target, encoded, timeout)
         outbox.put(target, encoded)
