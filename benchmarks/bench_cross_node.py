@@ -64,18 +64,28 @@ from .raw_clients import RAW_CLIENTS
 
 DEFAULT_JSON = str(REPO_ROOT / "benchmarks" / "results" / "{backend}.json")
 SOCKET_SCENARIOS = ("single", "cluster", "cluster-ff", "cluster-concurrent", "recovery",
-                    "pysio", "node", "node-single")
+                    "cluster-rooms", "pysio", "node", "node-sharded", "node-single")
 ALL_SCENARIOS = (*SOCKET_SCENARIOS, "raw")
-OPT_IN_SCENARIOS = ("recovery", "cluster-concurrent")
-"""Run only when asked for (``--recovery``, ``--concurrency`` or ``--scenarios``)."""
-NODE_MODES = {"recovery": "cluster-recovery", "cluster-concurrent": "cluster"}
+ROUTING_SCENARIOS = ("cluster-rooms", "node-sharded")
+"""Per-room subscriptions on both sides (``--routing``): ours with
+``subscriptions=rooms`` against Node's sharded Redis adapter in its default
+``dynamic`` mode, where a node also subscribes to a room's channel only while it has
+a member there."""
+OPT_IN_SCENARIOS = ("recovery", "cluster-concurrent", *ROUTING_SCENARIOS)
+"""Run only when asked for (``--recovery``, ``--concurrency``, ``--routing`` or
+``--scenarios``)."""
+NODE_MODES = {"recovery": "cluster-recovery", "cluster-concurrent": "cluster",
+              "cluster-rooms": "cluster"}
 """Scenario -> ``benchmarks.node --mode`` where they differ."""
-JS_SCENARIOS = {"node": "adapter", "node-single": "single"}
+NODE_SUBSCRIPTIONS = {"cluster-rooms": "rooms"}
+"""Scenario -> ``benchmarks.node --subscriptions`` (else the manager's default)."""
+JS_SCENARIOS = {"node": "adapter", "node-sharded": "sharded", "node-single": "single"}
 """Scenario -> ``benchmarks/js/node_server.mjs --mode``: Node.js socket.io nodes."""
 EMIT_MODES = {"single": "local (awaited, no broker)", "cluster": "ordered",
               "cluster-ff": "fire-and-forget", "cluster-concurrent": "ordered",
               "recovery": "ordered, through the log", "pysio": "awaited publish",
-              "node": "fire-and-forget", "node-single": "local (no broker)",
+              "cluster-rooms": "ordered", "node": "fire-and-forget",
+              "node-sharded": "fire-and-forget", "node-single": "local (no broker)",
               "raw_each": "awaited each"}
 """How each scenario's sender emits: ``ordered`` returns once the broker accepted the
 emit; ``fire-and-forget`` once it is queued (Node's adapter never waits)."""
@@ -104,15 +114,18 @@ class BackendSpec:
     raw_each_events: int | None = None
     """Fewer events for the raw awaited-each variant when it is slow (None: all)."""
     node_adapter: bool = False
-    """Node's socket.io has an official adapter for this broker: the ``node`` and
-    ``node-single`` scenarios run."""
+    """Node's socket.io has an official adapter for this broker: the ``node``,
+    ``node-sharded`` and ``node-single`` scenarios run."""
+    routes_rooms: bool = True
+    """Our backend offers ``subscriptions=rooms``: the ``cluster-rooms`` scenario runs."""
 
     @property
     def scenarios(self) -> tuple[str, ...]:
         """Every scenario this backend can run (opt-in ones included)."""
         return tuple(s for s in ALL_SCENARIOS
                      if (s != "pysio" or self.pysio)
-                     and (s not in JS_SCENARIOS or self.node_adapter))
+                     and (s not in JS_SCENARIOS or self.node_adapter)
+                     and (s != "cluster-rooms" or self.routes_rooms))
 
     @property
     def default_scenarios(self) -> tuple[str, ...]:
@@ -125,11 +138,13 @@ class BackendSpec:
                   "cluster-ff": "socketio_adapters cluster, ordered=false",
                   "cluster-concurrent": f"socketio_adapters cluster, "
                                         f"x{concurrency or DEFAULT_CONCURRENCY} emitters",
-                  "recovery": "socketio_adapters cluster, recovery on"}
+                  "recovery": "socketio_adapters cluster, recovery on",
+                  "cluster-rooms": "socketio_adapters cluster, subscriptions=rooms"}
         if self.pysio:
             labels["pysio"] = f"python-socketio {self.pysio} (A -> B)"
         if self.node_adapter:
             labels["node"] = "Node socket.io + redis-adapter (A -> B)"
+            labels["node-sharded"] = "Node socket.io + sharded redis-adapter"
             labels["node-single"] = "Node socket.io single node"
         return labels | RAW_CLIENTS[self.kind].labels()
 
@@ -139,7 +154,7 @@ BACKENDS: dict[str, BackendSpec] = {spec.kind: spec for spec in (
                 repeats=3, node_adapter=True),
     BackendSpec("rabbitmq", "AsyncAioPikaManager", 0.8),
     BackendSpec("nats", None, 0.8),
-    BackendSpec("kafka", None, 0.8, raw_each_events=5_000),
+    BackendSpec("kafka", None, 0.8, raw_each_events=5_000, routes_rooms=False),
     BackendSpec("postgres", None, 0.8),
     BackendSpec("local", None, 0.8),
 )}
@@ -642,6 +657,8 @@ def node_cmd(mode: str, config: Config, channel: str) -> list[str]:
     cmd = [sys.executable, "-m", "benchmarks.node", "--mode", NODE_MODES.get(mode, mode),
            "--backend", config.backend, "--url", config.url, "--channel", channel,
            "--loop", config.loop]
+    if mode in NODE_SUBSCRIPTIONS:
+        cmd += ["--subscriptions", NODE_SUBSCRIPTIONS[mode]]
     if config.ws_compression != "shipped" and mode not in ("raw-pub", "raw-sub"):
         cmd += ["--ws-compression", config.ws_compression]
     return cmd
@@ -1210,6 +1227,20 @@ def compute_ratios(spec: BackendSpec, scenarios: dict[str, Any]) -> dict[str, di
         specs = [s for s in specs if s[1] is not None or s[0] in (
             "cluster_vs_node_throughput", "cluster_vs_node_p50_latency",
             "cluster_vs_node_p99_latency")]
+    if "cluster-rooms" in scenarios:
+        specs.append(("cluster_rooms_vs_cluster_p50_latency",
+                      ratio(p50(scenarios, "cluster-rooms"), p50(scenarios, "cluster")),
+                      "<=", None))
+    if "cluster-rooms" in scenarios and "node-sharded" in scenarios:
+        # per-room subscriptions on both sides
+        specs += [
+            ("cluster_rooms_vs_node_sharded_p50_latency",
+             ratio(p50(scenarios, "cluster-rooms"), p50(scenarios, "node-sharded")), "<=",
+             None),
+            ("cluster_rooms_vs_node_sharded_p99_latency",
+             ratio(p99(scenarios, "cluster-rooms"), p99(scenarios, "node-sharded")), "<=",
+             None),
+        ]
     out: dict[str, dict[str, Any]] = {}
     for name, value, op, target in specs:
         met = None
@@ -1381,6 +1412,8 @@ def scenarios_for(args: argparse.Namespace, spec: BackendSpec) -> tuple[str, ...
         chosen = (*chosen, "recovery")
     if args.concurrency is not None and "cluster-concurrent" not in chosen:
         chosen = (*chosen, "cluster-concurrent")
+    if args.routing:
+        chosen = (*chosen, *(s for s in ROUTING_SCENARIOS if s not in chosen))
     # table order (recovery right after cluster), whatever order they were given in
     return tuple(s for s in spec.scenarios if s in chosen)
 
@@ -1505,6 +1538,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default=None,
                         help="also run cluster-concurrent: the ordered cluster with N "
                              f"emitters at once on node A (N default {DEFAULT_CONCURRENCY})")
+    parser.add_argument("--routing", action="store_true",
+                        help="also run per-room subscriptions on both sides: "
+                             "cluster-rooms (ours, subscriptions=rooms) and, on Redis, "
+                             "node-sharded (Node's sharded redis-adapter, dynamic mode)")
     parser.add_argument("--ws-compression", default="shipped",
                         help="websocket compression of the python nodes: shipped "
                              "(default: aiohttp compresses when the client offers it, as "

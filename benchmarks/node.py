@@ -4,6 +4,7 @@
         --mode single|cluster|cluster-ff|cluster-recovery|pysio|raw-pub|raw-sub
         [--backend redis|rabbitmq|nats|kafka|postgres] [--url URL] [--channel NAME]
         [--port 0] [--ws-compression on|off] [--loop asyncio|uvloop]
+        [--subscriptions all|rooms]
 
 Socket.IO modes serve python-socketio on an aiohttp app bound to 127.0.0.1:
 
@@ -22,6 +23,9 @@ Socket.IO modes serve python-socketio on an aiohttp app bound to 127.0.0.1:
 ``pysio``
     python-socketio's own manager for the backend: ``socketio.AsyncRedisManager``
     (redis) or ``socketio.AsyncAioPikaManager`` (rabbitmq).
+
+``--subscriptions all|rooms`` sets the cluster modes' manager option of that name
+(without it, the manager's default).
 
 ``--ws-compression on|off`` switches permessage-deflate of the Socket.IO modes'
 websocket (``socketio_adapters.websocket_compression``); without it each server is as
@@ -136,7 +140,7 @@ class BenchNode:
 
     def __init__(self, mode: str, url: str | None, channel: str,
                  backend: str = "redis", ws_compression: bool | None = None,
-                 ours: bool = False) -> None:
+                 ours: bool = False, subscriptions: str | None = None) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}")
         if mode != "single" and not url:
@@ -148,6 +152,7 @@ class BenchNode:
         self.url = url or ""
         self.channel = channel
         self.ws_compression = ws_compression
+        self.subscriptions = subscriptions
         self.ours = ours
         """The cluster modes on ``socketio_adapters.AsyncServer`` rather than
         python-socketio's (recovery is always on ours)."""
@@ -188,6 +193,8 @@ class BenchNode:
             from socketio_adapters.lifecycle import attach_aiohttp
 
             url = with_channel(self.url, self.channel)
+            if self.subscriptions is not None:
+                url += f"&subscriptions={self.subscriptions}"
             manager = create_manager(url + "&ordered=false" if self.mode == "cluster-ff"
                                      else url)
             self.manager = manager
@@ -458,11 +465,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="websocket permessage-deflate (default: as shipped)")
     parser.add_argument("--loop", choices=LOOPS, default="asyncio",
                         help="the event loop (default asyncio's own; benchmarks/loops.py)")
+    parser.add_argument("--subscriptions", choices=("all", "rooms"), default=None,
+                        help="the cluster modes' subscriptions option (default: the "
+                             "manager's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     compression = None if args.ws_compression is None else args.ws_compression == "on"
-    node = BenchNode(args.mode, args.url, args.channel, args.backend, compression)
+    node = BenchNode(args.mode, args.url, args.channel, args.backend, compression,
+                     subscriptions=args.subscriptions)
     run_on(serve(node, args.port), args.loop)
     return 0
 

@@ -85,6 +85,45 @@ def test_ratios_against_node() -> None:
     assert "cluster_ff_vs_node_throughput" not in ratios  # not run: no row
 
 
+def test_routing_adds_both_sides_per_room_subscriptions_where_each_exists() -> None:
+    args = bench.parse_args(["--routing"])
+    redis = bench.scenarios_for(args, bench.BACKENDS["redis"])
+    assert {"cluster-rooms", "node-sharded"} <= set(redis)
+    nats = bench.scenarios_for(args, bench.BACKENDS["nats"])
+    assert "cluster-rooms" in nats and "node-sharded" not in nats
+    assert "cluster-rooms" not in bench.scenarios_for(args, bench.BACKENDS["kafka"])
+    assert not {"cluster-rooms", "node-sharded"} & set(
+        bench.scenarios_for(bench.parse_args([]), bench.BACKENDS["redis"]))
+    # in table order: ours beside ours, Node's beside Node's
+    assert redis.index("cluster-rooms") < redis.index("node") < redis.index("node-sharded")
+
+
+def test_routing_scenarios_start_their_nodes_in_per_room_mode() -> None:
+    rooms = bench.node_cmd("cluster-rooms", _config(), "ch")
+    assert rooms[rooms.index("--mode") + 1] == "cluster"
+    assert rooms[rooms.index("--subscriptions") + 1] == "rooms"
+    assert "--subscriptions" not in bench.node_cmd("cluster", _config(), "ch")
+    sharded = bench.node_cmd("node-sharded", _config(), "ch")
+    assert sharded[sharded.index("--mode") + 1] == "sharded"
+    node = BenchNode("cluster", "redis://127.0.0.1:1/0", "ch", subscriptions="rooms")
+    assert node.manager.routing.enabled
+    assert not BenchNode("cluster", "redis://127.0.0.1:1/0", "ch").manager.routing.enabled
+
+
+def test_ratios_of_the_routing_rows() -> None:
+    def entry(p50: float, p99: float) -> dict[str, Any]:
+        return {"throughput": {"median": 1.0}, "latency": {"p50_ms": p50, "p99_ms": p99}}
+
+    ratios = bench.compute_ratios(bench.BACKENDS["redis"], {
+        "cluster": entry(0.5, 1.0), "cluster-rooms": entry(0.4, 0.9),
+        "node-sharded": entry(0.5, 1.8)})
+    assert ratios["cluster_rooms_vs_cluster_p50_latency"]["value"] == pytest.approx(0.8)
+    assert ratios["cluster_rooms_vs_node_sharded_p50_latency"]["value"] == pytest.approx(0.8)
+    assert ratios["cluster_rooms_vs_node_sharded_p99_latency"]["value"] == pytest.approx(0.5)
+    assert "cluster_rooms_vs_node_sharded_p50_latency" not in bench.compute_ratios(
+        bench.BACKENDS["redis"], {"cluster": entry(0.5, 1.0), "cluster-rooms": entry(0.4, 0.9)})
+
+
 async def test_receiver_checks_order_per_emitter() -> None:
     receiver = bench.Receiver()
     await receiver.reset(concurrency=2)

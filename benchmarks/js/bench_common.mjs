@@ -4,7 +4,7 @@
 // adapter's two clients, and the process's life: one ready line on stdout, a stop on
 // SIGTERM/SIGINT and when the parent dies.
 import { createServer } from "node:http";
-import { createAdapter } from "@socket.io/redis-adapter";
+import { createAdapter, createShardedAdapter } from "@socket.io/redis-adapter";
 import { createClient } from "redis";
 
 export const HOST = "127.0.0.1";
@@ -82,6 +82,20 @@ export async function useRedisAdapter(io, url, channel, options = {}) {
   }
   await Promise.all([pubClient.connect(), subClient.connect()]);
   io.adapter(createAdapter(pubClient, subClient, { key: channel, ...options }));
+  return { pubClient, subClient };
+}
+
+/** The sharded adapter (SPUBLISH/SSUBSCRIBE, Redis 7+) in its default "dynamic" mode:
+ * a node subscribes to a room's channel while it has a member in that room. */
+export async function useShardedRedisAdapter(io, url, channel) {
+  const pubClient = createClient({ url });
+  const subClient = pubClient.duplicate();
+  for (const client of [pubClient, subClient]) {
+    client.on("error", (err) => process.stderr.write(`redis: ${err}\n`));
+  }
+  await Promise.all([pubClient.connect(), subClient.connect()]);
+  io.adapter(createShardedAdapter(pubClient, subClient, {
+    channelPrefix: channel, subscriptionMode: "dynamic" }));
   return { pubClient, subClient };
 }
 

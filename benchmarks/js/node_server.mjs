@@ -1,8 +1,9 @@
 // One Node.js socket.io node of benchmarks/bench_cross_node.py: the `node` scenario
-// (socket.io + @socket.io/redis-adapter, as its README sets it up) and `node-single`
-// (no adapter), driven like benchmarks/node.py.
+// (socket.io + @socket.io/redis-adapter, as its README sets it up), `node-sharded`
+// (its sharded adapter, subscriptionMode "dynamic": per-room channels) and
+// `node-single` (no adapter), driven like benchmarks/node.py.
 //
-//   node benchmarks/js/node_server.mjs --mode adapter|single [--url redis://...]
+//   node benchmarks/js/node_server.mjs --mode adapter|sharded|single [--url redis://...]
 //       [--channel NAME] [--port 0]
 //
 // Serves socket.io (server defaults: no websocket compression) on 127.0.0.1 and prints
@@ -21,7 +22,9 @@
 // (bench_common.mjs, shared with scale_node.mjs).
 import { parseArgs } from "node:util";
 import { Server } from "socket.io";
-import { Jobs, jsonServer, monotonic, runMain, serve, useRedisAdapter } from "./bench_common.mjs";
+import {
+  Jobs, jsonServer, monotonic, runMain, serve, useRedisAdapter, useShardedRedisAdapter,
+} from "./bench_common.mjs";
 
 const { values: opts } = parseArgs({
   options: {
@@ -31,10 +34,10 @@ const { values: opts } = parseArgs({
     port: { type: "string", default: "0" },
   },
 });
-if (!["adapter", "single"].includes(opts.mode)) {
-  throw new Error(`--mode adapter|single, not ${opts.mode}`);
+if (!["adapter", "sharded", "single"].includes(opts.mode)) {
+  throw new Error(`--mode adapter|sharded|single, not ${opts.mode}`);
 }
-if (opts.mode === "adapter" && !opts.url) throw new Error("--mode adapter needs --url");
+if (opts.mode !== "single" && !opts.url) throw new Error(`--mode ${opts.mode} needs --url`);
 
 let pubClient = null;
 
@@ -77,16 +80,17 @@ async function route(method, path, query) {
 const httpServer = jsonServer(route);
 const io = new Server(httpServer);
 io.on("connection", (socket) => {
-  socket.on("join", (room, ack) => {
-    socket.join(room);
+  socket.on("join", async (room, ack) => {
+    await socket.join(room); // the sharded adapter subscribes to the room's channel
     if (typeof ack === "function") ack(true);
   });
 });
 
 runMain(async () => {
   const clients = [];
-  if (opts.mode === "adapter") {
-    const redis = await useRedisAdapter(io, opts.url, opts.channel);
+  if (opts.mode !== "single") {
+    const use = opts.mode === "sharded" ? useShardedRedisAdapter : useRedisAdapter;
+    const redis = await use(io, opts.url, opts.channel);
     pubClient = redis.pubClient;
     clients.push(redis.subClient, redis.pubClient);
   }
