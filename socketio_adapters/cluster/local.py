@@ -98,14 +98,17 @@ class LocalDelivery:
         ns_rooms = manager.rooms.get(namespace)
         if not ns_rooms:
             return {}
+        # a room is a bidict: copied from its items() (the dict's own view), not
+        # from the mapping itself, which would call bidict's __getitem__ per member
         if target.rooms:
             found: dict[str, str] = {}
             for room in target.rooms:
                 members = ns_rooms.get(room)
                 if members:
-                    found.update(members)
+                    found.update(members.items())
         else:
-            found = dict(ns_rooms.get(None) or {})
+            everyone = ns_rooms.get(None)
+            found = dict(everyone.items()) if everyone else {}
         for room in target.excepts:
             for sid in ns_rooms.get(room) or ():
                 found.pop(sid, None)
@@ -177,8 +180,9 @@ class LocalDelivery:
                     if found is not None:
                         found.append(room)
             else:
+                keys = members.keys()  # the dict's own view: no bidict call per sid
                 for sid, found in rooms_of.items():
-                    if sid in members:
+                    if sid in keys:
                         found.append(room)
         return [(sid, rooms_of[sid]) for sid in selected]
 
