@@ -6,7 +6,7 @@ Run from the repository root:
 
     python -m benchmarks.bench_cross_node [--backend redis|rabbitmq|nats|kafka|postgres|all]
         [--events 20000] [--latency-events 2000] [--latency-rounds 5] [--url URL] [--recovery]
-        [--client python|js|python,js] [--concurrency [100]]
+        [--client python|js|python,js] [--concurrency [100]] [--routing]
         [--ws-compression shipped|on|off[,...]] [--loop asyncio|uvloop]
         [--json benchmarks/results/{backend}.json]
 
@@ -14,7 +14,9 @@ Without ``--url`` the broker is started from its local binary (see
 conformance/brokers/) and stopped at the end. ``--backend all`` runs every backend in
 turn, each on its own broker, and ends with one summary table. ``--recovery`` adds the
 ``recovery`` scenario: the ``cluster`` scenario with connection state recovery on
-(``socketio_adapters.AsyncServer`` and ``AsyncClient``). Every server node is its
+(``socketio_adapters.AsyncServer`` and ``AsyncClient``). ``--routing`` adds
+``cluster-rooms`` (``subscriptions=rooms``) and, on Redis, ``node-sharded`` (Node's
+sharded Redis adapter): per-room subscriptions on both sides. Every server node is its
 own process (``python -m benchmarks.node``); this process hosts the python-socketio
 client, triggers the nodes over HTTP and measures; with ``--client js`` the receiving
 client is the official socket.io-client in a Node.js process (benchmarks/js/client.mjs).

@@ -44,7 +44,9 @@ SCENARIO_LABELS = {
     "cluster-ff": ("ours, fire-and-forget", OURS),
     "cluster-concurrent": ("ours, ordered, 100 emitters", OURS),
     "recovery": ("ours, recovery on", OURS),
+    "cluster-rooms": ("ours, ordered, subscriptions=rooms", OURS),
     "node": ("Node socket.io + redis-adapter", NODE),
+    "node-sharded": ("Node socket.io + sharded redis-adapter", NODE),
     "node-single": ("one Node socket.io node", NODE),
 }
 """Scenario -> (label, colour); raw client scenarios (``raw_*``) are the broker's
