@@ -1416,6 +1416,9 @@ def scenarios_for(args: argparse.Namespace, spec: BackendSpec) -> tuple[str, ...
         chosen = (*chosen, "cluster-concurrent")
     if args.routing:
         chosen = (*chosen, *(s for s in ROUTING_SCENARIOS if s not in chosen))
+    missing = [s for s in chosen if s not in spec.scenarios]
+    if missing:
+        print(f"{spec.kind}: no {', '.join(missing)} on this backend (not run)", flush=True)
     # table order (recovery right after cluster), whatever order they were given in
     return tuple(s for s in spec.scenarios if s in chosen)
 
@@ -1527,7 +1530,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "{backend} replaced by the backend); '-' for none")
     parser.add_argument("--scenarios", default=None,
                         help=f"comma-separated subset of {','.join(ALL_SCENARIOS)} "
-                             "(default: all the backend has but recovery; pysio: redis "
+                             "(default: all the backend has but the opt-in "
+                             f"{', '.join(OPT_IN_SCENARIOS)}; pysio: redis "
                              "and rabbitmq)")
     parser.add_argument("--recovery", action="store_true",
                         help="also run the recovery scenario: cluster with connection "

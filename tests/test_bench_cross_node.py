@@ -9,6 +9,7 @@ import pytest
 
 from benchmarks import bench_cross_node as bench
 from benchmarks.node import BenchNode
+from socketio_adapters.registry import backend_class
 from socketio_adapters.websocket import AiohttpWebSocket
 
 
@@ -96,6 +97,13 @@ def test_routing_adds_both_sides_per_room_subscriptions_where_each_exists() -> N
         bench.scenarios_for(bench.parse_args([]), bench.BACKENDS["redis"]))
     # in table order: ours beside ours, Node's beside Node's
     assert redis.index("cluster-rooms") < redis.index("node") < redis.index("node-sharded")
+
+
+@pytest.mark.parametrize("kind", sorted(bench.BACKENDS))
+def test_the_rooms_row_runs_where_the_backend_routes_rooms(kind: str) -> None:
+    scheme = {"rabbitmq": "amqp", "postgres": "postgresql"}.get(kind, kind)
+    routes = backend_class(f"{scheme}://127.0.0.1/x").capabilities.routes_rooms
+    assert bench.BACKENDS[kind].routes_rooms is routes
 
 
 def test_routing_scenarios_start_their_nodes_in_per_room_mode() -> None:

@@ -74,29 +74,32 @@ export function jsonServer(route) {
 }
 
 /** @socket.io/redis-adapter on `io`, with its two node-redis clients, connected. */
-export async function useRedisAdapter(io, url, channel, options = {}) {
+/** A publishing and a subscribing node-redis client, connected. */
+async function redisClients(url) {
   const pubClient = createClient({ url });
   const subClient = pubClient.duplicate();
   for (const client of [pubClient, subClient]) {
     client.on("error", (err) => process.stderr.write(`redis: ${err}\n`));
   }
   await Promise.all([pubClient.connect(), subClient.connect()]);
-  io.adapter(createAdapter(pubClient, subClient, { key: channel, ...options }));
   return { pubClient, subClient };
 }
 
+export async function useRedisAdapter(io, url, channel, options = {}) {
+  const clients = await redisClients(url);
+  io.adapter(createAdapter(clients.pubClient, clients.subClient,
+    { key: channel, ...options }));
+  return clients;
+}
+
 /** The sharded adapter (SPUBLISH/SSUBSCRIBE, Redis 7+) in its default "dynamic" mode:
- * a node subscribes to a room's channel while it has a member in that room. */
+ * a node subscribes to a room's channel while it has a member in that room (the
+ * adapter sends the SSUBSCRIBE when the room is made and does not wait for it). */
 export async function useShardedRedisAdapter(io, url, channel) {
-  const pubClient = createClient({ url });
-  const subClient = pubClient.duplicate();
-  for (const client of [pubClient, subClient]) {
-    client.on("error", (err) => process.stderr.write(`redis: ${err}\n`));
-  }
-  await Promise.all([pubClient.connect(), subClient.connect()]);
-  io.adapter(createShardedAdapter(pubClient, subClient, {
-    channelPrefix: channel, subscriptionMode: "dynamic" }));
-  return { pubClient, subClient };
+  const clients = await redisClients(url);
+  io.adapter(createShardedAdapter(clients.pubClient, clients.subClient,
+    { channelPrefix: channel, subscriptionMode: "dynamic" }));
+  return clients;
 }
 
 /** Listen on 127.0.0.1:`port`, print the ready line, and stop (closing `io` and the

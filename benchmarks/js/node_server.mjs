@@ -48,6 +48,21 @@ async function flush() {
 const jobs = new Jobs(flush);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// The sharded adapter subscribes to a room's channel when the room is made, without
+// waiting for Redis: a join is answered once Redis counts a subscriber to that channel
+// (checked every 5 ms, for at most 2 s), so that no broadcast after it is lost. Only
+// the benchmark's receiving node has members, so any subscriber is this node's.
+async function roomSubscribed(room) {
+  if (opts.mode !== "sharded") return;
+  const channel = `${opts.channel}#/#${room}#`;
+  for (let i = 0; i < 400; i++) {
+    const reply = await pubClient.sendCommand(["PUBSUB", "SHARDNUMSUB", channel]);
+    if (Number(reply[1]) >= 1) return;
+    await sleep(5);
+  }
+  throw new Error(`no subscriber to ${channel} after 2 s`);
+}
+
 async function route(method, path, query) {
   const n = Number(query.get("n") ?? "20000");
   if (method === "POST" && path === "/bench/emit") {
@@ -81,7 +96,8 @@ const httpServer = jsonServer(route);
 const io = new Server(httpServer);
 io.on("connection", (socket) => {
   socket.on("join", async (room, ack) => {
-    await socket.join(room); // the sharded adapter subscribes to the room's channel
+    socket.join(room);
+    await roomSubscribed(room);
     if (typeof ack === "function") ack(true);
   });
 });

@@ -218,8 +218,8 @@ class Outbox:
         """Backpressure: wait while the queue is over its bounds, or over
         ``high_water`` messages while the broker is reachable; raise
         :class:`OutboxFull` after ``timeout`` seconds."""
-        if not self._blocked(size) or await wait_while(
-                lambda: self._blocked(size), self._progress, self.timeout):
+        if not self.blocked(size) or await wait_while(
+                lambda: self.blocked(size), self._progress, self.timeout):
             return
         why = ("the broker is slower than the emitters" if self.reachable
                else "the broker is unreachable")
@@ -241,9 +241,6 @@ class Outbox:
     def blocked(self, size: int = 0) -> bool:
         """Whether a payload of ``size`` bytes must wait for room
         (:meth:`wait_writable`)."""
-        return self._blocked(size)
-
-    def _blocked(self, size: int) -> bool:
         return self._full(size) or (len(self._queue) > self.high_water and self.reachable)
 
     def _overflow(self) -> None:
