@@ -73,7 +73,6 @@ export function jsonServer(route) {
   });
 }
 
-/** @socket.io/redis-adapter on `io`, with its two node-redis clients, connected. */
 /** A publishing and a subscribing node-redis client, connected. */
 async function redisClients(url) {
   const pubClient = createClient({ url });
@@ -85,6 +84,7 @@ async function redisClients(url) {
   return { pubClient, subClient };
 }
 
+/** @socket.io/redis-adapter on `io`, with its two node-redis clients, connected. */
 export async function useRedisAdapter(io, url, channel, options = {}) {
   const clients = await redisClients(url);
   io.adapter(createAdapter(clients.pubClient, clients.subClient,
