@@ -86,13 +86,18 @@ def test_ratios_against_node() -> None:
     assert "cluster_ff_vs_node_throughput" not in ratios  # not run: no row
 
 
-def test_routing_adds_both_sides_per_room_subscriptions_where_each_exists() -> None:
+def test_routing_adds_both_sides_per_room_subscriptions_where_each_exists(
+        capsys: pytest.CaptureFixture[str]) -> None:
     args = bench.parse_args(["--routing"])
     redis = bench.scenarios_for(args, bench.BACKENDS["redis"])
     assert {"cluster-rooms", "node-sharded"} <= set(redis)
     nats = bench.scenarios_for(args, bench.BACKENDS["nats"])
     assert "cluster-rooms" in nats and "node-sharded" not in nats
+    capsys.readouterr()
     assert "cluster-rooms" not in bench.scenarios_for(args, bench.BACKENDS["kafka"])
+    # a row asked for that the backend cannot run is said, not dropped in silence
+    assert "kafka: no cluster-rooms, node-sharded on this backend (not run)" in \
+        capsys.readouterr().out
     assert not {"cluster-rooms", "node-sharded"} & set(
         bench.scenarios_for(bench.parse_args([]), bench.BACKENDS["redis"]))
     # in table order: ours beside ours, Node's beside Node's
