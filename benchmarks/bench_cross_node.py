@@ -763,39 +763,61 @@ async def measure_latency(mode: str, ctl: Control, a: Child, receiver: AnyReceiv
     return await receiver.latency_values()
 
 
-async def run_socket_scenario(mode: str, config: Config, ctl: Control,
-                              children: Children) -> dict[str, Any]:
-    a, b = await start_socket_nodes(mode, config, children)
-    receiver = config.receiver(mode, children)
-    concurrency = config.concurrency if mode == "cluster-concurrent" else 1
-    try:
+class SocketRuns:
+    """A Socket.IO scenario's throughput runs: its nodes and receiving client, warmed
+    up (:func:`warm_up`), each :meth:`run` one of ``config.repeats``."""
+
+    def __init__(self, mode: str, config: Config, ctl: Control, children: Children) -> None:
+        self.mode = mode
+        self.config = config
+        self.ctl = ctl
+        self.children = children
+        self.nodes: list[Child] = []
+        self.receiver: AnyReceiver | None = None
+        self.meter: CpuMeter | None = None
+        self.concurrency = config.concurrency if mode == "cluster-concurrent" else 1
+        self.runs: list[dict[str, Any]] = []
+
+    async def open(self) -> None:
+        a, b = await start_socket_nodes(self.mode, self.config, self.children)
+        self.nodes = [a] if a is b else [a, b]
+        self.receiver = receiver = self.config.receiver(self.mode, self.children)
         await receiver.connect(b)
-        await warm_up(mode, ctl, a, receiver, config)
-        runs = []
+        await warm_up(self.mode, self.ctl, a, receiver, self.config)
         pids = {"node": a.proc.pid} if a is b else {"A": a.proc.pid, "B": b.proc.pid}
         if receiver.pid is not None:
             pids["js_client"] = receiver.pid
-        meter = config.meter(**pids)
-        for rep in range(config.repeats):
-            run = await emit_and_count(mode, ctl, a, receiver, config.events, config, meter,
-                                       concurrency)
-            runs.append(run)
-            print(f"  {mode} run {rep + 1}: {run['events_per_s']:>9,.0f} ev/s "
-                  f"({run['seconds']:.3f}s; emit loop {run['emit_loop_seconds']:.3f}s; "
-                  f"CPU {cpu_text(run['cpu'])})", flush=True)
-            if run["out_of_order"]:
-                print(f"  {mode} run {rep + 1}: {run['out_of_order']} events out of order",
-                      flush=True)
-            await asyncio.sleep(0.2)
-        return {"throughput": summarize_runs(runs),
-                "emit_mode": EMIT_MODES[mode], "client": receiver.kind,
-                "server": "node" if mode in JS_SCENARIOS else "python",
-                "ws_compression": "off (Node's default)" if mode in JS_SCENARIOS
-                else config.ws_compression, "concurrency": concurrency}
-    finally:
-        await receiver.close()
-        for child in {a.name: a, b.name: b}.values():
-            await children.stop(child)
+        self.meter = self.config.meter(**pids)
+
+    async def run(self) -> None:
+        if self.receiver is None:
+            raise BenchError(f"{self.mode}: not started")
+        mode, rep = self.mode, len(self.runs) + 1
+        run = await emit_and_count(mode, self.ctl, self.nodes[0], self.receiver,
+                                   self.config.events, self.config, self.meter,
+                                   self.concurrency)
+        self.runs.append(run)
+        print(f"  {mode} run {rep}: {run['events_per_s']:>9,.0f} ev/s "
+              f"({run['seconds']:.3f}s; emit loop {run['emit_loop_seconds']:.3f}s; "
+              f"CPU {cpu_text(run['cpu'])})", flush=True)
+        if run["out_of_order"]:
+            print(f"  {mode} run {rep}: {run['out_of_order']} events out of order",
+                  flush=True)
+
+    def results(self) -> dict[str, Any]:
+        mode = self.mode
+        return {mode: {
+            "throughput": summarize_runs(self.runs), "emit_mode": EMIT_MODES[mode],
+            "client": self.receiver.kind if self.receiver is not None else None,
+            "server": "node" if mode in JS_SCENARIOS else "python",
+            "ws_compression": "off (Node's default)" if mode in JS_SCENARIOS
+            else self.config.ws_compression, "concurrency": self.concurrency}}
+
+    async def close(self) -> None:
+        if self.receiver is not None:
+            await self.receiver.close()
+        for child in self.nodes:
+            await self.children.stop(child)
 
 
 async def raw_latency(config: Config, ctl: Control, pub: Child, sub: Child,
@@ -819,53 +841,143 @@ async def raw_latency(config: Config, ctl: Control, pub: Child, sub: Child,
     return [float(x) for x in latencies]
 
 
-async def run_raw_scenario(config: Config, ctl: Control,
-                           children: Children) -> dict[str, dict[str, Any]]:
-    channel = f"bench-raw-{secrets.token_hex(4)}"
-    sub = await spawn_node(children, "raw-sub", "raw-sub", config, channel)
-    pub = await spawn_node(children, "raw-pub", "raw-pub", config, channel)
-    meter = config.meter(pub=pub.proc.pid, sub=sub.proc.pid)
+class RawRuns:
+    """The broker's raw client's throughput runs: one publisher, one subscriber; each
+    :meth:`run` publishes ``config.events`` awaiting each publish, then as many in
+    batches (fewer awaited each when ``spec.raw_each_events`` says so), after an
+    unmeasured warm-up of each on the first."""
+
+    def __init__(self, config: Config, ctl: Control, children: Children) -> None:
+        self.config = config
+        self.ctl = ctl
+        self.children = children
+        self.nodes: list[Child] = []
+        self.meter: CpuMeter | None = None
+        self.variants = ("each", RAW_CLIENTS[config.backend].batch_variant)
+        self.runs: dict[str, list[dict[str, Any]]] = {v: [] for v in self.variants}
+
+    async def open(self) -> None:
+        channel = f"bench-raw-{secrets.token_hex(4)}"
+        self.nodes.append(await spawn_node(self.children, "raw-sub", "raw-sub",
+                                           self.config, channel))
+        self.nodes.append(await spawn_node(self.children, "raw-pub", "raw-pub",
+                                           self.config, channel))
+        sub, pub = self.nodes
+        self.meter = self.config.meter(pub=pub.proc.pid, sub=sub.proc.pid)
+
+    def _events(self, variant: str) -> int:
+        n, cap = self.config.events, self.config.spec.raw_each_events
+        return min(n, cap) if variant == "each" and cap else n
+
+    async def _publish(self, variant: str, n: int) -> dict[str, Any]:
+        config, ctl = self.config, self.ctl
+        sub, pub = self.nodes
+        await ctl.call(sub, "POST", "/bench/reset")
+
+        async def progress() -> tuple[int, float | None]:
+            body = await ctl.call(sub, "GET", "/bench/count")
+            return int(body["count"]), body["last"]
+
+        async def sender_done() -> bool:
+            return bool((await ctl.job(pub))["done"])
+
+        meter = self.meter
+        cpu_before = meter.snapshot() if meter else {}
+        began = time.monotonic()
+        await ctl.call(pub, "POST", "/bench/emit", n=n, variant=variant)
+        last = await wait_all(f"raw {config.backend} {variant}", n, progress, sender_done,
+                              config.timeout, config.stall)
+        seconds = last - began
+        cpu = meter.used(cpu_before, seconds) if meter else {}
+        job = await ctl.job_done(pub)
+        return {"events": n, "seconds": seconds, "events_per_s": n / seconds,
+                "emit_loop_seconds": job["loop_seconds"], "cpu": cpu}
+
+    async def run(self) -> None:
+        if len(self.nodes) < 2:
+            raise BenchError("raw: not started")
+        for variant in self.variants:
+            runs = self.runs[variant]
+            n = self._events(variant)
+            if not runs and self.config.warmup:
+                await self._publish(variant, min(n, self.config.warmup))
+            run = await self._publish(variant, n)
+            runs.append(run)
+            print(f"  raw {variant} run {len(runs)}: {run['events_per_s']:>9,.0f} msg/s "
+                  f"({run['seconds']:.3f}s; CPU {cpu_text(run['cpu'])})", flush=True)
+
+    def results(self) -> dict[str, Any]:
+        return {f"raw_{variant}": {"throughput": summarize_runs(runs)}
+                for variant, runs in self.runs.items() if runs}
+
+    async def close(self) -> None:
+        for child in reversed(self.nodes):
+            await self.children.stop(child)
+
+
+class ThroughputRuns(Protocol):
+    """What :func:`run_throughput_rounds` needs of a scenario."""
+
+    async def open(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+    def results(self) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
+
+
+def make_runs(name: str, config: Config, ctl: Control, children: Children) -> ThroughputRuns:
+    if name == "raw":
+        return RawRuns(config, ctl, children)
+    return SocketRuns(name, config, ctl, children)
+
+
+async def run_throughput_rounds(config: Config, names: tuple[str, ...], ctl: Control,
+                                children: Children, errors: dict[str, str],
+                                suffix: str = "",
+                                runs_for: Callable[[str, Config, Control, Children],
+                                                   ThroughputRuns] = make_runs,
+                                pause: float = 0.2) -> dict[str, Any]:
+    """The throughput of every scenario in ``names``, the scenarios taking turns as
+    in :func:`run_latency_rounds`: all are started and warmed up, then each of
+    ``config.repeats`` rounds runs each scenario once, the round's first scenario
+    moving on by one each round, so that a drift of the machine falls on every
+    scenario alike. Run one scenario after the other, the same code's throughput
+    moved by 25% between runs minutes apart on this project's 2-core machine. A
+    scenario that cannot start or fails a run is said in ``errors`` and dropped; the
+    results of those left, by scenario."""
+    started: dict[str, ThroughputRuns] = {}
+    results: dict[str, Any] = {}
     try:
-        async def publish(variant: str, n: int) -> dict[str, Any]:
-            await ctl.call(sub, "POST", "/bench/reset")
-
-            async def progress() -> tuple[int, float | None]:
-                body = await ctl.call(sub, "GET", "/bench/count")
-                return int(body["count"]), body["last"]
-
-            async def sender_done() -> bool:
-                return bool((await ctl.job(pub))["done"])
-
-            cpu_before = meter.snapshot()
-            began = time.monotonic()
-            await ctl.call(pub, "POST", "/bench/emit", n=n, variant=variant)
-            last = await wait_all(f"raw {config.backend} {variant}", n, progress, sender_done,
-                                  config.timeout, config.stall)
-            seconds = last - began
-            cpu = meter.used(cpu_before, seconds)
-            job = await ctl.job_done(pub)
-            return {"events": n, "seconds": seconds, "events_per_s": n / seconds,
-                    "emit_loop_seconds": job["loop_seconds"], "cpu": cpu}
-
-        result: dict[str, dict[str, Any]] = {}
-        for variant in ("each", RAW_CLIENTS[config.backend].batch_variant):
-            n = config.events
-            if variant == "each" and config.spec.raw_each_events:
-                n = min(n, config.spec.raw_each_events)
-            if config.warmup:
-                await publish(variant, min(n, config.warmup))
-            runs = []
-            for rep in range(config.repeats):
-                run = await publish(variant, n)
-                runs.append(run)
-                print(f"  raw {variant} run {rep + 1}: {run['events_per_s']:>9,.0f} msg/s "
-                      f"({run['seconds']:.3f}s; CPU {cpu_text(run['cpu'])})", flush=True)
-                await asyncio.sleep(0.2)
-            result[f"raw_{variant}"] = {"throughput": summarize_runs(runs)}
-        return result
+        for name in names:
+            runs = runs_for(name, config, ctl, children)
+            try:
+                await runs.open()
+            except Exception as exc:  # the other scenarios still run
+                errors[name + suffix] = describe(exc)
+                print(f"  ERROR: {describe(exc)}", file=sys.stderr, flush=True)
+                await runs.close()
+                continue
+            started[name] = runs
+        for r in range(config.repeats if started else 0):
+            order = list(started)
+            order = order[r % len(order):] + order[:r % len(order)]
+            for name in order:
+                try:
+                    await started[name].run()
+                except Exception as exc:
+                    errors[name + suffix] = describe(exc)
+                    print(f"  ERROR: {describe(exc)}", file=sys.stderr, flush=True)
+                    await started.pop(name).close()
+                    continue
+                await asyncio.sleep(pause)
+        for runs in started.values():
+            results.update(runs.results())
     finally:
-        await children.stop(pub)
-        await children.stop(sub)
+        for runs in started.values():
+            await runs.close()
+    return results
 
 
 # ---------------------------------------------------------------------- latency rounds
@@ -1357,19 +1469,10 @@ def _summary_rows(results: dict[str, dict[str, Any]], columns: tuple[
 async def run_scenarios(config: Config, names: tuple[str, ...], ctl: Control,
                         children: Children, errors: dict[str, str],
                         began: float, section: str = "") -> dict[str, Any]:
-    scenarios: dict[str, Any] = {}
     suffix = f" ({section})" if section else ""
-    for name in names:
-        print(f"[{time.monotonic() - began:6.1f}s] {config.backend}: scenario {name}"
-              f"{suffix}", flush=True)
-        try:
-            if name == "raw":
-                scenarios.update(await run_raw_scenario(config, ctl, children))
-            else:
-                scenarios[name] = await run_socket_scenario(name, config, ctl, children)
-        except BenchError as exc:
-            errors[name + suffix] = str(exc)
-            print(f"  ERROR: {exc}", file=sys.stderr, flush=True)
+    print(f"[{time.monotonic() - began:6.1f}s] {config.backend}: throughput, "
+          f"{config.repeats} rounds over {', '.join(names)}{suffix}", flush=True)
+    scenarios = await run_throughput_rounds(config, names, ctl, children, errors, suffix)
     measured = tuple(n for n in names if ("raw_each" if n == "raw" else n) in scenarios)
     if measured and config.latency_events:
         print(f"[{time.monotonic() - began:6.1f}s] {config.backend}: latency, "
@@ -1513,7 +1616,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-events", type=int, default=2_000,
                         help="paced room broadcasts for latency (default 2000)")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="throughput runs per scenario; the median is reported "
+                        help="throughput runs per scenario, in as many rounds, the "
+                             "scenarios taking turns; the median is reported "
                              "(default 3 for redis, 2 for the others)")
     parser.add_argument("--latency-rounds", type=int, default=5,
                         help="measure the latency events in this many rounds, the "

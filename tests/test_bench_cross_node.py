@@ -284,3 +284,78 @@ async def test_a_scenario_that_cannot_start_is_said_and_closed_and_the_rest_run(
     capsys.readouterr()
     await _rounds(probes, scenarios, errors, 4, 2)
     assert "latency round" not in capsys.readouterr().out  # nothing left to measure
+
+
+class _Runs:
+    """A scenario's throughput runs: each run's rate is its number; ``fail_at``
+    makes that run raise as a lost event would."""
+
+    def __init__(self, name: str, calls: list[str], fail_at: int | None = None,
+                 broken: bool = False) -> None:
+        self.name = name
+        self.calls = calls
+        self.fail_at = fail_at
+        self.broken = broken
+        self.rates: list[float] = []
+        self.closed = False
+
+    async def open(self) -> None:
+        if self.broken:
+            raise ConnectionError(f"{self.name}: refused")
+        self.calls.append(f"open {self.name}")
+
+    async def run(self) -> None:
+        if len(self.rates) + 1 == self.fail_at:
+            raise bench.BenchError(f"{self.name}: events lost")
+        self.calls.append(self.name)
+        self.rates.append(float(len(self.rates) + 1))
+
+    def results(self) -> dict[str, Any]:
+        runs = [{"events_per_s": rate} for rate in self.rates]
+        return {self.name: {"throughput": bench.summarize_runs(runs)}}
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def _throughput(runs: dict[str, _Runs], errors: dict[str, str],
+                      repeats: int) -> dict[str, Any]:
+    """run_throughput_rounds over ``runs`` (in their order) instead of real nodes."""
+    return await bench.run_throughput_rounds(
+        _config(repeats=repeats), tuple(runs), None, None,  # type: ignore[arg-type]
+        errors, runs_for=lambda name, *_: runs[name], pause=0)
+
+
+async def test_throughput_rounds_take_turns_and_report_every_run() -> None:
+    calls: list[str] = []
+    runs = {"single": _Runs("single", calls), "cluster": _Runs("cluster", calls),
+            "node": _Runs("node", calls)}
+    errors: dict[str, str] = {}
+    results = await _throughput(runs, errors, 3)
+    assert calls == ["open single", "open cluster", "open node",
+                     "single", "cluster", "node", "cluster", "node", "single",
+                     "node", "single", "cluster"]
+    assert results["cluster"]["throughput"]["median"] == 2.0
+    assert [r["events_per_s"] for r in results["node"]["throughput"]["runs"]] == [1, 2, 3]
+    assert not errors and all(r.closed for r in runs.values())
+
+
+async def test_a_scenario_failing_a_throughput_run_is_dropped_and_said() -> None:
+    calls: list[str] = []
+    runs = {"cluster": _Runs("cluster", calls, fail_at=2), "node": _Runs("node", calls)}
+    errors: dict[str, str] = {}
+    results = await _throughput(runs, errors, 3)
+    assert errors == {"cluster": "cluster: events lost"}
+    assert "cluster" not in results and runs["cluster"].closed
+    assert calls == ["open cluster", "open node", "cluster", "node", "node", "node"]
+    assert results["node"]["throughput"]["median"] == 2.0
+
+
+async def test_a_scenario_that_cannot_start_its_throughput_runs_is_said() -> None:
+    calls: list[str] = []
+    runs = {"cluster": _Runs("cluster", calls, broken=True), "node": _Runs("node", calls)}
+    errors: dict[str, str] = {}
+    results = await _throughput(runs, errors, 2)
+    assert errors == {"cluster": "ConnectionError: cluster: refused"}
+    assert runs["cluster"].closed and list(results) == ["node"]
+    assert calls == ["open node", "node", "node"]
