@@ -765,7 +765,8 @@ async def measure_latency(mode: str, ctl: Control, a: Child, receiver: AnyReceiv
 
 class SocketRuns:
     """A Socket.IO scenario's throughput runs: its nodes and receiving client, warmed
-    up (:func:`warm_up`), each :meth:`run` one of ``config.repeats``."""
+    up (:func:`warm_up`), each :meth:`run` one of ``config.repeats`` after an
+    unmeasured burst of ``config.warmup`` events."""
 
     def __init__(self, mode: str, config: Config, ctl: Control, children: Children) -> None:
         self.mode = mode
@@ -793,6 +794,11 @@ class SocketRuns:
         if self.receiver is None:
             raise BenchError(f"{self.mode}: not started")
         mode, rep = self.mode, len(self.runs) + 1
+        if self.config.warmup:
+            # the other scenarios ran meanwhile: warm again (Node's V8 shrinks an idle
+            # heap after some seconds; a burst then first pays for growing it again)
+            await emit_and_count(mode, self.ctl, self.nodes[0], self.receiver,
+                                 self.config.warmup, self.config)
         run = await emit_and_count(mode, self.ctl, self.nodes[0], self.receiver,
                                    self.config.events, self.config, self.meter,
                                    self.concurrency)
@@ -844,8 +850,8 @@ async def raw_latency(config: Config, ctl: Control, pub: Child, sub: Child,
 class RawRuns:
     """The broker's raw client's throughput runs: one publisher, one subscriber; each
     :meth:`run` publishes ``config.events`` awaiting each publish, then as many in
-    batches (fewer awaited each when ``spec.raw_each_events`` says so), after an
-    unmeasured warm-up of each on the first."""
+    batches (fewer awaited each when ``spec.raw_each_events`` says so), each after an
+    unmeasured warm-up."""
 
     def __init__(self, config: Config, ctl: Control, children: Children) -> None:
         self.config = config
@@ -899,7 +905,7 @@ class RawRuns:
         for variant in self.variants:
             runs = self.runs[variant]
             n = self._events(variant)
-            if not runs and self.config.warmup:
+            if self.config.warmup:
                 await self._publish(variant, min(n, self.config.warmup))
             run = await self._publish(variant, n)
             runs.append(run)
