@@ -51,7 +51,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import socketio
@@ -826,11 +826,11 @@ class SocketRuns:
             await self.children.stop(child)
 
 
-async def raw_latency(config: Config, ctl: Control, pub: Child, sub: Child,
-                      n: int) -> list[float]:
-    """``n`` one-way PUBLISH -> subscriber latencies (seconds), paced like the
-    Socket.IO latency runs."""
-    await ctl.call(sub, "POST", "/bench/reset")
+async def raw_job(config: Config, ctl: Control, pub: Child, sub: Child, what: str,
+                  path: str, n: int, **params: Any) -> tuple[float, dict[str, Any]]:
+    """Start the raw publisher's job at ``path`` (``n`` messages) and wait until the
+    subscriber (reset before) counted them all: when the last one arrived, and the
+    publisher's finished job."""
 
     async def progress() -> tuple[int, float | None]:
         body = await ctl.call(sub, "GET", "/bench/count")
@@ -839,10 +839,19 @@ async def raw_latency(config: Config, ctl: Control, pub: Child, sub: Child,
     async def sender_done() -> bool:
         return bool((await ctl.job(pub))["done"])
 
-    await ctl.call(pub, "POST", "/bench/latency", n=n, interval=config.interval)
-    await wait_all(f"raw {config.backend} latency", n, progress, sender_done, config.timeout,
-                   config.stall)
-    await ctl.job_done(pub)
+    await ctl.call(pub, "POST", path, n=n, **params)
+    last = await wait_all(f"raw {config.backend} {what}", n, progress, sender_done,
+                          config.timeout, config.stall)
+    return last, await ctl.job_done(pub)
+
+
+async def raw_latency(config: Config, ctl: Control, pub: Child, sub: Child,
+                      n: int) -> list[float]:
+    """``n`` one-way PUBLISH -> subscriber latencies (seconds), paced like the
+    Socket.IO latency runs."""
+    await ctl.call(sub, "POST", "/bench/reset")
+    await raw_job(config, ctl, pub, sub, "latency", "/bench/latency", n,
+                  interval=config.interval)
     latencies = (await ctl.call(sub, "GET", "/bench/latencies"))["latencies"]
     return [float(x) for x in latencies]
 
@@ -876,26 +885,15 @@ class RawRuns:
         return min(n, cap) if variant == "each" and cap else n
 
     async def _publish(self, variant: str, n: int) -> dict[str, Any]:
-        config, ctl = self.config, self.ctl
         sub, pub = self.nodes
-        await ctl.call(sub, "POST", "/bench/reset")
-
-        async def progress() -> tuple[int, float | None]:
-            body = await ctl.call(sub, "GET", "/bench/count")
-            return int(body["count"]), body["last"]
-
-        async def sender_done() -> bool:
-            return bool((await ctl.job(pub))["done"])
-
+        await self.ctl.call(sub, "POST", "/bench/reset")
         meter = self.meter
         cpu_before = meter.snapshot() if meter else {}
         began = time.monotonic()
-        await ctl.call(pub, "POST", "/bench/emit", n=n, variant=variant)
-        last = await wait_all(f"raw {config.backend} {variant}", n, progress, sender_done,
-                              config.timeout, config.stall)
+        last, job = await raw_job(self.config, self.ctl, pub, sub, variant, "/bench/emit",
+                                  n, variant=variant)
         seconds = last - began
         cpu = meter.used(cpu_before, seconds) if meter else {}
-        job = await ctl.job_done(pub)
         return {"events": n, "seconds": seconds, "events_per_s": n / seconds,
                 "emit_loop_seconds": job["loop_seconds"], "cpu": cpu}
 
@@ -921,16 +919,52 @@ class RawRuns:
             await self.children.stop(child)
 
 
-class ThroughputRuns(Protocol):
-    """What :func:`run_throughput_rounds` needs of a scenario."""
+class Opening(Protocol):
+    """A scenario's processes for a series of rounds: started, then stopped."""
 
     async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+OpeningT = TypeVar("OpeningT", bound=Opening)
+
+
+def said(errors: dict[str, str], key: str, exc: Exception) -> None:
+    """A scenario's failure, kept in ``errors`` and printed."""
+    errors[key] = describe(exc)
+    print(f"  ERROR: {describe(exc)}", file=sys.stderr, flush=True)
+
+
+async def open_each(names: tuple[str, ...], make: Callable[[str], OpeningT],
+                    opened: dict[str, OpeningT], errors: dict[str, str],
+                    key: Callable[[str], str]) -> None:
+    """Start ``make(name)`` for every name into ``opened`` (which the caller closes);
+    one that cannot start is said under ``key(name)``, closed and left out: the
+    others still run."""
+    for name in names:
+        item = make(name)
+        try:
+            await item.open()
+        except Exception as exc:
+            said(errors, key(name), exc)
+            await item.close()
+            continue
+        opened[name] = item
+
+
+def in_turn(names: list[str], r: int) -> list[str]:
+    """Round ``r``'s order: its first scenario moves on by one each round."""
+    k = r % len(names) if names else 0
+    return names[k:] + names[:k]
+
+
+class ThroughputRuns(Opening, Protocol):
+    """What :func:`run_throughput_rounds` needs of a scenario."""
 
     async def run(self) -> None: ...
 
     def results(self) -> dict[str, Any]: ...
-
-    async def close(self) -> None: ...
 
 
 def make_runs(name: str, config: Config, ctl: Control, children: Children) -> ThroughputRuns:
@@ -956,25 +990,14 @@ async def run_throughput_rounds(config: Config, names: tuple[str, ...], ctl: Con
     started: dict[str, ThroughputRuns] = {}
     results: dict[str, Any] = {}
     try:
-        for name in names:
-            runs = runs_for(name, config, ctl, children)
-            try:
-                await runs.open()
-            except Exception as exc:  # the other scenarios still run
-                errors[name + suffix] = describe(exc)
-                print(f"  ERROR: {describe(exc)}", file=sys.stderr, flush=True)
-                await runs.close()
-                continue
-            started[name] = runs
+        await open_each(names, lambda name: runs_for(name, config, ctl, children),
+                        started, errors, lambda name: name + suffix)
         for r in range(config.repeats if started else 0):
-            order = list(started)
-            order = order[r % len(order):] + order[:r % len(order)]
-            for name in order:
+            for name in in_turn(list(started), r):
                 try:
                     await started[name].run()
                 except Exception as exc:
-                    errors[name + suffix] = describe(exc)
-                    print(f"  ERROR: {describe(exc)}", file=sys.stderr, flush=True)
+                    said(errors, name + suffix, exc)
                     await started.pop(name).close()
                     continue
                 await asyncio.sleep(pause)
@@ -1064,14 +1087,10 @@ def round_sizes(n: int, rounds: int) -> list[int]:
     return [n // rounds + (1 if r < n % rounds else 0) for r in range(rounds)]
 
 
-class LatencyProbe(Protocol):
+class LatencyProbe(Opening, Protocol):
     """What :func:`run_latency_rounds` needs of a scenario."""
 
-    async def open(self) -> None: ...
-
     async def measure(self, n: int) -> list[float]: ...
-
-    async def close(self) -> None: ...
 
 
 def make_probe(name: str, config: Config, ctl: Control, children: Children) -> LatencyProbe:
@@ -1097,31 +1116,21 @@ async def run_latency_rounds(config: Config, names: tuple[str, ...], ctl: Contro
     probes: dict[str, LatencyProbe] = {}
     keys = {name: "raw_each" if name == "raw" else name for name in names}
     try:
-        for name in names:
-            probe = probe_for(name, config, ctl, children)
-            try:
-                await probe.open()
-            except Exception as exc:  # the other scenarios, and the throughput, stay
-                errors[f"{name} latency{suffix}"] = describe(exc)
-                print(f"  ERROR: {describe(exc)}", file=sys.stderr, flush=True)
-                await probe.close()
-                continue
-            probes[name] = probe
+        # one that cannot start is left out: the others, and the throughput, stay
+        await open_each(names, lambda name: probe_for(name, config, ctl, children),
+                        probes, errors, lambda name: f"{name} latency{suffix}")
         if not probes:
             return
         values: dict[str, list[float]] = {name: [] for name in probes}
         per_round: dict[str, list[float]] = {name: [] for name in probes}
         sizes = round_sizes(config.latency_events, config.latency_rounds)
         for r, size in enumerate(sizes):
-            order = list(probes)
-            order = order[r % len(order):] + order[:r % len(order)] if order else order
             line = []
-            for name in order:
+            for name in in_turn(list(probes), r):
                 try:
                     got = await probes[name].measure(size)
                 except Exception as exc:
-                    errors[f"{name} latency{suffix}"] = describe(exc)
-                    print(f"  ERROR: {describe(exc)}", file=sys.stderr, flush=True)
+                    said(errors, f"{name} latency{suffix}", exc)
                     await probes.pop(name).close()
                     del values[name]
                     continue

@@ -286,36 +286,19 @@ async def test_a_scenario_that_cannot_start_is_said_and_closed_and_the_rest_run(
     assert "latency round" not in capsys.readouterr().out  # nothing left to measure
 
 
-class _Runs:
+class _Runs(_Probe):
     """A scenario's throughput runs: each run's rate is its number; ``fail_at``
     makes that run raise as a lost event would."""
 
-    def __init__(self, name: str, calls: list[str], fail_at: int | None = None,
-                 broken: bool = False) -> None:
-        self.name = name
-        self.calls = calls
-        self.fail_at = fail_at
-        self.broken = broken
-        self.rates: list[float] = []
-        self.closed = False
-
-    async def open(self) -> None:
-        if self.broken:
-            raise ConnectionError(f"{self.name}: refused")
-        self.calls.append(f"open {self.name}")
-
     async def run(self) -> None:
-        if len(self.rates) + 1 == self.fail_at:
+        self.measured += 1
+        if self.measured == self.fail_at:
             raise bench.BenchError(f"{self.name}: events lost")
         self.calls.append(self.name)
-        self.rates.append(float(len(self.rates) + 1))
 
     def results(self) -> dict[str, Any]:
-        runs = [{"events_per_s": rate} for rate in self.rates]
+        runs = [{"events_per_s": float(rate)} for rate in range(1, self.measured + 1)]
         return {self.name: {"throughput": bench.summarize_runs(runs)}}
-
-    async def close(self) -> None:
-        self.closed = True
 
 
 async def _throughput(runs: dict[str, _Runs], errors: dict[str, str],
