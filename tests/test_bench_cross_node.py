@@ -248,7 +248,7 @@ async def test_latency_rounds_take_turns_and_gather_every_round() -> None:
     errors: dict[str, str] = {}
     await _rounds(probes, scenarios, errors, 6, 3)
     assert calls == ["open cluster", "open node", "open raw",
-                     "cluster", "node", "raw", "node", "raw", "cluster",
+                     "cluster", "node", "raw", "cluster", "raw", "node",
                      "raw", "cluster", "node"]
     assert scenarios["cluster"]["latency"]["n"] == 6
     assert scenarios["cluster"]["latency"]["rounds_p50_ms"] == [1.0, 2.0, 3.0]
@@ -302,11 +302,11 @@ class _Runs(_Probe):
 
 
 async def _throughput(runs: dict[str, _Runs], errors: dict[str, str],
-                      repeats: int) -> dict[str, Any]:
+                      repeats: int, suffix: str = "") -> dict[str, Any]:
     """run_throughput_rounds over ``runs`` (in their order) instead of real nodes."""
     return await bench.run_throughput_rounds(
         _config(repeats=repeats), tuple(runs), None, None,  # type: ignore[arg-type]
-        errors, runs_for=lambda name, *_: runs[name], pause=0)
+        errors, suffix, runs_for=lambda name, *_: runs[name], pause=0)
 
 
 async def test_throughput_rounds_take_turns_and_report_every_run() -> None:
@@ -316,7 +316,7 @@ async def test_throughput_rounds_take_turns_and_report_every_run() -> None:
     errors: dict[str, str] = {}
     results = await _throughput(runs, errors, 3)
     assert calls == ["open single", "open cluster", "open node",
-                     "single", "cluster", "node", "cluster", "node", "single",
+                     "single", "cluster", "node", "single", "node", "cluster",
                      "node", "single", "cluster"]
     assert results["cluster"]["throughput"]["median"] == 2.0
     assert [r["events_per_s"] for r in results["node"]["throughput"]["runs"]] == [1, 2, 3]
@@ -327,8 +327,8 @@ async def test_a_scenario_failing_a_throughput_run_is_dropped_and_said() -> None
     calls: list[str] = []
     runs = {"cluster": _Runs("cluster", calls, fail_at=2), "node": _Runs("node", calls)}
     errors: dict[str, str] = {}
-    results = await _throughput(runs, errors, 3)
-    assert errors == {"cluster": "cluster: events lost"}
+    results = await _throughput(runs, errors, 3, " (js)")
+    assert errors == {"cluster (js)": "cluster: events lost"}
     assert "cluster" not in results and runs["cluster"].closed
     assert calls == ["open cluster", "open node", "cluster", "node", "node", "node"]
     assert results["node"]["throughput"]["median"] == 2.0
@@ -342,3 +342,51 @@ async def test_a_scenario_that_cannot_start_its_throughput_runs_is_said() -> Non
     assert errors == {"cluster": "ConnectionError: cluster: refused"}
     assert runs["cluster"].closed and list(results) == ["node"]
     assert calls == ["open node", "node", "node"]
+
+
+def test_no_scenario_always_follows_the_same_one() -> None:
+    names = ["a", "b", "c", "d"]
+    rounds = [bench.in_turn(names, r) for r in range(4)]
+    assert rounds == [["a", "b", "c", "d"], ["a", "d", "c", "b"],
+                      ["c", "d", "a", "b"], ["c", "b", "a", "d"]]
+    after = {(order[i - 1], order[i]) for order in rounds for i in range(1, len(order))}
+    assert {first for first, then in after if then == "b"} == {"a", "c"}
+    assert bench.in_turn([], 3) == []
+
+
+async def test_each_socket_run_follows_its_own_warm_up(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[int] = []
+
+    async def emit_and_count(mode: str, ctl: Any, a: Any, receiver: Any, n: int,
+                             config: Any, meter: Any = None,
+                             concurrency: int = 1) -> dict[str, Any]:
+        sent.append(n)
+        return {"seconds": 1.0, "events_per_s": float(n), "emit_loop_seconds": 1.0,
+                "out_of_order": 0, "cpu": {}}
+
+    monkeypatch.setattr(bench, "emit_and_count", emit_and_count)
+    runs = bench.SocketRuns("cluster-ff", _config(events=500, warmup=20), None,  # type: ignore[arg-type]
+                            None)  # type: ignore[arg-type]
+    runs.nodes = [object()]  # type: ignore[list-item]
+    runs.receiver = bench.Receiver()
+    await runs.run()
+    await runs.run()
+    assert sent == [20, 500, 20, 500]
+    result = runs.results()["cluster-ff"]
+    assert result["throughput"]["median"] == 500.0 and len(result["throughput"]["runs"]) == 2
+    assert (result["emit_mode"], result["client"], result["server"], result["concurrency"]
+            ) == (bench.EMIT_MODES["cluster-ff"], "python", "python", 1)
+
+
+def test_raw_runs_report_each_variant_and_cap_the_awaited_one() -> None:
+    config = _config(events=20_000)
+    runs = bench.RawRuns(config, None, None)  # type: ignore[arg-type]
+    each, batched = runs.variants
+    assert each == "each"
+    cap = config.spec.raw_each_events
+    assert runs.events("each") == (min(20_000, cap) if cap else 20_000)
+    assert runs.events(batched) == 20_000
+    runs.runs["each"].append({"events_per_s": 7.0})
+    assert runs.results() == {"raw_each": {"throughput": bench.summarize_runs(
+        [{"events_per_s": 7.0}])}}
