@@ -988,9 +988,9 @@ async def run_throughput_rounds(config: Config, names: tuple[str, ...], ctl: Con
     each run after an unmeasured burst of ``config.warmup`` events, so that a drift
     of the machine falls on every scenario alike. Run one scenario after the other,
     the same code's throughput moved from 41,800 to 64,800 events/s between runs
-    minutes apart on this project's 2-core machine. A
-    scenario that cannot start or fails a run is said in ``errors`` and dropped; the
-    results of those left, by scenario."""
+    minutes apart on this project's 2-core machine. A scenario that cannot start or
+    fails a run is said in ``errors`` and dropped; the results of those left, by
+    scenario."""
     started: dict[str, ThroughputRuns] = {}
     results: dict[str, Any] = {}
     try:
@@ -1020,25 +1020,14 @@ RAW_WARM_EVENTS = 50
 """Unmeasured paced publishes before the raw client's latency rounds."""
 
 
-class SocketProbe:
+class SocketProbe(SocketRuns):
     """A Socket.IO scenario's nodes and receiving client, started afresh for the
-    latency rounds: warmed up (:func:`warm_up`) and joined to :data:`LATENCY_ROOM`."""
-
-    def __init__(self, mode: str, config: Config, ctl: Control, children: Children) -> None:
-        self.mode = mode
-        self.config = config
-        self.ctl = ctl
-        self.children = children
-        self.nodes: list[Child] = []
-        self.receiver: AnyReceiver | None = None
+    latency rounds as for the throughput runs (:class:`SocketRuns`), then joined to
+    :data:`LATENCY_ROOM`."""
 
     async def open(self) -> None:
-        a, b = await start_socket_nodes(self.mode, self.config, self.children)
-        self.nodes = [a] if a is b else [a, b]
-        self.receiver = self.config.receiver(self.mode, self.children)
-        await self.receiver.connect(b)
-        await warm_up(self.mode, self.ctl, a, self.receiver, self.config)
-        if not await self.receiver.join(LATENCY_ROOM):
+        await super().open()
+        if self.receiver is None or not await self.receiver.join(LATENCY_ROOM):
             raise BenchError(f"{self.mode}: could not join {LATENCY_ROOM}")
 
     async def measure(self, n: int) -> list[float]:
@@ -1046,12 +1035,6 @@ class SocketProbe:
             raise BenchError(f"{self.mode}: not started")
         return await measure_latency(self.mode, self.ctl, self.nodes[0], self.receiver, n,
                                      self.config)
-
-    async def close(self) -> None:
-        if self.receiver is not None:
-            await self.receiver.close()
-        for child in self.nodes:
-            await self.children.stop(child)
 
 
 class RawProbe:
