@@ -5,6 +5,7 @@ conformance suite runs the whole contract on it."""
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import signal
@@ -155,6 +156,33 @@ async def test_a_hub_killed_with_sigkill_is_taken_over_with_its_log_and_sessions
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
+
+
+async def test_the_hub_writes_the_copies_before_it_acknowledges(url: str) -> None:
+    # a hub killed between the two would leave an acknowledged session or record on
+    # no other node: the node that takes over must have it (the test above)
+    a, _ = await _node(url)
+    b, got_b = await _node(url)
+    try:
+        hub = a.hub
+        assert hub is not None
+        writes: list[tuple[str, list[Any]]] = []
+        for peer in hub._peers:
+            def spy(data: bytes, write: Any = peer.writer.write,
+                    node: str = peer.node_id) -> None:
+                writes.extend((node, frame) for frame in msgpack.Unpacker(
+                    io.BytesIO(data), raw=False))
+                write(data)
+            peer.writer.write = spy  # type: ignore[method-assign,assignment]
+        await b.save_session("pid-1", b"session", 60)
+        await b.publish([("\x00log", b"one")])
+        kinds = [(node == b.node_id, frame[0]) for node, frame in writes]
+        copies = [kinds.index((False, 14)), kinds.index((False, 12))]  # SESSION, RECORD
+        replies = [i for i, kind in enumerate(kinds) if kind == (True, 13)]  # REPLY
+        assert len(replies) == 2 and copies[0] < replies[0] and copies[1] < replies[1]
+    finally:
+        await b.stop()
+        await a.stop()
 
 
 def _key(offset: str) -> tuple[int, ...]:

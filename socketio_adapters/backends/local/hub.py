@@ -3,7 +3,9 @@ the folder's lock) relays every node's messages, numbers the log's records and
 arbitrates sessions. Every node that keeps the log holds a copy of the log and of
 the session table, so the process that takes the hub over after its host died
 (the kernel released the lock) starts from its own copy: records the dead hub had
-not sent out yet are the only loss.
+not sent out yet are the only loss. The hub answers a save or an append after it
+wrote every other node's copy, so an acknowledged one is on the other nodes unless
+one of them was too far behind in reading.
 
 A record's key is ``(term, seq)``: the sequence goes on from the copy the hub
 started from, and the term (milliseconds since the epoch, above any term seen) is
@@ -111,7 +113,7 @@ class Hub:
             while True:
                 for frame in await frames.frames():
                     self._handle(peer, frame)
-                self._flush()
+                self._flush(peer)
         except FrameError as exc:
             self.dropped += 1
             self.logger.warning("local hub: closing the connection of node %r: %s",
@@ -131,8 +133,14 @@ class Hub:
             self._dirty.append(peer)
         peer.pending.append(frame)
 
-    def _flush(self) -> None:
+    def _flush(self, sender: _Peer | None = None) -> None:
+        """Write what each peer is due; the sender's last: its replies acknowledge a
+        save or an append, so every other node's copy is written before them (a hub
+        killed between the two leaves no acknowledged record on itself alone)."""
         dirty, self._dirty = self._dirty, []
+        if sender is not None and sender in dirty:
+            dirty.remove(sender)
+            dirty.append(sender)
         for peer in dirty:
             data, peer.pending = b"".join(peer.pending), []
             if peer.writer.is_closing():
