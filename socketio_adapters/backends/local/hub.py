@@ -5,7 +5,7 @@ the session table, so the process that takes the hub over after its host died
 (the kernel released the lock) starts from its own copy: records the dead hub had
 not sent out yet are the only loss. The hub answers a save or an append after it
 wrote every other node's copy, so an acknowledged one is on the other nodes unless
-one of them was too far behind in reading.
+one of them was behind in reading (its copy still queued in the hub's process).
 
 A record's key is ``(term, seq)``: the sequence goes on from the copy the hub
 started from, and the term (milliseconds since the epoch, above any term seen) is
