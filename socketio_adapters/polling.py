@@ -20,6 +20,7 @@ from engineio import payload as eio_payload
 from engineio.async_socket import AsyncSocket
 
 from .engine_socket import QueueSocket, wait_without_tasks
+from .session_queue import lighten_queue
 
 __all__ = ["PYTHON_AGENTS", "CappedPollSocket", "cap_polls_for"]
 
@@ -39,7 +40,9 @@ class CappedPollSocket(QueueSocket):
 def cap_polls_for(socket: Any, environ: dict[str, Any]) -> None:
     """Make ``socket`` (a new session, connecting with ``environ``) answer polls
     with at most a Python client's limit of packets if its client is Python's, and
-    wait for its packets without a task per wait (:mod:`.engine_socket`) either way."""
+    wait for its packets without a task per wait (:mod:`.engine_socket`), in a
+    :class:`~.session_queue.SessionQueue`, either way."""
+    lighten_queue(socket)
     agent = str(environ.get("HTTP_USER_AGENT", ""))
     if agent.startswith(PYTHON_AGENTS) and type(socket) in (AsyncSocket, QueueSocket):
         socket.__class__ = CappedPollSocket
