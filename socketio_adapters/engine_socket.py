@@ -288,13 +288,20 @@ class QueueSocket(AsyncSocket):  # type: ignore[misc]
     async def _read_from(self, ws: Any, deadline: TaskDeadline) -> None:
         """Every packet the client sends, to python-engineio's ``receive`` (the read
         written out here, not a call to :meth:`_read_one`: one coroutine less for
-        each session's life)."""
+        each session's life; and with this project's aiohttp driver, its
+        ``receive_message`` awaited here rather than its ``wait``: one more)."""
+        receive = getattr(ws, "receive_message", None)
         while True:
             try:
                 with deadline:
-                    data = await ws.wait()
+                    if receive is None:
+                        data = await ws.wait()
+                    else:
+                        data = (await receive()).data
             except (Exception, asyncio.CancelledError):
                 return  # closed, a read error, the deadline, the server stopping
+            if not isinstance(data, (bytes, str)):
+                return  # closed, or an error frame (aiohttp's message holds no text)
             pkt = self._packet_from(data)
             if pkt is None:
                 return

@@ -46,12 +46,14 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from .engine_socket import QueueSocket, wait_without_tasks
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:  # aiohttp is there whenever async_mode "aiohttp" is
+    from aiohttp import WSMessage
     from aiohttp.web import WebSocketResponse
 
 __all__ = ["ENVIRON_KEY", "AiohttpWebSocket", "CompressedAiohttpWebSocket",
@@ -210,6 +212,12 @@ class AiohttpWebSocket:
         transport = self._transport
         if transport is not None and not transport.is_closing() and not self.sock.closed:
             transport.write(b"".join(pending))
+
+    def receive_message(self) -> Awaitable[WSMessage]:
+        """aiohttp's next message on this websocket (its ``receive()``, awaited by the
+        session's reader itself: :meth:`wait`, a coroutine around it, would stay
+        suspended for the whole session)."""
+        return self.sock.receive()
 
     async def wait(self) -> str | bytes:
         msg = await self.sock.receive()
