@@ -90,6 +90,18 @@ class _Body:
         return body if length is None else body[:length]
 
 
+@dataclass(frozen=True)
+class _Route:
+    """A request whose session another live node owns: what forwarding it needs."""
+
+    cluster: ClusterManager
+    owner: str
+    sid: str
+    method: str
+    query_string: str
+    transport: str
+
+
 class ForwardingEngine(engineio.AsyncServer):  # type: ignore[misc]
     """python-engineio's server, serving the long-polling requests of sessions that
     other nodes own through them (see the module doc).
@@ -129,10 +141,20 @@ class ForwardingEngine(engineio.AsyncServer):  # type: ignore[misc]
         return sid if cluster is None else f"{cluster.uid}{sid}"
 
     async def handle_request(self, *args: Any, **kwargs: Any) -> Any:
+        # the choice is made in a function of its own: a websocket served here keeps
+        # this frame for its whole life, and nothing it parsed with it
+        route = self._owner_route(args)
+        if route is None:
+            return await super().handle_request(*args, **kwargs)
+        return await self._forward(route, args, kwargs)
+
+    def _owner_route(self, args: tuple[Any, ...]) -> _Route | None:
+        """Where a request goes when its session is another live node's (None: served
+        here)."""
         peeked = _peek(args)
         cluster = self.cluster
         if peeked is None or cluster is None:
-            return await super().handle_request(*args, **kwargs)
+            return None
         method, query_string = peeked
         query = urllib.parse.parse_qs(query_string)
         sid = query.get("sid", [None])[0]
@@ -141,13 +163,21 @@ class ForwardingEngine(engineio.AsyncServer):  # type: ignore[misc]
         if (owner is None or owner == cluster.uid or method not in ("GET", "POST")
                 or transport not in self.transports or "j" in query
                 or owner not in cluster.nodes.alive()):
-            return await super().handle_request(*args, **kwargs)
+            return None
+        return _Route(cluster, owner, str(sid), method, query_string, transport)
+
+    async def _forward(self, route: _Route, args: tuple[Any, ...],
+                       kwargs: dict[str, Any]) -> Any:
+        """Forward a long-polling request to its session's owner, or relay its
+        websocket there."""
+        cluster, owner, sid, method = route.cluster, route.owner, route.sid, route.method
+        query_string, transport = route.query_string, route.transport
         translate = self._async["translate_request"]
         environ = translate(*args, **kwargs)
         if hasattr(environ, "__await__"):
             environ = await environ
         if transport == "websocket":
-            return await self._relay(owner, str(sid), environ)
+            return await self._relay(owner, sid, environ)
         body = b""
         if method == "POST":
             length = int(environ.get("CONTENT_LENGTH") or 0)
