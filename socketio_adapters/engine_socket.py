@@ -316,6 +316,7 @@ class QueueSocket(AsyncSocket):  # type: ignore[misc]
                 return  # the server stopping: the session closes
             except Exception:
                 self.server.logger.exception('Unknown receive error')
+            del data, pkt  # not held while waiting for the next one
 
     async def _write_to(self, ws: Any) -> None:
         """The writer task: every packet queued, in order, until the end (None), an
@@ -332,6 +333,7 @@ class QueueSocket(AsyncSocket):  # type: ignore[misc]
                     await ws.send(pkt.encode())
             except Exception:
                 break
+            del packets, pkt  # not held while waiting for the next ones
         try:
             await ws.close()
         except Exception:  # the connection is gone already
