@@ -290,7 +290,8 @@ class QueueSocket(AsyncSocket):  # type: ignore[misc]
         written out here, not a call to :meth:`_read_one`: one coroutine less for
         each session's life; and with this project's aiohttp driver, its
         ``receive_message`` awaited here rather than its ``wait``: one more)."""
-        receive = getattr(ws, "receive_message", None)
+        # a wrapped ``wait`` (as the Admin UI wraps ``send``) must see every read
+        receive = None if "wait" in vars(ws) else getattr(ws, "receive_message", None)
         while True:
             try:
                 with deadline:

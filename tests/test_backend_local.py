@@ -160,11 +160,13 @@ async def test_a_hub_killed_with_sigkill_is_taken_over_with_its_log_and_sessions
 
 async def test_the_hub_writes_the_copies_before_it_acknowledges(url: str) -> None:
     # a hub killed between the two would leave an acknowledged session or record on
-    # no other node: the node that takes over must have it (the test above)
-    a, _ = await _node(url)
+    # no other node: the node that takes over must have it (the test above). The
+    # sender is the first node that connected: the hub goes through its peers in that
+    # order, so writing them in it would answer the sender first
     b, got_b = await _node(url)
+    a, _ = await _node(url)
     try:
-        hub = a.hub
+        hub = b.hub
         assert hub is not None
         writes: list[tuple[str, list[Any]]] = []
         for peer in hub._peers:
@@ -181,8 +183,8 @@ async def test_the_hub_writes_the_copies_before_it_acknowledges(url: str) -> Non
         replies = [i for i, kind in enumerate(kinds) if kind == (True, 13)]  # REPLY
         assert len(replies) == 2 and copies[0] < replies[0] and copies[1] < replies[1]
     finally:
-        await b.stop()
         await a.stop()
+        await b.stop()
 
 
 def _key(offset: str) -> tuple[int, ...]:

@@ -5,6 +5,7 @@ gets one, its OPEN packet kept."""
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 import pytest
@@ -109,3 +110,60 @@ async def test_a_real_server_s_sessions_use_it_on_both_transports() -> None:
         for client in clients:
             await client.disconnect()
         await node.stop()
+
+
+async def _steps(queue: Any, seed: int) -> list[Any]:
+    """A seeded mix of puts, waiting and cancelled gets, task_done and joins, and what
+    each step left (the log of what every waiter got, and the size)."""
+    pick = random.Random(seed)
+    log: list[Any] = []
+    waiters: list[asyncio.Task[None]] = []
+    getters: list[asyncio.Task[None]] = []
+
+    async def get(n: int) -> None:
+        try:
+            log.append(("got", n, await queue.get()))
+        except asyncio.CancelledError:
+            log.append(("cancelled", n))
+            raise
+
+    async def join(n: int) -> None:
+        await queue.join()
+        log.append(("joined", n))
+
+    for item in range(40):
+        step = pick.randrange(7)
+        if step == 0:
+            getters.append(asyncio.ensure_future(get(len(getters))))
+        elif step == 1:
+            queue.put_nowait(item)
+        elif step == 2:
+            await queue.put(item)
+        elif step == 3:
+            try:
+                log.append(("now", queue.get_nowait()))
+            except asyncio.QueueEmpty:
+                log.append(("empty",))
+        elif step == 4:
+            live = [t for t in getters if not t.done()]
+            if live:
+                pick.choice(live).cancel()  # perhaps woken already: its item goes on
+        elif step == 5:
+            try:
+                queue.task_done()
+            except ValueError:
+                log.append(("too many",))
+        else:
+            waiters.append(asyncio.ensure_future(join(len(waiters))))
+        for _ in range(pick.randrange(3)):
+            await asyncio.sleep(0)
+        log.append((queue.qsize(), queue.empty()))
+    for task in getters + waiters:
+        task.cancel()
+    await asyncio.gather(*getters, *waiters, return_exceptions=True)
+    return log
+
+
+async def test_it_does_what_an_unbounded_asyncio_queue_does_step_for_step() -> None:
+    for seed in range(300):
+        assert await _steps(SessionQueue(), seed) == await _steps(asyncio.Queue(), seed), seed

@@ -78,7 +78,8 @@ class Hub:
         self.logger = logger
         self.dropped = 0
         """Connections closed for bad frames or for falling too far behind."""
-        self._peers: set[_Peer] = set()
+        self._peers: dict[_Peer, None] = {}
+        """Every connection, in the order they came (an ordered set)."""
         self._by_id: dict[str, _Peer] = {}
         self._rooms: dict[str, set[_Peer]] = {}
         """Room key -> the peers subscribed to it."""
@@ -107,7 +108,7 @@ class Hub:
     async def _serve(self, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
         peer = _Peer(writer)
-        self._peers.add(peer)
+        self._peers[peer] = None
         frames = FrameReader(reader)
         try:
             while True:
@@ -122,7 +123,7 @@ class Hub:
             pass
         finally:
             self._flush()
-            self._peers.discard(peer)
+            self._peers.pop(peer, None)
             self._leave_rooms(peer, list(peer.rooms))
             if self._by_id.get(peer.node_id) is peer:
                 del self._by_id[peer.node_id]
