@@ -21,8 +21,10 @@ import socketio
 from aiohttp import web
 
 from conformance.brokers import LocalBroker, available
-from socketio_adapters import create_manager
-from socketio_adapters.backends.redis.resp import RawConnection, command
+from socketio_adapters import create_backend, create_manager
+from socketio_adapters.backends.redis import RedisBackend
+from socketio_adapters.backends.redis.calls import PendingCalls
+from socketio_adapters.backends.redis.resp import PipelineError, RawConnection, command
 from socketio_adapters.backends.redis.subscriber import SubscriberReads
 from socketio_adapters.deadline import TaskDeadline
 
@@ -364,3 +366,175 @@ async def test_a_deadline_that_expires_as_a_delivery_is_handed_over_is_its_own(
         await deliver.until(2)
         assert outcome == ["timed out", "timed out"] and deliver.seen == [b"1", b"2"]
         assert listener.task is not None and not listener.task.done()
+
+
+# ------------------------------------------------------ commands on the connection
+
+
+async def test_commands_sent_on_the_connection_get_their_replies_among_the_messages(
+        pool: aioredis.ConnectionPool) -> None:
+    """With RESP3 a pipeline on the subscriber connection gets its replies, in
+    order, while the messages around them are delivered as before: the listener task
+    is handed none of them. The node's own copy of what it published comes in the
+    stream before the reply to its PUBLISH, so it is delivered first."""
+    deliver = Deliveries()
+    async with listening(pool, deliver) as listener:
+        reads = listener.reads
+        assert reads is not None and reads.takes_calls
+        replies = await asyncio.wait_for(reads.pipeline(
+            [command(b"PING"), command(b"PUBLISH", b"ch", b"own"),
+             command(b"PUBLISH", b"nobody", b"x")]), WAIT)
+        assert replies == [b"PONG", 1, 0]
+        assert deliver.seen == [b"own"]  # before the reply that ended the wait
+        await _publish(pool, b"1")
+        await deliver.until(2)
+        assert deliver.seen == [b"own", b"1"] and listener.others == []
+        assert not reads.calls
+
+
+async def test_an_error_reply_to_a_command_is_raised_with_every_reply(
+        pool: aioredis.ConnectionPool) -> None:
+    deliver = Deliveries()
+    async with listening(pool, deliver) as listener:
+        reads = listener.reads
+        assert reads is not None
+        with pytest.raises(PipelineError, match="wrong number of arguments") as raised:
+            await asyncio.wait_for(reads.pipeline(
+                [command(b"PUBLISH", b"ch", b"a"), command(b"PUBLISH", b"ch")]), WAIT)
+        assert raised.value.replies[0] == 1 and len(raised.value.replies) == 2
+        await deliver.until(1)
+        assert deliver.seen == [b"a"] and listener.others == []
+
+
+async def test_a_delivery_that_waits_for_a_reply_gets_it(
+        pool: aioredis.ConnectionPool) -> None:
+    """A delivery that sends a command and waits for its reply (as a handler that
+    emits and waits for the broker would): the connection is read on while the
+    listener has the replies, the reply ends the wait, and the messages that came
+    meanwhile are delivered after it, in order."""
+    deliver = Deliveries()
+    got: list[object] = []
+    reads_of: list[SubscriberReads] = []
+
+    async def calls_and_waits(payload: bytes) -> None:
+        if payload == b"call":
+            got.append(await reads_of[0].pipeline(
+                [command(b"PING"), command(b"PUBLISH", b"ch", b"meanwhile")]))
+        await deliver(payload)
+
+    async with listening(pool, calls_and_waits) as listener:
+        assert listener.reads is not None
+        reads_of.append(listener.reads)
+        await _publish(pool, b"call", b"after")
+        await deliver.until(3)
+        assert got == [[b"PONG", 1]]
+        assert deliver.seen == [b"call", b"after", b"meanwhile"]
+        assert not listener.reads.calls and not listener.task.done()  # type: ignore[union-attr]
+        await _publish(pool, b"later")  # the callback delivers again
+        await deliver.until(4)
+        assert deliver.seen[3:] == [b"later"]
+
+
+async def test_a_keep_alive_ping_is_taken_off_the_connection(
+        pool: aioredis.ConnectionPool) -> None:
+    """A PING nobody waits for (the silence watch's): its answer is not handed to the
+    listener task, and a pipeline after it gets its own replies."""
+    deliver = Deliveries()
+    async with listening(pool, deliver) as listener:
+        reads = listener.reads
+        assert reads is not None
+        reads.send(command(b"PING"), 1)
+        replies = await asyncio.wait_for(reads.pipeline([command(b"ECHO", b"x")]), WAIT)
+        assert replies == [b"x"] and listener.others == [] and not reads.calls
+
+
+async def test_a_lost_connection_fails_the_commands_waiting(
+        pool: aioredis.ConnectionPool) -> None:
+    deliver = Deliveries()
+    async with listening(pool, deliver) as listener:
+        reads = listener.reads
+        assert reads is not None
+        # BLPOP holds the reply back; the connection is killed meanwhile
+        waiting = asyncio.ensure_future(reads.pipeline([command(b"BLPOP", b"nothing", b"0")]))
+        await asyncio.sleep(0.05)
+        admin = await RawConnection.open(pool)
+        try:
+            assert await admin.call(b"CLIENT", b"KILL", b"TYPE", b"pubsub") == 1
+        finally:
+            await admin.close()
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await asyncio.wait_for(waiting, WAIT)
+        assert not reads.takes_calls
+
+
+async def test_with_resp2_a_subscribed_connection_takes_no_commands(
+        redis_broker: LocalBroker) -> None:
+    """RESP2 refuses commands on a subscribed connection: a node publishes on its
+    own connection then."""
+    pool = aioredis.ConnectionPool.from_url(redis_broker.url, protocol=2)
+    try:
+        async with listening(pool, Deliveries()) as listener:
+            assert listener.reads is not None and not listener.reads.takes_calls
+    finally:
+        await pool.disconnect()
+
+
+def test_pending_calls_take_replies_in_order_and_never_a_push() -> None:
+    async def run() -> None:
+        calls = PendingCalls()
+        assert not calls.take(b"PONG")  # none waiting
+        first = calls.add(2)
+        calls.add_unawaited(1)
+        last = calls.add(1)
+        assert not calls.take([b"message", b"ch", b"x"])
+        assert calls.take(b"PONG") and calls.take(1) and first.result() == [b"PONG", 1]
+        assert calls.take(b"PONG") and not last.done() and calls.take(7)
+        assert last.result() == [7] and not calls
+        waiting = calls.add(1)
+        calls.fail(ConnectionError("gone"))
+        with pytest.raises(ConnectionError):
+            waiting.result()
+        with pytest.raises(ValueError):
+            calls.add(0)
+    asyncio.run(run())
+
+
+async def test_a_node_publishes_on_its_subscriber_connection(
+        redis_broker: LocalBroker) -> None:
+    """A node's publishes go on its subscriber connection (no second connection is
+    opened) and reach the other node; while a room subscription waits for Redis's
+    reply they go on a publishing connection of their own, in order all the same."""
+    got: dict[str, list[bytes]] = {"a": [], "b": []}
+    more = asyncio.Event()
+
+    def deliver_to(name: str) -> Callable[[bytes], Coroutine[Any, Any, None]]:
+        async def deliver(payload: bytes) -> None:
+            got[name].append(payload)
+            more.set()
+        return deliver
+
+    async def until(name: str, count: int) -> None:
+        async def seen() -> None:
+            while len(got[name]) < count:
+                more.clear()
+                await more.wait()
+        await asyncio.wait_for(seen(), WAIT)
+
+    nodes = [create_backend(redis_broker.url, channel="calls") for _ in range(2)]
+    a, b = nodes
+    assert isinstance(a, RedisBackend)
+    try:
+        await b.start("b", deliver_to("b"))
+        await a.start("a", deliver_to("a"))
+        await a.send([(None, b"1"), ("b", b"2")])
+        await until("b", 2)
+        assert got["b"] == [b"1", b"2"] and got["a"] == [b"1"]  # its own copy too
+        assert a._publisher is None
+        await asyncio.gather(a._subscribe_rooms(["k"]), a.send([(None, b"3")]))
+        assert a._publisher is not None
+        await a.send([(None, b"4")])
+        await until("b", 4)
+        assert got["b"] == [b"1", b"2", b"3", b"4"]
+    finally:
+        for node in nodes:
+            await node.stop()

@@ -200,6 +200,7 @@ class RedisClusterBackend(RedisBackend):
 
     async def _run(self, ready: Callable[[], None]) -> None:
         await self._refresh()  # each (re)subscription on the slot's current owner
+        self._publish_on_listener = True
         try:
             await super()._run(ready)
         except redis.exceptions.ResponseError as exc:
@@ -211,13 +212,16 @@ class RedisClusterBackend(RedisBackend):
         """A pipeline on the slot's owner. When every command of it was redirected
         (MOVED: none ran), it is sent once more at once to the owner a fresh slot map
         names, so a reshard does not hold publishing up; otherwise (ASK, CLUSTERDOWN,
-        some commands ran) the outbox sends the batch again after a backoff."""
+        some commands ran) the outbox sends the batch again after a backoff. From
+        then until the listener subscribes again (on the owner), publishes do not go
+        on its connection: with ``sharded=false`` it may stay on the old owner."""
         for attempt in range(2):
             try:
                 return await super()._round_trip(commands)
             except redis.exceptions.ResponseError as exc:
                 if not _redirected(exc):
                     raise
+                self._publish_on_listener = False
                 moved = self._moved(exc)
                 if attempt or not _all_moved(exc):
                     raise moved from exc

@@ -49,6 +49,13 @@ async def _first_failure(*coroutines: Awaitable[None]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _retrieved(future: asyncio.Future[None]) -> None:
+    """For a future nobody awaits: its error (the connection's loss) is not logged as
+    never retrieved."""
+    if not future.cancelled():
+        future.exception()
+
+
 class RedisBackend(RedisLog, RedisSessions):
     """Moves bytes over Redis pub/sub; keeps the durable log in a stream and sessions
     in keys that expire."""
@@ -82,6 +89,12 @@ class RedisBackend(RedisLog, RedisSessions):
         """The subscriber connection, once subscribed (room keys change on it)."""
         self._room_replies: dict[tuple[bytes, bytes], list[asyncio.Future[None]]] = {}
         """Room subscriptions and unsubscriptions waiting for Redis's reply."""
+        self._reads: SubscriberReads | None = None
+        """The subscriber connection's reads, while it listens: publishes go on that
+        connection when it takes commands (see :meth:`_round_trip`)."""
+        self._publish_on_listener = True
+        """False while that connection is known to be on the wrong server (a Redis
+        Cluster whose slot moved): publishes go on their own connection."""
 
     def node_channel(self, uid: str) -> str:
         return f"{self.prefix}#{uid}"
@@ -127,7 +140,8 @@ class RedisBackend(RedisLog, RedisSessions):
                     return
                 if intervals == 1:
                     try:
-                        raw.write(command(b"PING"))
+                        if reads is not None:
+                            reads.send(command(b"PING"), 1)
                     except redis.exceptions.ConnectionError:
                         pass  # closed: the read waiting on it ends by itself
                     return
@@ -139,7 +153,7 @@ class RedisBackend(RedisLog, RedisSessions):
             watch = SilenceWatch(interval, on_silence)
             dispatch = self._dispatch
             # messages are delivered from the read callback; the rest comes here
-            reads = SubscriberReads(raw, dispatch, watch.heard)
+            reads = self._reads = SubscriberReads(raw, dispatch, watch.heard)
             raw.write(command(self._subscribe_cmd, *(c.encode() for c in channels)))
             await raw.drain()
             pending = len(channels)  # confirmations prove the subscription is live
@@ -175,6 +189,7 @@ class RedisBackend(RedisLog, RedisSessions):
             if reads is not None:
                 reads.stop()
             self._listener = None
+            self._reads = None
             waiting, self._room_replies = self._room_replies, {}
             for futures in waiting.values():
                 for future in futures:
@@ -191,11 +206,15 @@ class RedisBackend(RedisLog, RedisSessions):
         self._listener = raw
         missing = sorted(self.room_keys - rooms)
         if missing:
+            # awaited by nobody, but no publish goes on this connection before them
+            for future in self._expect(self._subscribe_cmd, missing):
+                future.add_done_callback(_retrieved)
             raw.write(command(self._subscribe_cmd,
                               *(self.room_channel(k).encode() for k in missing)))
         gone = sorted(rooms - self.room_keys)
         if gone:
-            self._expect(self._unsubscribe_cmd(), gone)
+            for future in self._expect(self._unsubscribe_cmd(), gone):
+                future.add_done_callback(_retrieved)
             raw.write(command(self._unsubscribe_cmd(),
                               *(self.room_channel(k).encode() for k in gone)))
 
@@ -261,6 +280,15 @@ class RedisBackend(RedisLog, RedisSessions):
                 self._appended(replies[1:] if published else replies)
 
     async def _round_trip(self, commands: list[bytes]) -> list[Any]:
+        """The replies to a pipeline: on the subscriber connection when it takes
+        commands (RESP3, see :mod:`.calls`) and no room (un)subscription awaits its
+        reply (whose error would come first), else on the publishing connection.
+        One round trip at a time (the caller's lock): switching connections between
+        two keeps their order."""
+        reads = self._reads
+        if (reads is not None and self._listener is not None and self._publish_on_listener
+                and not self._room_replies and reads.takes_calls):
+            return await reads.pipeline(commands)
         publisher = self._publisher
         if publisher is None:
             publisher = self._publisher = await self._raw_connection()

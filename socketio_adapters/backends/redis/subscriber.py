@@ -17,6 +17,13 @@ the rest, if the delivery has to wait, is awaited by the listener. A delivery
 started in the callback runs in a copy of the callback's context; those the listener
 takes after a hand-over run in the listener's, as every delivery did before.
 
+Commands may be sent on the connection too (:meth:`SubscriberReads.pipeline`, with
+RESP3: the node's publishes, see :mod:`.calls`): their replies are taken wherever
+they are read, by the callback or by the listener task. While some are awaited the
+connection is read on even when the listener has the replies, which keeps the rest
+in order for it: a delivery that waits, for an emit of its own say, never waits for
+a reply behind it.
+
 Measured on this project's 2-core machine against the listener task reading the
 connection (benchmarks/README.md, stop 28; interleaved rounds, the official
 JavaScript client, room-broadcast p50 medians): 0.311 against 0.323 ms ordered and
@@ -36,7 +43,8 @@ import hiredis
 import redis.exceptions
 
 from ...eager import Continuation, step_as
-from .resp import RawConnection
+from .calls import PendingCalls
+from .resp import PipelineError, RawConnection
 
 __all__ = ["SubscriberReads"]
 
@@ -59,6 +67,10 @@ class SubscriberReads(asyncio.Protocol):
         if not isinstance(transport, asyncio.Transport):  # pragma: no cover - asyncio's are
             raise TypeError(f"a subscriber needs a read-write transport, not {transport!r}")
         self._transport = transport
+        self._raw = raw
+        self.calls = PendingCalls()
+        """Commands sent on this connection whose replies are awaited."""
+        self._paused = False
         self._stream: Any = self._transport.get_protocol()
         self._parser = raw.parser
         self._deliver = deliver
@@ -90,6 +102,8 @@ class SubscriberReads(asyncio.Protocol):
         self._heard()
         self._parser.feed(data)
         if self._taken:
+            if self.calls:
+                self._read_ahead()
             return
         if asyncio.current_task() is not None:
             # called inside a task (a TLS transport that flushes as it closes): the
@@ -97,9 +111,13 @@ class SubscriberReads(asyncio.Protocol):
             self._hand_over()
             return
         deliver, gets, listener = self._deliver, self._gets, self._listener
+        calls = self.calls
         reply = gets()
         while reply is not False:
             if not (isinstance(reply, list) and reply[0] in _MESSAGES):
+                if calls.take(reply):
+                    reply = gets()
+                    continue
                 self._held.append(reply)
                 self._hand_over()
                 return
@@ -127,9 +145,26 @@ class SubscriberReads(asyncio.Protocol):
             self._transport.abort()
             return False
 
+    def _read_ahead(self) -> None:
+        """The listener has the replies and calls wait: take theirs, keep the rest
+        for the listener in order; stop reading once no call waits."""
+        calls, held = self.calls, self._held
+        reply = self._gets()
+        while reply is not False:
+            if not calls.take(reply):
+                held.append(reply)
+            reply = self._gets()
+        self._pause_if_idle()
+
+    def _pause_if_idle(self) -> None:
+        """Stop reading while the listener has the replies, unless a call waits."""
+        if self._taken and not self.calls and not self._paused:
+            self._paused = True
+            self._transport.pause_reading()
+
     def _hand_over(self) -> None:
         self._taken = True
-        self._transport.pause_reading()
+        self._pause_if_idle()
         self._wake_task()
 
     def _wake_task(self) -> None:
@@ -140,6 +175,7 @@ class SubscriberReads(asyncio.Protocol):
     def _lose(self, exc: BaseException) -> None:
         if self._lost is None:
             self._lost = exc
+        self.calls.fail(exc)
         self._wake_task()
 
     # ------------------------------------------------------ the rest, passed on
@@ -175,10 +211,13 @@ class SubscriberReads(asyncio.Protocol):
             if waiting is not None:
                 await waiting
             out, self._held = self._held, []
+            calls = self.calls
             reply = self._gets()
             while reply is not False:
-                out.append(reply)
+                if not calls.take(reply):
+                    out.append(reply)
                 reply = self._gets()
+            self._pause_if_idle()
             if out:
                 return out
             if self._lost is not None:
@@ -186,7 +225,9 @@ class SubscriberReads(asyncio.Protocol):
             # nothing left for the task: the callback takes the replies again
             if self._taken:
                 self._taken = False
-                self._transport.resume_reading()
+                if self._paused:
+                    self._paused = False
+                    self._transport.resume_reading()
             self._wake = asyncio.get_running_loop().create_future()
             try:
                 await self._wake
@@ -209,9 +250,46 @@ class SubscriberReads(asyncio.Protocol):
         cancelling = getattr(self._listener, "cancelling", None)  # Python 3.11+
         return cancelling is not None and cancelling() == 0
 
+    # ------------------------------------------------------ commands
+
+    @property
+    def takes_calls(self) -> bool:
+        """Whether a command sent now has its replies read at once: RESP3 (with
+        RESP2 a subscribed connection refuses commands), the connection alive, and
+        the callback reading (not a listener busy with a delivery that waits)."""
+        return (not self._taken and not self._stopped and self._lost is None
+                and getattr(self._raw.connection, "protocol", 2) in (3, "3"))
+
+    def send(self, data: bytes, expected: int) -> None:
+        """Send commands whose ``expected`` replies nobody waits for (a PING)."""
+        self._raw.write(data)
+        self.calls.add_unawaited(expected)
+
+    async def pipeline(self, commands: list[bytes]) -> list[Any]:
+        """Send commands in one write and return their replies, in order; raise
+        :class:`~.resp.PipelineError` for an error reply, as
+        :meth:`RawConnection.pipeline` does."""
+        self._raw.write(b"".join(commands))
+        future = self.calls.add(len(commands))
+        try:
+            await self._raw.drain()
+            out = await future
+        except BaseException:
+            if future.done() and not future.cancelled():
+                future.exception()  # the connection's loss, raised here instead
+            else:
+                future.cancel()  # its replies are still taken off when they come
+            raise
+        for reply in out:
+            if isinstance(reply, hiredis.ReplyError):
+                raise PipelineError(str(reply), out)
+        return out
+
     def stop(self) -> None:
         """The listener ended: what arrives now is not delivered."""
         self._stopped = True
+        self.calls.fail(redis.exceptions.ConnectionError(
+            "the subscriber connection was closed"))
         waiting, self._waiting = self._waiting, None
         if waiting is not None:
             waiting.close()
