@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("redis")
 
+import hiredis
 import redis.asyncio as aioredis
 import redis.exceptions
 import socketio
@@ -435,17 +436,45 @@ async def test_a_delivery_that_waits_for_a_reply_gets_it(
         assert deliver.seen[3:] == [b"later"]
 
 
+async def test_a_delivery_that_waits_for_the_reply_read_with_it_gets_it(
+        pool: aioredis.ConnectionPool) -> None:
+    """The node's own copy and its PUBLISH's reply come in one read: a delivery of
+    that copy which waits for the publish (an emit queued behind it) gets the reply
+    from that same read, not when more bytes come."""
+    box: list[asyncio.Future[list[Any]]] = []
+
+    async def waits_for_the_publish(payload: bytes) -> None:
+        if payload == b"own":
+            await asyncio.shield(box[0])
+
+    async with listening(pool, waits_for_the_publish) as listener:
+        reads = listener.reads
+        assert reads is not None
+        box.append(asyncio.ensure_future(
+            reads.pipeline([command(b"PUBLISH", b"ch", b"own")])))
+        assert await asyncio.wait_for(asyncio.shield(box[0]), WAIT) == [1]
+
+
 async def test_a_keep_alive_ping_is_taken_off_the_connection(
         pool: aioredis.ConnectionPool) -> None:
     """A PING nobody waits for (the silence watch's): its answer is not handed to the
-    listener task, and a pipeline after it gets its own replies."""
+    listener task, and a pipeline after it gets its own replies. An error that comes
+    before its answer (a room subscription's, sent before it) is not the PING's: it
+    goes to the listener, as before."""
     deliver = Deliveries()
     async with listening(pool, deliver) as listener:
         reads = listener.reads
-        assert reads is not None
-        reads.send(command(b"PING"), 1)
+        raw = listener.raw
+        assert reads is not None and raw is not None
+        reads.ping()
         replies = await asyncio.wait_for(reads.pipeline([command(b"ECHO", b"x")]), WAIT)
         assert replies == [b"x"] and listener.others == [] and not reads.calls
+        raw.write(command(b"SUBSCRIBE"))  # refused: wrong number of arguments
+        reads.ping()
+        await _publish(pool, b"after")  # comes after both answers
+        await deliver.until(1)
+        assert isinstance(listener.others[0], hiredis.ReplyError)
+        assert listener.others[1:] in ([], [b"task delivered"]) and not reads.calls
 
 
 async def test_a_lost_connection_fails_the_commands_waiting(
@@ -484,11 +513,12 @@ def test_pending_calls_take_replies_in_order_and_never_a_push() -> None:
         calls = PendingCalls()
         assert not calls.take(b"PONG")  # none waiting
         first = calls.add(2)
-        calls.add_unawaited(1)
+        calls.add_ping()
         last = calls.add(1)
         assert not calls.take([b"message", b"ch", b"x"])
         assert calls.take(b"PONG") and calls.take(1) and first.result() == [b"PONG", 1]
-        assert calls.take(b"PONG") and not last.done() and calls.take(7)
+        assert not calls.take(hiredis.ReplyError("ERR not the PING's"))
+        assert calls.take([b"pong", b""]) and not last.done() and calls.take(7)
         assert last.result() == [7] and not calls
         waiting = calls.add(1)
         calls.fail(ConnectionError("gone"))

@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["PUSH_KINDS", "PendingCalls", "is_push"]
+__all__ = ["PUSH_KINDS", "PendingCalls", "is_pong", "is_push"]
 
 PUSH_KINDS = frozenset({
     b"message", b"smessage", b"pmessage", b"subscribe", b"ssubscribe", b"psubscribe",
@@ -33,10 +33,16 @@ def is_push(reply: Any) -> bool:
     return isinstance(reply, list) and bool(reply) and reply[0] in PUSH_KINDS
 
 
+def is_pong(reply: Any) -> bool:
+    """Whether a parsed reply answers a PING (RESP3's PONG, RESP2's subscribed form)."""
+    return bool(reply == b"PONG" or reply == [b"pong", b""])
+
+
 @dataclass(slots=True)
 class _Call:
     expected: int
     future: asyncio.Future[list[Any]] | None
+    """None: a keep-alive PING, which takes nothing but its answer."""
     replies: list[Any] = field(default_factory=list)
 
 
@@ -59,10 +65,11 @@ class PendingCalls:
         self._append(_Call(expected, future))
         return future
 
-    def add_unawaited(self, expected: int) -> None:
-        """Note commands sent whose replies nobody waits for: they are only taken
-        off the connection (a keep-alive PING)."""
-        self._append(_Call(expected, None))
+    def add_ping(self) -> None:
+        """Note a keep-alive PING just sent, whose answer nobody waits for: it is
+        only taken off the connection. It may go while a room subscription waits for
+        its reply: an error before its answer is that subscription's, not taken."""
+        self._append(_Call(1, None))
 
     def _append(self, call: _Call) -> None:
         if call.expected < 1:
@@ -76,6 +83,8 @@ class PendingCalls:
         if not calls or is_push(reply):
             return False
         call = calls[0]
+        if call.future is None and not is_pong(reply):
+            return False
         call.replies.append(reply)
         if len(call.replies) == call.expected:
             calls.popleft()

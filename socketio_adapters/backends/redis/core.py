@@ -141,7 +141,7 @@ class RedisBackend(RedisLog, RedisSessions):
                 if intervals == 1:
                     try:
                         if reads is not None:
-                            reads.send(command(b"PING"), 1)
+                            reads.ping()
                     except redis.exceptions.ConnectionError:
                         pass  # closed: the read waiting on it ends by itself
                     return

@@ -44,7 +44,7 @@ import redis.exceptions
 
 from ...eager import Continuation, step_as
 from .calls import PendingCalls
-from .resp import PipelineError, RawConnection
+from .resp import PipelineError, RawConnection, command
 
 __all__ = ["SubscriberReads"]
 
@@ -164,7 +164,12 @@ class SubscriberReads(asyncio.Protocol):
 
     def _hand_over(self) -> None:
         self._taken = True
-        self._pause_if_idle()
+        if self.calls:
+            # a reply may be in what was read already, behind a delivery that waits
+            # for it (an emit of its own): taken now, not when more bytes come
+            self._read_ahead()
+        else:
+            self._pause_if_idle()
         self._wake_task()
 
     def _wake_task(self) -> None:
@@ -260,10 +265,12 @@ class SubscriberReads(asyncio.Protocol):
         return (not self._taken and not self._stopped and self._lost is None
                 and getattr(self._raw.connection, "protocol", 2) in (3, "3"))
 
-    def send(self, data: bytes, expected: int) -> None:
-        """Send commands whose ``expected`` replies nobody waits for (a PING)."""
-        self._raw.write(data)
-        self.calls.add_unawaited(expected)
+    def ping(self) -> None:
+        """Send a PING nobody waits for (the silence watch's): its answer is taken off
+        the connection, any other reply (an earlier room subscription's error) still
+        goes to the listener."""
+        self._raw.write(command(b"PING"))
+        self.calls.add_ping()
 
     async def pipeline(self, commands: list[bytes]) -> list[Any]:
         """Send commands in one write and return their replies, in order; raise
