@@ -148,13 +148,17 @@ class SubscriberReads(asyncio.Protocol):
     def _read_ahead(self) -> None:
         """The listener has the replies and calls wait: take theirs, keep the rest
         for the listener in order; stop reading once no call waits."""
-        calls, held = self.calls, self._held
+        self._take_parsed(self._held)
+        self._pause_if_idle()
+
+    def _take_parsed(self, out: list[Any]) -> None:
+        """Every reply parsed so far: the calls' to them, the rest onto ``out``."""
+        calls = self.calls
         reply = self._gets()
         while reply is not False:
             if not calls.take(reply):
-                held.append(reply)
+                out.append(reply)
             reply = self._gets()
-        self._pause_if_idle()
 
     def _pause_if_idle(self) -> None:
         """Stop reading while the listener has the replies, unless a call waits."""
@@ -216,12 +220,7 @@ class SubscriberReads(asyncio.Protocol):
             if waiting is not None:
                 await waiting
             out, self._held = self._held, []
-            calls = self.calls
-            reply = self._gets()
-            while reply is not False:
-                if not calls.take(reply):
-                    out.append(reply)
-                reply = self._gets()
+            self._take_parsed(out)
             self._pause_if_idle()
             if out:
                 return out
