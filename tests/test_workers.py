@@ -20,6 +20,7 @@ either, are tests/test_no_sticky.py's.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import time
@@ -61,11 +62,20 @@ async def _cluster_of(servers: Servers, count: int, what: str) -> dict[int, int]
     return last
 
 
-async def _clients_on_workers(servers: Servers, workers: int,
+def _touch(path: str) -> None:
+    with open(path, "w"):
+        pass
+
+
+async def _clients_on_workers(servers: Servers, workers: int, scratch: Path,
                               most: int = 60) -> list[tuple[PythonClient, int]]:
-    """Connect websocket clients, ten at once (so that several workers accept at the
-    same time: an idle worker may win every accept otherwise), until they sit on
-    ``workers`` different workers."""
+    """Connect websocket clients, ten at once, until they sit on ``workers``
+    different workers. Which worker takes a connection is a race: the workers share
+    the listening socket, and the first one woken accepts every connection waiting
+    (asyncio's accept loop), so on a busy machine one worker may win every batch
+    (60 clients on one worker, seen once in a full run). So after a batch that left
+    them on fewer workers, the next one connects while the worker that has them is
+    held (``hold``: its event loop blocked until released), and another accepts."""
     clients: list[tuple[PythonClient, int]] = []
 
     async def one(i: int) -> tuple[PythonClient, int]:
@@ -73,17 +83,31 @@ async def _clients_on_workers(servers: Servers, workers: int,
         await client.connect(f"http://127.0.0.1:{servers.ports[i % len(servers.ports)]}")
         return client, await client.call("whereami")
 
+    async def batch() -> None:
+        clients.extend(await asyncio.gather(*(one(len(clients) + i) for i in range(10))))
+
     while len(clients) < most:
-        clients += await asyncio.gather(*(one(len(clients) + i) for i in range(10)))
+        if clients and len(servers.ports) == 1 and len({p for _, p in clients}) == 1:
+            flag = str(scratch / f"hold-{len(clients)}")
+            held = asyncio.ensure_future(clients[0][0].call("hold", flag))
+            try:
+                await eventually(functools.partial(os.path.exists, f"{flag}.held"), True,
+                                 "the worker with every client is held", timeout=DEADLINE)
+                await batch()
+            finally:
+                _touch(f"{flag}.release")
+                await asyncio.wait_for(held, DEADLINE)
+        else:
+            await batch()
         if len({pid for _, pid in clients}) >= workers:
             return clients
     raise AssertionError(f"{len(clients)} clients all landed on "
                          f"{len({p for _, p in clients})} workers")
 
 
-async def test_workers_form_one_cluster(servers: Servers) -> None:
+async def test_workers_form_one_cluster(servers: Servers, tmp_path: Path) -> None:
     pids = await _cluster_of(servers, WORKERS, "every worker counts every worker")
-    clients = await _clients_on_workers(servers, 2)
+    clients = await _clients_on_workers(servers, 2, tmp_path)
     try:
         # a broadcast from whichever worker takes the request reaches every client
         for n in range(3):

@@ -10,7 +10,9 @@ socket.io on the cluster of ``$SIOA_WORKERS_URL`` (recovery on), and a small HTT
 - socket.io events: ``whereami`` (acks the pid), ``join`` ``{"sid", "room"}`` (puts
   any sid, on any worker, in a room), ``shout`` (every worker broadcasts its pid as
   ``news``), ``drop`` (the worker that owns the session closes its transport once
-  it acked, as a network drop would).
+  it acked, as a network drop would), ``hold`` P (the worker's event loop is blocked
+  from its next turn, so it accepts no connection, until the file P + ".release"
+  exists, for 2 s at most; it writes P + ".held" as it starts).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -39,6 +42,19 @@ sio = AsyncServer(manager, async_mode="asgi",
 
 @sio.on("whereami")  # type: ignore[untyped-decorator]
 async def whereami(sid: str, data: Any = None) -> int:
+    return os.getpid()
+
+
+@sio.on("hold")  # type: ignore[untyped-decorator]
+async def hold(sid: str, path: str) -> int:
+    def block() -> None:
+        with open(path + ".held", "w"):
+            pass
+        deadline = time.monotonic() + 2.0
+        while not os.path.exists(path + ".release") and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    asyncio.get_running_loop().call_soon(block)
     return os.getpid()
 
 
