@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 from redis.asyncio.connection import AbstractConnection
 
-__all__ = ["PipelineError", "RawConnection", "command"]
+__all__ = ["PipelineError", "RawConnection", "checked", "command"]
 
 _READ_SIZE = 256 * 1024
 
@@ -30,6 +30,14 @@ class PipelineError(redis.exceptions.ResponseError):
     def __init__(self, message: str, replies: list[Any]) -> None:
         super().__init__(message)
         self.replies = replies
+
+
+def checked(replies: list[Any]) -> list[Any]:
+    """A pipeline's replies, or :class:`PipelineError` for the first error among them."""
+    for reply in replies:
+        if isinstance(reply, hiredis.ReplyError):
+            raise PipelineError(str(reply), replies)
+    return replies
 
 
 class RawConnection:
@@ -88,10 +96,7 @@ class RawConnection:
         out: list[Any] = []
         while len(out) < len(commands):
             out.extend(await self.replies())
-        for reply in out:
-            if isinstance(reply, hiredis.ReplyError):
-                raise PipelineError(str(reply), out)
-        return out
+        return checked(out)
 
     async def call(self, *parts: bytes) -> Any:
         """Send one command and return its reply."""

@@ -44,7 +44,7 @@ import redis.exceptions
 
 from ...eager import Continuation, step_as
 from .calls import PendingCalls
-from .resp import PipelineError, RawConnection, command
+from .resp import RawConnection, checked, command
 
 __all__ = ["SubscriberReads"]
 
@@ -286,10 +286,7 @@ class SubscriberReads(asyncio.Protocol):
             else:
                 future.cancel()  # its replies are still taken off when they come
             raise
-        for reply in out:
-            if isinstance(reply, hiredis.ReplyError):
-                raise PipelineError(str(reply), out)
-        return out
+        return checked(out)
 
     def stop(self) -> None:
         """The listener ended: what arrives now is not delivered."""
